@@ -1,0 +1,18 @@
+//! transfer-gate: an HTTP egress proxy that finds the data subjects whose personal information
+//! leaves the country, counts them exactly in the legal window, and refuses (HTTP 451) transfers
+//! that would cross a threshold the company holds no approval for.
+//!
+//! Module map, in the order a request meets them:
+//! - [`config`]: raw file structs, validation with diagnostics, the validated [`config::Config`].
+//! - [`proxy`]: listeners, destination classification, forwarding, CONNECT tunnels, upstream pool.
+//! - [`inspect`]: the streaming inspection engine (records, subjects, categories, detectors).
+//! - [`ledger`]: keyed hashing and the durable, atomic subject counts.
+//! - [`respond`]: the one place that builds synthetic responses (451, 502, 503, 504, 413).
+//! - [`metrics`]: the Prometheus families (names are part of the contract).
+//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/v1/*`).
+//! - [`model`]: the shared vocabulary (categories, regimes, the Shanghai calendar).
+//! - [`shutdown`]: the drain signal every connection watches.
+
+pub mod inspect;
+pub mod ledger;
+pub mod model;

@@ -1,0 +1,3 @@
+//! The `transfer-gate` command line: a thin layer over the library.
+
+fn main() {}
