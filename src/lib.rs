@@ -16,3 +16,11 @@
 pub mod inspect;
 pub mod ledger;
 pub mod model;
+pub mod config;
+pub mod metrics;
+pub mod respond;
+pub mod proxy;
+pub mod shutdown;
+pub mod tls;
+pub mod admin;
+pub mod app;

@@ -1,0 +1,166 @@
+//! Starting and stopping a gate: load the config, bind both listeners, serve until the drain
+//! signal, reload on `SIGHUP`. `main` calls [`run`]; tests can call [`start`] with their own
+//! drain handle.
+
+use crate::config::{self, Config, Diagnostic};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Gate};
+use crate::shutdown::{Drain, DrainWatch};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Why the gate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration has errors (every one is listed).
+    #[error("invalid configuration ({} problems)", .0.len())]
+    Config(Vec<Diagnostic>),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Building the runtime state failed.
+    #[error(transparent)]
+    Build(#[from] proxy::BuildError),
+    /// Metrics registration failed.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A started gate: its state and the addresses it listens on.
+pub struct Running {
+    /// The shared state.
+    pub gate: Arc<Gate>,
+    /// The proxy listener's address.
+    pub proxy_addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: SocketAddr,
+    /// Resolves when both listeners have stopped and the drain is over.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Binds the listeners of `cfg` and starts serving; stops when `drain` fires.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
+    std::fs::create_dir_all(&cfg.gate.data_dir).map_err(|source| StartError::DataDir {
+        path: cfg.gate.data_dir.clone(),
+        source,
+    })?;
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::register(&registry)?;
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    };
+    let proxy_l = bind(cfg.gate.proxy_listen).await?;
+    let admin_l = bind(cfg.gate.admin_listen).await?;
+    let proxy_addr = proxy_l.local_addr().map_err(|source| StartError::Bind { addr: cfg.gate.proxy_listen, source })?;
+    let admin_addr = admin_l.local_addr().map_err(|source| StartError::Bind { addr: cfg.gate.admin_listen, source })?;
+    let gate = Gate::new(cfg, metrics)?;
+    let p = tokio::spawn(proxy::serve(gate.clone(), proxy_l, drain.watcher()));
+    let a = tokio::spawn(crate::admin::serve(gate.clone(), admin_l, drain.watcher()));
+    let done = tokio::spawn(async move {
+        let _ = p.await;
+        let _ = a.await;
+    });
+    Ok(Running { gate, proxy_addr, admin_addr, done })
+}
+
+/// Loads the configuration at `path` off the async runtime.
+///
+/// # Errors
+/// Every diagnostic when the files have errors.
+pub async fn load(path: PathBuf) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+    match tokio::task::spawn_blocking(move || config::load(&path)).await {
+        Ok(r) => r,
+        Err(e) => Err(vec![Diagnostic {
+            severity: config::Severity::Error,
+            file: String::new(),
+            path: String::new(),
+            message: format!("loader task failed: {e}"),
+        }]),
+    }
+}
+
+/// Re-reads the configuration and swaps it in; on any error the old one stays.
+///
+/// # Errors
+/// Every diagnostic (or the build error) when the new files cannot be used.
+pub async fn reload(gate: &Gate, path: &Path) -> Result<Vec<Diagnostic>, Vec<String>> {
+    match load(path.to_path_buf()).await {
+        Ok((cfg, warnings)) => match gate.reload(cfg) {
+            Ok(()) => Ok(warnings),
+            Err(e) => Err(vec![e.to_string()]),
+        },
+        Err(diags) => Err(diags.iter().map(ToString::to_string).collect()),
+    }
+}
+
+/// Runs the gate on the config file at `path` until SIGTERM or SIGINT; SIGHUP reloads.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn run(path: PathBuf) -> Result<(), StartError> {
+    let (cfg, warnings) = load(path.clone()).await.map_err(StartError::Config)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let (drain, _watch) = Drain::new();
+    let running = start(cfg, &drain).await?;
+    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "transfer-gate listening");
+    signals(running.gate.clone(), path, drain, _watch).await;
+    let _ = running.done.await;
+    tracing::info!("transfer-gate stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn signals(gate: Arc<Gate>, path: PathBuf, drain: Drain, _watch: DrainWatch) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        drain.trigger();
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match reload(&gate, &path).await {
+                Ok(warnings) => {
+                    for w in warnings {
+                        tracing::warn!("{w}");
+                    }
+                    tracing::info!("configuration reloaded");
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    tracing::error!(errors = errors.len(), "reload refused; the previous configuration stays");
+                }
+            },
+        }
+    }
+    tracing::info!("shutdown signal: draining");
+    drain.trigger();
+}

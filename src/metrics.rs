@@ -1,0 +1,242 @@
+//! The Prometheus families of SPEC §6. Their names are part of the product contract and live
+//! here as constants. `main` builds the [`prometheus::Registry`] and passes it in; nothing here
+//! is global. Label values come from the configuration and from fixed enums, never from request
+//! data, so the number of series stays bounded.
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// `transfer_gate_entity_subjects`
+pub const ENTITY_SUBJECTS: &str = "transfer_gate_entity_subjects";
+/// `transfer_gate_destination_subjects`
+pub const DESTINATION_SUBJECTS: &str = "transfer_gate_destination_subjects";
+/// `transfer_gate_threshold_utilization_ratio`
+pub const THRESHOLD_UTILIZATION: &str = "transfer_gate_threshold_utilization_ratio";
+/// `transfer_gate_required_mechanism`
+pub const REQUIRED_MECHANISM: &str = "transfer_gate_required_mechanism";
+/// `transfer_gate_decisions_total`
+pub const DECISIONS_TOTAL: &str = "transfer_gate_decisions_total";
+/// `transfer_gate_records_total`
+pub const RECORDS_TOTAL: &str = "transfer_gate_records_total";
+/// `transfer_gate_bytes_total`
+pub const BYTES_TOTAL: &str = "transfer_gate_bytes_total";
+/// `transfer_gate_approval_expiry_timestamp_seconds`
+pub const APPROVAL_EXPIRY: &str = "transfer_gate_approval_expiry_timestamp_seconds";
+/// `transfer_gate_approval_remaining_subjects`
+pub const APPROVAL_REMAINING: &str = "transfer_gate_approval_remaining_subjects";
+/// `transfer_gate_request_duration_seconds`
+pub const REQUEST_DURATION: &str = "transfer_gate_request_duration_seconds";
+/// `transfer_gate_ledger_commit_seconds`
+pub const LEDGER_COMMIT: &str = "transfer_gate_ledger_commit_seconds";
+/// `transfer_gate_ledger_errors_total`
+pub const LEDGER_ERRORS: &str = "transfer_gate_ledger_errors_total";
+/// `transfer_gate_tunnels_total`
+pub const TUNNELS_TOTAL: &str = "transfer_gate_tunnels_total";
+/// `transfer_gate_config_info`
+pub const CONFIG_INFO: &str = "transfer_gate_config_info";
+/// `transfer_gate_upstream_errors_total` (not in the spec table; 502/504 by kind)
+pub const UPSTREAM_ERRORS: &str = "transfer_gate_upstream_errors_total";
+
+/// Every family the gate exports. Cheap to clone (each family is an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics {
+    /// Entity subject counts by class.
+    pub entity_subjects: IntGaugeVec,
+    /// Destination subject counts by destination and class.
+    pub destination_subjects: IntGaugeVec,
+    /// Count ÷ limit for each threshold of the regime.
+    pub threshold_utilization: GaugeVec,
+    /// 1 for the mechanism required now.
+    pub required_mechanism: IntGaugeVec,
+    /// Decisions by destination, decision and reason.
+    pub decisions: IntCounterVec,
+    /// Records by destination and category.
+    pub records: IntCounterVec,
+    /// Bytes by destination and direction.
+    pub bytes: IntCounterVec,
+    /// Approval expiry as a Unix timestamp.
+    pub approval_expiry: GaugeVec,
+    /// Remaining approved volume by approval and class.
+    pub approval_remaining: IntGaugeVec,
+    /// Request duration by decision.
+    pub request_duration: HistogramVec,
+    /// Ledger commit time by backend.
+    pub ledger_commit: HistogramVec,
+    /// Ledger errors by backend.
+    pub ledger_errors: IntCounterVec,
+    /// Tunnels opened by destination.
+    pub tunnels: IntCounterVec,
+    /// Constant 1 labelled with the config hash, regime and mode.
+    pub config_info: IntGaugeVec,
+    /// Upstream failures by destination and kind (`unreachable`, `timeout`).
+    pub upstream_errors: IntCounterVec,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    /// Creates every family and registers it in `registry`.
+    ///
+    /// # Errors
+    /// When a family of the same name is already registered there.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let latency_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
+        ];
+        let commit_buckets = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ];
+        let m = Metrics {
+            entity_subjects: IntGaugeVec::new(
+                opts(ENTITY_SUBJECTS, "Distinct data subjects sent abroad in the counting window, all overseas destinations together."),
+                &["class"],
+            )?,
+            destination_subjects: IntGaugeVec::new(
+                opts(DESTINATION_SUBJECTS, "Distinct data subjects sent to a destination in the counting window."),
+                &["destination", "class"],
+            )?,
+            threshold_utilization: GaugeVec::new(
+                opts(THRESHOLD_UTILIZATION, "Count divided by the limit of each legal threshold of the configured regime."),
+                &["threshold"],
+            )?,
+            required_mechanism: IntGaugeVec::new(
+                opts(REQUIRED_MECHANISM, "1 for the cross-border mechanism the entity's counts require now."),
+                &["mechanism"],
+            )?,
+            decisions: IntCounterVec::new(
+                opts(DECISIONS_TOTAL, "Decisions taken by the gate."),
+                &["destination", "decision", "reason"],
+            )?,
+            records: IntCounterVec::new(
+                opts(RECORDS_TOTAL, "Records with personal information forwarded, by category."),
+                &["destination", "category"],
+            )?,
+            bytes: IntCounterVec::new(
+                opts(BYTES_TOTAL, "Body bytes through the gate."),
+                &["destination", "direction"],
+            )?,
+            approval_expiry: GaugeVec::new(
+                opts(APPROVAL_EXPIRY, "End of an approval's validity (Unix seconds, end of the valid_until day in Asia/Shanghai)."),
+                &["approval", "destination", "mechanism"],
+            )?,
+            approval_remaining: IntGaugeVec::new(
+                opts(APPROVAL_REMAINING, "Data subjects an approval's declared volume still allows."),
+                &["approval", "class"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(REQUEST_DURATION, "Time from request head to response head.")
+                    .buckets(latency_buckets),
+                &["decision"],
+            )?,
+            ledger_commit: HistogramVec::new(
+                HistogramOpts::new(LEDGER_COMMIT, "Time to durably reserve a request's new subjects.")
+                    .buckets(commit_buckets),
+                &["backend"],
+            )?,
+            ledger_errors: IntCounterVec::new(
+                opts(LEDGER_ERRORS, "Ledger operations that failed (each one refused a transfer with 503)."),
+                &["backend"],
+            )?,
+            tunnels: IntCounterVec::new(
+                opts(TUNNELS_TOTAL, "CONNECT tunnels opened without inspection."),
+                &["destination"],
+            )?,
+            config_info: IntGaugeVec::new(
+                opts(CONFIG_INFO, "The loaded configuration."),
+                &["sha256", "regime", "mode"],
+            )?,
+            upstream_errors: IntCounterVec::new(
+                opts(UPSTREAM_ERRORS, "Upstream exchanges that failed, by kind."),
+                &["destination", "kind"],
+            )?,
+            registry: registry.clone(),
+        };
+        registry.register(Box::new(m.entity_subjects.clone()))?;
+        registry.register(Box::new(m.destination_subjects.clone()))?;
+        registry.register(Box::new(m.threshold_utilization.clone()))?;
+        registry.register(Box::new(m.required_mechanism.clone()))?;
+        registry.register(Box::new(m.decisions.clone()))?;
+        registry.register(Box::new(m.records.clone()))?;
+        registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.approval_expiry.clone()))?;
+        registry.register(Box::new(m.approval_remaining.clone()))?;
+        registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.ledger_commit.clone()))?;
+        registry.register(Box::new(m.ledger_errors.clone()))?;
+        registry.register(Box::new(m.tunnels.clone()))?;
+        registry.register(Box::new(m.config_info.clone()))?;
+        registry.register(Box::new(m.upstream_errors.clone()))?;
+        Ok(m)
+    }
+
+    /// The request duration histogram for one decision value.
+    pub fn duration(&self, decision: &str) -> Histogram {
+        self.request_duration.with_label_values(&[decision])
+    }
+
+    /// Renders every registered family in the Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail on I/O; a family with inconsistent data is skipped.
+        if TextEncoder::new().encode(&families, &mut out).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_family_is_rendered() {
+        let m = Metrics::register(&Registry::new()).unwrap();
+        m.entity_subjects.with_label_values(&["all"]).set(3);
+        m.destination_subjects.with_label_values(&["eu", "all"]).set(3);
+        m.threshold_utilization.with_label_values(&["subjects_100000"]).set(0.5);
+        m.required_mechanism.with_label_values(&["none"]).set(1);
+        m.decisions.with_label_values(&["eu", "allow", "allowed"]).inc();
+        m.records.with_label_values(&["eu", "basic"]).inc();
+        m.bytes.with_label_values(&["eu", "upstream"]).inc();
+        m.approval_expiry.with_label_values(&["A", "eu", "standard_contract"]).set(1.0);
+        m.approval_remaining.with_label_values(&["A", "all"]).set(1);
+        m.duration("allow").observe(0.001);
+        m.ledger_commit.with_label_values(&["local"]).observe(0.001);
+        m.ledger_errors.with_label_values(&["local"]).inc();
+        m.tunnels.with_label_values(&["domestic"]).inc();
+        m.config_info.with_label_values(&["abc", "cac-2024", "enforce"]).set(1);
+        let text = String::from_utf8(m.render()).unwrap();
+        for name in [
+            ENTITY_SUBJECTS,
+            DESTINATION_SUBJECTS,
+            THRESHOLD_UTILIZATION,
+            REQUIRED_MECHANISM,
+            DECISIONS_TOTAL,
+            RECORDS_TOTAL,
+            BYTES_TOTAL,
+            APPROVAL_EXPIRY,
+            APPROVAL_REMAINING,
+            REQUEST_DURATION,
+            LEDGER_COMMIT,
+            LEDGER_ERRORS,
+            TUNNELS_TOTAL,
+            CONFIG_INFO,
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The body wrapper every forwarded body passes through: it counts bytes into
+//! `transfer_gate_bytes_total`, aborts a body that goes idle for `timeouts.idle_seconds` or
+//! passes the whole-exchange deadline, and caps request bodies at `inspection.max_body_bytes`.
+//! It streams: frames are passed on as they arrive, never collected.
+//!
+//! This is also the seam where the streaming inspection gate plugs in: it sees every frame
+//! before the upstream does.
+
+use crate::respond::BoxError;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use prometheus::IntCounter;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Why a metered body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// No bytes for longer than the idle timeout.
+    #[error("body idle for longer than the idle timeout")]
+    Idle,
+    /// The whole-exchange deadline passed.
+    #[error("exchange took longer than the total timeout")]
+    Deadline,
+    /// More bytes than allowed.
+    #[error("body larger than inspection.max_body_bytes")]
+    TooLarge,
+}
+
+/// A streaming body that meters, times and caps its inner body.
+pub struct MeteredBody<B> {
+    inner: B,
+    bytes: IntCounter,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    deadline: Option<Instant>,
+    remaining: u64,
+    too_large: Option<Arc<AtomicBool>>,
+    done: bool,
+}
+
+impl<B> MeteredBody<B> {
+    /// Wraps `inner`; `cap` is the byte cap and a flag set when it is hit.
+    pub fn new(
+        inner: B,
+        bytes: IntCounter,
+        idle: Duration,
+        deadline: Option<Instant>,
+        cap: Option<(u64, Arc<AtomicBool>)>,
+    ) -> Self {
+        let first = next_wake(idle, deadline);
+        let (remaining, too_large) = match cap {
+            Some((n, flag)) => (n, Some(flag)),
+            None => (u64::MAX, None),
+        };
+        MeteredBody {
+            inner,
+            bytes,
+            idle,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            deadline,
+            remaining,
+            too_large,
+            done: false,
+        }
+    }
+}
+
+fn next_wake(idle: Duration, deadline: Option<Instant>) -> Instant {
+    let idle_at = Instant::now() + idle;
+    match deadline {
+        Some(d) if d < idle_at => d,
+        _ => idle_at,
+    }
+}
+
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        this.done = true;
+                        if let Some(flag) = &this.too_large {
+                            flag.store(true, Ordering::Release);
+                        }
+                        return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge))));
+                    }
+                    this.remaining -= n;
+                    this.bytes.inc_by(n);
+                    let wake = next_wake(this.idle, this.deadline);
+                    this.timer.as_mut().reset(wake);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.done = true;
+                    let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
+                    let e = if past_deadline { BodyError::Deadline } else { BodyError::Idle };
+                    Poll::Ready(Some(Err(Box::new(e))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    #[tokio::test]
+    async fn counts_and_passes_through() {
+        let c = IntCounter::new("t", "t").unwrap();
+        let b = MeteredBody::new(Full::new(Bytes::from_static(b"hello")), c.clone(), Duration::from_secs(5), None, None);
+        let out = b.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"hello");
+        assert_eq!(c.get(), 5);
+    }
+
+    #[tokio::test]
+    async fn caps_the_size() {
+        let c = IntCounter::new("t", "t").unwrap();
+        let flag = Arc::new(AtomicBool::new(false));
+        let b = MeteredBody::new(Full::new(Bytes::from_static(b"hello")), c, Duration::from_secs(5), None, Some((4, flag.clone())));
+        assert!(b.collect().await.is_err());
+        assert!(flag.load(Ordering::Acquire));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_body_fails() {
+        let c = IntCounter::new("t", "t").unwrap();
+        let never = StreamBody::new(futures_util::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>());
+        let b = MeteredBody::new(never, c, Duration::from_secs(1), None, None);
+        let err = b.collect().await.err().unwrap();
+        assert!(err.to_string().contains("idle"));
+    }
+}

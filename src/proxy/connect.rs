@@ -1,0 +1,90 @@
+//! `CONNECT`: a plain tunnel to domestic hosts and to destinations declared `tls = "tunnel"`
+//! (counted in `transfer_gate_tunnels_total`); everything else overseas is refused
+//! `uninspectable` (interception comes with the TLS interception issue) or
+//! `unknown_destination`. The upstream is dialled before the client gets its `200`, so an
+//! unreachable target is a 502, not a tunnel that dies at once.
+
+use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
+use super::forward::{count, refuse};
+use super::{Gate, Snapshot};
+use crate::config::TlsMode;
+use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
+
+/// Handles a `CONNECT host:port` request.
+pub async fn handle(
+    gate: &Gate,
+    snap: &Snapshot,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+    request_id: &str,
+) -> (Response<GateBody>, &'static str) {
+    let Some(auth) = req.uri().authority().cloned() else {
+        return (respond::bad_request("CONNECT needs host:port", request_id), "block");
+    };
+    let Some(port) = auth.port_u16() else {
+        return (respond::bad_request("CONNECT needs host:port", request_id), "block");
+    };
+    let (label, dial): (&str, String) = match classify(&snap.config, auth.host()) {
+        Class::Unknown => {
+            return refuse(gate, snap, Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL), request_id)
+        }
+        Class::Domestic => (DOMESTIC_LABEL, auth.as_str().to_owned()),
+        Class::Destination(i) => {
+            let d = &snap.config.destinations[i];
+            match d.tls {
+                Some(TlsMode::Tunnel) => (
+                    d.name.as_str(),
+                    d.connect_to.clone().unwrap_or_else(|| auth.as_str().to_owned()),
+                ),
+                _ => return refuse(gate, snap, Refusal::new(Reason::Uninspectable, d.name.clone()), request_id),
+            }
+        }
+    };
+    let host = auth.host().trim_matches(['[', ']']).to_owned();
+    let connect = async {
+        if dial == auth.as_str() {
+            TcpStream::connect((host.as_str(), port)).await
+        } else {
+            TcpStream::connect(dial.as_str()).await
+        }
+    };
+    let upstream = match tokio::time::timeout(snap.config.timeouts.connect, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(request_id, destination = label, error = %e, "tunnel connect failed");
+            return (respond::upstream_failure(UpstreamFailure::Unreachable, request_id), "block");
+        }
+        Err(_) => return (respond::upstream_failure(UpstreamFailure::Timeout, request_id), "block"),
+    };
+    let reason = if label == DOMESTIC_LABEL { Reason::Domestic } else { Reason::Tunnel };
+    let decision = count(gate, label, reason);
+    gate.metrics.tunnels.with_label_values(&[label]).inc();
+    let up = gate.metrics.bytes.with_label_values(&[label, "upstream"]);
+    let down = gate.metrics.bytes.with_label_values(&[label, "downstream"]);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let request_id = request_id.to_owned();
+    tokio::spawn(async move {
+        let mut upstream = upstream;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut client = TokioIo::new(upgraded);
+                match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    Ok((from_client, from_upstream)) => {
+                        up.inc_by(from_client);
+                        down.inc_by(from_upstream);
+                    }
+                    Err(e) => tracing::debug!(request_id, %peer, error = %e, "tunnel closed with an error"),
+                }
+            }
+            Err(e) => tracing::debug!(request_id, %peer, error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(respond::empty());
+    *resp.status_mut() = StatusCode::OK;
+    (resp, decision)
+}

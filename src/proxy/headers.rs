@@ -1,0 +1,139 @@
+//! Header rules of a forwarding proxy (RFC 9110 §7.6): hop-by-hop headers removed in both
+//! directions (including those named by `Connection`), `Via` appended, `X-Request-Id` passed
+//! on or created.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The `Via` entry the gate appends.
+pub const VIA: &str = "1.1 transfer-gate";
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers and those listed in `Connection`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        h.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+}
+
+/// Appends the gate's `Via` entry.
+pub fn add_via(h: &mut HeaderMap) {
+    h.append(header::VIA, HeaderValue::from_static(VIA));
+}
+
+/// Whether the request asks for a protocol upgrade (e.g. WebSocket).
+pub fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        || h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// The name of the request id header.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Creates request ids: a random per-process prefix and a counter (unique, no syscall per request).
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let mut b = [0u8; 8];
+        // Without OS randomness the prefix falls back to the clock: still unique per process.
+        if getrandom::fill(&mut b).is_err() {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            b = t.to_le_bytes();
+        }
+        RequestIds {
+            prefix: u64::from_le_bytes(b),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl RequestIds {
+    /// The client's id when it sent a sane one, else a new one; written back into `h`.
+    pub fn assign(&self, h: &mut HeaderMap) -> String {
+        if let Some(v) = h.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
+                return v.to_owned();
+            }
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}{:016x}", self.prefix, n);
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            h.insert(REQUEST_ID, v);
+        }
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-end-to-end", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_created() {
+        let ids = RequestIds::default();
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(ids.assign(&mut h), "abc-123");
+        let mut h = HeaderMap::new();
+        let a = ids.assign(&mut h);
+        let b = ids.assign(&mut HeaderMap::new());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert_eq!(h[REQUEST_ID], a.as_str());
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_upgrade(&h));
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        assert!(wants_upgrade(&h));
+    }
+}

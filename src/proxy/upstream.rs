@@ -1,0 +1,201 @@
+//! Connections to upstreams: a connector that honours a destination's `connect_to` override
+//! and originates TLS (verified, ALPN h2/http1.1), and one pooled hyper client per destination
+//! (plus one for domestic traffic), built when the configuration loads.
+
+use crate::respond::{BoxError, GateBody};
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// The pooled client type used for every upstream.
+pub type UpstreamClient = Client<UpstreamConnector, GateBody>;
+
+/// Why a connection to an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP or TLS connect did not finish within `timeouts.connect_seconds`.
+    #[error("connect timed out")]
+    Timeout,
+    /// TCP connect failed.
+    #[error("connect failed: {0}")]
+    Io(#[from] io::Error),
+    /// The TLS handshake failed (e.g. the certificate did not verify).
+    #[error("TLS handshake with upstream failed: {0}")]
+    Tls(io::Error),
+    /// The URI has no host.
+    #[error("no host in the upstream URI")]
+    NoHost,
+}
+
+/// Connects to the URI's host (or the `connect_to` override) and, for `https` URIs, runs a TLS
+/// handshake that verifies the certificate against the URI's host name.
+#[derive(Clone)]
+pub struct UpstreamConnector {
+    connect_to: Option<Arc<str>>,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+}
+
+impl UpstreamConnector {
+    /// A connector; `connect_to` replaces the address (not the TLS name) of every connection.
+    pub fn new(connect_to: Option<&str>, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Self {
+        UpstreamConnector {
+            connect_to: connect_to.map(Arc::from),
+            tls,
+            timeout,
+        }
+    }
+
+    async fn connect(self, uri: Uri) -> Result<UpstreamStream, ConnectError> {
+        let host = uri.host().ok_or(ConnectError::NoHost)?.trim_matches(['[', ']']).to_owned();
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let fut = async {
+            let tcp = match &self.connect_to {
+                Some(addr) => TcpStream::connect(addr.as_ref()).await?,
+                None => TcpStream::connect((host.as_str(), port)).await?,
+            };
+            tcp.set_nodelay(true)?;
+            if !https {
+                return Ok(UpstreamStream::Plain(tcp));
+            }
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| ConnectError::Tls(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+            let tls = TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(ConnectError::Tls)?;
+            Ok(UpstreamStream::Tls(Box::new(tls)))
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+    }
+}
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            this.connect(uri)
+                .await
+                .map(TokioIo::new)
+                .map_err(|e| Box::new(e) as BoxError)
+        })
+    }
+}
+
+/// A plain or TLS connection to an upstream.
+pub enum UpstreamStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamStream::Plain(_) => Connected::new(),
+            UpstreamStream::Tls(tls) => {
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Connected::new().negotiated_h2()
+                } else {
+                    Connected::new()
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// A pooled client over `connector`; idle pooled connections close after `idle`.
+pub fn client(connector: UpstreamConnector, idle: Duration) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(idle)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// Whether a client error was caused by a connect timeout (504 rather than 502).
+pub fn is_connect_timeout(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = src {
+        if matches!(e.downcast_ref::<ConnectError>(), Some(ConnectError::Timeout)) {
+            return true;
+        }
+        src = e.source();
+    }
+    false
+}
