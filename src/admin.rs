@@ -39,12 +39,18 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
 fn text(status: StatusCode, body: &'static str) -> Response<GateBody> {
     let mut r = Response::new(respond::full(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
-async fn handle(gate: Arc<Gate>, _peer: SocketAddr, req: Request<Incoming>) -> Result<Response<GateBody>, Infallible> {
+async fn handle(
+    gate: Arc<Gate>,
+    _peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<GateBody>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
     }

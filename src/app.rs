@@ -65,12 +65,20 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry)?;
     let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
     };
     let proxy_l = bind(cfg.gate.proxy_listen).await?;
     let admin_l = bind(cfg.gate.admin_listen).await?;
-    let proxy_addr = proxy_l.local_addr().map_err(|source| StartError::Bind { addr: cfg.gate.proxy_listen, source })?;
-    let admin_addr = admin_l.local_addr().map_err(|source| StartError::Bind { addr: cfg.gate.admin_listen, source })?;
+    let proxy_addr = proxy_l.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.gate.proxy_listen,
+        source,
+    })?;
+    let admin_addr = admin_l.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.gate.admin_listen,
+        source,
+    })?;
     let gate = Gate::new(cfg, metrics)?;
     let p = tokio::spawn(proxy::serve(gate.clone(), proxy_l, drain.watcher()));
     let a = tokio::spawn(crate::admin::serve(gate.clone(), admin_l, drain.watcher()));
@@ -78,7 +86,12 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
         let _ = p.await;
         let _ = a.await;
     });
-    Ok(Running { gate, proxy_addr, admin_addr, done })
+    Ok(Running {
+        gate,
+        proxy_addr,
+        admin_addr,
+        done,
+    })
 }
 
 /// Loads the configuration at `path` off the async runtime.

@@ -13,14 +13,14 @@
 //! - [`model`]: the shared vocabulary (categories, regimes, the Shanghai calendar).
 //! - [`shutdown`]: the drain signal every connection watches.
 
-pub mod inspect;
-pub mod ledger;
-pub mod model;
-pub mod config;
-pub mod metrics;
-pub mod respond;
-pub mod proxy;
-pub mod shutdown;
-pub mod tls;
 pub mod admin;
 pub mod app;
+pub mod config;
+pub mod inspect;
+pub mod ledger;
+pub mod metrics;
+pub mod model;
+pub mod proxy;
+pub mod respond;
+pub mod shutdown;
+pub mod tls;

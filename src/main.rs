@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use transfer_gate::config::{self, Severity};
 
 #[derive(Parser)]
-#[command(name = "transfer-gate", version, about = "Egress proxy that counts and gates cross-border transfers of personal information")]
+#[command(
+    name = "transfer-gate",
+    version,
+    about = "Egress proxy that counts and gates cross-border transfers of personal information"
+)]
 struct Cli {
     /// Log format for application logs (RUST_LOG sets the level).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "TRANSFER_GATE_LOG_FORMAT")]
@@ -40,7 +44,9 @@ enum Command {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -55,7 +61,10 @@ fn check(path: &std::path::Path) -> ExitCode {
     for d in &diags {
         println!("{d}");
     }
-    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = diags.len() - errors;
     println!("{errors} errors, {warnings} warnings");
     if errors > 0 {
@@ -71,7 +80,10 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => {
             init_logs(cli.log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

@@ -206,19 +206,29 @@ mod tests {
     fn every_contract_family_is_rendered() {
         let m = Metrics::register(&Registry::new()).unwrap();
         m.entity_subjects.with_label_values(&["all"]).set(3);
-        m.destination_subjects.with_label_values(&["eu", "all"]).set(3);
-        m.threshold_utilization.with_label_values(&["subjects_100000"]).set(0.5);
+        m.destination_subjects
+            .with_label_values(&["eu", "all"])
+            .set(3);
+        m.threshold_utilization
+            .with_label_values(&["subjects_100000"])
+            .set(0.5);
         m.required_mechanism.with_label_values(&["none"]).set(1);
-        m.decisions.with_label_values(&["eu", "allow", "allowed"]).inc();
+        m.decisions
+            .with_label_values(&["eu", "allow", "allowed"])
+            .inc();
         m.records.with_label_values(&["eu", "basic"]).inc();
         m.bytes.with_label_values(&["eu", "upstream"]).inc();
-        m.approval_expiry.with_label_values(&["A", "eu", "standard_contract"]).set(1.0);
+        m.approval_expiry
+            .with_label_values(&["A", "eu", "standard_contract"])
+            .set(1.0);
         m.approval_remaining.with_label_values(&["A", "all"]).set(1);
         m.duration("allow").observe(0.001);
         m.ledger_commit.with_label_values(&["local"]).observe(0.001);
         m.ledger_errors.with_label_values(&["local"]).inc();
         m.tunnels.with_label_values(&["domestic"]).inc();
-        m.config_info.with_label_values(&["abc", "cac-2024", "enforce"]).set(1);
+        m.config_info
+            .with_label_values(&["abc", "cac-2024", "enforce"])
+            .set(1);
         let text = String::from_utf8(m.render()).unwrap();
         for name in [
             ENTITY_SUBJECTS,

@@ -204,7 +204,11 @@ struct BlockedBody<'a> {
 pub const REASON_HEADER: &str = "x-transfer-gate-reason";
 
 /// Builds the 451 (or 503) `transfer_blocked` response of SPEC §5.
-pub fn blocked(refusal: &Refusal, request_id: &str, blocked_by: Option<&HeaderValue>) -> Response<GateBody> {
+pub fn blocked(
+    refusal: &Refusal,
+    request_id: &str,
+    blocked_by: Option<&HeaderValue>,
+) -> Response<GateBody> {
     let body = BlockedBody {
         error: "transfer_blocked",
         reason: refusal.reason.as_str(),
@@ -218,8 +222,14 @@ pub fn blocked(refusal: &Refusal, request_id: &str, blocked_by: Option<&HeaderVa
     let mut resp = Response::new(full(json));
     *resp.status_mut() = refusal.reason.status();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(REASON_HEADER, HeaderValue::from_static(refusal.reason.as_str()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        REASON_HEADER,
+        HeaderValue::from_static(refusal.reason.as_str()),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-request-id", v);
     }
@@ -247,12 +257,19 @@ pub enum UpstreamFailure {
 }
 
 /// A plain error response with a short JSON body: `{"error": code, "message": ..}`.
-pub fn error(status: StatusCode, code: &str, message: &str, request_id: &str) -> Response<GateBody> {
+pub fn error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<GateBody> {
     let json = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
     let mut resp = Response::new(full(json.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }

@@ -72,7 +72,11 @@ fn read_table(path: &Path, file: &str, d: &mut Diagnostics, hasher: &mut Sha256)
     match text.parse::<Table>() {
         Ok(t) => Some(t),
         Err(e) => {
-            d.error(file, "", format!("not valid TOML: {}", e.to_string().trim()));
+            d.error(
+                file,
+                "",
+                format!("not valid TOML: {}", e.to_string().trim()),
+            );
             None
         }
     }
@@ -100,7 +104,12 @@ fn section<T: DeserializeOwned>(
     }
 }
 
-fn array<T: DeserializeOwned>(t: &Table, key: &str, file: &str, d: &mut Diagnostics) -> Vec<Option<T>> {
+fn array<T: DeserializeOwned>(
+    t: &Table,
+    key: &str,
+    file: &str,
+    d: &mut Diagnostics,
+) -> Vec<Option<T>> {
     match t.get(key) {
         None => Vec::new(),
         Some(Value::Array(items)) => items
@@ -109,13 +118,23 @@ fn array<T: DeserializeOwned>(t: &Table, key: &str, file: &str, d: &mut Diagnost
             .map(|(i, v)| de(v, file, &format!("{key}[{i}]"), d))
             .collect(),
         Some(_) => {
-            d.error(file, key, format!("must be an array of tables (`[[{key}]]`)"));
+            d.error(
+                file,
+                key,
+                format!("must be an array of tables (`[[{key}]]`)"),
+            );
             Vec::new()
         }
     }
 }
 
-fn seconds(v: Option<f64>, default: Duration, file: &str, path: &str, d: &mut Diagnostics) -> Duration {
+fn seconds(
+    v: Option<f64>,
+    default: Duration,
+    file: &str,
+    path: &str,
+    d: &mut Diagnostics,
+) -> Duration {
     match v {
         None => default,
         Some(s) if s.is_finite() && s > 0.0 && s < 1e7 => Duration::from_secs_f64(s),
@@ -130,7 +149,11 @@ fn socket(v: &str, file: &str, path: &str, d: &mut Diagnostics) -> SocketAddr {
     match v.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
-            d.error(file, path, format!("`{v}` is not an address:port (e.g. 127.0.0.1:3128)"));
+            d.error(
+                file,
+                path,
+                format!("`{v}` is not an address:port (e.g. 127.0.0.1:3128)"),
+            );
             SocketAddr::from(([127, 0, 0, 1], 0))
         }
     }
@@ -147,10 +170,23 @@ fn unreadable(v: &str, file: &str, path: &str, d: &mut Diagnostics) -> Unreadabl
     }
 }
 
-fn build(path: &Path, file: &str, t: &Table, d: &mut Diagnostics, hasher: &mut Sha256) -> Option<Config> {
+fn build(
+    path: &Path,
+    file: &str,
+    t: &Table,
+    d: &mut Diagnostics,
+    hasher: &mut Sha256,
+) -> Option<Config> {
     for key in t.keys() {
         if !TOP_KEYS.contains(&key.as_str()) {
-            d.error(file, key.as_str(), format!("unknown section `{key}`; expected one of: {}", TOP_KEYS.join(", ")));
+            d.error(
+                file,
+                key.as_str(),
+                format!(
+                    "unknown section `{key}`; expected one of: {}",
+                    TOP_KEYS.join(", ")
+                ),
+            );
         }
     }
     let raw_gate: Option<RawGate> = section(t, "gate", file, d).flatten();
@@ -161,9 +197,13 @@ fn build(path: &Path, file: &str, t: &Table, d: &mut Diagnostics, hasher: &mut S
     if !t.contains_key("entity") {
         d.error(file, "entity", "missing section `[entity]`");
     }
-    let raw_timeouts: RawTimeouts = section(t, "timeouts", file, d).flatten().unwrap_or_default();
+    let raw_timeouts: RawTimeouts = section(t, "timeouts", file, d)
+        .flatten()
+        .unwrap_or_default();
     let raw_ledger: RawLedger = section(t, "ledger", file, d).flatten().unwrap_or_default();
-    let raw_insp: RawInspection = section(t, "inspection", file, d).flatten().unwrap_or_default();
+    let raw_insp: RawInspection = section(t, "inspection", file, d)
+        .flatten()
+        .unwrap_or_default();
     let raw_tls: RawTls = section(t, "tls", file, d).flatten().unwrap_or_default();
     let raw_domestic: Vec<Option<RawDomestic>> = array(t, "domestic", file, d);
     let raw_dests: Vec<Option<RawDestination>> = array(t, "destination", file, d);
@@ -171,13 +211,22 @@ fn build(path: &Path, file: &str, t: &Table, d: &mut Diagnostics, hasher: &mut S
 
     let entity = raw_entity.map(|e| {
         let regime = e.regime.parse::<Regime>().unwrap_or_else(|_| {
-            d.error(file, "entity.regime", format!("`{}` is not one of: cac-2024, cac-2022", e.regime));
+            d.error(
+                file,
+                "entity.regime",
+                format!("`{}` is not one of: cac-2024, cac-2022", e.regime),
+            );
             Regime::Cac2024
         });
         if e.name.trim().is_empty() {
             d.error(file, "entity.name", "must not be empty");
         }
-        Entity { name: e.name, regime, ciio: e.ciio, pi_subjects_processed: e.pi_subjects_processed }
+        Entity {
+            name: e.name,
+            regime,
+            ciio: e.ciio,
+            pi_subjects_processed: e.pi_subjects_processed,
+        }
     });
     let regime = entity.as_ref().map(|e| e.regime).unwrap_or(Regime::Cac2024);
 
@@ -186,28 +235,50 @@ fn build(path: &Path, file: &str, t: &Table, d: &mut Diagnostics, hasher: &mut S
             "enforce" => Mode::Enforce,
             "observe" => Mode::Observe,
             other => {
-                d.error(file, "gate.mode", format!("`{other}` is not one of: enforce, observe"));
+                d.error(
+                    file,
+                    "gate.mode",
+                    format!("`{other}` is not one of: enforce, observe"),
+                );
                 Mode::Enforce
             }
         };
         let proxy_listen = socket(&g.proxy_listen, file, "gate.proxy_listen", d);
         let admin_listen = socket(&g.admin_listen, file, "gate.admin_listen", d);
         if proxy_listen == admin_listen && proxy_listen.port() != 0 {
-            d.error(file, "gate.admin_listen", "must differ from gate.proxy_listen");
+            d.error(
+                file,
+                "gate.admin_listen",
+                "must differ from gate.proxy_listen",
+            );
         }
         if !admin_listen.ip().is_loopback() && g.admin_token_file.is_none() {
-            d.warn(file, "gate.admin_listen", "not on loopback and no admin_token_file: /v1/* will refuse every caller");
+            d.warn(
+                file,
+                "gate.admin_listen",
+                "not on loopback and no admin_token_file: /v1/* will refuse every caller",
+            );
         }
         let admin_token_file = g.admin_token_file.map(|p| resolve(path, &p));
         if let Some(p) = &admin_token_file {
             match std::fs::read_to_string(p) {
                 Ok(s) if s.trim().len() >= 16 => {}
-                Ok(_) => d.error(file, "gate.admin_token_file", "the token must be at least 16 characters"),
-                Err(e) => d.error(file, "gate.admin_token_file", format!("cannot read {}: {e}", p.display())),
+                Ok(_) => d.error(
+                    file,
+                    "gate.admin_token_file",
+                    "the token must be at least 16 characters",
+                ),
+                Err(e) => d.error(
+                    file,
+                    "gate.admin_token_file",
+                    format!("cannot read {}: {e}", p.display()),
+                ),
             }
         }
         if let Some(u) = &g.blocked_by_url {
-            if !(u.starts_with("https://") || u.starts_with("http://")) || u.contains(['<', '>', '"', ' ']) {
+            if !(u.starts_with("https://") || u.starts_with("http://"))
+                || u.contains(['<', '>', '"', ' '])
+            {
                 d.error(file, "gate.blocked_by_url", "must be an http(s) URL");
             }
         }
@@ -226,11 +297,37 @@ fn build(path: &Path, file: &str, t: &Table, d: &mut Diagnostics, hasher: &mut S
 
     let def = Timeouts::default();
     let timeouts = Timeouts {
-        connect: seconds(raw_timeouts.connect_seconds, def.connect, file, "timeouts.connect_seconds", d),
-        response_header: seconds(raw_timeouts.response_header_seconds, def.response_header, file, "timeouts.response_header_seconds", d),
-        idle: seconds(raw_timeouts.idle_seconds, def.idle, file, "timeouts.idle_seconds", d),
-        total: raw_timeouts.total_seconds.map(|s| seconds(Some(s), def.idle, file, "timeouts.total_seconds", d)),
-        client_header: seconds(raw_timeouts.client_header_seconds, def.client_header, file, "timeouts.client_header_seconds", d),
+        connect: seconds(
+            raw_timeouts.connect_seconds,
+            def.connect,
+            file,
+            "timeouts.connect_seconds",
+            d,
+        ),
+        response_header: seconds(
+            raw_timeouts.response_header_seconds,
+            def.response_header,
+            file,
+            "timeouts.response_header_seconds",
+            d,
+        ),
+        idle: seconds(
+            raw_timeouts.idle_seconds,
+            def.idle,
+            file,
+            "timeouts.idle_seconds",
+            d,
+        ),
+        total: raw_timeouts
+            .total_seconds
+            .map(|s| seconds(Some(s), def.idle, file, "timeouts.total_seconds", d)),
+        client_header: seconds(
+            raw_timeouts.client_header_seconds,
+            def.client_header,
+            file,
+            "timeouts.client_header_seconds",
+            d,
+        ),
     };
 
     let ledger = validate_ledger(path, file, raw_ledger, d);
@@ -248,7 +345,11 @@ fn build(path: &Path, file: &str, t: &Table, d: &mut Diagnostics, hasher: &mut S
         for (j, c) in dom.cidrs.iter().enumerate() {
             match c.parse::<IpNet>() {
                 Ok(n) => domestic.cidrs.push(n),
-                Err(_) => d.error(file, format!("domestic[{i}].cidrs[{j}]"), format!("`{c}` is not a CIDR (e.g. 10.0.0.0/8)")),
+                Err(_) => d.error(
+                    file,
+                    format!("domestic[{i}].cidrs[{j}]"),
+                    format!("`{c}` is not a CIDR (e.g. 10.0.0.0/8)"),
+                ),
             }
         }
     }
@@ -266,10 +367,18 @@ fn build(path: &Path, file: &str, t: &Table, d: &mut Diagnostics, hasher: &mut S
     }
     if let Some(p) = &tls.upstream_ca_file {
         if let Err(e) = std::fs::metadata(p) {
-            d.error(file, "tls.upstream_ca_file", format!("cannot read {}: {e}", p.display()));
+            d.error(
+                file,
+                "tls.upstream_ca_file",
+                format!("cannot read {}: {e}", p.display()),
+            );
         }
     }
-    if destinations.iter().any(|x| x.tls == Some(TlsMode::Intercept)) && tls.ca_cert.is_none() {
+    if destinations
+        .iter()
+        .any(|x| x.tls == Some(TlsMode::Intercept))
+        && tls.ca_cert.is_none()
+    {
         d.warn(file, "tls.ca_cert", "destinations use tls = \"intercept\" but no interception CA is configured; CONNECT to them will be refused");
     }
 
@@ -300,7 +409,11 @@ fn validate_ledger(path: &Path, file: &str, raw: RawLedger, d: &mut Diagnostics)
         "redis" => match (raw.redis_url, raw.redis_cluster) {
             (Some(url), None) => {
                 if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    d.error(file, "ledger.redis_url", "must start with redis:// or rediss://");
+                    d.error(
+                        file,
+                        "ledger.redis_url",
+                        "must start with redis:// or rediss://",
+                    );
                 }
                 Backend::Redis { url }
             }
@@ -310,12 +423,20 @@ fn validate_ledger(path: &Path, file: &str, raw: RawLedger, d: &mut Diagnostics)
                 Backend::Local
             }
             _ => {
-                d.error(file, "ledger.redis_url", "backend = \"redis\" needs redis_url or redis_cluster");
+                d.error(
+                    file,
+                    "ledger.redis_url",
+                    "backend = \"redis\" needs redis_url or redis_cluster",
+                );
                 Backend::Local
             }
         },
         other => {
-            d.error(file, "ledger.backend", format!("`{other}` is not one of: local, redis"));
+            d.error(
+                file,
+                "ledger.backend",
+                format!("`{other}` is not one of: local, redis"),
+            );
             Backend::Local
         }
     };
@@ -325,7 +446,12 @@ fn validate_ledger(path: &Path, file: &str, raw: RawLedger, d: &mut Diagnostics)
     }
     LedgerSettings {
         backend,
-        hash_key_file: resolve(path, raw.hash_key_file.as_deref().unwrap_or("secrets/subject-hash.key")),
+        hash_key_file: resolve(
+            path,
+            raw.hash_key_file
+                .as_deref()
+                .unwrap_or("secrets/subject-hash.key"),
+        ),
         timeout: Duration::from_millis(timeout_ms.max(1)),
     }
 }
@@ -346,13 +472,25 @@ fn validate_inspection(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
         }
     }
     if atomic_body_bytes > max_body_bytes {
-        d.error(file, "inspection.atomic_body_bytes", "must not exceed max_body_bytes");
+        d.error(
+            file,
+            "inspection.atomic_body_bytes",
+            "must not exceed max_body_bytes",
+        );
     }
     if atomic_body_bytes > 256 << 20 {
-        d.error(file, "inspection.atomic_body_bytes", "is held in memory per request; at most 268435456 (256 MiB)");
+        d.error(
+            file,
+            "inspection.atomic_body_bytes",
+            "is held in memory per request; at most 268435456 (256 MiB)",
+        );
     }
     if max_record_bytes > 256 << 20 {
-        d.error(file, "inspection.max_record_bytes", "is held in memory per request; at most 268435456 (256 MiB)");
+        d.error(
+            file,
+            "inspection.max_record_bytes",
+            "is held in memory per request; at most 268435456 (256 MiB)",
+        );
     }
     if max_depth > 1024 {
         d.error(file, "inspection.max_depth", "at most 1024");
@@ -361,9 +499,17 @@ fn validate_inspection(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
     for (i, f) in raw.subjects.fields.iter().enumerate() {
         let f = f.trim().to_ascii_lowercase();
         if f.is_empty() {
-            d.error(file, format!("inspection.subjects.fields[{i}]"), "must not be empty");
+            d.error(
+                file,
+                format!("inspection.subjects.fields[{i}]"),
+                "must not be empty",
+            );
         } else if fields.contains(&f) {
-            d.error(file, format!("inspection.subjects.fields[{i}]"), format!("`{f}` is listed twice"));
+            d.error(
+                file,
+                format!("inspection.subjects.fields[{i}]"),
+                format!("`{f}` is listed twice"),
+            );
         } else {
             fields.push(f);
         }
@@ -371,7 +517,11 @@ fn validate_inspection(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
     let mut detectors = Vec::new();
     for (i, det) in raw.subjects.detectors.iter().enumerate() {
         if !DETECTORS.contains(&det.as_str()) {
-            d.error(file, format!("inspection.subjects.detectors[{i}]"), format!("`{det}` is not one of: {}", DETECTORS.join(", ")));
+            d.error(
+                file,
+                format!("inspection.subjects.detectors[{i}]"),
+                format!("`{det}` is not one of: {}", DETECTORS.join(", ")),
+            );
         } else if !detectors.contains(det) {
             detectors.push(det.clone());
         }
@@ -380,38 +530,61 @@ fn validate_inspection(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
     for (i, h) in raw.subjects.headers.iter().enumerate() {
         match http::HeaderName::from_bytes(h.trim().as_bytes()) {
             Ok(n) => headers.push(n.as_str().to_owned()),
-            Err(_) => d.error(file, format!("inspection.subjects.headers[{i}]"), format!("`{h}` is not a header name")),
+            Err(_) => d.error(
+                file,
+                format!("inspection.subjects.headers[{i}]"),
+                format!("`{h}` is not a header name"),
+            ),
         }
     }
     let mut categories: Vec<(String, Category)> = Vec::new();
     for (cat, names) in &raw.categories {
         let Ok(c) = cat.parse::<Category>() else {
-            d.error(file, format!("inspection.categories.{cat}"), format!(
-                "`{cat}` is not a category; use one of: {}",
-                Category::ALL.map(Category::as_str).join(", ")
-            ));
+            d.error(
+                file,
+                format!("inspection.categories.{cat}"),
+                format!(
+                    "`{cat}` is not a category; use one of: {}",
+                    Category::ALL.map(Category::as_str).join(", ")
+                ),
+            );
             continue;
         };
         for (i, n) in names.iter().enumerate() {
             let n = n.trim().to_ascii_lowercase();
             if let Some((_, other)) = categories.iter().find(|(f, _)| *f == n) {
-                d.error(file, format!("inspection.categories.{cat}[{i}]"), format!("`{n}` is already in category {other}"));
+                d.error(
+                    file,
+                    format!("inspection.categories.{cat}[{i}]"),
+                    format!("`{n}` is already in category {other}"),
+                );
             } else {
                 categories.push((n, c));
             }
         }
     }
     if fields.is_empty() && detectors.is_empty() {
-        d.warn(file, "inspection.subjects", "no subject fields and no detectors: the gate will find no personal information");
+        d.warn(
+            file,
+            "inspection.subjects",
+            "no subject fields and no detectors: the gate will find no personal information",
+        );
     }
     Inspection {
         max_body_bytes,
         atomic_body_bytes,
         max_record_bytes,
         max_depth,
-        max_decoded_bytes: raw.max_decoded_bytes.unwrap_or(max_body_bytes.saturating_mul(4)),
+        max_decoded_bytes: raw
+            .max_decoded_bytes
+            .unwrap_or(max_body_bytes.saturating_mul(4)),
         max_decompression_ratio: raw.max_decompression_ratio.unwrap_or(100),
-        unreadable: unreadable(raw.unreadable.as_deref().unwrap_or("block"), file, "inspection.unreadable", d),
+        unreadable: unreadable(
+            raw.unreadable.as_deref().unwrap_or("block"),
+            file,
+            "inspection.unreadable",
+            d,
+        ),
         resident_id_sensitive: raw.resident_id_sensitive,
         fields,
         detectors,
@@ -432,14 +605,31 @@ fn validate_destinations(
     for (i, raw) in raws.into_iter().enumerate() {
         let Some(r) = raw else { continue };
         let p = format!("destination[{i}]");
-        if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
-            d.error(file, format!("{p}.name"), "use letters, digits, `-`, `_` and `.` only");
+        if r.name.is_empty()
+            || !r
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            d.error(
+                file,
+                format!("{p}.name"),
+                "use letters, digits, `-`, `_` and `.` only",
+            );
         }
         if matches!(r.name.as_str(), "unknown" | "domestic") {
-            d.error(file, format!("{p}.name"), format!("`{}` is reserved", r.name));
+            d.error(
+                file,
+                format!("{p}.name"),
+                format!("`{}` is reserved", r.name),
+            );
         }
         if !seen.insert(r.name.clone()) {
-            d.error(file, format!("{p}.name"), format!("destination `{}` is defined twice", r.name));
+            d.error(
+                file,
+                format!("{p}.name"),
+                format!("destination `{}` is defined twice", r.name),
+            );
         }
         if r.hosts.is_empty() {
             d.error(file, format!("{p}.hosts"), "at least one host is needed");
@@ -452,14 +642,22 @@ fn validate_destinations(
                     if let Some(dom) = domestic.hosts.iter().find(|dp| dp.overlaps(&pat)) {
                         d.error(file, &hp, format!("`{h}` is also domestic (matches `{dom}`); a host is either domestic or overseas"));
                     }
-                    if let Ok(ip) = pat.to_string().trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+                    if let Ok(ip) = pat
+                        .to_string()
+                        .trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                    {
                         if domestic.cidrs.iter().any(|n| n.contains(&ip)) {
                             d.error(file, &hp, format!("`{h}` is in a domestic network"));
                         }
                     }
                     for other in &out {
                         if let Some(op) = other.hosts.iter().find(|op| op.overlaps(&pat)) {
-                            d.error(file, &hp, format!("`{h}` overlaps `{op}` of destination `{}`", other.name));
+                            d.error(
+                                file,
+                                &hp,
+                                format!("`{h}` overlaps `{op}` of destination `{}`", other.name),
+                            );
                         }
                     }
                     hosts.push(pat);
@@ -472,7 +670,11 @@ fn validate_destinations(
             Some("intercept") => Some(TlsMode::Intercept),
             Some("tunnel") => Some(TlsMode::Tunnel),
             Some(o) => {
-                d.error(file, format!("{p}.tls"), format!("`{o}` is not one of: intercept, tunnel"));
+                d.error(
+                    file,
+                    format!("{p}.tls"),
+                    format!("`{o}` is not one of: intercept, tunnel"),
+                );
                 None
             }
         };
@@ -480,14 +682,24 @@ fn validate_destinations(
             None | Some("http") => false,
             Some("https") => true,
             Some(o) => {
-                d.error(file, format!("{p}.upstream_scheme"), format!("`{o}` is not one of: http, https"));
+                d.error(
+                    file,
+                    format!("{p}.upstream_scheme"),
+                    format!("`{o}` is not one of: http, https"),
+                );
                 false
             }
         };
         if let Some(c) = &r.connect_to {
-            let ok = c.rsplit_once(':').is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            let ok = c
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
             if !ok {
-                d.error(file, format!("{p}.connect_to"), format!("`{c}` is not host:port"));
+                d.error(
+                    file,
+                    format!("{p}.connect_to"),
+                    format!("`{c}` is not host:port"),
+                );
             }
         }
         let exemption = match r.exemption.as_deref() {
@@ -503,23 +715,39 @@ fn validate_destinations(
                     }
                 };
                 if ex.is_some() && regime != Regime::Cac2024 {
-                    d.error(file, format!("{p}.exemption"), "exemptions exist only under regime cac-2024");
+                    d.error(
+                        file,
+                        format!("{p}.exemption"),
+                        "exemptions exist only under regime cac-2024",
+                    );
                 }
                 ex
             }
         };
         if !r.tls_verify {
-            d.warn(file, format!("{p}.tls_verify"), "upstream certificate verification is off for this destination");
+            d.warn(
+                file,
+                format!("{p}.tls_verify"),
+                "upstream certificate verification is off for this destination",
+            );
         }
         if tls == Some(TlsMode::Tunnel) {
             d.warn(file, format!("{p}.tls"), "a blind tunnel is not inspected: only for destinations that receive no personal information");
         }
         let country = r.country.unwrap_or_default();
         if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-            d.warn(file, format!("{p}.country"), "should be an ISO 3166 two-letter code (the report names it)");
+            d.warn(
+                file,
+                format!("{p}.country"),
+                "should be an ISO 3166 two-letter code (the report names it)",
+            );
         }
         if r.recipient.as_deref().unwrap_or("").is_empty() {
-            d.warn(file, format!("{p}.recipient"), "the overseas recipient's legal name is needed for the report");
+            d.warn(
+                file,
+                format!("{p}.recipient"),
+                "the overseas recipient's legal name is needed for the report",
+            );
         }
         out.push(Destination {
             name: r.name,
@@ -531,7 +759,9 @@ fn validate_destinations(
             upstream_https,
             exemption,
             sensitive: r.sensitive,
-            unreadable: r.unreadable.map(|u| unreadable(&u, file, &format!("{p}.unreadable"), d)),
+            unreadable: r
+                .unreadable
+                .map(|u| unreadable(&u, file, &format!("{p}.unreadable"), d)),
             tls_verify: r.tls_verify,
         });
     }
@@ -553,7 +783,11 @@ fn validate_important(
         } else {
             for (j, n) in r.destinations.iter().enumerate() {
                 if !dests.iter().any(|x| &x.name == n) {
-                    d.error(file, format!("{p}.destinations[{j}]"), format!("no destination is named `{n}`"));
+                    d.error(
+                        file,
+                        format!("{p}.destinations[{j}]"),
+                        format!("no destination is named `{n}`"),
+                    );
                 }
             }
             Some(r.destinations)
@@ -572,7 +806,11 @@ fn validate_important(
             name: r.name,
             destinations,
             paths,
-            fields: r.fields.iter().map(|f| f.trim().to_ascii_lowercase()).collect(),
+            fields: r
+                .fields
+                .iter()
+                .map(|f| f.trim().to_ascii_lowercase())
+                .collect(),
         });
     }
     out
@@ -605,10 +843,16 @@ fn load_approvals(
     hasher: &mut Sha256,
 ) -> Vec<Approval> {
     let file = display_name(path);
-    let Some(t) = read_table(path, &file, d, hasher) else { return Vec::new() };
+    let Some(t) = read_table(path, &file, d, hasher) else {
+        return Vec::new();
+    };
     for key in t.keys() {
         if key != "approval" {
-            d.error(&file, key.as_str(), format!("unknown key `{key}`; the file holds `[[approval]]` tables"));
+            d.error(
+                &file,
+                key.as_str(),
+                format!("unknown key `{key}`; the file holds `[[approval]]` tables"),
+            );
         }
     }
     let raws: Vec<Option<RawApproval>> = array(&t, "approval", &file, d);
@@ -619,7 +863,11 @@ fn load_approvals(
         if r.id.trim().is_empty() {
             d.error(&file, format!("{p}.id"), "must not be empty");
         } else if out.iter().any(|a| a.id == r.id) {
-            d.error(&file, format!("{p}.id"), format!("approval `{}` is defined twice", r.id));
+            d.error(
+                &file,
+                format!("{p}.id"),
+                format!("approval `{}` is defined twice", r.id),
+            );
         }
         let mechanism = match r.mechanism.as_str() {
             "security_assessment" => ApprovalMechanism::SecurityAssessment,
@@ -636,32 +884,58 @@ fn load_approvals(
             "rejected" => ApprovalStatus::Rejected,
             "revoked" => ApprovalStatus::Revoked,
             o => {
-                d.error(&file, format!("{p}.status"), format!("`{o}` is not one of: active, pending, rejected, revoked"));
+                d.error(
+                    &file,
+                    format!("{p}.status"),
+                    format!("`{o}` is not one of: active, pending, rejected, revoked"),
+                );
                 ApprovalStatus::Pending
             }
         };
         if r.destinations.is_empty() {
-            d.error(&file, format!("{p}.destinations"), "an approval names at least one destination");
+            d.error(
+                &file,
+                format!("{p}.destinations"),
+                "an approval names at least one destination",
+            );
         }
         for (j, n) in r.destinations.iter().enumerate() {
             if !dests.iter().any(|x| &x.name == n) {
-                d.error(&file, format!("{p}.destinations[{j}]"), format!("no destination is named `{n}` in the gate config"));
+                d.error(
+                    &file,
+                    format!("{p}.destinations[{j}]"),
+                    format!("no destination is named `{n}` in the gate config"),
+                );
             }
         }
         let mut categories = Vec::new();
         for (j, c) in r.categories.iter().enumerate() {
             match c.parse::<Category>() {
                 Ok(c) => categories.push(c),
-                Err(_) => d.error(&file, format!("{p}.categories[{j}]"), format!(
-                    "`{c}` is not a category; use one of: {}",
-                    Category::ALL.map(Category::as_str).join(", ")
-                )),
+                Err(_) => d.error(
+                    &file,
+                    format!("{p}.categories[{j}]"),
+                    format!(
+                        "`{c}` is not a category; use one of: {}",
+                        Category::ALL.map(Category::as_str).join(", ")
+                    ),
+                ),
             }
         }
-        let valid_from = r.valid_from.as_ref().and_then(|v| date(v, &file, &format!("{p}.valid_from"), d));
-        let valid_until = r.valid_until.as_ref().and_then(|v| date(v, &file, &format!("{p}.valid_until"), d));
+        let valid_from = r
+            .valid_from
+            .as_ref()
+            .and_then(|v| date(v, &file, &format!("{p}.valid_from"), d));
+        let valid_until = r
+            .valid_until
+            .as_ref()
+            .and_then(|v| date(v, &file, &format!("{p}.valid_until"), d));
         if mechanism == ApprovalMechanism::SecurityAssessment && r.valid_until.is_none() {
-            d.error(&file, format!("{p}.valid_until"), "a security assessment has a validity end date; valid_until is required");
+            d.error(
+                &file,
+                format!("{p}.valid_until"),
+                "a security assessment has a validity end date; valid_until is required",
+            );
         }
         if let (Some(f), Some(u)) = (valid_from, valid_until) {
             if u < f {
@@ -672,17 +946,27 @@ fn load_approvals(
                     Regime::Cac2022 => 2,
                     Regime::Cac2024 => 3,
                 };
-                let limit = f.replace_year(f.year() + years).unwrap_or_else(|_| f.saturating_add(time::Duration::days(365 * i64::from(years))));
+                let limit = f.replace_year(f.year() + years).unwrap_or_else(|_| {
+                    f.saturating_add(time::Duration::days(365 * i64::from(years)))
+                });
                 if u > limit {
-                    d.warn(&file, format!("{p}.valid_until"), format!(
-                        "longer than the {years} years a security assessment is valid under {}",
-                        regime.as_str()
-                    ));
+                    d.warn(
+                        &file,
+                        format!("{p}.valid_until"),
+                        format!(
+                            "longer than the {years} years a security assessment is valid under {}",
+                            regime.as_str()
+                        ),
+                    );
                 }
             }
         }
         if r.max_subjects == Some(0) {
-            d.warn(&file, format!("{p}.max_subjects"), "0 permits no transfer of PI");
+            d.warn(
+                &file,
+                format!("{p}.max_subjects"),
+                "0 permits no transfer of PI",
+            );
         }
         out.push(Approval {
             id: r.id,

@@ -125,7 +125,11 @@ where
                 Poll::Ready(()) => {
                     this.done = true;
                     let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
-                    let e = if past_deadline { BodyError::Deadline } else { BodyError::Idle };
+                    let e = if past_deadline {
+                        BodyError::Deadline
+                    } else {
+                        BodyError::Idle
+                    };
                     Poll::Ready(Some(Err(Box::new(e))))
                 }
                 Poll::Pending => Poll::Pending,
@@ -150,7 +154,13 @@ mod tests {
     #[tokio::test]
     async fn counts_and_passes_through() {
         let c = IntCounter::new("t", "t").unwrap();
-        let b = MeteredBody::new(Full::new(Bytes::from_static(b"hello")), c.clone(), Duration::from_secs(5), None, None);
+        let b = MeteredBody::new(
+            Full::new(Bytes::from_static(b"hello")),
+            c.clone(),
+            Duration::from_secs(5),
+            None,
+            None,
+        );
         let out = b.collect().await.unwrap().to_bytes();
         assert_eq!(&out[..], b"hello");
         assert_eq!(c.get(), 5);
@@ -160,7 +170,13 @@ mod tests {
     async fn caps_the_size() {
         let c = IntCounter::new("t", "t").unwrap();
         let flag = Arc::new(AtomicBool::new(false));
-        let b = MeteredBody::new(Full::new(Bytes::from_static(b"hello")), c, Duration::from_secs(5), None, Some((4, flag.clone())));
+        let b = MeteredBody::new(
+            Full::new(Bytes::from_static(b"hello")),
+            c,
+            Duration::from_secs(5),
+            None,
+            Some((4, flag.clone())),
+        );
         assert!(b.collect().await.is_err());
         assert!(flag.load(Ordering::Acquire));
     }
@@ -168,7 +184,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_body_fails() {
         let c = IntCounter::new("t", "t").unwrap();
-        let never = StreamBody::new(futures_util::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>());
+        let never = StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, std::convert::Infallible>,
+        >());
         let b = MeteredBody::new(never, c, Duration::from_secs(1), None, None);
         let err = b.collect().await.err().unwrap();
         assert!(err.to_string().contains("idle"));

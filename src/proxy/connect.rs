@@ -24,14 +24,25 @@ pub async fn handle(
     request_id: &str,
 ) -> (Response<GateBody>, &'static str) {
     let Some(auth) = req.uri().authority().cloned() else {
-        return (respond::bad_request("CONNECT needs host:port", request_id), "block");
+        return (
+            respond::bad_request("CONNECT needs host:port", request_id),
+            "block",
+        );
     };
     let Some(port) = auth.port_u16() else {
-        return (respond::bad_request("CONNECT needs host:port", request_id), "block");
+        return (
+            respond::bad_request("CONNECT needs host:port", request_id),
+            "block",
+        );
     };
     let (label, dial): (&str, String) = match classify(&snap.config, auth.host()) {
         Class::Unknown => {
-            return refuse(gate, snap, Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL), request_id)
+            return refuse(
+                gate,
+                snap,
+                Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL),
+                request_id,
+            )
         }
         Class::Domestic => (DOMESTIC_LABEL, auth.as_str().to_owned()),
         Class::Destination(i) => {
@@ -39,9 +50,18 @@ pub async fn handle(
             match d.tls {
                 Some(TlsMode::Tunnel) => (
                     d.name.as_str(),
-                    d.connect_to.clone().unwrap_or_else(|| auth.as_str().to_owned()),
+                    d.connect_to
+                        .clone()
+                        .unwrap_or_else(|| auth.as_str().to_owned()),
                 ),
-                _ => return refuse(gate, snap, Refusal::new(Reason::Uninspectable, d.name.clone()), request_id),
+                _ => {
+                    return refuse(
+                        gate,
+                        snap,
+                        Refusal::new(Reason::Uninspectable, d.name.clone()),
+                        request_id,
+                    )
+                }
             }
         }
     };
@@ -57,11 +77,23 @@ pub async fn handle(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::warn!(request_id, destination = label, error = %e, "tunnel connect failed");
-            return (respond::upstream_failure(UpstreamFailure::Unreachable, request_id), "block");
+            return (
+                respond::upstream_failure(UpstreamFailure::Unreachable, request_id),
+                "block",
+            );
         }
-        Err(_) => return (respond::upstream_failure(UpstreamFailure::Timeout, request_id), "block"),
+        Err(_) => {
+            return (
+                respond::upstream_failure(UpstreamFailure::Timeout, request_id),
+                "block",
+            )
+        }
     };
-    let reason = if label == DOMESTIC_LABEL { Reason::Domestic } else { Reason::Tunnel };
+    let reason = if label == DOMESTIC_LABEL {
+        Reason::Domestic
+    } else {
+        Reason::Tunnel
+    };
     let decision = count(gate, label, reason);
     gate.metrics.tunnels.with_label_values(&[label]).inc();
     let up = gate.metrics.bytes.with_label_values(&[label, "upstream"]);
@@ -78,7 +110,9 @@ pub async fn handle(
                         up.inc_by(from_client);
                         down.inc_by(from_upstream);
                     }
-                    Err(e) => tracing::debug!(request_id, %peer, error = %e, "tunnel closed with an error"),
+                    Err(e) => {
+                        tracing::debug!(request_id, %peer, error = %e, "tunnel closed with an error")
+                    }
                 }
             }
             Err(e) => tracing::debug!(request_id, %peer, error = %e, "CONNECT upgrade failed"),

@@ -25,19 +25,39 @@ struct Target {
     authority: Authority,
 }
 
+/// The client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The gate's address the client connected to.
+    pub local: SocketAddr,
+}
+
 /// Handles one request from a client of the proxy listener.
 pub async fn handle(
     gate: Arc<Gate>,
-    peer: SocketAddr,
+    conn: Conn,
     mut req: Request<Incoming>,
 ) -> Result<Response<GateBody>, Infallible> {
     let started = Instant::now();
     let request_id = gate.ids.assign(req.headers_mut());
     let snap = gate.snapshot();
-    let (resp, decision) = if req.method() == Method::CONNECT {
-        super::connect::handle(&gate, &snap, peer, req, &request_id).await
+    let (resp, decision) = if looped(req.headers()) {
+        let msg = "the request already passed through this gate (Via); refusing a forwarding loop";
+        (
+            respond::error(
+                http::StatusCode::LOOP_DETECTED,
+                "loop_detected",
+                msg,
+                &request_id,
+            ),
+            "block",
+        )
+    } else if req.method() == Method::CONNECT {
+        super::connect::handle(&gate, &snap, conn.peer, req, &request_id).await
     } else {
-        route(&gate, &snap, req, &request_id).await
+        route(&gate, &snap, conn, req, &request_id).await
     };
     gate.metrics
         .duration(decision)
@@ -56,15 +76,42 @@ pub(super) fn count(gate: &Gate, destination: &str, reason: Reason) -> &'static 
 }
 
 /// Refuses with the 451/503 JSON of SPEC §5 and counts the decision.
-pub(super) fn refuse(gate: &Gate, snap: &Snapshot, refusal: Refusal, request_id: &str) -> (Response<GateBody>, &'static str) {
+pub(super) fn refuse(
+    gate: &Gate,
+    snap: &Snapshot,
+    refusal: Refusal,
+    request_id: &str,
+) -> (Response<GateBody>, &'static str) {
     let decision = count(gate, &refusal.destination, refusal.reason);
     tracing::info!(request_id, destination = %refusal.destination, reason = refusal.reason.as_str(), "transfer refused");
-    (respond::blocked(&refusal, request_id, snap.blocked_by.as_ref()), decision)
+    (
+        respond::blocked(&refusal, request_id, snap.blocked_by.as_ref()),
+        decision,
+    )
 }
 
-fn target(req: &Request<Incoming>) -> Result<Target, &'static str> {
+/// Whether the request already carries this gate's `Via` entry.
+fn looped(h: &http::HeaderMap) -> bool {
+    h.get_all(http::header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|e| e.trim() == super::headers::VIA))
+}
+
+/// Whether `auth` names the gate's own listener (an h2 `:authority` of a client that calls the
+/// gate directly), in which case the `Host` header says where the request goes.
+fn is_self(auth: &Authority, local: SocketAddr) -> bool {
+    auth.port_u16() == Some(local.port())
+        && auth
+            .host()
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip == local.ip() || (ip.is_loopback() && local.ip().is_loopback()))
+}
+
+fn target(req: &Request<Incoming>, local: SocketAddr) -> Result<Target, &'static str> {
     let uri = req.uri();
-    if let Some(auth) = uri.authority() {
+    if let Some(auth) = uri.authority().filter(|a| !is_self(a, local)) {
         let scheme = match uri.scheme_str() {
             Some("http") | None => Scheme::HTTP,
             Some("https") => Scheme::HTTPS,
@@ -89,9 +136,15 @@ fn target(req: &Request<Incoming>) -> Result<Target, &'static str> {
     })
 }
 
-async fn route(gate: &Gate, snap: &Snapshot, req: Request<Incoming>, request_id: &str) -> (Response<GateBody>, &'static str) {
-    let origin_form = req.uri().authority().is_none();
-    let target = match target(&req) {
+async fn route(
+    gate: &Gate,
+    snap: &Snapshot,
+    conn: Conn,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> (Response<GateBody>, &'static str) {
+    let origin_form = req.uri().authority().is_none_or(|a| is_self(a, conn.local));
+    let target = match target(&req, conn.local) {
         Ok(t) => t,
         Err(msg) => return (respond::bad_request(msg, request_id), "block"),
     };
@@ -156,7 +209,12 @@ async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = match Uri::builder().scheme(scheme).authority(authority).path_and_query(pq).build() {
+    parts.uri = match Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+    {
         Ok(u) => u,
         Err(_) => return respond::bad_request("the request URL cannot be forwarded", request_id),
     };
@@ -171,7 +229,9 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, body);
 
     let head_timeout = match deadline {
-        Some(d) => t.response_header.min(d.saturating_duration_since(tokio::time::Instant::now())),
+        Some(d) => t
+            .response_header
+            .min(d.saturating_duration_since(tokio::time::Instant::now())),
         None => t.response_header,
     };
     let result = tokio::time::timeout(head_timeout, route.client.request(upstream_req)).await;
@@ -181,7 +241,11 @@ async fn forward(
             if too_large.load(Ordering::Acquire) {
                 return respond::too_large(request_id);
             }
-            let kind = if is_connect_timeout(&e) { UpstreamFailure::Timeout } else { UpstreamFailure::Unreachable };
+            let kind = if is_connect_timeout(&e) {
+                UpstreamFailure::Timeout
+            } else {
+                UpstreamFailure::Unreachable
+            };
             tracing::warn!(request_id, destination = label, error = %error_chain(&e), "upstream request failed");
             return upstream_error(gate, label, kind, request_id);
         }
@@ -190,16 +254,28 @@ async fn forward(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
-    let body = MeteredBody::new(body, route.bytes_down.clone(), t.idle, deadline, None).boxed_unsync();
+    if let Ok(v) = http::HeaderValue::from_str(request_id) {
+        parts.headers.insert(super::headers::REQUEST_ID, v);
+    }
+    let body =
+        MeteredBody::new(body, route.bytes_down.clone(), t.idle, deadline, None).boxed_unsync();
     Response::from_parts(parts, body)
 }
 
-fn upstream_error(gate: &Gate, label: &str, kind: UpstreamFailure, request_id: &str) -> Response<GateBody> {
+fn upstream_error(
+    gate: &Gate,
+    label: &str,
+    kind: UpstreamFailure,
+    request_id: &str,
+) -> Response<GateBody> {
     let k = match kind {
         UpstreamFailure::Unreachable => "unreachable",
         UpstreamFailure::Timeout => "timeout",
     };
-    gate.metrics.upstream_errors.with_label_values(&[label, k]).inc();
+    gate.metrics
+        .upstream_errors
+        .with_label_values(&[label, k])
+        .inc();
     respond::upstream_failure(kind, request_id)
 }
 

@@ -45,11 +45,13 @@ pub fn add_via(h: &mut HeaderMap) {
 /// Whether the request asks for a protocol upgrade (e.g. WebSocket).
 pub fn wants_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
-        || h
-            .get_all(header::CONNECTION)
+        || h.get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// The name of the request id header.
@@ -104,7 +106,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_listed() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));

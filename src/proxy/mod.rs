@@ -80,7 +80,22 @@ impl Snapshot {
             routes.push(route(&d.name, d.connect_to.as_deref(), tls));
         }
         let domestic = route(classify::DOMESTIC_LABEL, None, verified);
-        let blocked_by = config.gate.blocked_by_url.as_deref().and_then(blocked_by_link);
+        // Series that exist before their first event, so dashboards and alerts see zeros.
+        metrics
+            .tunnels
+            .with_label_values(&[classify::DOMESTIC_LABEL]);
+        for d in config
+            .destinations
+            .iter()
+            .filter(|d| d.tls == Some(crate::config::TlsMode::Tunnel))
+        {
+            metrics.tunnels.with_label_values(&[d.name.as_str()]);
+        }
+        let blocked_by = config
+            .gate
+            .blocked_by_url
+            .as_deref()
+            .and_then(blocked_by_link);
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
@@ -137,7 +152,11 @@ impl Gate {
         self.metrics.config_info.reset();
         self.metrics
             .config_info
-            .with_label_values(&[c.sha256.as_str(), c.entity.regime.as_str(), c.gate.mode.as_str()])
+            .with_label_values(&[
+                c.sha256.as_str(),
+                c.entity.regime.as_str(),
+                c.gate.mode.as_str(),
+            ])
             .set(1);
     }
 }
@@ -160,8 +179,9 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(peer);
                 let gate = gate.clone();
-                let svc = service_fn(move |req| forward::handle(gate.clone(), peer, req));
+                let svc = service_fn(move |req| forward::handle(gate.clone(), forward::Conn { peer, local }, req));
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
@@ -175,8 +195,15 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
     }
     drop(listener);
     let wait = gate.snapshot().config.gate.drain;
-    tracing::info!(in_flight = graceful.count(), drain_seconds = wait.as_secs(), "draining proxy connections");
-    if tokio::time::timeout(wait, graceful.shutdown()).await.is_err() {
+    tracing::info!(
+        in_flight = graceful.count(),
+        drain_seconds = wait.as_secs(),
+        "draining proxy connections"
+    );
+    if tokio::time::timeout(wait, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain time over; closing remaining connections");
     }
 }

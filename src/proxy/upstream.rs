@@ -50,7 +50,11 @@ pub struct UpstreamConnector {
 
 impl UpstreamConnector {
     /// A connector; `connect_to` replaces the address (not the TLS name) of every connection.
-    pub fn new(connect_to: Option<&str>, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Self {
+    pub fn new(
+        connect_to: Option<&str>,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Self {
         UpstreamConnector {
             connect_to: connect_to.map(Arc::from),
             tls,
@@ -59,7 +63,11 @@ impl UpstreamConnector {
     }
 
     async fn connect(self, uri: Uri) -> Result<UpstreamStream, ConnectError> {
-        let host = uri.host().ok_or(ConnectError::NoHost)?.trim_matches(['[', ']']).to_owned();
+        let host = uri
+            .host()
+            .ok_or(ConnectError::NoHost)?
+            .trim_matches(['[', ']'])
+            .to_owned();
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let fut = async {
@@ -129,7 +137,11 @@ impl Connection for UpstreamStream {
 }
 
 impl AsyncRead for UpstreamStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -138,7 +150,11 @@ impl AsyncRead for UpstreamStream {
 }
 
 impl AsyncWrite for UpstreamStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -192,7 +208,10 @@ pub fn client(connector: UpstreamConnector, idle: Duration) -> UpstreamClient {
 pub fn is_connect_timeout(err: &hyper_util::client::legacy::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = src {
-        if matches!(e.downcast_ref::<ConnectError>(), Some(ConnectError::Timeout)) {
+        if matches!(
+            e.downcast_ref::<ConnectError>(),
+            Some(ConnectError::Timeout)
+        ) {
             return true;
         }
         src = e.source();

@@ -64,7 +64,10 @@ pub fn root_store(extra_ca: Option<&Path>) -> Result<RootCertStore, TlsConfigErr
 ///
 /// # Errors
 /// When the crypto provider supports none of the safe protocol versions.
-pub fn client_config(roots: Arc<RootCertStore>, verify: bool) -> Result<Arc<ClientConfig>, TlsConfigError> {
+pub fn client_config(
+    roots: Arc<RootCertStore>,
+    verify: bool,
+) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Provider(e.to_string()))?;
@@ -102,7 +105,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -111,7 +119,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -1,2 +1,6 @@
 //! The integration test binary: every suite is a module here, so the suite links once.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+mod check;
+mod harness;
+mod proxy;

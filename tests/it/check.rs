@@ -1,0 +1,219 @@
+//! `transfer-gate check` and startup on broken configurations: every error listed with file and
+//! key path, non-zero exit, and the shipped example accepted as it is.
+
+use crate::harness::BIN;
+use std::path::Path;
+use std::process::Command;
+
+fn check(dir: &Path, gate: &str, approvals: &str) -> (i32, String) {
+    std::fs::write(dir.join("gate.toml"), gate).unwrap();
+    std::fs::write(dir.join("approvals.toml"), approvals).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(dir.join("gate.toml"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+const GOOD_HEAD: &str = r#"
+[gate]
+proxy_listen = "127.0.0.1:13128"
+admin_listen = "127.0.0.1:19464"
+
+[entity]
+name = "Co"
+regime = "cac-2024"
+"#;
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(root.join("config/gate.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("0 errors"), "{text}");
+}
+
+#[test]
+fn every_error_is_listed_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = r#"
+[gate]
+proxy_listen = "127.0.0.1:99999"
+admin_listen = "not-an-address"
+mode = "chaos"
+
+[entity]
+name = "Co"
+regime = "cac-2030"
+
+[inspection]
+unreadable = "maybe"
+atomic_body_bytes = 10
+max_body_bytes = 5
+
+[inspection.subjects]
+fields = ["user_id", "user_id"]
+detectors = ["cn_mobile", "telepathy"]
+
+[inspection.categories]
+secret = ["x"]
+
+[[domestic]]
+hosts = ["*.cn"]
+cidrs = ["10.0.0.0/33"]
+
+[[destination]]
+name = "eu"
+recipient = "EU GmbH"
+country = "DE"
+hosts = ["api.eu.test", "bad host"]
+tls = "sometimes"
+
+[[destination]]
+name = "eu"
+recipient = "EU GmbH"
+country = "DE"
+hosts = ["api.example.cn"]
+exemption = "because"
+
+[[destination]]
+name = "typo"
+hosts = ["x.test"]
+colour = "blue"
+
+[[important_data]]
+name = "rule"
+destinations = ["nowhere"]
+paths = ["no-slash"]
+"#;
+    let approvals = r#"
+[[approval]]
+id = "A1"
+mechanism = "handshake"
+status = "granted"
+destinations = ["mars"]
+categories = ["basic", "gossip"]
+valid_from = "2025-01-01"
+
+[[approval]]
+id = "A1"
+mechanism = "security_assessment"
+status = "active"
+destinations = ["eu"]
+valid_from = "2025-13-01"
+"#;
+    let (code, out) = check(dir.path(), gate, approvals);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        "error: gate.toml: gate.proxy_listen: `127.0.0.1:99999` is not an address:port",
+        "error: gate.toml: gate.admin_listen: `not-an-address`",
+        "error: gate.toml: gate.mode: `chaos`",
+        "error: gate.toml: entity.regime: `cac-2030`",
+        "error: gate.toml: inspection.unreadable: `maybe`",
+        "error: gate.toml: inspection.atomic_body_bytes: must not exceed max_body_bytes",
+        "error: gate.toml: inspection.subjects.fields[1]: `user_id` is listed twice",
+        "error: gate.toml: inspection.subjects.detectors[1]: `telepathy`",
+        "error: gate.toml: inspection.categories.secret:",
+        "error: gate.toml: domestic[0].cidrs[0]: `10.0.0.0/33` is not a CIDR",
+        "error: gate.toml: destination[0].hosts[1]:",
+        "error: gate.toml: destination[0].tls: `sometimes`",
+        "error: gate.toml: destination[1].name: destination `eu` is defined twice",
+        "error: gate.toml: destination[1].hosts[0]: `api.example.cn` is also domestic",
+        "error: gate.toml: destination[1].exemption: `because`",
+        "error: gate.toml: destination[2]: unknown field `colour`",
+        "error: gate.toml: important_data[0].destinations[0]: no destination is named `nowhere`",
+        "error: gate.toml: important_data[0].paths[0]:",
+        "error: approvals.toml: approval[0].mechanism: `handshake`",
+        "error: approvals.toml: approval[0].status: `granted`",
+        "error: approvals.toml: approval[0].destinations[0]: no destination is named `mars`",
+        "error: approvals.toml: approval[0].categories[1]: `gossip`",
+        "error: approvals.toml: approval[1].id: approval `A1` is defined twice",
+        "error: approvals.toml: approval[1].valid_from: `2025-13-01` is not a date",
+        "error: approvals.toml: approval[1].valid_until: a security assessment has a validity end date",
+    ] {
+        assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
+    }
+}
+
+#[test]
+fn syntax_errors_and_missing_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = check(dir.path(), "[gate\nproxy_listen = 1", "");
+    assert_eq!(code, 1);
+    assert!(out.contains("error: gate.toml: not valid TOML"), "{out}");
+
+    let (code, out) = check(dir.path(), "[mystery]\nx = 1\n", "");
+    assert_eq!(code, 1);
+    for expected in [
+        "gate.toml: mystery: unknown section",
+        "gate.toml: gate: missing section",
+        "gate.toml: entity: missing section",
+    ] {
+        assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
+    }
+
+    std::fs::remove_file(dir.path().join("approvals.toml")).unwrap();
+    std::fs::write(dir.path().join("gate.toml"), GOOD_HEAD).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(dir.path().join("gate.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("approvals.toml: cannot read"), "{text}");
+}
+
+#[test]
+fn warnings_do_not_fail_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = format!(
+        "{GOOD_HEAD}\n[[destination]]\nname = \"eu\"\nrecipient = \"EU\"\ncountry = \"DE\"\nhosts = [\"api.eu.test\"]\ntls_verify = false\n"
+    );
+    let approvals = r#"
+[[approval]]
+id = "SA-1"
+mechanism = "security_assessment"
+status = "active"
+destinations = ["eu"]
+valid_from = "2025-01-01"
+valid_until = "2029-06-30"
+"#;
+    let (code, out) = check(dir.path(), &gate, approvals);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: gate.toml: destination[0].tls_verify"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: approvals.toml: approval[0].valid_until: longer than the 3 years"),
+        "{out}"
+    );
+}
+
+#[test]
+fn run_refuses_an_invalid_config_listing_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gate.toml"), "[gate]\nproxy_listen = \"x\"\nadmin_listen = \"y\"\n[entity]\nname = \"Co\"\nregime = \"cac-2024\"\n").unwrap();
+    std::fs::write(dir.path().join("approvals.toml"), "").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(dir.path().join("gate.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gate.proxy_listen") && err.contains("gate.admin_listen"),
+        "{err}"
+    );
+}

@@ -1,0 +1,391 @@
+//! The test harness: start the real `transfer-gate` binary on a temporary config with free
+//! ports ([`GateBuilder`]), loopback upstreams that record exactly what they received
+//! ([`upstream::Upstream`]), a test CA ([`certs::TestCa`]), and clients (reqwest and `curl`).
+
+pub mod certs;
+pub mod upstream;
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The gate binary built by cargo for this test run.
+pub const BIN: &str = env!("CARGO_BIN_EXE_transfer-gate");
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether a command-line tool is on PATH. Under CI a missing tool is a failure, not a skip.
+pub fn require_tool(name: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "`{name}` is required by this test (scripts/test installs it)"
+    );
+}
+
+/// One `[[destination]]` block.
+#[derive(Clone, Debug)]
+pub struct Dest {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub extra: Vec<(String, String)>,
+}
+
+impl Dest {
+    pub fn new(name: &str, host: &str) -> Self {
+        Dest {
+            name: name.into(),
+            hosts: vec![host.into()],
+            extra: vec![],
+        }
+    }
+    /// Send this destination's traffic to `addr` (split-horizon override).
+    pub fn connect_to(self, addr: SocketAddr) -> Self {
+        self.set("connect_to", &format!("\"{addr}\""))
+    }
+    /// Any other key, as a raw TOML value.
+    pub fn set(mut self, key: &str, toml_value: &str) -> Self {
+        self.extra.push((key.into(), toml_value.into()));
+        self
+    }
+}
+
+/// Builds a temporary config and starts the gate binary on it.
+pub struct GateBuilder {
+    dir: tempfile::TempDir,
+    dests: Vec<Dest>,
+    sections: Vec<String>,
+    gate_extra: Vec<String>,
+    approvals: String,
+    timeouts: String,
+    env: Vec<(String, String)>,
+}
+
+impl Default for GateBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GateBuilder {
+    pub fn new() -> Self {
+        GateBuilder {
+            dir: tempfile::tempdir().unwrap(),
+            dests: vec![],
+            sections: vec![],
+            gate_extra: vec![],
+            approvals: String::new(),
+            timeouts: String::new(),
+            env: vec![],
+        }
+    }
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn destination(mut self, d: Dest) -> Self {
+        self.dests.push(d);
+        self
+    }
+    /// A raw TOML section appended to gate.toml (e.g. `[tls]\nupstream_ca_file = "ca.pem"`).
+    pub fn section(mut self, toml: &str) -> Self {
+        self.sections.push(toml.into());
+        self
+    }
+    /// An extra `key = value` line in `[gate]`.
+    pub fn gate_key(mut self, line: &str) -> Self {
+        self.gate_extra.push(line.into());
+        self
+    }
+    pub fn timeouts(mut self, toml_lines: &str) -> Self {
+        self.timeouts = toml_lines.into();
+        self
+    }
+    pub fn approvals(mut self, toml: &str) -> Self {
+        self.approvals = toml.into();
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    /// Writes a file into the config directory.
+    pub fn file(self, name: &str, contents: &[u8]) -> Self {
+        std::fs::write(self.dir.path().join(name), contents).unwrap();
+        self
+    }
+
+    /// The gate.toml text for the given ports.
+    pub fn render(&self, proxy: u16, admin: u16) -> String {
+        let mut s = String::new();
+        writeln!(
+            s,
+            "[gate]\nproxy_listen = \"127.0.0.1:{proxy}\"\nadmin_listen = \"127.0.0.1:{admin}\""
+        )
+        .unwrap();
+        writeln!(s, "data_dir = \"data\"\napprovals_file = \"approvals.toml\"\naudit_log = \"data/audit.jsonl\"\ndrain_seconds = 5").unwrap();
+        writeln!(
+            s,
+            "blocked_by_url = \"https://compliance.example.cn/transfer-gate\""
+        )
+        .unwrap();
+        for l in &self.gate_extra {
+            writeln!(s, "{l}").unwrap();
+        }
+        writeln!(s, "\n[timeouts]\n{}", self.timeouts).unwrap();
+        writeln!(
+            s,
+            "\n[entity]\nname = \"Test Co.\"\nregime = \"cac-2024\"\n"
+        )
+        .unwrap();
+        writeln!(
+            s,
+            "[ledger]\nhash_key_file = \"secrets/subject-hash.key\"\n"
+        )
+        .unwrap();
+        writeln!(s, "[inspection.subjects]\nfields = [\"user_id\"]\ndetectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]\n").unwrap();
+        writeln!(
+            s,
+            "[[domestic]]\nhosts = [\"*.cn\", \"localhost\"]\ncidrs = [\"127.0.0.0/8\"]\n"
+        )
+        .unwrap();
+        for d in &self.dests {
+            let hosts: Vec<String> = d.hosts.iter().map(|h| format!("\"{h}\"")).collect();
+            writeln!(s, "[[destination]]\nname = \"{}\"\nrecipient = \"Test Recipient Ltd\"\ncountry = \"DE\"\nhosts = [{}]", d.name, hosts.join(", ")).unwrap();
+            for (k, v) in &d.extra {
+                writeln!(s, "{k} = {v}").unwrap();
+            }
+            writeln!(s).unwrap();
+        }
+        for sec in &self.sections {
+            writeln!(s, "{sec}\n").unwrap();
+        }
+        s
+    }
+
+    /// Writes the config files and returns the gate.toml path (without starting anything).
+    pub fn write(&self, proxy: u16, admin: u16) -> PathBuf {
+        let cfg = self.dir.path().join("gate.toml");
+        std::fs::write(&cfg, self.render(proxy, admin)).unwrap();
+        std::fs::write(self.dir.path().join("approvals.toml"), &self.approvals).unwrap();
+        cfg
+    }
+
+    /// Starts the gate and waits until `/readyz` answers 200.
+    pub async fn start(self) -> GateProc {
+        let (proxy, admin) = (free_port(), free_port());
+        let cfg = self.write(proxy, admin);
+        let log = self.dir.path().join("gate.log");
+        let child = spawn(&cfg, &log, &self.env);
+        let gate = GateProc {
+            child: Some(child),
+            dir: self.dir,
+            config: cfg,
+            log,
+            env: self.env,
+            proxy: SocketAddr::from(([127, 0, 0, 1], proxy)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+        };
+        gate.wait_ready().await;
+        gate
+    }
+}
+
+fn spawn(cfg: &Path, log: &Path, env: &[(String, String)]) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let err = out.try_clone().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "-c"]).arg(cfg).stdout(out).stderr(err);
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("GATE_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// A running gate process.
+pub struct GateProc {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    env: Vec<(String, String)>,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl GateProc {
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy)
+    }
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/readyz` answers 200 (panics with the log after 30 s or if the process exits).
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("gate not ready after 30 s; log:\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A reqwest client that sends everything through the gate as an HTTP proxy.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.proxy_url()).unwrap())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one metric series (exact label text as rendered), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .map(|v| v.trim().parse::<f64>().unwrap())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Sends a signal to the gate process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the gate again on the same config and data directory.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.child = Some(spawn(&self.config, &self.log, &self.env));
+        self.wait_ready().await;
+    }
+
+    /// Resident memory of the gate process in bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for GateProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `curl` with `args` and returns (status code, stdout). `-s` and the status line are added.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    require_tool("curl");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-S",
+            "--max-time",
+            "30",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
