@@ -20,6 +20,7 @@ pub mod inspect;
 pub mod ledger;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod proxy;
 pub mod respond;
 pub mod shutdown;

@@ -165,7 +165,7 @@ impl Mechanism {
 }
 
 /// A refusal to be sent to the client.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// Why.
     pub reason: Reason,
