@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod inspect;
 pub mod ledger;

@@ -1,0 +1,265 @@
+//! The audit trail: one JSON line per decision on an overseas request (SPEC §6) — never an
+//! identifier — written by a background task to `gate.audit_log` (or stdout), buffered and
+//! flushed at least every second and on shutdown. The most recent decisions are also kept in
+//! memory for `GET /v1/decisions`.
+
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+
+/// How many recent decisions `/v1/decisions` can return.
+pub const RECENT: usize = 1000;
+
+/// One audit line.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// The request id (passed or created).
+    pub request_id: String,
+    /// The client's address.
+    pub client: String,
+    /// Destination name (or `unknown`).
+    pub destination: String,
+    /// HTTP method (`CONNECT` for tunnels).
+    pub method: String,
+    /// Path without query, with segments that look like identifiers redacted.
+    pub path: String,
+    /// `allow`, `block` or `would_block`.
+    pub decision: &'static str,
+    /// The reason code.
+    pub reason: &'static str,
+    /// The mechanism the counts required.
+    pub required_mechanism: &'static str,
+    /// The crossed threshold, if any.
+    pub threshold: Option<&'static str>,
+    /// Subjects counted for the first time in the window by this request.
+    pub new_subjects: u64,
+    /// Subjects counted as sensitive for the first time by this request.
+    pub new_sensitive_subjects: u64,
+    /// Entity counts after the request.
+    pub entity_subjects: u64,
+    /// Entity sensitive counts after the request.
+    pub entity_sensitive_subjects: u64,
+    /// The approval relied on.
+    pub approval: Option<String>,
+    /// Request body bytes forwarded upstream.
+    pub bytes: u64,
+}
+
+impl AuditRecord {
+    /// A record with the request's identity filled in and everything else empty.
+    pub fn new(
+        request_id: &str,
+        client: SocketAddr,
+        destination: &str,
+        method: &str,
+        path: &str,
+    ) -> Self {
+        AuditRecord {
+            time: rfc3339(SystemTime::now()),
+            request_id: request_id.to_owned(),
+            client: client.to_string(),
+            destination: destination.to_owned(),
+            method: method.to_owned(),
+            path: redact_path(path),
+            decision: "allow",
+            reason: "allowed",
+            required_mechanism: "none",
+            threshold: None,
+            new_subjects: 0,
+            new_sensitive_subjects: 0,
+            entity_subjects: 0,
+            entity_sensitive_subjects: 0,
+            approval: None,
+            bytes: 0,
+        }
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    dt.format(&fmt).unwrap_or_default()
+}
+
+/// Replaces path segments that could carry an identifier (six or more digits, an `@`, or
+/// percent-escapes) with `*`, so the audit file holds no identifier even when a client puts
+/// one in the path.
+pub fn redact_path(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or("");
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let digits = seg.bytes().filter(u8::is_ascii_digit).count();
+        if digits >= 6 || seg.contains('@') || seg.contains('%') || seg.len() > 64 {
+            out.push('*');
+        } else {
+            out.push_str(seg);
+        }
+    }
+    out
+}
+
+/// The audit handle the request path uses: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Audit {
+    tx: mpsc::Sender<Arc<AuditRecord>>,
+    recent: Arc<Mutex<VecDeque<Arc<AuditRecord>>>>,
+}
+
+/// The writer side; `finish` flushes everything and stops.
+pub struct AuditWriter {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Audit {
+    /// Starts the writer for `path` (stdout when `None`).
+    ///
+    /// # Errors
+    /// When the file cannot be opened for appending.
+    pub fn start(path: Option<PathBuf>) -> std::io::Result<(Audit, AuditWriter)> {
+        let out: Box<dyn Write + Send> = match &path {
+            Some(p) => {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut o = std::fs::OpenOptions::new();
+                o.create(true).append(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o640);
+                Box::new(o.open(p)?)
+            }
+            None => Box::new(std::io::stdout()),
+        };
+        let (tx, rx) = mpsc::channel(65_536);
+        let task = tokio::spawn(write_loop(rx, out));
+        let audit = Audit {
+            tx,
+            recent: Arc::new(Mutex::new(VecDeque::with_capacity(RECENT))),
+        };
+        Ok((audit, AuditWriter { task }))
+    }
+
+    /// Records a decision (waits only when the writer is 65,536 lines behind).
+    pub async fn record(&self, rec: AuditRecord) {
+        let rec = Arc::new(rec);
+        if let Ok(mut q) = self.recent.lock() {
+            if q.len() == RECENT {
+                q.pop_front();
+            }
+            q.push_back(rec.clone());
+        }
+        if self.tx.send(rec).await.is_err() {
+            tracing::error!("audit writer stopped; decision not written");
+        }
+    }
+
+    /// The most recent decisions, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Arc<AuditRecord>> {
+        match self.recent.lock() {
+            Ok(q) => q.iter().rev().take(limit).cloned().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl AuditWriter {
+    /// Waits until every queued line is written and flushed. Call after every [`Audit`] clone
+    /// is dropped (or the queue is closed), e.g. at the end of the drain.
+    pub async fn finish(self) {
+        let _ = self.task.await;
+    }
+}
+
+async fn write_loop(mut rx: mpsc::Receiver<Arc<AuditRecord>>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut line = Vec::with_capacity(512);
+    loop {
+        let rec = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(_) => {
+                flush(&mut out);
+                continue;
+            }
+        };
+        write(&mut out, &mut line, &rec);
+        // Drain what is already queued, then flush once.
+        while let Ok(r) = rx.try_recv() {
+            write(&mut out, &mut line, &r);
+        }
+        if rx.is_empty() {
+            flush(&mut out);
+        }
+    }
+    flush(&mut out);
+}
+
+fn write(out: &mut impl Write, line: &mut Vec<u8>, rec: &AuditRecord) {
+    line.clear();
+    if serde_json::to_writer(&mut *line, rec).is_ok() {
+        line.push(b'\n');
+        if let Err(e) = out.write_all(line) {
+            tracing::error!(error = %e, "audit log write failed");
+        }
+    }
+}
+
+fn flush(out: &mut impl Write) {
+    if let Err(e) = out.flush() {
+        tracing::error!(error = %e, "audit log flush failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_lose_identifier_like_segments() {
+        assert_eq!(
+            redact_path("/v1/users/13800138000/orders?x=1"),
+            "/v1/users/*/orders"
+        );
+        assert_eq!(redact_path("/a/b%40c/d@e.com"), "/a/*/*");
+        assert_eq!(redact_path("/v1/events"), "/v1/events");
+    }
+
+    #[tokio::test]
+    async fn lines_are_written_and_flushed_on_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (audit, writer) = Audit::start(Some(path.clone())).unwrap();
+        for i in 0..3 {
+            let mut r = AuditRecord::new(
+                &format!("r{i}"),
+                "127.0.0.1:1".parse().unwrap(),
+                "eu",
+                "POST",
+                "/x",
+            );
+            r.new_subjects = i;
+            audit.record(r).await;
+        }
+        assert_eq!(audit.recent(2).len(), 2);
+        assert_eq!(audit.recent(2)[0].request_id, "r2");
+        drop(audit);
+        writer.finish().await;
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(v["destination"], "eu");
+        assert_eq!(v["decision"], "allow");
+    }
+}
