@@ -1,5 +1,7 @@
 //! The admin listener, separate from the proxy: `GET /metrics` (Prometheus text),
-//! `GET /healthz` (process alive), `GET /readyz` (config loaded, ledger reachable).
+//! `GET /healthz` (process alive), `GET /readyz` (config loaded, ledger reachable), and the
+//! `/v1/*` API (`status`, `decisions`, `reload`) behind a bearer token compared in constant
+//! time — or, without a token file, answering loopback clients only.
 
 use crate::proxy::Gate;
 use crate::respond::{self, GateBody};
@@ -46,15 +48,64 @@ fn text(status: StatusCode, body: &'static str) -> Response<GateBody> {
     r
 }
 
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<GateBody> {
+    let mut r = Response::new(respond::full(
+        serde_json::to_vec_pretty(v).unwrap_or_default(),
+    ));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Compares two secrets in time that depends only on their lengths' digests, not contents.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+/// Whether the caller may use `/v1/*`.
+fn authorized(token: Option<&str>, peer: SocketAddr, req: &Request<Incoming>) -> bool {
+    match token {
+        None => peer.ip().is_loopback(),
+        Some(t) => req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| ct_eq(given.trim().as_bytes(), t.as_bytes())),
+    }
+}
+
 async fn handle(
     gate: Arc<Gate>,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<GateBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if path.starts_with("/v1/") {
+        let snap = gate.snapshot();
+        if !authorized(snap.admin_token.as_deref(), peer, &req) {
+            let mut r = json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"error": "unauthorized", "message": "send Authorization: Bearer <token from gate.admin_token_file>"}),
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return Ok(r);
+        }
+        return Ok(v1(&gate, &path, req).await);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
     }
-    Ok(match req.uri().path() {
+    Ok(match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
@@ -67,4 +118,63 @@ async fn handle(
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     })
+}
+
+async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBody> {
+    match (req.method(), path) {
+        (&Method::GET, "/v1/status") => json(StatusCode::OK, &crate::status::status(gate).await),
+        (&Method::GET, "/v1/decisions") => {
+            let limit = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("limit=")))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(100)
+                .min(crate::audit::RECENT);
+            let recent = gate.audit.recent(limit);
+            json(StatusCode::OK, &serde_json::json!({ "decisions": recent }))
+        }
+        (&Method::POST, "/v1/reload") => {
+            let path = gate.snapshot().config.path.clone();
+            match crate::app::reload(gate, &path).await {
+                Ok(warnings) => {
+                    tracing::info!("configuration reloaded through /v1/reload");
+                    let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({"reloaded": true, "warnings": w}),
+                    )
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    tracing::error!(
+                        errors = errors.len(),
+                        "reload refused; the previous configuration stays"
+                    );
+                    json(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &serde_json::json!({"reloaded": false, "errors": errors}),
+                    )
+                }
+            }
+        }
+        (_, "/v1/status" | "/v1/decisions" | "/v1/reload") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ct_eq;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(ct_eq(b"secret-token-123", b"secret-token-123"));
+        assert!(!ct_eq(b"secret-token-123", b"secret-token-124"));
+        assert!(!ct_eq(b"short", b"secret-token-123"));
+    }
 }

@@ -33,6 +33,14 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The audit log could not be opened.
+    #[error("cannot open audit log {path}: {source}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// Building the runtime state failed.
     #[error(transparent)]
     Build(#[from] proxy::BuildError),
@@ -79,12 +87,20 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
         addr: cfg.gate.admin_listen,
         source,
     })?;
-    let gate = Gate::new(cfg, metrics)?;
+    let audit = crate::audit::Audit::start(cfg.gate.audit_log.clone()).map_err(|source| {
+        StartError::Audit {
+            path: cfg.gate.audit_log.clone().unwrap_or_default(),
+            source,
+        }
+    })?;
+    let gate = Gate::new(cfg, metrics, audit)?;
     let p = tokio::spawn(proxy::serve(gate.clone(), proxy_l, drain.watcher()));
     let a = tokio::spawn(crate::admin::serve(gate.clone(), admin_l, drain.watcher()));
+    let g = gate.clone();
     let done = tokio::spawn(async move {
         let _ = p.await;
         let _ = a.await;
+        g.audit.flush().await;
     });
     Ok(Running {
         gate,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// How many recent decisions `/v1/decisions` can return.
 pub const RECENT: usize = 1000;
@@ -114,13 +114,14 @@ pub fn redact_path(path: &str) -> String {
 /// The audit handle the request path uses: cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Audit {
-    tx: mpsc::Sender<Arc<AuditRecord>>,
+    tx: mpsc::Sender<Msg>,
     recent: Arc<Mutex<VecDeque<Arc<AuditRecord>>>>,
 }
 
-/// The writer side; `finish` flushes everything and stops.
-pub struct AuditWriter {
-    task: tokio::task::JoinHandle<()>,
+#[derive(Debug)]
+enum Msg {
+    Record(Arc<AuditRecord>),
+    Flush(oneshot::Sender<()>),
 }
 
 impl Audit {
@@ -128,7 +129,7 @@ impl Audit {
     ///
     /// # Errors
     /// When the file cannot be opened for appending.
-    pub fn start(path: Option<PathBuf>) -> std::io::Result<(Audit, AuditWriter)> {
+    pub fn start(path: Option<PathBuf>) -> std::io::Result<Audit> {
         let out: Box<dyn Write + Send> = match &path {
             Some(p) => {
                 if let Some(dir) = p.parent() {
@@ -143,12 +144,11 @@ impl Audit {
             None => Box::new(std::io::stdout()),
         };
         let (tx, rx) = mpsc::channel(65_536);
-        let task = tokio::spawn(write_loop(rx, out));
-        let audit = Audit {
+        tokio::spawn(write_loop(rx, out));
+        Ok(Audit {
             tx,
             recent: Arc::new(Mutex::new(VecDeque::with_capacity(RECENT))),
-        };
-        Ok((audit, AuditWriter { task }))
+        })
     }
 
     /// Records a decision (waits only when the writer is 65,536 lines behind).
@@ -160,8 +160,16 @@ impl Audit {
             }
             q.push_back(rec.clone());
         }
-        if self.tx.send(rec).await.is_err() {
+        if self.tx.send(Msg::Record(rec)).await.is_err() {
             tracing::error!("audit writer stopped; decision not written");
+        }
+    }
+
+    /// Waits until every line recorded so far is written and flushed (e.g. at shutdown).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
         }
     }
 
@@ -174,33 +182,32 @@ impl Audit {
     }
 }
 
-impl AuditWriter {
-    /// Waits until every queued line is written and flushed. Call after every [`Audit`] clone
-    /// is dropped (or the queue is closed), e.g. at the end of the drain.
-    pub async fn finish(self) {
-        let _ = self.task.await;
-    }
-}
-
-async fn write_loop(mut rx: mpsc::Receiver<Arc<AuditRecord>>, out: Box<dyn Write + Send>) {
+async fn write_loop(mut rx: mpsc::Receiver<Msg>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut line = Vec::with_capacity(512);
+    let mut dirty = false;
     loop {
-        let rec = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            Ok(Some(r)) => r,
+        let msg = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Some(m)) => m,
             Ok(None) => break,
             Err(_) => {
-                flush(&mut out);
+                if dirty {
+                    flush(&mut out);
+                    dirty = false;
+                }
                 continue;
             }
         };
-        write(&mut out, &mut line, &rec);
-        // Drain what is already queued, then flush once.
-        while let Ok(r) = rx.try_recv() {
-            write(&mut out, &mut line, &r);
-        }
-        if rx.is_empty() {
-            flush(&mut out);
+        match msg {
+            Msg::Record(rec) => {
+                write(&mut out, &mut line, &rec);
+                dirty = true;
+            }
+            Msg::Flush(done) => {
+                flush(&mut out);
+                dirty = false;
+                let _ = done.send(());
+            }
         }
     }
     flush(&mut out);
@@ -240,7 +247,7 @@ mod tests {
     async fn lines_are_written_and_flushed_on_finish() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let (audit, writer) = Audit::start(Some(path.clone())).unwrap();
+        let audit = Audit::start(Some(path.clone())).unwrap();
         for i in 0..3 {
             let mut r = AuditRecord::new(
                 &format!("r{i}"),
@@ -254,8 +261,7 @@ mod tests {
         }
         assert_eq!(audit.recent(2).len(), 2);
         assert_eq!(audit.recent(2)[0].request_id, "r2");
-        drop(audit);
-        writer.finish().await;
+        audit.flush().await;
         let text = std::fs::read_to_string(path).unwrap();
         assert_eq!(text.lines().count(), 3);
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

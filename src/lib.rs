@@ -25,4 +25,5 @@ pub mod policy;
 pub mod proxy;
 pub mod respond;
 pub mod shutdown;
+pub mod status;
 pub mod tls;

@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub domestic: Route,
     /// The 451 `Link` header, when `gate.blocked_by_url` is set.
     pub blocked_by: Option<HeaderValue>,
+    /// The admin bearer token, when `gate.admin_token_file` is set.
+    pub admin_token: Option<String>,
 }
 
 /// Why a snapshot could not be built from a validated config.
@@ -54,6 +56,9 @@ pub enum BuildError {
     /// Upstream TLS roots.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+    /// The admin token file could not be read.
+    #[error("admin token file {0}")]
+    Token(String),
 }
 
 impl Snapshot {
@@ -96,11 +101,21 @@ impl Snapshot {
             .blocked_by_url
             .as_deref()
             .and_then(blocked_by_link);
+        let admin_token = match &config.gate.admin_token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| BuildError::Token(format!("{}: {e}", p.display())))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
             domestic,
             blocked_by,
+            admin_token,
         })
     }
 }
@@ -112,6 +127,8 @@ pub struct Gate {
     pub metrics: Metrics,
     /// Request id source.
     pub ids: headers::RequestIds,
+    /// The audit trail.
+    pub audit: crate::audit::Audit,
 }
 
 impl Gate {
@@ -119,12 +136,17 @@ impl Gate {
     ///
     /// # Errors
     /// See [`Snapshot::build`].
-    pub fn new(config: Config, metrics: Metrics) -> Result<Arc<Gate>, BuildError> {
+    pub fn new(
+        config: Config,
+        metrics: Metrics,
+        audit: crate::audit::Audit,
+    ) -> Result<Arc<Gate>, BuildError> {
         let snap = Snapshot::build(config, &metrics)?;
         let gate = Gate {
             snapshot: ArcSwap::from_pointee(snap),
             metrics,
             ids: headers::RequestIds::default(),
+            audit,
         };
         gate.publish_config_info();
         Ok(Arc::new(gate))
