@@ -110,13 +110,18 @@ pub(crate) struct Journal {
     pub rotate: bool,
 }
 
+/// A monthly tally's key: (scope id, year, month).
+pub(crate) type TallyKey = (u32, i32, u8);
+/// A monthly tally: (newly counted, newly counted as sensitive).
+pub(crate) type Tally = (u64, u64);
+
 /// State changed only under the core mutex.
 #[derive(Debug, Default)]
 pub(crate) struct Core {
     pub(crate) scopes: Vec<Scope>,
     by_scope: HashMap<Scope, ScopeId>,
     /// (scope, year, month) → (new all, new sensitive).
-    pub(crate) tallies: BTreeMap<(u32, i32, u8), (u64, u64)>,
+    pub(crate) tallies: BTreeMap<TallyKey, Tally>,
     /// Last sequence number assigned.
     pub(crate) seq: u64,
     /// Present for durable backends.
@@ -639,7 +644,7 @@ fn unchanged(scope: ScopeId, c: ScopeCounts) -> ScopeOutcome {
 /// Sorts by key and merges duplicates (sensitive if any occurrence is).
 fn dedup(subjects: &[Subject]) -> Vec<Subject> {
     let mut v = subjects.to_vec();
-    v.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    v.sort_unstable_by_key(|s| s.key);
     v.dedup_by(|b, a| {
         if a.key == b.key {
             a.sensitive |= b.sensitive;

@@ -13,7 +13,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use super::api::{LedgerError, Scope};
-use super::index::{Index, SHARDS};
+use super::index::{Index, Tally, TallyKey, SHARDS};
 use super::table::{Table, YearByte, Years};
 
 const MAGIC: &[u8; 8] = b"TGLSNP01";
@@ -57,7 +57,7 @@ pub(crate) fn write(
     index: &Index,
     seq: u64,
     scopes: &[Scope],
-    tallies: &[((u32, i32, u8), (u64, u64))],
+    tallies: &[(TallyKey, Tally)],
     min_year: YearByte,
 ) -> Result<u64, LedgerError> {
     let tmp = dir.join(TMP);

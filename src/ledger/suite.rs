@@ -390,10 +390,12 @@ async fn race_exact_at_ceiling(make: &dyn Fn() -> Made) {
     assert_eq!(l.counts(ids[0], R24, at(2026, 4, 4)).await.unwrap().all, n);
 }
 
+type Check =
+    for<'a> fn(&'a dyn Ledger) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
 /// Runs every check against fresh backends from `make`.
 pub(crate) async fn run_all(make: &dyn Fn() -> Made) {
-    let checks: [fn(&dyn Ledger) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
-        6] = [
+    let checks: [Check; 6] = [
         |l| Box::pin(counts_each_subject_once(l)),
         |l| Box::pin(sensitive_is_an_upgrade(l)),
         |l| Box::pin(ceilings_are_all_or_nothing(l)),
