@@ -590,6 +590,24 @@ impl Index {
             .collect()
     }
 
+    /// Drops from `shard` every subject last counted before `min_all` (outside every window)
+    /// and takes it out of the per-year counts, which concurrent reservations keep updating.
+    pub(crate) fn prune_shard(&self, shard: &mut Shard, min_all: YearByte) {
+        let counters = self.counters.load();
+        for (scope, table) in shard.tables.iter_mut().enumerate() {
+            let Some(c) = counters.get(scope) else {
+                continue;
+            };
+            for (_, y) in table.iter().filter(|(_, y)| y.all < min_all) {
+                c.all[y.all as usize].fetch_sub(1, Ordering::AcqRel);
+                if y.sensitive != 0 {
+                    c.sensitive[y.sensitive as usize].fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            table.prune(min_all);
+        }
+    }
+
     /// Visits every shard under its write lock (snapshots, pruning).
     pub(crate) fn for_each_shard<E>(
         &self,

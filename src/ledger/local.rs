@@ -363,7 +363,6 @@ fn compact_inner(shared: &Shared, now: SystemTime) -> Result<(), LedgerError> {
     };
     let min_year = year_byte(shanghai_date(now).year() - 1);
     let entries = snapshot::write(&shared.dir, &shared.index, seq, &scopes, &tallies, min_year)?;
-    shared.index.recount();
     // 3. Older segments are covered by the snapshot.
     for (s, path) in segments(&shared.dir)? {
         if s < first {

@@ -89,9 +89,7 @@ pub(crate) fn write(
     }
     let mut entries = 0u64;
     index.for_each_shard(|_, shard| {
-        for t in shard.tables.iter_mut() {
-            t.prune(min_year);
-        }
+        index.prune_shard(shard, min_year);
         let live = shard.tables.iter().filter(|t| t.len() > 0).count();
         w.write_all(&(live as u32).to_le_bytes()).map_err(io)?;
         for (scope, t) in shard.tables.iter().enumerate().filter(|(_, t)| t.len() > 0) {
