@@ -1,2 +1,3 @@
 //! The integration test binary: every suite is a module here, so the suite links once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod ledger_crash;
