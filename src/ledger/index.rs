@@ -340,7 +340,9 @@ impl Index {
         req: &Reservation<'_>,
     ) -> Result<Pending<ReserveOutcome>, LedgerError> {
         let counters = self.check_scopes(req.scopes)?;
-        self.check_scopes(&req.ceilings.iter().map(|c| c.scope).collect::<Vec<_>>())?;
+        if let Some(c) = req.ceilings.iter().find(|c| c.scope.0 as usize >= counters.len()) {
+            return Err(LedgerError::UnknownScope(c.scope.0));
+        }
         let when = When::new(req.regime, req.now);
         // Fast path: every subject already counted this year in every scope.
         if self.all_current(req.subjects, req.scopes, when) {
