@@ -17,12 +17,21 @@ use transfer_gate::model::Regime;
 fn subjects(from: u64, n: u64) -> Vec<Subject> {
     let h = SubjectHasher::from_key([3; 32]);
     (from..from + n)
-        .map(|i| Subject { key: h.hash("bench", &i.to_le_bytes()), sensitive: i % 10 == 0 })
+        .map(|i| Subject {
+            key: h.hash("bench", &i.to_le_bytes()),
+            sensitive: i % 10 == 0,
+        })
         .collect()
 }
 
 fn req<'a>(s: &'a [Subject], ids: &'a [ScopeId]) -> Reservation<'a> {
-    Reservation { subjects: s, scopes: ids, ceilings: &[], regime: Regime::Cac2024, now: SystemTime::now() }
+    Reservation {
+        subjects: s,
+        scopes: ids,
+        ceilings: &[],
+        regime: Regime::Cac2024,
+        now: SystemTime::now(),
+    }
 }
 
 const PREFILL: u64 = 1_000_000;
@@ -31,7 +40,9 @@ const BATCH: u64 = 64;
 /// One core: reservations of 64 subjects each, counted in the entity and one destination.
 fn memory(c: &mut Criterion) {
     let l = MemoryLedger::new();
-    let ids = l.register_now(&[Scope::Entity, Scope::Destination("d".into())]).unwrap();
+    let ids = l
+        .register_now(&[Scope::Entity, Scope::Destination("d".into())])
+        .unwrap();
     let all = subjects(0, PREFILL);
     for chunk in all.chunks(10_000) {
         l.reserve_now(&req(chunk, &ids)).unwrap();
@@ -42,7 +53,8 @@ fn memory(c: &mut Criterion) {
     g.bench_function("lookup_known_batch64", |b| {
         b.iter(|| {
             at = (at + BATCH as usize) % (all.len() - BATCH as usize);
-            l.reserve_now(&req(&all[at..at + BATCH as usize], &ids)).unwrap()
+            l.reserve_now(&req(&all[at..at + BATCH as usize], &ids))
+                .unwrap()
         })
     });
     let next = AtomicU64::new(PREFILL);
@@ -61,11 +73,21 @@ fn memory(c: &mut Criterion) {
 fn durable(c: &mut Criterion) {
     const TASKS: u64 = 32;
     const PER: u64 = 1_000;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
-    let dir = tempfile::tempdir_in(std::env::var_os("LEDGER_BENCH_DIR").unwrap_or_else(|| ".".into())).unwrap();
-    let opts = LocalOptions { snapshot_after_bytes: u64::MAX, ..LocalOptions::default() };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let dir =
+        tempfile::tempdir_in(std::env::var_os("LEDGER_BENCH_DIR").unwrap_or_else(|| ".".into()))
+            .unwrap();
+    let opts = LocalOptions {
+        snapshot_after_bytes: u64::MAX,
+        ..LocalOptions::default()
+    };
     let l = Arc::new(LocalLedger::open(&dir.path().join("ledger"), opts).unwrap());
-    let ids = rt.block_on(l.register_scopes(&[Scope::Entity, Scope::Destination("d".into())])).unwrap();
+    let ids = rt
+        .block_on(l.register_scopes(&[Scope::Entity, Scope::Destination("d".into())]))
+        .unwrap();
     let next = Arc::new(AtomicU64::new(0));
     let mut g = c.benchmark_group("ledger_durable");
     g.throughput(Throughput::Elements(TASKS * PER));
@@ -74,8 +96,9 @@ fn durable(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let batches: Vec<Vec<Subject>> =
-                    (0..TASKS).map(|_| subjects(next.fetch_add(PER, Ordering::Relaxed), PER)).collect();
+                let batches: Vec<Vec<Subject>> = (0..TASKS)
+                    .map(|_| subjects(next.fetch_add(PER, Ordering::Relaxed), PER))
+                    .collect();
                 let start = Instant::now();
                 rt.block_on(async {
                     let tasks: Vec<_> = batches

@@ -4,7 +4,12 @@
 //!
 //! `cargo run --release --example ledger_probe -- memory [N]`
 //! `cargo run --release --example ledger_probe -- restart [N] [DIR]`
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -34,7 +39,13 @@ fn fill(h: &SubjectHasher, from: u64, buf: &mut Vec<Subject>) {
 }
 
 fn req<'a>(s: &'a [Subject], ids: &'a [ScopeId]) -> Reservation<'a> {
-    Reservation { subjects: s, scopes: ids, ceilings: &[], regime: Regime::Cac2024, now: SystemTime::now() }
+    Reservation {
+        subjects: s,
+        scopes: ids,
+        ceilings: &[],
+        regime: Regime::Cac2024,
+        now: SystemTime::now(),
+    }
 }
 
 fn memory(n: u64) {
@@ -42,7 +53,9 @@ fn memory(n: u64) {
     let mut buf = Vec::with_capacity(BATCH as usize);
     let before = rss_bytes();
     let l = MemoryLedger::new();
-    let ids = l.register_now(&[Scope::Entity, Scope::Destination("d".into())]).unwrap();
+    let ids = l
+        .register_now(&[Scope::Entity, Scope::Destination("d".into())])
+        .unwrap();
     let start = Instant::now();
     for b in 0..n / BATCH {
         fill(&h, b * BATCH, &mut buf);
@@ -51,25 +64,45 @@ fn memory(n: u64) {
     let secs = start.elapsed().as_secs_f64();
     let after = rss_bytes();
     println!("subjects: {n} (each in 2 scopes: {} entries)", l.entries());
-    println!("index heap: {:.1} bytes/subject", l.heap_bytes() as f64 / n as f64);
-    println!("RSS delta:  {:.1} bytes/subject", after.saturating_sub(before) as f64 / n as f64);
-    println!("insert (hashing included, 1 thread): {:.2} M subjects/s", n as f64 / secs / 1e6);
+    println!(
+        "index heap: {:.1} bytes/subject",
+        l.heap_bytes() as f64 / n as f64
+    );
+    println!(
+        "RSS delta:  {:.1} bytes/subject",
+        after.saturating_sub(before) as f64 / n as f64
+    );
+    println!(
+        "insert (hashing included, 1 thread): {:.2} M subjects/s",
+        n as f64 / secs / 1e6
+    );
     // A second pass: every subject already counted.
     let start = Instant::now();
     for b in 0..n / BATCH {
         fill(&h, b * BATCH, &mut buf);
         l.reserve_now(&req(&buf, &ids)).unwrap();
     }
-    println!("lookup known (hashing included, 1 thread): {:.2} M subjects/s", n as f64 / start.elapsed().as_secs_f64() / 1e6);
+    println!(
+        "lookup known (hashing included, 1 thread): {:.2} M subjects/s",
+        n as f64 / start.elapsed().as_secs_f64() / 1e6
+    );
 }
 
 fn restart(n: u64, dir: &std::path::Path) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
-    let opts = LocalOptions { snapshot_after_bytes: u64::MAX, ..LocalOptions::default() };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let opts = LocalOptions {
+        snapshot_after_bytes: u64::MAX,
+        ..LocalOptions::default()
+    };
     let _ = std::fs::remove_dir_all(dir);
     {
         let l = Arc::new(LocalLedger::open(dir, opts.clone()).unwrap());
-        let ids = rt.block_on(l.register_scopes(&[Scope::Entity, Scope::Destination("d".into())])).unwrap();
+        let ids = rt
+            .block_on(l.register_scopes(&[Scope::Entity, Scope::Destination("d".into())]))
+            .unwrap();
         let start = Instant::now();
         rt.block_on(async {
             let mut tasks = Vec::new();
@@ -90,7 +123,10 @@ fn restart(n: u64, dir: &std::path::Path) {
                 t.await.unwrap();
             }
         });
-        println!("durable fill of {n} subjects: {:.2} s", start.elapsed().as_secs_f64());
+        println!(
+            "durable fill of {n} subjects: {:.2} s",
+            start.elapsed().as_secs_f64()
+        );
         let start = Instant::now();
         let t = Instant::now();
         let replay_open = {
@@ -98,10 +134,17 @@ fn restart(n: u64, dir: &std::path::Path) {
             let t = Instant::now();
             let l = LocalLedger::open(dir, opts.clone()).unwrap();
             let s = t.elapsed().as_secs_f64();
-            println!("restart from the log only ({} frames): {s:.2} s", l.recovery().frames_replayed);
+            println!(
+                "restart from the log only ({} frames): {s:.2} s",
+                l.recovery().frames_replayed
+            );
             let t = Instant::now();
             l.compact(SystemTime::now()).unwrap();
-            println!("snapshot of {} entries: {:.2} s", l.entries(), t.elapsed().as_secs_f64());
+            println!(
+                "snapshot of {} entries: {:.2} s",
+                l.entries(),
+                t.elapsed().as_secs_f64()
+            );
             s
         };
         let _ = (start, t, replay_open);
@@ -109,19 +152,33 @@ fn restart(n: u64, dir: &std::path::Path) {
     let start = Instant::now();
     let l = LocalLedger::open(dir, opts).unwrap();
     let secs = start.elapsed().as_secs_f64();
-    let c = rt.block_on(l.counts(ScopeId(0), Regime::Cac2024, SystemTime::now())).unwrap();
-    println!("restart from the snapshot: {secs:.2} s ({} subjects counted, recovery {:?})", c.all, l.recovery());
-    let size: u64 = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let c = rt
+        .block_on(l.counts(ScopeId(0), Regime::Cac2024, SystemTime::now()))
+        .unwrap();
+    println!(
+        "restart from the snapshot: {secs:.2} s ({} subjects counted, recovery {:?})",
+        c.all,
+        l.recovery()
+    );
+    let size: u64 = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     println!("ledger dir: {:.0} MB", size as f64 / 1e6);
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let n = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
     match args.get(1).map(String::as_str) {
         Some("memory") => memory(n),
         Some("restart") => {
-            let dir = args.get(3).map_or_else(|| std::env::temp_dir().join("ledger-probe"), Into::into);
+            let dir = args
+                .get(3)
+                .map_or_else(|| std::env::temp_dir().join("ledger-probe"), Into::into);
             restart(n, &dir);
         }
         _ => eprintln!("usage: ledger_probe memory|restart [N] [DIR]"),

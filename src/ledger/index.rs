@@ -10,7 +10,7 @@
 //! subjects are all counted already takes only shard read locks, one at a time: no contention.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -36,6 +36,10 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    fn touch(&self, scope: usize, key: &[u8; 16]) -> u8 {
+        self.tables.get(scope).map_or(0, |t| t.touch(key))
+    }
+
     fn get(&self, scope: usize, key: &[u8; 16]) -> Years {
         self.tables
             .get(scope)
@@ -56,6 +60,8 @@ impl Shard {
 pub(crate) struct ScopeCounters {
     all: [AtomicU64; 256],
     sensitive: [AtomicU64; 256],
+    /// The latest year byte ever counted.
+    top: AtomicU8,
 }
 
 impl ScopeCounters {
@@ -63,12 +69,16 @@ impl ScopeCounters {
         ScopeCounters {
             all: std::array::from_fn(|_| AtomicU64::new(0)),
             sensitive: std::array::from_fn(|_| AtomicU64::new(0)),
+            top: AtomicU8::new(0),
         }
     }
 
     fn window(&self, start: YearByte) -> ScopeCounts {
+        // Years after the latest one ever counted hold nothing: sum only up to it.
+        let top = usize::from(self.top.load(Ordering::Acquire));
         let sum = |a: &[AtomicU64; 256]| {
-            a[start as usize..]
+            a.get(start as usize..=top)
+                .unwrap_or(&[])
                 .iter()
                 .map(|c| c.load(Ordering::Acquire))
                 .sum()
@@ -93,6 +103,7 @@ impl ScopeCounters {
         if from != 0 {
             a[from as usize].fetch_sub(1, Ordering::AcqRel);
         }
+        self.top.fetch_max(to, Ordering::AcqRel);
         a[to as usize].fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -325,6 +336,9 @@ impl Index {
                     all[y.all as usize] += 1;
                     sens[y.sensitive as usize] += 1;
                 }
+                if let Some(top) = (1..256).rev().find(|y| all[*y] > 0) {
+                    c.top.fetch_max(top as u8, Ordering::Relaxed);
+                }
                 for y in 1..256 {
                     c.all[y].fetch_add(all[y], Ordering::Relaxed);
                     c.sensitive[y].fetch_add(sens[y], Ordering::Relaxed);
@@ -340,7 +354,11 @@ impl Index {
         req: &Reservation<'_>,
     ) -> Result<Pending<ReserveOutcome>, LedgerError> {
         let counters = self.check_scopes(req.scopes)?;
-        if let Some(c) = req.ceilings.iter().find(|c| c.scope.0 as usize >= counters.len()) {
+        if let Some(c) = req
+            .ceilings
+            .iter()
+            .find(|c| c.scope.0 as usize >= counters.len())
+        {
             return Err(LedgerError::UnknownScope(c.scope.0));
         }
         let when = When::new(req.regime, req.now);
@@ -360,6 +378,18 @@ impl Index {
     }
 
     fn all_current(&self, subjects: &[Subject], scopes: &[ScopeId], when: When) -> bool {
+        if subjects.len() > 1 {
+            let mut sink = 0u8;
+            for s in subjects {
+                let shard = self.shards[shard_of(&s.key.0)]
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for sc in scopes {
+                    sink ^= shard.touch(sc.0 as usize, &s.key.0);
+                }
+            }
+            std::hint::black_box(sink);
+        }
         subjects.iter().all(|s| {
             let shard = self.shards[shard_of(&s.key.0)]
                 .read()
@@ -391,6 +421,18 @@ impl Index {
                 guards.push((i, self.write_shard(i)));
             }
         }
+        // Overlap the cache misses of the whole batch before the dependent probes.
+        let mut g = 0;
+        let mut sink = 0u8;
+        for s in &subjects {
+            while guards[g].0 != shard_of(&s.key.0) {
+                g += 1;
+            }
+            for sc in &scopes {
+                sink ^= guards[g].1.touch(sc.0 as usize, &s.key.0);
+            }
+        }
+        std::hint::black_box(sink);
         // Previous state of every (subject, scope), and what changes.
         let mut prev = Vec::with_capacity(subjects.len() * ns);
         let mut new_all = vec![0u64; ns];
