@@ -290,8 +290,14 @@ impl Index {
                 d.id
             )));
         }
+        // Frames list subjects sorted by key, so by shard: lock each shard once per run.
+        let mut current: Option<(usize, RwLockWriteGuard<'_, Shard>)> = None;
         for (key, sensitive) in wal::subjects(subjects) {
-            let mut shard = self.write_shard(shard_of(key));
+            let i = shard_of(key);
+            let shard = match &mut current {
+                Some((c, g)) if *c == i => g,
+                _ => &mut current.insert((i, self.write_shard(i))).1,
+            };
             let y = Years {
                 all: cur,
                 sensitive: if sensitive { cur } else { 0 },

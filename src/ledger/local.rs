@@ -38,7 +38,8 @@ use crate::model::{shanghai_date, Clock, Regime, SystemClock};
 /// Options of the local backend.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
-    /// Take a snapshot (and drop older log segments) after this many log bytes.
+    /// Take a snapshot (and drop older log segments) after this many log bytes (default 16 MiB,
+    /// about 1 M subject changes: bounds the log replayed at restart).
     pub snapshot_after_bytes: u64,
     /// The clock used to prune subjects that left every window when snapshotting.
     pub clock: Arc<dyn Clock>,
@@ -47,7 +48,7 @@ pub struct LocalOptions {
 impl Default for LocalOptions {
     fn default() -> Self {
         LocalOptions {
-            snapshot_after_bytes: 256 << 20,
+            snapshot_after_bytes: 16 << 20,
             clock: Arc::new(SystemClock),
         }
     }
