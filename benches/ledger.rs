@@ -65,6 +65,19 @@ fn memory(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The realistic mix: most subjects of a request already counted, a few new.
+    g.bench_function("mixed_batch64_6_new", |b| {
+        b.iter_batched(
+            || {
+                at = (at + BATCH as usize) % (all.len() - BATCH as usize);
+                let mut s = all[at..at + 58].to_vec();
+                s.extend(subjects(next.fetch_add(6, Ordering::Relaxed), 6));
+                s
+            },
+            |s| l.reserve_now(&req(&s, &ids)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 

@@ -306,7 +306,7 @@ mod tests {
                 x ^= x << 17;
                 let mut k = [0u8; 16];
                 k[..8].copy_from_slice(&(x % 64).to_le_bytes());
-                k[8..].copy_from_slice(&(x.rotate_left(17) | (x % 3 << 62)).to_le_bytes());
+                k[8..].copy_from_slice(&(x.rotate_left(17) | ((x % 3) << 62)).to_le_bytes());
                 let y = Years {
                     all: (x % 7 + 1) as u8,
                     sensitive: (x % 3) as u8,
