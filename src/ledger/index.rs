@@ -26,8 +26,12 @@ use crate::model::{shanghai_date, Regime};
 
 /// Number of shards (selected by the first byte of the subject key).
 pub(crate) const SHARDS: usize = 256;
-/// Most scopes a ledger holds.
-pub(crate) const MAX_SCOPES: usize = 1 << 20;
+/// Most scopes a ledger holds (each shard keeps a table slot per scope id).
+pub(crate) const MAX_SCOPES: usize = 1 << 16;
+/// Most subjects in one reservation (so that one log frame stays well under its 64 MiB cap).
+pub const MAX_SUBJECTS_PER_RESERVATION: usize = 1 << 20;
+/// Most scopes in one reservation.
+pub const MAX_SCOPES_PER_RESERVATION: usize = 1 << 10;
 
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
@@ -359,6 +363,12 @@ impl Index {
         &self,
         req: &Reservation<'_>,
     ) -> Result<Pending<ReserveOutcome>, LedgerError> {
+        if req.subjects.len() > MAX_SUBJECTS_PER_RESERVATION {
+            return Err(LedgerError::Limit("too many subjects in one reservation"));
+        }
+        if req.scopes.len() > MAX_SCOPES_PER_RESERVATION {
+            return Err(LedgerError::Limit("too many scopes in one reservation"));
+        }
         let counters = self.check_scopes(req.scopes)?;
         if let Some(c) = req
             .ceilings

@@ -31,6 +31,7 @@ pub use api::{
     ReserveOutcome, Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
 };
 pub use hash::{HashKeyError, SubjectHasher, SubjectKey, HASH_KEY_LEN};
+pub use index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
 pub use local::{LocalLedger, LocalOptions, RecoveryReport};
 
 use crate::model::Regime;

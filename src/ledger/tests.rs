@@ -350,3 +350,190 @@ fn full_disk_fails_reservations_then_recovers() {
         counted + 10
     );
 }
+
+mod model {
+    //! Model-based check: random reservations across scopes, classes, years and regimes give
+    //! the same outcomes and counts as a naive map, in memory and after a restart.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    struct Op {
+        subjects: Vec<(u64, bool)>,
+        scopes: Vec<u32>,
+        year: i32,
+        regime: Regime,
+        ceiling: Option<(u32, bool, u64)>,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        (
+            prop::collection::vec((0u64..30, any::<bool>()), 0..8),
+            prop::collection::btree_set(0u32..3, 0..4),
+            2025i32..2029,
+            any::<bool>(),
+            prop::option::of((0u32..3, any::<bool>(), 0u64..25)),
+        )
+            .prop_map(|(subjects, scopes, year, r, ceiling)| Op {
+                subjects,
+                scopes: scopes.into_iter().collect(),
+                year,
+                regime: if r { Regime::Cac2022 } else { Regime::Cac2024 },
+                ceiling,
+            })
+    }
+
+    #[derive(Default)]
+    struct Model(HashMap<(u32, u64), (i32, i32)>);
+
+    impl Model {
+        fn count(&self, scope: u32, start: i32) -> (u64, u64) {
+            let it = self.0.iter().filter(|((s, _), _)| *s == scope);
+            let all = it.clone().filter(|(_, y)| y.0 >= start).count() as u64;
+            let sens = it.filter(|(_, y)| y.1 >= start).count() as u64;
+            (all, sens)
+        }
+
+        fn reserve(&mut self, op: &Op) -> Result<Vec<(u64, u64, u64, u64)>, (u64, u64)> {
+            let start = op.regime.window_start_year(op.year);
+            let mut subjects: HashMap<u64, bool> = HashMap::new();
+            for (k, s) in &op.subjects {
+                *subjects.entry(*k).or_default() |= *s;
+            }
+            let new = |scope: u32| {
+                let mut n = (0u64, 0u64);
+                for (k, s) in &subjects {
+                    let y = self.0.get(&(scope, *k)).copied().unwrap_or((0, 0));
+                    n.0 += u64::from(y.0 < start);
+                    n.1 += u64::from(*s && y.1 < start);
+                }
+                n
+            };
+            let news: HashMap<u32, (u64, u64)> = op.scopes.iter().map(|s| (*s, new(*s))).collect();
+            if let Some((scope, sens, max)) = op.ceiling {
+                if let Some(&(na, ns)) = news.get(&scope) {
+                    let (ca, cs) = self.count(scope, start);
+                    let (before, n) = if sens { (cs, ns) } else { (ca, na) };
+                    if n > 0 && before + n > max {
+                        return Err((before, n));
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            for &scope in &op.scopes {
+                let (na, ns) = news[&scope];
+                for (k, s) in &subjects {
+                    let y = self.0.entry((scope, *k)).or_insert((0, 0));
+                    y.0 = y.0.max(op.year);
+                    if *s {
+                        y.1 = y.1.max(op.year);
+                    }
+                }
+                let (ca, cs) = self.count(scope, start);
+                out.push((na, ns, ca, cs));
+            }
+            Ok(out)
+        }
+    }
+
+    fn run(
+        ops: &[Op],
+        l: &dyn Ledger,
+        ids: &[ScopeId],
+        rt: &tokio::runtime::Runtime,
+        m: &mut Model,
+    ) {
+        for op in ops {
+            let subjects: Vec<Subject> = op.subjects.iter().map(|&(k, s)| subj(k, s)).collect();
+            let scopes: Vec<ScopeId> = op.scopes.iter().map(|s| ids[*s as usize]).collect();
+            let ceilings: Vec<Ceiling> = op
+                .ceiling
+                .iter()
+                .map(|&(s, sens, max)| Ceiling {
+                    scope: ids[s as usize],
+                    class: if sens { Class::Sensitive } else { Class::All },
+                    max_after: max,
+                })
+                .collect();
+            let now = at(op.year, 6, 1);
+            let got = rt.block_on(reserve(l, &subjects, &scopes, &ceilings, op.regime, now));
+            match (m.reserve(op), got) {
+                (Ok(want), ReserveOutcome::Reserved(o)) => {
+                    let o: Vec<_> = o
+                        .iter()
+                        .map(|o| (o.new_all, o.new_sensitive, o.all_after, o.sensitive_after))
+                        .collect();
+                    assert_eq!(o, want, "{op:?}");
+                }
+                (Err(want), ReserveOutcome::Refused(r)) => {
+                    assert_eq!((r.count_before, r.new), want, "{op:?}")
+                }
+                (want, got) => panic!("{op:?}: model {want:?}, ledger {got:?}"),
+            }
+        }
+    }
+
+    fn check_counts(l: &dyn Ledger, ids: &[ScopeId], rt: &tokio::runtime::Runtime, m: &Model) {
+        for year in 2025..2030 {
+            for regime in [Regime::Cac2022, Regime::Cac2024] {
+                for (s, id) in ids.iter().enumerate() {
+                    let c = rt.block_on(l.counts(*id, regime, at(year, 6, 1))).unwrap();
+                    let want = m.count(s as u32, regime.window_start_year(year));
+                    assert_eq!((c.all, c.sensitive), want, "scope {s} {year} {regime:?}");
+                }
+            }
+        }
+    }
+
+    fn scopes() -> Vec<Scope> {
+        vec![
+            Scope::Entity,
+            Scope::Destination("a".into()),
+            Scope::Approval("x".into()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn memory_matches_model(ops in prop::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let l = MemoryLedger::new();
+            let ids = l.register_now(&scopes()).unwrap();
+            let mut m = Model::default();
+            run(&ops, &l, &ids, &rt, &mut m);
+            check_counts(&l, &ids, &rt, &m);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        #[test]
+        fn local_matches_model_across_restarts(ops in prop::collection::vec(op(), 1..30), snap in any::<bool>()) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("ledger");
+            let mut m = Model::default();
+            let half = ops.len() / 2;
+            {
+                let l = LocalLedger::open(&dir, LocalOptions::default()).unwrap();
+                let ids = rt.block_on(l.register_scopes(&scopes())).unwrap();
+                run(&ops[..half], &l, &ids, &rt, &mut m);
+                if snap {
+                    // Prune nothing that the model still counts: compact as of the earliest year.
+                    l.compact(at(2025, 1, 1)).unwrap();
+                }
+            }
+            let l = LocalLedger::open(&dir, LocalOptions::default()).unwrap();
+            let ids = rt.block_on(l.register_scopes(&scopes())).unwrap();
+            check_counts(&l, &ids, &rt, &m);
+            run(&ops[half..], &l, &ids, &rt, &mut m);
+            drop(l);
+            let l = LocalLedger::open(&dir, LocalOptions::default()).unwrap();
+            check_counts(&l, &ids, &rt, &m);
+        }
+    }
+}
