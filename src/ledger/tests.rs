@@ -384,6 +384,9 @@ mod model {
             })
     }
 
+    /// (new all, new sensitive, all after, sensitive after).
+    type Row = (u64, u64, u64, u64);
+
     #[derive(Default)]
     struct Model(HashMap<(u32, u64), (i32, i32)>);
 
@@ -395,7 +398,7 @@ mod model {
             (all, sens)
         }
 
-        fn reserve(&mut self, op: &Op) -> Result<Vec<(u64, u64, u64, u64)>, (u64, u64)> {
+        fn reserve(&mut self, op: &Op) -> Result<Vec<Row>, (u64, u64)> {
             let start = op.regime.window_start_year(op.year);
             let mut subjects: HashMap<u64, bool> = HashMap::new();
             for (k, s) in &op.subjects {
