@@ -201,6 +201,17 @@ pub enum LedgerError {
     Limit(&'static str),
 }
 
+impl LedgerError {
+    /// Whether the backend failed (storage, reachability, corruption): the proxy answers 503
+    /// `ledger_unavailable`. The other variants are the caller's mistakes.
+    pub const fn is_backend_failure(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Storage(_) | LedgerError::Unavailable(_) | LedgerError::Corrupt(_)
+        )
+    }
+}
+
 /// A boxed future, so that [`Ledger`] stays object-safe (`Arc<dyn Ledger>`) and a networked
 /// backend can do real async I/O.
 pub type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LedgerError>> + Send + 'a>>;
@@ -241,4 +252,10 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
 
     /// Every monthly tally kept so far (for the `report` command).
     fn monthly(&self) -> LedgerFuture<'_, Vec<MonthlyTally>>;
+
+    /// Whether the backend can currently make reservations durable (for `/readyz`): false
+    /// while writes are failing.
+    fn is_ready(&self) -> bool {
+        true
+    }
 }

@@ -282,6 +282,17 @@ impl LocalLedger {
         })
     }
 
+    /// Name of the ledger's directory inside `gate.data_dir`.
+    pub const DIR_NAME: &'static str = "ledger";
+
+    /// Opens the ledger in `<data_dir>/ledger` (see [`LocalLedger::open`]).
+    ///
+    /// # Errors
+    /// As [`LocalLedger::open`].
+    pub fn open_in_data_dir(data_dir: &Path, opts: LocalOptions) -> Result<Self, LedgerError> {
+        Self::open(&data_dir.join(Self::DIR_NAME), opts)
+    }
+
     /// What recovery found when this ledger was opened.
     pub fn recovery(&self) -> RecoveryReport {
         self.recovery
@@ -564,5 +575,10 @@ impl Ledger for LocalLedger {
 
     fn monthly(&self) -> LedgerFuture<'_, Vec<MonthlyTally>> {
         Box::pin(async move { Ok(self.shared.index.monthly()) })
+    }
+
+    fn is_ready(&self) -> bool {
+        let s = self.shared.status.borrow();
+        !s.closed && s.failed_through <= s.durable
     }
 }

@@ -309,6 +309,7 @@ fn full_disk_fails_reservations_then_recovers() {
         }
     }
     let failed = failed.expect("a full disk must fail a reservation");
+    assert!(!l.is_ready());
     // The failed request's subjects stay counted in memory (over-counting, the safe side), and
     // a request that sees them cannot succeed before they are durable.
     let counted = rt.block_on(l.counts(ids[0], R24, now)).unwrap().all;
@@ -343,6 +344,7 @@ fn full_disk_fails_reservations_then_recovers() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(ok);
+    assert!(l.is_ready());
     drop(l);
     let l = open(&dir);
     assert_eq!(
