@@ -393,18 +393,24 @@ impl Index {
         self.reserve_slow(req, when, &counters)
     }
 
+    /// Reads the home slot of every (subject, scope): independent loads whose cache misses
+    /// the CPU overlaps, before the dependent probes (a safe stand-in for a prefetch).
+    fn touch_all(&self, subjects: &[Subject], scopes: &[ScopeId]) {
+        let mut sink = 0u8;
+        for s in subjects {
+            let shard = self.shards[shard_of(&s.key.0)]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for sc in scopes {
+                sink ^= shard.touch(sc.0 as usize, &s.key.0);
+            }
+        }
+        std::hint::black_box(sink);
+    }
+
     fn all_current(&self, subjects: &[Subject], scopes: &[ScopeId], when: When) -> bool {
         if subjects.len() > 1 {
-            let mut sink = 0u8;
-            for s in subjects {
-                let shard = self.shards[shard_of(&s.key.0)]
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner);
-                for sc in scopes {
-                    sink ^= shard.touch(sc.0 as usize, &s.key.0);
-                }
-            }
-            std::hint::black_box(sink);
+            self.touch_all(subjects, scopes);
         }
         subjects.iter().all(|s| {
             let shard = self.shards[shard_of(&s.key.0)]
@@ -428,6 +434,9 @@ impl Index {
         scopes.sort_unstable();
         scopes.dedup();
         let ns = scopes.len();
+        // Bring the batch's table lines into cache under read locks first, so that the cache
+        // misses overlap and are not paid while holding the write locks.
+        self.touch_all(&subjects, &scopes);
         // Write-lock the shards of the request's subjects, in ascending order (subjects are
         // sorted by key, so by shard).
         let mut guards: Vec<(usize, RwLockWriteGuard<'_, Shard>)> = Vec::new();
@@ -437,18 +446,6 @@ impl Index {
                 guards.push((i, self.write_shard(i)));
             }
         }
-        // Overlap the cache misses of the whole batch before the dependent probes.
-        let mut g = 0;
-        let mut sink = 0u8;
-        for s in &subjects {
-            while guards[g].0 != shard_of(&s.key.0) {
-                g += 1;
-            }
-            for sc in &scopes {
-                sink ^= guards[g].1.touch(sc.0 as usize, &s.key.0);
-            }
-        }
-        std::hint::black_box(sink);
         // Previous state of every (subject, scope), and what changes.
         let mut prev = Vec::with_capacity(subjects.len() * ns);
         let mut new_all = vec![0u64; ns];
