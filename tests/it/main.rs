@@ -3,4 +3,5 @@
 
 mod check;
 mod harness;
+mod ledger_crash;
 mod proxy;

@@ -1,0 +1,751 @@
+//! The in-memory index: per shard and per scope, each counted subject's last year seen (and
+//! seen as sensitive); per scope and per year, the counts; the monthly tallies; the scope
+//! registry; and the sequence of changes. It implements the atomic conditional reserve; a
+//! durable backend plugs in through the optional journal buffer that every change is encoded
+//! into, in sequence order, while the locks that make it atomic are held.
+//!
+//! Locking: a reservation that changes state write-locks the shards of its subjects (in shard
+//! order, so no deadlock), then the core mutex for the ceiling check, counts, tallies, sequence
+//! number and journal append, then updates the tables and releases the shards. A request whose
+//! subjects are all counted already takes only shard read locks, one at a time: no contention.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use super::api::{
+    Class, LedgerError, MonthlyTally, Refusal, Reservation, ReserveOutcome, Scope, ScopeCounts,
+    ScopeId, ScopeOutcome, Subject,
+};
+use super::table::{year_byte, Table, YearByte, Years};
+use super::wal::{self, ScopeDelta};
+use crate::model::{shanghai_date, Regime};
+
+/// Number of shards (selected by the first byte of the subject key).
+pub(crate) const SHARDS: usize = 256;
+/// Most scopes a ledger holds (each shard keeps a table slot per scope id).
+pub(crate) const MAX_SCOPES: usize = 1 << 16;
+/// Most subjects in one reservation (so that one log frame stays well under its 64 MiB cap).
+pub const MAX_SUBJECTS_PER_RESERVATION: usize = 1 << 20;
+/// Most scopes in one reservation.
+pub const MAX_SCOPES_PER_RESERVATION: usize = 1 << 10;
+
+#[derive(Debug, Default)]
+pub(crate) struct Shard {
+    /// Indexed by scope id; missing tables are empty.
+    pub(crate) tables: Vec<Table>,
+}
+
+impl Shard {
+    fn touch(&self, scope: usize, key: &[u8; 16]) -> u8 {
+        self.tables.get(scope).map_or(0, |t| t.touch(key))
+    }
+
+    fn get(&self, scope: usize, key: &[u8; 16]) -> Years {
+        self.tables
+            .get(scope)
+            .and_then(|t| t.get(key))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn table_mut(&mut self, scope: usize) -> &mut Table {
+        if self.tables.len() <= scope {
+            self.tables.resize_with(scope + 1, Table::default);
+        }
+        &mut self.tables[scope]
+    }
+}
+
+/// Per-year counts of one scope: `all[y]` subjects whose last year is `y`.
+#[derive(Debug)]
+pub(crate) struct ScopeCounters {
+    all: [AtomicU64; 256],
+    sensitive: [AtomicU64; 256],
+    /// The latest year byte ever counted.
+    top: AtomicU8,
+}
+
+impl ScopeCounters {
+    fn new() -> Self {
+        ScopeCounters {
+            all: std::array::from_fn(|_| AtomicU64::new(0)),
+            sensitive: std::array::from_fn(|_| AtomicU64::new(0)),
+            top: AtomicU8::new(0),
+        }
+    }
+
+    fn window(&self, start: YearByte) -> ScopeCounts {
+        // Years after the latest one ever counted hold nothing: sum only up to it.
+        let top = usize::from(self.top.load(Ordering::Acquire));
+        let sum = |a: &[AtomicU64; 256]| {
+            a.get(start as usize..=top)
+                .unwrap_or(&[])
+                .iter()
+                .map(|c| c.load(Ordering::Acquire))
+                .sum()
+        };
+        ScopeCounts {
+            all: sum(&self.all),
+            sensitive: sum(&self.sensitive),
+        }
+    }
+
+    fn clear(&self) {
+        for c in self.all.iter().chain(self.sensitive.iter()) {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn bump(&self, class: Class, from: YearByte, to: YearByte) {
+        let a = match class {
+            Class::All => &self.all,
+            Class::Sensitive => &self.sensitive,
+        };
+        if from != 0 {
+            a[from as usize].fetch_sub(1, Ordering::AcqRel);
+        }
+        self.top.fetch_max(to, Ordering::AcqRel);
+        a[to as usize].fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// What a durable backend's writer thread takes from the index.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    /// Encoded frames not yet handed to the writer.
+    pub buf: Vec<u8>,
+    /// Sequence number of the last frame in `buf`.
+    pub last_seq: u64,
+    /// Set when the ledger shuts down.
+    pub shutdown: bool,
+    /// Set when a snapshot wants the writer to start a new segment.
+    pub rotate: bool,
+}
+
+/// A monthly tally's key: (scope id, year, month).
+pub(crate) type TallyKey = (u32, i32, u8);
+/// A monthly tally: (newly counted, newly counted as sensitive).
+pub(crate) type Tally = (u64, u64);
+
+/// State changed only under the core mutex.
+#[derive(Debug, Default)]
+pub(crate) struct Core {
+    pub(crate) scopes: Vec<Scope>,
+    by_scope: HashMap<Scope, ScopeId>,
+    /// (scope, year, month) → (new all, new sensitive).
+    pub(crate) tallies: BTreeMap<TallyKey, Tally>,
+    /// Last sequence number assigned.
+    pub(crate) seq: u64,
+    /// Present for durable backends.
+    pub(crate) journal: Option<Journal>,
+}
+
+/// The sharded in-memory index.
+#[derive(Debug)]
+pub(crate) struct Index {
+    shards: Box<[RwLock<Shard>]>,
+    counters: ArcSwap<Vec<Arc<ScopeCounters>>>,
+    core: Mutex<Core>,
+    /// Last sequence number assigned, readable without the core mutex.
+    pub(crate) appended: AtomicU64,
+    /// Signalled when the journal has work (paired with the core mutex).
+    pub(crate) journal_ready: Condvar,
+}
+
+/// The year, month and window start of a moment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct When {
+    pub year: i32,
+    pub month: u8,
+    pub cur: YearByte,
+    pub start: YearByte,
+}
+
+impl When {
+    pub(crate) fn new(regime: Regime, now: SystemTime) -> Self {
+        let d = shanghai_date(now);
+        let year = d.year();
+        When {
+            year,
+            month: d.month() as u8,
+            cur: year_byte(year),
+            start: year_byte(regime.window_start_year(year)),
+        }
+    }
+}
+
+fn shard_of(key: &[u8; 16]) -> usize {
+    key[0] as usize
+}
+
+/// The result of a synchronous reserve: the outcome and the sequence number that must be
+/// durable before it may be acknowledged (0: nothing to wait for).
+pub(crate) type Pending<T> = (T, u64);
+
+impl Index {
+    /// An empty index; `journaling` makes every change encode a log frame.
+    pub(crate) fn new(journaling: bool) -> Self {
+        Index {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            counters: ArcSwap::from_pointee(Vec::new()),
+            core: Mutex::new(Core {
+                journal: journaling.then(Journal::default),
+                ..Core::default()
+            }),
+            appended: AtomicU64::new(0),
+            journal_ready: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn lock_core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write_shard(&self, i: usize) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[i]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn check_scopes(
+        &self,
+        scopes: &[ScopeId],
+    ) -> Result<Arc<Vec<Arc<ScopeCounters>>>, LedgerError> {
+        let counters = self.counters.load_full();
+        match scopes.iter().find(|s| s.0 as usize >= counters.len()) {
+            Some(s) => Err(LedgerError::UnknownScope(s.0)),
+            None => Ok(counters),
+        }
+    }
+
+    /// Registers scopes; returns their ids and the sequence to wait for.
+    pub(crate) fn register(&self, scopes: &[Scope]) -> Result<Pending<Vec<ScopeId>>, LedgerError> {
+        let mut core = self.lock_core();
+        let mut ids = Vec::with_capacity(scopes.len());
+        let mut wait = 0;
+        for scope in scopes {
+            if let Some(id) = core.by_scope.get(scope) {
+                ids.push(*id);
+                continue;
+            }
+            let name = scope.stored_name();
+            if name.len() > u16::MAX as usize {
+                return Err(LedgerError::Limit("scope name longer than 65535 bytes"));
+            }
+            if core.scopes.len() >= MAX_SCOPES {
+                return Err(LedgerError::Limit("too many scopes"));
+            }
+            let id = core.scopes.len() as u32;
+            self.define(&mut core, id, scope.clone());
+            core.seq += 1;
+            let seq = core.seq;
+            if let Some(j) = core.journal.as_mut() {
+                wal::encode_scope(&mut j.buf, seq, id, &name);
+                j.last_seq = seq;
+                wait = seq;
+            }
+            self.appended.store(seq, Ordering::Release);
+            ids.push(ScopeId(id));
+        }
+        drop(core);
+        if wait != 0 {
+            self.journal_ready.notify_all();
+        }
+        Ok((ids, wait))
+    }
+
+    fn define(&self, core: &mut Core, id: u32, scope: Scope) {
+        core.by_scope.insert(scope.clone(), ScopeId(id));
+        core.scopes.push(scope);
+        let mut v: Vec<Arc<ScopeCounters>> = self.counters.load().as_ref().clone();
+        v.push(Arc::new(ScopeCounters::new()));
+        self.counters.store(Arc::new(v));
+    }
+
+    /// Recovery: defines scope `id` (ids arrive densely, in order; repeats are ignored).
+    pub(crate) fn restore_scope(&self, id: u32, scope: Scope) -> Result<(), LedgerError> {
+        let mut core = self.lock_core();
+        match (id as usize).cmp(&core.scopes.len()) {
+            std::cmp::Ordering::Less if core.scopes[id as usize] == scope => Ok(()),
+            std::cmp::Ordering::Equal => {
+                self.define(&mut core, id, scope);
+                Ok(())
+            }
+            _ => Err(LedgerError::Corrupt(format!("scope id {id} out of order"))),
+        }
+    }
+
+    /// Recovery: applies one reserve record (tables always, tallies when `tallies`).
+    pub(crate) fn restore_reserve(
+        &self,
+        (year, month): (i32, u8),
+        scopes: &[ScopeDelta],
+        subjects: &[u8],
+        tallies: bool,
+    ) -> Result<(), LedgerError> {
+        let cur = year_byte(year);
+        let n = self.counters.load().len() as u32;
+        if let Some(d) = scopes.iter().find(|d| d.id >= n) {
+            return Err(LedgerError::Corrupt(format!(
+                "record names unknown scope {}",
+                d.id
+            )));
+        }
+        // Frames list subjects sorted by key, so by shard: lock each shard once per run.
+        let mut current: Option<(usize, RwLockWriteGuard<'_, Shard>)> = None;
+        for (key, sensitive) in wal::subjects(subjects) {
+            let i = shard_of(key);
+            let shard = match &mut current {
+                Some((c, g)) if *c == i => g,
+                _ => &mut current.insert((i, self.write_shard(i))).1,
+            };
+            let y = Years {
+                all: cur,
+                sensitive: if sensitive { cur } else { 0 },
+            };
+            for d in scopes {
+                shard.table_mut(d.id as usize).raise(key, y);
+            }
+        }
+        if tallies {
+            let mut core = self.lock_core();
+            for d in scopes {
+                let t = core.tallies.entry((d.id, year, month)).or_default();
+                t.0 += u64::from(d.new_all);
+                t.1 += u64::from(d.new_sensitive);
+            }
+        }
+        Ok(())
+    }
+
+    /// Recovery: sets the last sequence number.
+    pub(crate) fn restore_seq(&self, seq: u64) {
+        let mut core = self.lock_core();
+        core.seq = core.seq.max(seq);
+        self.appended.store(core.seq, Ordering::Release);
+    }
+
+    /// Recomputes every per-year count from the tables (after recovery or pruning).
+    pub(crate) fn recount(&self) {
+        let counters = self.counters.load_full();
+        for c in counters.iter() {
+            c.clear();
+        }
+        for shard in self.shards.iter() {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            for (scope, table) in shard.tables.iter().enumerate() {
+                let Some(c) = counters.get(scope) else {
+                    continue;
+                };
+                let mut all = [0u64; 256];
+                let mut sens = [0u64; 256];
+                for (_, y) in table.iter() {
+                    all[y.all as usize] += 1;
+                    sens[y.sensitive as usize] += 1;
+                }
+                if let Some(top) = (1..256).rev().find(|y| all[*y] > 0) {
+                    c.top.fetch_max(top as u8, Ordering::Relaxed);
+                }
+                for y in 1..256 {
+                    c.all[y].fetch_add(all[y], Ordering::Relaxed);
+                    c.sensitive[y].fetch_add(sens[y], Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The atomic conditional reserve. Returns the outcome and the sequence number that must
+    /// be durable before it is acknowledged.
+    pub(crate) fn reserve(
+        &self,
+        req: &Reservation<'_>,
+    ) -> Result<Pending<ReserveOutcome>, LedgerError> {
+        if req.subjects.len() > MAX_SUBJECTS_PER_RESERVATION {
+            return Err(LedgerError::Limit("too many subjects in one reservation"));
+        }
+        if req.scopes.len() > MAX_SCOPES_PER_RESERVATION {
+            return Err(LedgerError::Limit("too many scopes in one reservation"));
+        }
+        let counters = self.check_scopes(req.scopes)?;
+        if let Some(c) = req
+            .ceilings
+            .iter()
+            .find(|c| c.scope.0 as usize >= counters.len())
+        {
+            return Err(LedgerError::UnknownScope(c.scope.0));
+        }
+        let when = When::new(req.regime, req.now);
+        // Fast path: every subject already counted this year in every scope.
+        if self.all_current(req.subjects, req.scopes, when) {
+            let outcomes = req
+                .scopes
+                .iter()
+                .map(|s| unchanged(*s, counters[s.0 as usize].window(when.start)))
+                .collect();
+            return Ok((
+                ReserveOutcome::Reserved(outcomes),
+                self.appended.load(Ordering::Acquire),
+            ));
+        }
+        self.reserve_slow(req, when, &counters)
+    }
+
+    /// Reads the home slot of every (subject, scope): independent loads whose cache misses
+    /// the CPU overlaps, before the dependent probes (a safe stand-in for a prefetch).
+    fn touch_all(&self, subjects: &[Subject], scopes: &[ScopeId]) {
+        let mut sink = 0u8;
+        for s in subjects {
+            let shard = self.shards[shard_of(&s.key.0)]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for sc in scopes {
+                sink ^= shard.touch(sc.0 as usize, &s.key.0);
+            }
+        }
+        std::hint::black_box(sink);
+    }
+
+    fn all_current(&self, subjects: &[Subject], scopes: &[ScopeId], when: When) -> bool {
+        if subjects.len() > 1 {
+            self.touch_all(subjects, scopes);
+        }
+        subjects.iter().all(|s| {
+            let shard = self.shards[shard_of(&s.key.0)]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            scopes.iter().all(|sc| {
+                let y = shard.get(sc.0 as usize, &s.key.0);
+                y.all >= when.cur && (!s.sensitive || y.sensitive >= when.cur)
+            })
+        })
+    }
+
+    fn reserve_slow(
+        &self,
+        req: &Reservation<'_>,
+        when: When,
+        counters: &[Arc<ScopeCounters>],
+    ) -> Result<Pending<ReserveOutcome>, LedgerError> {
+        let subjects = dedup(req.subjects);
+        let mut scopes: Vec<ScopeId> = req.scopes.to_vec();
+        scopes.sort_unstable();
+        scopes.dedup();
+        let ns = scopes.len();
+        // Bring the batch's table lines into cache under read locks first, so that the cache
+        // misses overlap and are not paid while holding the write locks.
+        self.touch_all(&subjects, &scopes);
+        // Write-lock the shards of the request's subjects, in ascending order (subjects are
+        // sorted by key, so by shard).
+        let mut guards: Vec<(usize, RwLockWriteGuard<'_, Shard>)> = Vec::new();
+        for s in &subjects {
+            let i = shard_of(&s.key.0);
+            if guards.last().map(|g| g.0) != Some(i) {
+                guards.push((i, self.write_shard(i)));
+            }
+        }
+        // Previous state of every (subject, scope), and what changes.
+        let mut prev = Vec::with_capacity(subjects.len() * ns);
+        let mut new_all = vec![0u64; ns];
+        let mut new_sens = vec![0u64; ns];
+        let mut changed = Vec::with_capacity(subjects.len());
+        let mut g = 0;
+        for s in &subjects {
+            while guards[g].0 != shard_of(&s.key.0) {
+                g += 1;
+            }
+            let mut change = false;
+            for (k, sc) in scopes.iter().enumerate() {
+                let y = guards[g].1.get(sc.0 as usize, &s.key.0);
+                new_all[k] += u64::from(y.all < when.start);
+                new_sens[k] += u64::from(s.sensitive && y.sensitive < when.start);
+                change |= y.all < when.cur || (s.sensitive && y.sensitive < when.cur);
+                prev.push(y);
+            }
+            changed.push(change);
+        }
+        let mut core = self.lock_core();
+        let before: Vec<ScopeCounts> = scopes
+            .iter()
+            .map(|s| counters[s.0 as usize].window(when.start))
+            .collect();
+        for c in req.ceilings {
+            let (count_before, new) = match scopes.binary_search(&c.scope) {
+                Ok(k) => {
+                    let new = match c.class {
+                        Class::All => new_all[k],
+                        Class::Sensitive => new_sens[k],
+                    };
+                    (before[k].get(c.class), new)
+                }
+                Err(_) => continue,
+            };
+            if new > 0 && count_before + new > c.max_after {
+                return Ok((
+                    ReserveOutcome::Refused(Refusal {
+                        ceiling: *c,
+                        count_before,
+                        new,
+                    }),
+                    0,
+                ));
+            }
+        }
+        // Commit: counts, tallies, sequence, journal; then the tables.
+        for (i, s) in subjects.iter().enumerate() {
+            if !changed[i] {
+                continue;
+            }
+            for (k, sc) in scopes.iter().enumerate() {
+                let y = prev[i * ns + k];
+                let c = &counters[sc.0 as usize];
+                if y.all < when.cur {
+                    c.bump(Class::All, y.all, when.cur);
+                }
+                if s.sensitive && y.sensitive < when.cur {
+                    c.bump(Class::Sensitive, y.sensitive, when.cur);
+                }
+            }
+        }
+        for (k, sc) in scopes.iter().enumerate() {
+            if new_all[k] + new_sens[k] > 0 {
+                let t = core
+                    .tallies
+                    .entry((sc.0, when.year, when.month))
+                    .or_default();
+                t.0 += new_all[k];
+                t.1 += new_sens[k];
+            }
+        }
+        core.seq += 1;
+        let seq = core.seq;
+        let mut wait = 0;
+        if let Some(j) = core.journal.as_mut() {
+            let deltas: Vec<ScopeDelta> = scopes
+                .iter()
+                .enumerate()
+                .map(|(k, sc)| ScopeDelta {
+                    id: sc.0,
+                    new_all: new_all[k] as u32,
+                    new_sensitive: new_sens[k] as u32,
+                })
+                .collect();
+            let n_changed = changed.iter().filter(|c| **c).count();
+            let keys = subjects
+                .iter()
+                .zip(&changed)
+                .filter(|(_, c)| **c)
+                .map(|(s, _)| (&s.key.0, s.sensitive));
+            wal::encode_reserve(
+                &mut j.buf,
+                seq,
+                (when.year, when.month),
+                &deltas,
+                ExactLen(keys, n_changed),
+            );
+            j.last_seq = seq;
+            wait = seq;
+        }
+        self.appended.store(seq, Ordering::Release);
+        drop(core);
+        if wait != 0 {
+            self.journal_ready.notify_all();
+        }
+        let mut g = 0;
+        for (i, s) in subjects.iter().enumerate() {
+            if !changed[i] {
+                continue;
+            }
+            while guards[g].0 != shard_of(&s.key.0) {
+                g += 1;
+            }
+            let y = Years {
+                all: when.cur,
+                sensitive: if s.sensitive { when.cur } else { 0 },
+            };
+            for sc in &scopes {
+                guards[g].1.table_mut(sc.0 as usize).raise(&s.key.0, y);
+            }
+        }
+        drop(guards);
+        let outcome = req
+            .scopes
+            .iter()
+            .map(|sc| {
+                let k = scopes.binary_search(sc).unwrap_or(0);
+                ScopeOutcome {
+                    scope: *sc,
+                    new_all: new_all[k],
+                    new_sensitive: new_sens[k],
+                    all_after: before[k].all + new_all[k],
+                    sensitive_after: before[k].sensitive + new_sens[k],
+                }
+            })
+            .collect();
+        Ok((ReserveOutcome::Reserved(outcome), wait))
+    }
+
+    /// How many of `subjects` would be new in each scope; no locks beyond shard reads.
+    pub(crate) fn probe(
+        &self,
+        subjects: &[Subject],
+        scopes: &[ScopeId],
+        regime: Regime,
+        now: SystemTime,
+    ) -> Result<Vec<ScopeOutcome>, LedgerError> {
+        let counters = self.check_scopes(scopes)?;
+        let when = When::new(regime, now);
+        let subjects = dedup(subjects);
+        let mut out: Vec<ScopeOutcome> = scopes
+            .iter()
+            .map(|s| unchanged(*s, counters[s.0 as usize].window(when.start)))
+            .collect();
+        for s in &subjects {
+            let shard = self.shards[shard_of(&s.key.0)]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for o in out.iter_mut() {
+                let y = shard.get(o.scope.0 as usize, &s.key.0);
+                o.new_all += u64::from(y.all < when.start);
+                o.new_sensitive += u64::from(s.sensitive && y.sensitive < when.start);
+            }
+        }
+        for o in out.iter_mut() {
+            o.all_after += o.new_all;
+            o.sensitive_after += o.new_sensitive;
+        }
+        Ok(out)
+    }
+
+    /// The window counts of one scope.
+    pub(crate) fn counts(
+        &self,
+        scope: ScopeId,
+        regime: Regime,
+        now: SystemTime,
+    ) -> Result<ScopeCounts, LedgerError> {
+        let counters = self.check_scopes(&[scope])?;
+        Ok(counters[scope.0 as usize].window(When::new(regime, now).start))
+    }
+
+    /// Every monthly tally.
+    pub(crate) fn monthly(&self) -> Vec<MonthlyTally> {
+        let core = self.lock_core();
+        core.tallies
+            .iter()
+            .filter_map(|(&(scope, year, month), &(new_all, new_sensitive))| {
+                Some(MonthlyTally {
+                    scope: core.scopes.get(scope as usize)?.clone(),
+                    year,
+                    month,
+                    new_all,
+                    new_sensitive,
+                })
+            })
+            .collect()
+    }
+
+    /// Drops from `shard` every subject last counted before `min_all` (outside every window)
+    /// and takes it out of the per-year counts, which concurrent reservations keep updating.
+    pub(crate) fn prune_shard(&self, shard: &mut Shard, min_all: YearByte) {
+        let counters = self.counters.load();
+        for (scope, table) in shard.tables.iter_mut().enumerate() {
+            let Some(c) = counters.get(scope) else {
+                continue;
+            };
+            for (_, y) in table.iter().filter(|(_, y)| y.all < min_all) {
+                c.all[y.all as usize].fetch_sub(1, Ordering::AcqRel);
+                if y.sensitive != 0 {
+                    c.sensitive[y.sensitive as usize].fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            table.prune(min_all);
+        }
+    }
+
+    /// Visits every shard under its write lock (snapshots, pruning).
+    pub(crate) fn for_each_shard<E>(
+        &self,
+        mut f: impl FnMut(usize, &mut Shard) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for i in 0..SHARDS {
+            let mut shard = self.write_shard(i);
+            f(i, &mut shard)?;
+        }
+        Ok(())
+    }
+
+    /// Heap bytes held by the tables (memory probe).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.read().unwrap_or_else(PoisonError::into_inner);
+                s.tables.iter().map(Table::heap_bytes).sum::<usize>()
+                    + s.tables.capacity() * std::mem::size_of::<Table>()
+            })
+            .sum::<usize>()
+            + self.counters.load().len() * std::mem::size_of::<ScopeCounters>()
+    }
+
+    /// Number of (subject, scope) entries held.
+    pub(crate) fn entries(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .tables
+                    .iter()
+                    .map(Table::len)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+fn unchanged(scope: ScopeId, c: ScopeCounts) -> ScopeOutcome {
+    ScopeOutcome {
+        scope,
+        new_all: 0,
+        new_sensitive: 0,
+        all_after: c.all,
+        sensitive_after: c.sensitive,
+    }
+}
+
+/// Sorts by key and merges duplicates (sensitive if any occurrence is).
+fn dedup(subjects: &[Subject]) -> Vec<Subject> {
+    let mut v = subjects.to_vec();
+    v.sort_unstable_by_key(|s| s.key);
+    v.dedup_by(|b, a| {
+        if a.key == b.key {
+            a.sensitive |= b.sensitive;
+            true
+        } else {
+            false
+        }
+    });
+    v
+}
+
+/// An iterator with a known length (the filtered subjects of a record).
+struct ExactLen<I>(I, usize);
+
+impl<I: Iterator> Iterator for ExactLen<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        let x = self.0.next();
+        if x.is_some() {
+            self.1 = self.1.saturating_sub(1);
+        }
+        x
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.1, Some(self.1))
+    }
+}
+
+impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}
