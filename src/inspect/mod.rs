@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 pub use config::{ConfigError, DecodeLimits, Detector, DetectorSet, InspectConfig};
 pub use decode::Coding;
+pub use detect::{resident_id_birth_date, resident_id_check_char, resident_id_valid};
 pub use error::Unreadable;
 pub use record::{Namespace, Record, RecordRef, Records, Subject, SubjectRef};
 

@@ -13,7 +13,7 @@ mod email;
 mod mobile;
 mod resident_id;
 
-pub use resident_id::{resident_id_birth_date, resident_id_valid};
+pub use resident_id::{resident_id_birth_date, resident_id_check_char, resident_id_valid};
 
 use crate::inspect::config::{Detector, DetectorSet};
 use crate::inspect::record::Namespace;

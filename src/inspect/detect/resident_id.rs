@@ -9,6 +9,20 @@ use crate::model::{Category, CategorySet};
 const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
 const CHECK: [u8; 11] = *b"10X98765432";
 
+/// The MOD 11-2 check character for the first 17 digits of an ID (`b'?'` when they are
+/// not 17 digits).
+pub fn resident_id_check_char(d17: &[u8]) -> u8 {
+    if d17.len() != 17 || !d17.iter().all(u8::is_ascii_digit) {
+        return b'?';
+    }
+    let sum: u32 = d17
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(c, w)| u32::from(c - b'0') * w)
+        .sum();
+    CHECK[(sum % 11) as usize]
+}
+
 /// Whether an 18-character ID (digits, last may be `X`/`x`) has a valid check character.
 pub fn resident_id_valid(id: &[u8]) -> bool {
     if id.len() != 18 || !id[..17].iter().all(u8::is_ascii_digit) {
