@@ -138,6 +138,17 @@ impl Hasher for FnvHasher {
 
 type FieldMap = HashMap<Box<[u8]>, FieldInfo, BuildHasherDefault<FnvHasher>>;
 
+/// Buckets of the lookup table: indexed by name length (mod 64) and the low five bits of the
+/// lower-cased first byte, each holding the few names that share them. A lookup is one index
+/// computation and, usually, zero or one case-insensitive comparison: no hashing, no copy.
+const BUCKETS: usize = 64 * 32;
+
+#[inline]
+fn bucket(name: &[u8]) -> usize {
+    let first = name.first().map_or(0, |c| c.to_ascii_lowercase());
+    ((name.len() & 63) << 5) | usize::from(first & 31)
+}
+
 /// Longest field name the engine looks up; longer configured names are rejected by `new`.
 pub const MAX_FIELD_NAME: usize = 128;
 
@@ -169,6 +180,7 @@ pub struct InspectConfig {
     decode: DecodeLimits,
     resident_id_sensitive: bool,
     map: FieldMap,
+    table: Vec<Vec<(Box<[u8]>, FieldInfo)>>,
     /// Bit `n` set when some mapped name has length `n` (quick rejection of keys).
     len_mask: u128,
 }
@@ -222,6 +234,7 @@ impl InspectConfig {
             decode: DecodeLimits::default(),
             resident_id_sensitive: true,
             map: FieldMap::default(),
+            table: Vec::new(),
             len_mask: 0,
         }
     }
@@ -378,6 +391,11 @@ impl InspectConfig {
                 e.watched = Some(u16::try_from(i).unwrap_or(u16::MAX));
             }
         }
+        let mut table = vec![Vec::new(); BUCKETS];
+        for (k, v) in &map {
+            table[bucket(k)].push((k.clone(), *v));
+        }
+        self.table = table;
         self.map = map;
         self.len_mask = len_mask;
     }
@@ -389,11 +407,11 @@ impl InspectConfig {
         if n == 0 || n > MAX_FIELD_NAME || self.len_mask & (1u128 << n.min(127)) == 0 {
             return None;
         }
-        let mut buf = [0u8; MAX_FIELD_NAME];
-        let low = &mut buf[..n];
-        low.copy_from_slice(name);
-        low.make_ascii_lowercase();
-        self.map.get(&*low).copied()
+        self.table
+            .get(bucket(name))?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     }
 
     /// Subject fields, in priority order.

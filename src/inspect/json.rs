@@ -424,7 +424,7 @@ impl JsonScanner {
                 i = self.escape(data, i, base, sink)?;
                 continue;
             }
-            match memchr::memchr2(b'"', b'\\', &data[i..]) {
+            match find_quote_or_backslash(&data[i..]) {
                 None => {
                     self.in_scratch = true;
                     self.push_scratch(&data[i..], sink)?;
@@ -781,4 +781,17 @@ fn valid_number(s: &[u8]) -> bool {
         }
     }
     i == n
+}
+
+/// `memchr2(b'"', b'\\', hay)`, with a plain loop over the first bytes: most JSON strings are
+/// short, and the SIMD search only pays off beyond a few words.
+#[inline]
+fn find_quote_or_backslash(hay: &[u8]) -> Option<usize> {
+    let lim = hay.len().min(16);
+    for (k, c) in hay[..lim].iter().enumerate() {
+        if *c == b'"' || *c == b'\\' {
+            return Some(k);
+        }
+    }
+    memchr::memchr2(b'"', b'\\', &hay[lim..]).map(|k| k + lim)
 }
