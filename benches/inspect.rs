@@ -158,6 +158,68 @@ fn scan(cfg: &Arc<InspectConfig>, ct: &str, enc: Option<&str>, body: &[u8], chun
     n + s.records().len()
 }
 
+/// CPU time of this thread in nanoseconds (`/proc/thread-self/schedstat`), so that the
+/// per-core figures hold on a machine shared with other builds.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// MB/s (10^6 bytes) per CPU-second of `f` over `bytes`, measured for about two CPU-seconds.
+fn cpu_rate(bytes: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let start = thread_cpu_ns();
+    let mut iters = 0u64;
+    while thread_cpu_ns() - start < 2_000_000_000 {
+        f();
+        iters += 1;
+    }
+    let secs = (thread_cpu_ns() - start) as f64 / 1e9;
+    (bytes as f64 * iters as f64) / secs / 1e6
+}
+
+/// Prints the side-by-side CPU-time table recorded in BENCHMARKS.md.
+fn cpu_table(cfg: &Arc<InspectConfig>, json: &[u8], ndjson: &[u8], csv: &[u8], gz: &[u8]) {
+    if std::env::var_os("INSPECT_CPU_TABLE").is_none() {
+        return;
+    }
+    println!("format   bytes     engine MB/s(cpu)  serde_json::Value MB/s(cpu)  ratio");
+    for (name, ct, body) in [
+        ("json", "application/json", json),
+        ("ndjson", "application/x-ndjson", ndjson),
+        ("csv", "text/csv", csv),
+    ] {
+        let e = cpu_rate(body.len(), || {
+            black_box(scan(cfg, ct, None, black_box(body), 64 * 1024));
+        });
+        let v = if name == "csv" {
+            f64::NAN
+        } else {
+            cpu_rate(body.len(), || {
+                let mut ok = 0usize;
+                for doc in body.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
+                    ok += usize::from(serde_json::from_slice::<serde_json::Value>(doc).is_ok());
+                }
+                black_box(ok);
+            })
+        };
+        println!("{name:<8} {:<9} {e:>16.0}  {v:>27.0}  {:>5.2}", body.len(), e / v);
+    }
+    let bare = Arc::new(InspectConfig::for_tests(&["customer_id"], &[], &[]));
+    let b = cpu_rate(json.len(), || {
+        black_box(scan(&bare, "application/json", None, black_box(json), 64 * 1024));
+    });
+    println!("json     {:<9} {b:>16.0}  (one subject field, no detectors, no categories)", json.len());
+    let g = cpu_rate(json.len(), || {
+        black_box(scan(cfg, "application/json", Some("gzip"), black_box(gz), 64 * 1024));
+    });
+    println!("json.gz  {:<9} {g:>16.0}  (decoded MB/s, gzip -6, {} encoded bytes)", json.len(), gz.len());
+}
+
 fn benches(c: &mut Criterion) {
     let cfg = Arc::new(InspectConfig::default());
     let json = gen_json();
@@ -169,6 +231,8 @@ fn benches(c: &mut Criterion) {
     // Sanity: every customer is found.
     assert!(scan(&cfg, "application/json", None, &json, 16 * 1024) > 1000);
     assert!(scan(&cfg, "application/json", Some("gzip"), &gz, 16 * 1024) > 1000);
+
+    cpu_table(&cfg, &json, &ndjson, &csv, &gz);
 
     let mut g = c.benchmark_group("inspect");
     g.sample_size(30);
@@ -201,6 +265,10 @@ fn benches(c: &mut Criterion) {
         }
     }
     g.throughput(Throughput::Bytes(json.len() as u64));
+    let bare = Arc::new(InspectConfig::for_tests(&["customer_id"], &[], &[]));
+    g.bench_function("engine/json_parse_only", |b| {
+        b.iter(|| black_box(scan(&bare, "application/json", None, black_box(&json), 64 * 1024)))
+    });
     g.bench_function("engine/json_gzip(decoded bytes)", |b| {
         b.iter(|| black_box(scan(&cfg, "application/json", Some("gzip"), black_box(&gz), 64 * 1024)))
     });

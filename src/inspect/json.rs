@@ -189,6 +189,20 @@ impl JsonScanner {
             match self.state {
                 State::Str { key } => {
                     i = self.string(data, i, base, key, sink)?;
+                    // Fast path for the common `"key":` and `value,` without a dispatch.
+                    if i < n {
+                        if self.state == State::Colon && data[i] == b':' {
+                            self.state = State::Value;
+                            i += 1;
+                        } else if self.state == State::After && data[i] == b',' {
+                            self.state = if self.stack.last() == Some(&true) {
+                                State::ObjKey
+                            } else {
+                                State::Value
+                            };
+                            i += 1;
+                        }
+                    }
                 }
                 State::Num => {
                     let s = i;
@@ -783,15 +797,34 @@ fn valid_number(s: &[u8]) -> bool {
     i == n
 }
 
-/// `memchr2(b'"', b'\\', hay)`, with a plain loop over the first bytes: most JSON strings are
-/// short, and the SIMD search only pays off beyond a few words.
+/// `memchr2(b'"', b'\\', hay)`, eight bytes at a time with word arithmetic over the first
+/// 64 bytes (most JSON strings are short and the SIMD search only pays off on long ones).
 #[inline]
 fn find_quote_or_backslash(hay: &[u8]) -> Option<usize> {
-    let lim = hay.len().min(16);
-    for (k, c) in hay[..lim].iter().enumerate() {
-        if *c == b'"' || *c == b'\\' {
-            return Some(k);
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const QUOTE: u64 = LO * b'"' as u64;
+    const BSLASH: u64 = LO * b'\\' as u64;
+    let mut k = 0;
+    let lim = hay.len().min(64);
+    while k + 8 <= lim {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hay[k..k + 8]);
+        let x = u64::from_le_bytes(w);
+        let q = x ^ QUOTE;
+        let b = x ^ BSLASH;
+        // A zero byte in q or b marks a match; the lowest flagged byte is exact.
+        let m = (q.wrapping_sub(LO) & !q & HI) | (b.wrapping_sub(LO) & !b & HI);
+        if m != 0 {
+            return Some(k + (m.trailing_zeros() / 8) as usize);
         }
+        k += 8;
     }
-    memchr::memchr2(b'"', b'\\', &hay[lim..]).map(|k| k + lim)
+    if lim < 64 {
+        return hay[k..lim]
+            .iter()
+            .position(|c| *c == b'"' || *c == b'\\')
+            .map(|p| p + k);
+    }
+    memchr::memchr2(b'"', b'\\', &hay[k..]).map(|p| p + k)
 }
