@@ -189,19 +189,31 @@ impl JsonScanner {
             match self.state {
                 State::Str { key } => {
                     i = self.string(data, i, base, key, sink)?;
-                    // Fast path for the common `"key":` and `value,` without a dispatch.
-                    if i < n {
-                        if self.state == State::Colon && data[i] == b':' {
-                            self.state = State::Value;
-                            i += 1;
-                        } else if self.state == State::After && data[i] == b',' {
-                            self.state = if self.stack.last() == Some(&true) {
-                                State::ObjKey
-                            } else {
-                                State::Value
-                            };
-                            i += 1;
+                    // Fast path for the common `"key":"value","key":` chain: no trip through
+                    // the general dispatch between the tokens.
+                    while i < n {
+                        let c = data[i];
+                        match self.state {
+                            State::Colon if c == b':' => self.state = State::Value,
+                            State::After if c == b',' => {
+                                self.state = if self.stack.last() == Some(&true) {
+                                    State::ObjKey
+                                } else {
+                                    State::Value
+                                };
+                            }
+                            State::ObjKey | State::Value if c == b'"' => {
+                                let key = self.state == State::ObjKey;
+                                self.tok_start = base + i as u64;
+                                self.scratch.clear();
+                                self.in_scratch = false;
+                                self.state = State::Str { key };
+                                i = self.string(data, i + 1, base, key, sink)?;
+                                continue;
+                            }
+                            _ => break,
                         }
+                        i += 1;
                     }
                 }
                 State::Num => {
