@@ -28,10 +28,25 @@ impl Rng {
     }
 }
 
-const SURNAMES: [&str; 8] = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang"];
+const SURNAMES: [&str; 8] = [
+    "Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang",
+];
 const GIVEN: [&str; 8] = ["Wei", "Fang", "Na", "Min", "Jing", "Lei", "Qiang", "Yan"];
-const CITIES: [&str; 6] = ["上海市浦东新区", "北京市朝阳区", "广州市天河区", "深圳市南山区", "杭州市西湖区", "成都市武侯区"];
-const SKUS: [&str; 5] = ["SKU-1001-BLK", "SKU-2044-WHT", "SKU-3100-RED", "SKU-0042-XL", "SKU-7777-S"];
+const CITIES: [&str; 6] = [
+    "上海市浦东新区",
+    "北京市朝阳区",
+    "广州市天河区",
+    "深圳市南山区",
+    "杭州市西湖区",
+    "成都市武侯区",
+];
+const SKUS: [&str; 5] = [
+    "SKU-1001-BLK",
+    "SKU-2044-WHT",
+    "SKU-3100-RED",
+    "SKU-0042-XL",
+    "SKU-7777-S",
+];
 
 struct Customer {
     id: u64,
@@ -70,8 +85,18 @@ fn customer(r: &mut Rng, i: u64) -> Customer {
         name: format!("{s} {g}"),
         phone: format!("1{}{:09}", 3 + r.below(7), r.below(1_000_000_000)),
         id_no,
-        email: format!("{}.{}{}@example.com", g.to_lowercase(), s.to_lowercase(), r.below(1000)),
-        address: format!("{}{}路{}号", CITIES[r.below(6) as usize], 1 + r.below(999), 1 + r.below(200)),
+        email: format!(
+            "{}.{}{}@example.com",
+            g.to_lowercase(),
+            s.to_lowercase(),
+            r.below(1000)
+        ),
+        address: format!(
+            "{}{}路{}号",
+            CITIES[r.below(6) as usize],
+            1 + r.below(999),
+            1 + r.below(200)
+        ),
         orders,
     }
 }
@@ -207,17 +232,40 @@ fn cpu_table(cfg: &Arc<InspectConfig>, json: &[u8], ndjson: &[u8], csv: &[u8], g
                 black_box(ok);
             })
         };
-        println!("{name:<8} {:<9} {e:>16.0}  {v:>27.0}  {:>5.2}", body.len(), e / v);
+        println!(
+            "{name:<8} {:<9} {e:>16.0}  {v:>27.0}  {:>5.2}",
+            body.len(),
+            e / v
+        );
     }
     let bare = Arc::new(InspectConfig::for_tests(&["customer_id"], &[], &[]));
     let b = cpu_rate(json.len(), || {
-        black_box(scan(&bare, "application/json", None, black_box(json), 64 * 1024));
+        black_box(scan(
+            &bare,
+            "application/json",
+            None,
+            black_box(json),
+            64 * 1024,
+        ));
     });
-    println!("json     {:<9} {b:>16.0}  (one subject field, no detectors, no categories)", json.len());
+    println!(
+        "json     {:<9} {b:>16.0}  (one subject field, no detectors, no categories)",
+        json.len()
+    );
     let g = cpu_rate(json.len(), || {
-        black_box(scan(cfg, "application/json", Some("gzip"), black_box(gz), 64 * 1024));
+        black_box(scan(
+            cfg,
+            "application/json",
+            Some("gzip"),
+            black_box(gz),
+            64 * 1024,
+        ));
     });
-    println!("json.gz  {:<9} {g:>16.0}  (decoded MB/s, gzip -6, {} encoded bytes)", json.len(), gz.len());
+    println!(
+        "json.gz  {:<9} {g:>16.0}  (decoded MB/s, gzip -6, {} encoded bytes)",
+        json.len(),
+        gz.len()
+    );
 }
 
 fn benches(c: &mut Criterion) {
@@ -257,7 +305,8 @@ fn benches(c: &mut Criterion) {
                 b.iter(|| {
                     let mut ok = 0;
                     for line in body.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
-                        ok += usize::from(serde_json::from_slice::<serde_json::Value>(line).is_ok());
+                        ok +=
+                            usize::from(serde_json::from_slice::<serde_json::Value>(line).is_ok());
                     }
                     black_box(ok)
                 })
@@ -267,10 +316,26 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(json.len() as u64));
     let bare = Arc::new(InspectConfig::for_tests(&["customer_id"], &[], &[]));
     g.bench_function("engine/json_parse_only", |b| {
-        b.iter(|| black_box(scan(&bare, "application/json", None, black_box(&json), 64 * 1024)))
+        b.iter(|| {
+            black_box(scan(
+                &bare,
+                "application/json",
+                None,
+                black_box(&json),
+                64 * 1024,
+            ))
+        })
     });
     g.bench_function("engine/json_gzip(decoded bytes)", |b| {
-        b.iter(|| black_box(scan(&cfg, "application/json", Some("gzip"), black_box(&gz), 64 * 1024)))
+        b.iter(|| {
+            black_box(scan(
+                &cfg,
+                "application/json",
+                Some("gzip"),
+                black_box(&gz),
+                64 * 1024,
+            ))
+        })
     });
     g.finish();
 }

@@ -28,6 +28,7 @@ pub mod record;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -161,9 +162,12 @@ enum Phase {
 
 /// The per-request streaming scanner. Memory is bounded by `max_record_bytes` plus small
 /// buffers, whatever the body size; results do not depend on how the body is chunked.
+///
+/// `C` is how the configuration is held: `Arc<InspectConfig>` (the default, for a body that
+/// outlives the borrow, as in the proxy) or `&InspectConfig`.
 #[derive(Debug)]
-pub struct Scanner {
-    cfg: Arc<InspectConfig>,
+pub struct Scanner<C: Borrow<InspectConfig> = Arc<InspectConfig>> {
+    cfg: C,
     det: DetectCtx,
     format: Option<Format>,
     decoder: Option<decode::Decoder>,
@@ -173,24 +177,25 @@ pub struct Scanner {
     phase: Phase,
 }
 
-impl Scanner {
+impl<C: Borrow<InspectConfig>> Scanner<C> {
     /// A scanner for one request body. `content_type` / `content_encoding` are the header
     /// values; `transfer_date` is today in Asia/Shanghai (for the minors rule);
     /// `destination_sensitive` marks every subject sensitive. An unreadable type or encoding is
     /// reported by the first [`Scanner::feed`] of a non-empty chunk (an empty body is fine).
     pub fn new(
-        cfg: Arc<InspectConfig>,
+        cfg: C,
         content_type: Option<&str>,
         content_encoding: Option<&str>,
         transfer_date: time::Date,
         destination_sensitive: bool,
     ) -> Self {
+        let c: &InspectConfig = cfg.borrow();
         let det = DetectCtx {
-            detectors: cfg.detectors(),
+            detectors: c.detectors(),
             transfer_date,
-            resident_id_sensitive: cfg.resident_id_sensitive(),
+            resident_id_sensitive: c.resident_id_sensitive(),
         };
-        let watched = vec![false; cfg.watched_fields().len()];
+        let watched = vec![false; c.watched_fields().len()];
         let mut phase = Phase::Open;
         let format = match classify_content_type(content_type) {
             Some(k) => Some(Format::new(&k)),
@@ -199,10 +204,10 @@ impl Scanner {
                 None
             }
         };
-        let decoder = match Coding::parse(content_encoding).and_then(|c| {
-            c.map(|c| decode::Decoder::new(c, cfg.decode_limits()))
-                .transpose()
-        }) {
+        let limits = c.decode_limits();
+        let decoder = match Coding::parse(content_encoding)
+            .and_then(|k| k.map(|k| decode::Decoder::new(k, limits)).transpose())
+        {
             Ok(d) => d,
             Err(e) => {
                 phase = Phase::Deferred(e);
@@ -271,7 +276,7 @@ impl Scanner {
             return Ok(());
         };
         let mut sink = Sink {
-            cfg: &self.cfg,
+            cfg: self.cfg.borrow(),
             det: self.det,
             out: &mut self.records,
             watched: &mut self.watched,
@@ -345,6 +350,7 @@ impl Scanner {
     /// so far, as configured.
     pub fn watched_fields_seen(&self) -> impl Iterator<Item = &str> + '_ {
         self.cfg
+            .borrow()
             .watched_fields()
             .iter()
             .zip(&self.watched)
@@ -439,7 +445,7 @@ pub fn inspect_bytes(
     destination_sensitive: bool,
 ) -> Result<Findings, Unreadable> {
     let mut s = Scanner::new(
-        Arc::new(cfg.clone()),
+        cfg,
         content_type,
         content_encoding,
         transfer_date,

@@ -474,3 +474,30 @@ fn bombs_are_refused() {
     );
     assert_eq!(r.unwrap_err(), Unreadable::Bomb);
 }
+
+#[test]
+fn held_bytes_stay_bounded_on_large_bodies() {
+    // 8 MB in one envelope object of small records: the release offset trails the bytes fed by
+    // at most max_record_bytes plus one chunk, whatever the body size.
+    let c = cfg().with_max_record_bytes(64 * 1024);
+    let mut s = Scanner::new(&c, Some("application/json"), None, DATE, false);
+    let chunk = 16 * 1024;
+    let mut fed = 0u64;
+    let mut max_held = 0u64;
+    s.feed(b"{\"meta\":\"13800138000\",\"rows\":[").unwrap();
+    let row = br#"{"user_id":12345,"name":"Li Lei","note":"x"},"#;
+    let block: Vec<u8> = row
+        .iter()
+        .copied()
+        .cycle()
+        .take(chunk * row.len())
+        .collect();
+    for piece in block.chunks(chunk).cycle().take(8 << 20 >> 14) {
+        s.feed(piece).unwrap();
+        fed = s.bytes_fed();
+        s.clear_records();
+        max_held = max_held.max(fed - s.release_offset());
+    }
+    assert!(fed > 8_000_000);
+    assert!(max_held <= 64 * 1024 + chunk as u64, "held {max_held}");
+}

@@ -85,6 +85,53 @@ proptest! {
     }
 
     #[test]
+    fn ndjson_chunking_and_reference(docs in prop::collection::vec(doc(), 1..6), sizes in prop::collection::vec(1usize..30, 1..4)) {
+        let c = cfg();
+        let mut body = Vec::new();
+        let mut want = super::reference::Summary::new();
+        for d in &docs {
+            let line = serde_json::to_vec(d).unwrap();
+            for (k, v) in reference(&c, &line) {
+                let e = want.entry(k).or_insert((0, false));
+                e.0 |= v.0;
+                e.1 |= v.1;
+            }
+            body.extend_from_slice(&line);
+            body.extend_from_slice(b"\r\n");
+        }
+        let whole = chunked(&c, "application/x-ndjson", None, &body, &[body.len()]).unwrap();
+        let parts = chunked(&c, "application/x-ndjson", None, &body, &sizes).unwrap();
+        prop_assert_eq!(&whole, &parts);
+        prop_assert_eq!(engine(&whole), want);
+    }
+
+    #[test]
+    fn csv_chunking_never_changes_results(
+        rows in prop::collection::vec(prop::collection::vec(cell(), 3), 1..8),
+        sizes in prop::collection::vec(1usize..20, 1..4),
+        crlf in any::<bool>(),
+    ) {
+        let mut body = b"uid,note,diagnosis".to_vec();
+        for r in &rows {
+            body.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            let cells: Vec<String> = r.iter().map(|c| csv_quote(c)).collect();
+            body.extend_from_slice(cells.join(",").as_bytes());
+        }
+        let c = cfg();
+        let whole = chunked(&c, "text/csv", None, &body, &[body.len()]).unwrap();
+        let parts = chunked(&c, "text/csv", None, &body, &sizes).unwrap();
+        prop_assert_eq!(&whole, &parts);
+        // Every row whose uid cell is not blank is a record of that uid.
+        let want: Vec<&str> = rows.iter().map(|r| r[0].trim()).filter(|u| !u.is_empty()).collect();
+        let got: Vec<String> = whole
+            .iter()
+            .filter(|r| r.subjects[0].namespace == Namespace::Field)
+            .map(|r| String::from_utf8(r.subjects[0].id.clone()).unwrap())
+            .collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(
         body in prop::collection::vec(any::<u8>(), 0..400),
         sizes in prop::collection::vec(1usize..64, 1..4),
@@ -138,4 +185,24 @@ fn chunked_lenient(
         s.clear_records();
     }
     s.finish()
+}
+
+fn cell() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        Just("13800138000".to_owned()),
+        Just("a,b".to_owned()),
+        Just("say \"hi\"".to_owned()),
+        Just("two\r\nlines".to_owned()),
+        Just("\u{4e2d}\u{6587}".to_owned()),
+        "[a-z0-9 ]{0,8}",
+    ]
+}
+
+fn csv_quote(c: &str) -> String {
+    if c.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", c.replace('"', "\"\""))
+    } else {
+        c.to_owned()
+    }
 }
