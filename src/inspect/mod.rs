@@ -1,2 +1,536 @@
-//! The streaming inspection engine (issue 4): finds records, data subjects and PI categories in
-//! a request's query, headers and body while it streams.
+//! The streaming inspection engine (issue 4, SPEC §3): finds records, data subjects and PI
+//! categories in a request's query, headers and body while it streams.
+//!
+//! Flow: the proxy builds one [`InspectConfig`] per configuration (lookup tables built once),
+//! then per request a [`Scanner`] from the `Content-Type`, `Content-Encoding`, transfer date and
+//! the destination's `sensitive` flag. It feeds body chunks; completed records appear in
+//! [`Scanner::records`] as soon as they end, each with the offset of the *original* body up to
+//! which bytes may be released once its subjects are reserved; [`Scanner::release_offset`]
+//! tells how far the body may go when every record so far is judged (so bodies without PI are
+//! never held). Failures are typed [`Unreadable`] outcomes (the proxy's 451
+//! `unreadable_body`). [`inspect_query`] and [`inspect_headers`] cover the request head;
+//! [`inspect_bytes`] is the whole-buffer convenience.
+//!
+//! Submodules: [`config`] (settings, lookups), `json` (JSON, NDJSON), `csv`, `form` (form
+//! bodies and queries), `multipart`, `decode` (content codings, release mapping), `detect`
+//! (one file per detector), [`record`] (outputs), [`error`].
+
+pub mod config;
+mod csv;
+mod decode;
+pub mod detect;
+pub mod error;
+mod form;
+mod json;
+mod multipart;
+pub mod record;
+
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use config::{ConfigError, DecodeLimits, Detector, DetectorSet, InspectConfig};
+pub use decode::Coding;
+pub use detect::{resident_id_birth_date, resident_id_check_char, resident_id_valid};
+pub use error::Unreadable;
+pub use record::{Namespace, Record, RecordRef, Records, Subject, SubjectRef};
+
+use crate::model::CategorySet;
+use detect::DetectCtx;
+
+/// Everything a format scanner writes to while it runs.
+pub(crate) struct Sink<'a> {
+    pub cfg: &'a InspectConfig,
+    pub det: DetectCtx,
+    pub out: &'a mut Records,
+    pub watched: &'a mut [bool],
+}
+
+impl Sink<'_> {
+    pub(crate) fn saw_watched(&mut self, w: u16) {
+        if let Some(b) = self.watched.get_mut(w as usize) {
+            *b = true;
+        }
+    }
+}
+
+/// The body formats the engine reads (from `Content-Type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json`, `*+json`.
+    Json,
+    /// `application/x-ndjson`, `application/jsonl`, `application/json-seq` (and aliases).
+    JsonSeq,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// `multipart/form-data` with its boundary.
+    Multipart(Vec<u8>),
+    /// `text/csv`.
+    Csv,
+}
+
+/// Maps a `Content-Type` value to a body format; `None` when it is not inspectable.
+pub fn classify_content_type(value: Option<&str>) -> Option<BodyKind> {
+    let v = value?;
+    let mut parts = v.split(';');
+    let essence = parts.next()?.trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Some(BodyKind::Json),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines"
+        | "application/jsonlines"
+        | "application/json-seq" => Some(BodyKind::JsonSeq),
+        "application/x-www-form-urlencoded" => Some(BodyKind::Form),
+        "text/csv" => Some(BodyKind::Csv),
+        "multipart/form-data" => {
+            let boundary = parts.find_map(|p| {
+                let (k, val) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("boundary")
+                    .then(|| val.trim().trim_matches('"').as_bytes().to_vec())
+            })?;
+            (!boundary.is_empty() && boundary.len() <= 200).then_some(BodyKind::Multipart(boundary))
+        }
+        e if e.starts_with("application/") && e.ends_with("+json") => Some(BodyKind::Json),
+        _ => None,
+    }
+}
+
+/// A body format scanner.
+#[derive(Debug)]
+pub(crate) enum Format {
+    Json(json::JsonScanner),
+    Csv(csv::CsvScanner),
+    Form(form::FormScanner),
+    Multipart(Box<multipart::MultipartScanner>),
+}
+
+impl Format {
+    pub(crate) fn new(kind: &BodyKind) -> Self {
+        match kind {
+            BodyKind::Json => Format::Json(json::JsonScanner::new(false)),
+            BodyKind::JsonSeq => Format::Json(json::JsonScanner::new(true)),
+            BodyKind::Form => Format::Form(form::FormScanner::default()),
+            BodyKind::Csv => Format::Csv(csv::CsvScanner::new()),
+            BodyKind::Multipart(b) => {
+                Format::Multipart(Box::new(multipart::MultipartScanner::new(b)))
+            }
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        match self {
+            Format::Json(s) => s.feed(data, sink),
+            Format::Csv(s) => s.feed(data, sink),
+            Format::Form(s) => s.feed(data, sink),
+            Format::Multipart(s) => s.feed(data, sink),
+        }
+    }
+
+    pub(crate) fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        match self {
+            Format::Json(s) => s.finish(sink),
+            Format::Csv(s) => s.finish(sink),
+            Format::Form(s) => s.finish(sink),
+            Format::Multipart(s) => s.finish(sink),
+        }
+    }
+
+    pub(crate) fn frontier(&self) -> u64 {
+        match self {
+            Format::Json(s) => s.frontier(),
+            Format::Csv(s) => s.frontier(),
+            Format::Form(s) => s.frontier(),
+            Format::Multipart(s) => s.frontier(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// The type or encoding cannot be read: an error as soon as a body byte arrives.
+    Deferred(Unreadable),
+    Failed,
+    Finished,
+}
+
+/// The per-request streaming scanner. Memory is bounded by `max_record_bytes` plus small
+/// buffers, whatever the body size; results do not depend on how the body is chunked.
+///
+/// `C` is how the configuration is held: `Arc<InspectConfig>` (the default, for a body that
+/// outlives the borrow, as in the proxy) or `&InspectConfig`.
+#[derive(Debug)]
+pub struct Scanner<C: Borrow<InspectConfig> = Arc<InspectConfig>> {
+    cfg: C,
+    det: DetectCtx,
+    format: Option<Format>,
+    decoder: Option<decode::Decoder>,
+    records: Records,
+    watched: Vec<bool>,
+    fed: u64,
+    phase: Phase,
+}
+
+impl<C: Borrow<InspectConfig>> Scanner<C> {
+    /// A scanner for one request body. `content_type` / `content_encoding` are the header
+    /// values; `transfer_date` is today in Asia/Shanghai (for the minors rule);
+    /// `destination_sensitive` marks every subject sensitive. An unreadable type or encoding is
+    /// reported by the first [`Scanner::feed`] of a non-empty chunk (an empty body is fine).
+    pub fn new(
+        cfg: C,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        transfer_date: time::Date,
+        destination_sensitive: bool,
+    ) -> Self {
+        let c: &InspectConfig = cfg.borrow();
+        let det = DetectCtx {
+            detectors: c.detectors(),
+            transfer_date,
+            resident_id_sensitive: c.resident_id_sensitive(),
+        };
+        let watched = vec![false; c.watched_fields().len()];
+        let mut phase = Phase::Open;
+        let format = match classify_content_type(content_type) {
+            Some(k) => Some(Format::new(&k)),
+            None => {
+                phase = Phase::Deferred(Unreadable::UnknownContentType);
+                None
+            }
+        };
+        let limits = c.decode_limits();
+        let decoder = match Coding::parse(content_encoding)
+            .and_then(|k| k.map(|k| decode::Decoder::new(k, limits)).transpose())
+        {
+            Ok(d) => d,
+            Err(e) => {
+                phase = Phase::Deferred(e);
+                None
+            }
+        };
+        Scanner {
+            cfg,
+            det,
+            format,
+            decoder,
+            records: Records::new(destination_sensitive),
+            watched,
+            fed: 0,
+            phase,
+        }
+    }
+
+    /// Scans the next chunk of the original (possibly encoded) body.
+    ///
+    /// # Errors
+    /// The body is unreadable; the scanner is then closed.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<(), Unreadable> {
+        match &self.phase {
+            Phase::Open => {}
+            Phase::Deferred(e) if !chunk.is_empty() => {
+                let e = e.clone();
+                self.phase = Phase::Failed;
+                return Err(e);
+            }
+            Phase::Deferred(_) => return Ok(()),
+            Phase::Failed | Phase::Finished => return Err(Unreadable::Closed),
+        }
+        let before = self.records.len();
+        let r = self.run(Some(chunk));
+        self.fed += chunk.len() as u64;
+        self.after_run(before, r)
+    }
+
+    /// Ends the body: completes the last record.
+    ///
+    /// # Errors
+    /// The body is truncated or otherwise unreadable.
+    pub fn finish(&mut self) -> Result<(), Unreadable> {
+        match &self.phase {
+            Phase::Open => {}
+            Phase::Deferred(_) => {
+                self.phase = Phase::Finished;
+                return Ok(());
+            }
+            Phase::Failed | Phase::Finished => return Err(Unreadable::Closed),
+        }
+        let before = self.records.len();
+        let r = self.run(None);
+        let r = self.after_run(before, r);
+        if r.is_ok() {
+            self.phase = Phase::Finished;
+            let end = self.fed;
+            self.records.map_release(before, |_| end);
+        }
+        r
+    }
+
+    fn run(&mut self, chunk: Option<&[u8]>) -> Result<(), Unreadable> {
+        let Some(format) = self.format.as_mut() else {
+            return Ok(());
+        };
+        let mut sink = Sink {
+            cfg: self.cfg.borrow(),
+            det: self.det,
+            out: &mut self.records,
+            watched: &mut self.watched,
+        };
+        match (self.decoder.as_mut(), chunk) {
+            (None, Some(c)) => format.feed(c, &mut sink),
+            (None, None) => format.finish(&mut sink),
+            (Some(d), Some(c)) => d.feed(c, &mut |out| format.feed(out, &mut sink)),
+            (Some(d), None) => {
+                d.finish(&mut |out| format.feed(out, &mut sink))?;
+                format.finish(&mut sink)
+            }
+        }
+    }
+
+    fn after_run(&mut self, before: usize, r: Result<(), Unreadable>) -> Result<(), Unreadable> {
+        if let Err(e) = r {
+            self.phase = Phase::Failed;
+            return Err(e);
+        }
+        if let Some(d) = self.decoder.as_mut() {
+            // Decoded release offsets become original-body offsets.
+            self.records.map_release(before, |f| d.release_for(f));
+        }
+        Ok(())
+    }
+
+    /// Records completed so far (since the last [`Scanner::clear_records`]).
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+
+    /// Forgets the completed records (after the proxy has reserved their subjects).
+    pub fn clear_records(&mut self) {
+        self.records.clear();
+    }
+
+    /// Takes the completed records as owned values.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        let v = self.records.iter().map(|r| r.to_owned()).collect();
+        self.records.clear();
+        v
+    }
+
+    /// Offset of the original body up to which bytes may be forwarded once every record
+    /// returned so far is judged: no byte of a later, unjudged record lies before it. After a
+    /// successful [`Scanner::finish`] it is the whole body.
+    pub fn release_offset(&mut self) -> u64 {
+        match self.phase {
+            Phase::Finished => return self.fed,
+            Phase::Failed => return 0,
+            Phase::Deferred(_) => return 0,
+            Phase::Open => {}
+        }
+        let Some(format) = self.format.as_ref() else {
+            return 0;
+        };
+        let f = format.frontier();
+        match self.decoder.as_mut() {
+            None => f,
+            Some(d) => d.release_for(f).min(d.encoded_len()),
+        }
+    }
+
+    /// Original body bytes fed so far.
+    pub fn bytes_fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// The watched field names (see [`InspectConfig::with_watched_fields`]) seen in the body
+    /// so far, as configured.
+    pub fn watched_fields_seen(&self) -> impl Iterator<Item = &str> + '_ {
+        self.cfg
+            .borrow()
+            .watched_fields()
+            .iter()
+            .zip(&self.watched)
+            .filter(|(_, seen)| **seen)
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+/// The subjects of a request part (or a whole request), merged by identity.
+#[derive(Debug, Default, Clone)]
+pub struct Findings {
+    /// Records in body order (empty for query and headers).
+    pub records: Vec<Record>,
+    merged: HashMap<(Namespace, Vec<u8>), (CategorySet, bool)>,
+    /// Watched field names seen.
+    pub watched_seen: Vec<String>,
+}
+
+impl Findings {
+    /// Merges one subject (categories and sensitivity are unioned).
+    pub fn add(&mut self, s: SubjectRef<'_>) {
+        let e = self
+            .merged
+            .entry((s.namespace, s.id.to_vec()))
+            .or_insert((CategorySet::EMPTY, false));
+        e.0 = e.0.union(s.categories);
+        e.1 |= s.sensitive;
+    }
+
+    /// Merges another set of findings.
+    pub fn extend(&mut self, other: Findings) {
+        for ((ns, id), (cats, sens)) in other.merged {
+            let e = self
+                .merged
+                .entry((ns, id))
+                .or_insert((CategorySet::EMPTY, false));
+            e.0 = e.0.union(cats);
+            e.1 |= sens;
+        }
+        self.records.extend(other.records);
+        for w in other.watched_seen {
+            if !self.watched_seen.contains(&w) {
+                self.watched_seen.push(w);
+            }
+        }
+    }
+
+    /// Unique subjects, sorted by namespace and identifier.
+    pub fn subjects(&self) -> Vec<Subject> {
+        let mut v: Vec<Subject> = self
+            .merged
+            .iter()
+            .map(|((ns, id), (cats, sens))| Subject {
+                namespace: *ns,
+                id: id.clone(),
+                categories: *cats,
+                sensitive: *sens,
+            })
+            .collect();
+        v.sort_by(|a, b| (a.namespace, &a.id).cmp(&(b.namespace, &b.id)));
+        v
+    }
+
+    /// Number of unique subjects.
+    pub fn subject_count(&self) -> usize {
+        self.merged.len()
+    }
+
+    /// Number of unique sensitive subjects.
+    pub fn sensitive_count(&self) -> usize {
+        self.merged.values().filter(|(_, s)| *s).count()
+    }
+
+    /// The union of every subject's categories.
+    pub fn categories(&self) -> CategorySet {
+        self.merged
+            .values()
+            .fold(CategorySet::EMPTY, |a, (c, _)| a.union(*c))
+    }
+}
+
+/// Inspects a whole body at once (small bodies, tests).
+///
+/// # Errors
+/// The body is unreadable.
+pub fn inspect_bytes(
+    cfg: &InspectConfig,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    transfer_date: time::Date,
+    destination_sensitive: bool,
+) -> Result<Findings, Unreadable> {
+    let mut s = Scanner::new(
+        cfg,
+        content_type,
+        content_encoding,
+        transfer_date,
+        destination_sensitive,
+    );
+    s.feed(body)?;
+    s.finish()?;
+    let mut f = Findings::default();
+    for r in s.records().iter() {
+        for sub in r.subjects() {
+            f.add(sub);
+        }
+        f.records.push(r.to_owned());
+    }
+    f.watched_seen = s.watched_fields_seen().map(str::to_owned).collect();
+    Ok(f)
+}
+
+fn head_sink_run(
+    cfg: &InspectConfig,
+    transfer_date: time::Date,
+    destination_sensitive: bool,
+    run: impl FnOnce(&mut Sink<'_>),
+) -> Findings {
+    let mut out = Records::new(destination_sensitive);
+    let mut watched = vec![false; cfg.watched_fields().len()];
+    let mut sink = Sink {
+        cfg,
+        det: DetectCtx {
+            detectors: cfg.detectors(),
+            transfer_date,
+            resident_id_sensitive: cfg.resident_id_sensitive(),
+        },
+        out: &mut out,
+        watched: &mut watched,
+    };
+    run(&mut sink);
+    let mut f = Findings::default();
+    for r in out.iter() {
+        for s in r.subjects() {
+            f.add(s);
+        }
+    }
+    f.watched_seen = cfg
+        .watched_fields()
+        .iter()
+        .zip(&watched)
+        .filter(|(_, s)| **s)
+        .map(|(n, _)| n.clone())
+        .collect();
+    f
+}
+
+/// Inspects a URL query string (without `?`): one record; subject fields are parameter
+/// names, detectors run on every value.
+pub fn inspect_query(
+    cfg: &InspectConfig,
+    query: &str,
+    transfer_date: time::Date,
+    destination_sensitive: bool,
+) -> Findings {
+    head_sink_run(cfg, transfer_date, destination_sensitive, |sink| {
+        let mut rec = form::FormRecord::default();
+        form::parse_pairs(query.as_bytes(), &mut rec, sink);
+        rec.emit(sink);
+        sink.out.end_record(0..0, 0);
+    })
+}
+
+/// Inspects the configured subject headers: each value is a subject in the `field`
+/// namespace (detector hits in it add their categories).
+pub fn inspect_headers(
+    cfg: &InspectConfig,
+    headers: &http::HeaderMap,
+    transfer_date: time::Date,
+    destination_sensitive: bool,
+) -> Findings {
+    head_sink_run(cfg, transfer_date, destination_sensitive, |sink| {
+        for name in cfg.headers() {
+            for v in headers.get_all(name.as_str()) {
+                let mut rec = form::FormRecord::default();
+                rec.subject_value(v.as_bytes(), sink);
+                rec.emit(sink);
+                sink.out.end_record(0..0, 0);
+            }
+        }
+    })
+}

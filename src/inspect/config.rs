@@ -1,0 +1,468 @@
+//! The validated, plain settings of the inspection engine ([`InspectConfig`]) and the lookup
+//! structures built from them once (field names → subject rank, categories, watched names), so
+//! that a request never builds or lower-cases anything per key beyond a stack copy.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::model::{Category, CategorySet};
+
+/// A built-in identifier detector (`inspection.subjects.detectors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Detector {
+    /// 18-character PRC resident ID with a valid birth date and MOD 11-2 check character.
+    CnResidentId,
+    /// Mainland mobile number `1[3-9]` + 9 digits, optional `+86`/`0086`/`86-` prefix.
+    CnMobile,
+    /// E-mail address.
+    Email,
+    /// 13–19 digit bank card number passing the Luhn check.
+    BankCard,
+}
+
+impl Detector {
+    /// Every detector.
+    pub const ALL: [Detector; 4] = [
+        Detector::CnResidentId,
+        Detector::CnMobile,
+        Detector::Email,
+        Detector::BankCard,
+    ];
+
+    /// The exact config string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Detector::CnResidentId => "cn_resident_id",
+            Detector::CnMobile => "cn_mobile",
+            Detector::Email => "email",
+            Detector::BankCard => "bank_card",
+        }
+    }
+
+    /// Parses a config string.
+    pub fn parse(s: &str) -> Option<Detector> {
+        Detector::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// A set of enabled detectors (bitmask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DetectorSet(u8);
+
+impl DetectorSet {
+    /// No detector.
+    pub const NONE: DetectorSet = DetectorSet(0);
+    /// Every detector.
+    pub const ALL: DetectorSet = DetectorSet(0b1111);
+
+    /// Adds a detector.
+    pub fn insert(&mut self, d: Detector) {
+        self.0 |= 1 << d as u8;
+    }
+
+    /// Whether `d` is enabled.
+    pub const fn contains(self, d: Detector) -> bool {
+        self.0 & (1 << d as u8) != 0
+    }
+
+    /// Whether no detector is enabled.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl FromIterator<Detector> for DetectorSet {
+    fn from_iter<I: IntoIterator<Item = Detector>>(iter: I) -> Self {
+        let mut s = DetectorSet::NONE;
+        for d in iter {
+            s.insert(d);
+        }
+        s
+    }
+}
+
+/// Limits on decoding a `Content-Encoding` (bomb protection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest decoded size of one body, in bytes.
+    pub max_decoded_bytes: u64,
+    /// Largest ratio decoded ÷ encoded, checked once more than `ratio_grace_bytes` are decoded.
+    pub max_ratio: u32,
+    /// Decoded bytes allowed before the ratio is enforced (tiny bodies compress very well).
+    pub ratio_grace_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits {
+            max_decoded_bytes: 1 << 30,
+            max_ratio: 100,
+            ratio_grace_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What a (lower-cased) field name means to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct FieldInfo {
+    /// Position in `fields` (0 = highest priority) when this is a subject field.
+    pub subject_rank: Option<u16>,
+    /// Categories the field's value carries.
+    pub categories: CategorySet,
+    /// Index in the watched-name list, when watched.
+    pub watched: Option<u16>,
+}
+
+/// FNV-1a: keys are short and not attacker-controlled in the map (only config names are
+/// stored), so a tiny non-keyed hash is fine and much faster than SipHash on 5–20 bytes.
+#[derive(Default)]
+pub(crate) struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FieldMap = HashMap<Box<[u8]>, FieldInfo, BuildHasherDefault<FnvHasher>>;
+
+/// Buckets of the lookup table: indexed by name length (mod 64) and the low five bits of the
+/// lower-cased first byte, each holding the few names that share them. A lookup is one index
+/// computation and, usually, zero or one case-insensitive comparison: no hashing, no copy.
+const BUCKETS: usize = 64 * 32;
+
+#[inline]
+fn bucket(name: &[u8]) -> usize {
+    let first = name.first().map_or(0, |c| c.to_ascii_lowercase());
+    ((name.len() & 63) << 5) | usize::from(first & 31)
+}
+
+/// Longest field name the engine looks up; longer configured names are rejected by `new`.
+pub const MAX_FIELD_NAME: usize = 128;
+
+/// A configuration problem found by [`InspectConfig::new`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field name is empty or longer than [`MAX_FIELD_NAME`].
+    #[error("field name #{index} in `{list}` is empty or longer than 128 bytes")]
+    BadFieldName {
+        /// Which list (`fields`, `headers`, `categories`, `watched`).
+        list: &'static str,
+        /// Position in that list.
+        index: usize,
+    },
+    /// A limit is zero.
+    #[error("`{0}` must be greater than zero")]
+    ZeroLimit(&'static str),
+}
+
+/// The validated settings of the inspection engine, with lookup tables built once.
+#[derive(Debug, Clone)]
+pub struct InspectConfig {
+    fields: Vec<String>,
+    headers: Vec<String>,
+    watched: Vec<String>,
+    detectors: DetectorSet,
+    max_depth: usize,
+    max_record_bytes: usize,
+    decode: DecodeLimits,
+    resident_id_sensitive: bool,
+    map: FieldMap,
+    table: Vec<Vec<(Box<[u8]>, FieldInfo)>>,
+    /// Bit `n` set when some mapped name has length `n` (quick rejection of keys).
+    len_mask: u128,
+}
+
+impl Default for InspectConfig {
+    /// The SPEC §12 example settings: fields `user_id, uid, customer_id, member_id`, every
+    /// detector, header `x-user-id`, the example category map, depth 64, records up to 1 MiB.
+    fn default() -> Self {
+        let cats: Vec<(String, Category)> = [
+            ("diagnosis", Category::Health),
+            ("medical_record", Category::Health),
+            ("prescription", Category::Health),
+            ("bank_account", Category::Financial),
+            ("credit_card", Category::Financial),
+            ("gps", Category::Location),
+            ("latitude", Category::Location),
+            ("longitude", Category::Location),
+            ("face_image", Category::Biometric),
+            ("fingerprint", Category::Biometric),
+            ("voiceprint", Category::Biometric),
+            ("religion", Category::Religion),
+            ("id_card", Category::Identity),
+            ("passport_no", Category::Identity),
+            ("phone", Category::Contact),
+            ("email", Category::Contact),
+            ("address", Category::Contact),
+        ]
+        .into_iter()
+        .map(|(n, c)| (n.to_owned(), c))
+        .collect();
+        let mut c = InspectConfig::empty();
+        c.fields = ["user_id", "uid", "customer_id", "member_id"]
+            .map(str::to_owned)
+            .to_vec();
+        c.headers = vec!["x-user-id".to_owned()];
+        c.detectors = DetectorSet::ALL;
+        c.rebuild(&cats);
+        c
+    }
+}
+
+impl InspectConfig {
+    fn empty() -> Self {
+        InspectConfig {
+            fields: Vec::new(),
+            headers: Vec::new(),
+            watched: Vec::new(),
+            detectors: DetectorSet::NONE,
+            max_depth: 64,
+            max_record_bytes: 1 << 20,
+            decode: DecodeLimits::default(),
+            resident_id_sensitive: true,
+            map: FieldMap::default(),
+            table: Vec::new(),
+            len_mask: 0,
+        }
+    }
+
+    /// Builds a configuration. `fields` are the subject fields in priority order,
+    /// `categories` maps field names to categories; names match case-insensitively.
+    ///
+    /// # Errors
+    /// A field name that is empty or longer than [`MAX_FIELD_NAME`], or a zero limit.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<S: AsRef<str>>(
+        fields: &[S],
+        detectors: DetectorSet,
+        headers: &[S],
+        categories: &[(S, Category)],
+        max_depth: usize,
+        max_record_bytes: usize,
+        decode: DecodeLimits,
+        resident_id_sensitive: bool,
+    ) -> Result<Self, ConfigError> {
+        check_names("fields", fields.iter().map(AsRef::as_ref))?;
+        check_names("headers", headers.iter().map(AsRef::as_ref))?;
+        check_names("categories", categories.iter().map(|(n, _)| n.as_ref()))?;
+        if max_depth == 0 {
+            return Err(ConfigError::ZeroLimit("max_depth"));
+        }
+        if max_record_bytes == 0 {
+            return Err(ConfigError::ZeroLimit("max_record_bytes"));
+        }
+        if decode.max_decoded_bytes == 0 || decode.max_ratio == 0 {
+            return Err(ConfigError::ZeroLimit("decode limits"));
+        }
+        let mut c = InspectConfig::empty();
+        c.fields = fields.iter().map(|s| s.as_ref().to_owned()).collect();
+        c.headers = headers.iter().map(|s| s.as_ref().to_owned()).collect();
+        c.detectors = detectors;
+        c.max_depth = max_depth;
+        c.max_record_bytes = max_record_bytes;
+        c.decode = decode;
+        c.resident_id_sensitive = resident_id_sensitive;
+        let cats: Vec<(String, Category)> = categories
+            .iter()
+            .map(|(n, cat)| (n.as_ref().to_owned(), *cat))
+            .collect();
+        c.rebuild(&cats);
+        Ok(c)
+    }
+
+    /// A small configuration for tests: the given subject fields and detectors, categories
+    /// as `(name, category)`, other settings as in [`Default`].
+    pub fn for_tests(
+        fields: &[&str],
+        detectors: &[Detector],
+        categories: &[(&str, Category)],
+    ) -> Self {
+        let mut c = InspectConfig::empty();
+        c.fields = fields.iter().map(|s| (*s).to_owned()).collect();
+        c.detectors = detectors.iter().copied().collect();
+        let cats: Vec<(String, Category)> = categories
+            .iter()
+            .map(|(n, cat)| ((*n).to_owned(), *cat))
+            .collect();
+        c.rebuild(&cats);
+        c
+    }
+
+    /// Sets the names whose presence anywhere in a body the scanner reports
+    /// ([`super::Scanner::watched_fields_seen`]); used by the important-data rules.
+    ///
+    /// # Errors
+    /// A name that is empty or too long.
+    pub fn with_watched_fields<S: AsRef<str>>(mut self, names: &[S]) -> Result<Self, ConfigError> {
+        check_names("watched", names.iter().map(AsRef::as_ref))?;
+        self.watched = names.iter().map(|s| s.as_ref().to_owned()).collect();
+        let cats = self.category_list();
+        self.rebuild(&cats);
+        Ok(self)
+    }
+
+    /// Replaces `max_record_bytes` (builder style, for tests and the config module).
+    #[must_use]
+    pub fn with_max_record_bytes(mut self, n: usize) -> Self {
+        self.max_record_bytes = n.max(1);
+        self
+    }
+
+    /// Replaces `max_depth`.
+    #[must_use]
+    pub fn with_max_depth(mut self, n: usize) -> Self {
+        self.max_depth = n.max(1);
+        self
+    }
+
+    /// Replaces `resident_id_sensitive`.
+    #[must_use]
+    pub fn with_resident_id_sensitive(mut self, on: bool) -> Self {
+        self.resident_id_sensitive = on;
+        self
+    }
+
+    /// Replaces the decode limits.
+    #[must_use]
+    pub fn with_decode_limits(mut self, limits: DecodeLimits) -> Self {
+        self.decode = limits;
+        self
+    }
+
+    /// Replaces the configured subject headers.
+    #[must_use]
+    pub fn with_headers(mut self, headers: &[&str]) -> Self {
+        self.headers = headers.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    fn category_list(&self) -> Vec<(String, Category)> {
+        let mut out = Vec::new();
+        for (k, v) in &self.map {
+            for c in v.categories.iter() {
+                out.push((String::from_utf8_lossy(k).into_owned(), c));
+            }
+        }
+        out
+    }
+
+    fn rebuild(&mut self, categories: &[(String, Category)]) {
+        let mut map = FieldMap::default();
+        let mut len_mask = 0u128;
+        let entry = |name: &str| -> (Box<[u8]>, usize) {
+            let k: Box<[u8]> = name.to_ascii_lowercase().into_bytes().into_boxed_slice();
+            let l = k.len();
+            (k, l)
+        };
+        for (rank, f) in self.fields.iter().enumerate() {
+            let (k, l) = entry(f);
+            len_mask |= 1u128 << l.min(127);
+            let e = map.entry(k).or_insert_with(FieldInfo::default);
+            if e.subject_rank.is_none() {
+                e.subject_rank = Some(u16::try_from(rank).unwrap_or(u16::MAX));
+            }
+        }
+        for (name, cat) in categories {
+            let (k, l) = entry(name);
+            len_mask |= 1u128 << l.min(127);
+            map.entry(k)
+                .or_insert_with(FieldInfo::default)
+                .categories
+                .insert(*cat);
+        }
+        for (i, name) in self.watched.iter().enumerate() {
+            let (k, l) = entry(name);
+            len_mask |= 1u128 << l.min(127);
+            let e = map.entry(k).or_insert_with(FieldInfo::default);
+            if e.watched.is_none() {
+                e.watched = Some(u16::try_from(i).unwrap_or(u16::MAX));
+            }
+        }
+        let mut table = vec![Vec::new(); BUCKETS];
+        for (k, v) in &map {
+            table[bucket(k)].push((k.clone(), *v));
+        }
+        self.table = table;
+        self.map = map;
+        self.len_mask = len_mask;
+    }
+
+    /// Looks a field name up, case-insensitively; `None` when it means nothing.
+    #[inline]
+    pub(crate) fn lookup(&self, name: &[u8]) -> Option<FieldInfo> {
+        let n = name.len();
+        if n == 0 || n > MAX_FIELD_NAME || self.len_mask & (1u128 << n.min(127)) == 0 {
+            return None;
+        }
+        self.table
+            .get(bucket(name))?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// Subject fields, in priority order.
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// Header names whose values identify a subject.
+    pub fn headers(&self) -> &[String] {
+        &self.headers
+    }
+
+    /// Watched field names (see [`InspectConfig::with_watched_fields`]).
+    pub fn watched_fields(&self) -> &[String] {
+        &self.watched
+    }
+
+    /// Enabled detectors.
+    pub fn detectors(&self) -> DetectorSet {
+        self.detectors
+    }
+
+    /// Deepest nesting accepted.
+    pub fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// Largest record accepted, in decoded bytes.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    /// Decode limits.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        self.decode
+    }
+
+    /// Whether a resident ID number alone makes its subject sensitive.
+    pub fn resident_id_sensitive(&self) -> bool {
+        self.resident_id_sensitive
+    }
+}
+
+fn check_names<'a>(
+    list: &'static str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), ConfigError> {
+    for (index, n) in names.enumerate() {
+        if n.is_empty() || n.len() > MAX_FIELD_NAME {
+            return Err(ConfigError::BadFieldName { list, index });
+        }
+    }
+    Ok(())
+}

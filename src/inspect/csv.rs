@@ -1,0 +1,262 @@
+//! Streaming `text/csv` scanner (RFC 4180): quoted fields with `""` escapes and line breaks,
+//! CRLF or LF rows, an optional BOM. The header row gives the field names (looked up once);
+//! every later row is a record, emitted as soon as its line ends.
+//!
+//! Lenient where leniency cannot hide PI: a quote inside an unquoted field, or text after a
+//! closing quote, is kept as data. Invalid UTF-8 in a row is unreadable; an unterminated quote
+//! at the end of the body is a truncated body.
+
+use super::config::FieldInfo;
+use super::detect;
+use super::error::Unreadable;
+use super::record::{trim, Namespace};
+use super::Sink;
+use crate::model::CategorySet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a field.
+    FieldStart,
+    /// Inside an unquoted field.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// After a quote inside a quoted field: `"` (escape), `,`, or end of row.
+    QuoteInQuoted,
+}
+
+/// The streaming CSV scanner.
+#[derive(Debug)]
+pub(crate) struct CsvScanner {
+    state: State,
+    /// Bytes of the current row's fields, back to back.
+    row: Vec<u8>,
+    /// End offsets (in `row`) of the fields completed in the current row.
+    ends: Vec<u32>,
+    /// Column meanings from the header row; `None` until it is read.
+    header: Option<Vec<FieldInfo>>,
+    row_start: u64,
+    in_row: bool,
+    /// A `\r` ended the last row: skip one `\n`.
+    skip_lf: bool,
+    pos: u64,
+    bom: u8,
+    hits: Vec<(Namespace, (u32, u32), CategorySet)>,
+    hit_bytes: Vec<u8>,
+}
+
+impl CsvScanner {
+    pub(crate) fn new() -> Self {
+        CsvScanner {
+            state: State::FieldStart,
+            row: Vec::new(),
+            ends: Vec::new(),
+            header: None,
+            row_start: 0,
+            in_row: false,
+            skip_lf: false,
+            pos: 0,
+            bom: 0,
+            hits: Vec::new(),
+            hit_bytes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn frontier(&self) -> u64 {
+        if self.in_row {
+            self.row_start
+        } else {
+            self.pos
+        }
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        let base = self.pos;
+        let mut i = 0usize;
+        while self.bom < 3 && base + i as u64 == u64::from(self.bom) && i < data.len() {
+            if data[i] == [0xEF, 0xBB, 0xBF][self.bom as usize] {
+                self.bom += 1;
+                i += 1;
+            } else {
+                self.bom = 3;
+            }
+        }
+        let n = data.len();
+        while i < n {
+            let c = data[i];
+            if !self.in_row {
+                if self.skip_lf && c == b'\n' {
+                    self.skip_lf = false;
+                    i += 1;
+                    continue;
+                }
+                self.skip_lf = false;
+                if c == b'\n' || c == b'\r' {
+                    // Blank line.
+                    self.skip_lf = c == b'\r';
+                    i += 1;
+                    continue;
+                }
+                self.in_row = true;
+                self.row_start = base + i as u64;
+            }
+            match self.state {
+                State::FieldStart | State::Unquoted => {
+                    if self.state == State::FieldStart && c == b'"' {
+                        self.state = State::Quoted;
+                        i += 1;
+                        continue;
+                    }
+                    // Copy the run of plain bytes at once.
+                    let s = i;
+                    while i < n && !matches!(data[i], b',' | b'\n' | b'\r') {
+                        i += 1;
+                    }
+                    self.row.extend_from_slice(&data[s..i]);
+                    self.state = State::Unquoted;
+                    if i < n {
+                        let c = data[i];
+                        i += 1;
+                        self.pos = base + i as u64;
+                        self.end_field();
+                        if c != b',' {
+                            self.skip_lf = c == b'\r';
+                            self.end_row(sink)?;
+                        }
+                    }
+                }
+                State::Quoted => match memchr::memchr(b'"', &data[i..]) {
+                    Some(k) => {
+                        self.row.extend_from_slice(&data[i..i + k]);
+                        i += k + 1;
+                        self.state = State::QuoteInQuoted;
+                    }
+                    None => {
+                        self.row.extend_from_slice(&data[i..]);
+                        i = n;
+                    }
+                },
+                State::QuoteInQuoted => {
+                    i += 1;
+                    match c {
+                        b'"' => {
+                            self.row.push(b'"');
+                            self.state = State::Quoted;
+                        }
+                        b',' => self.end_field(),
+                        b'\n' | b'\r' => {
+                            self.pos = base + i as u64;
+                            self.end_field();
+                            self.skip_lf = c == b'\r';
+                            self.end_row(sink)?;
+                        }
+                        other => {
+                            self.row.push(other);
+                            self.state = State::Unquoted;
+                        }
+                    }
+                }
+            }
+            if self.in_row && self.row.len() > sink.cfg.max_record_bytes() {
+                return Err(Unreadable::RecordTooLarge {
+                    offset: self.row_start,
+                });
+            }
+        }
+        self.pos = base + n as u64;
+        Ok(())
+    }
+
+    pub(crate) fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        match self.state {
+            State::Quoted => Err(Unreadable::Truncated { offset: self.pos }),
+            _ if self.in_row => {
+                self.end_field();
+                self.end_row(sink)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn end_field(&mut self) {
+        self.ends.push(self.row.len() as u32);
+        self.state = State::FieldStart;
+    }
+
+    fn field(&self, k: usize) -> &[u8] {
+        field_of(&self.row, &self.ends, k)
+    }
+
+    fn end_row(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        if std::str::from_utf8(&self.row).is_err() {
+            return Err(Unreadable::InvalidUtf8 {
+                offset: self.row_start,
+            });
+        }
+        match &self.header {
+            None => {
+                let mut cols = Vec::with_capacity(self.ends.len());
+                for k in 0..self.ends.len() {
+                    let info = sink.cfg.lookup(trim(self.field(k))).unwrap_or_default();
+                    if let Some(w) = info.watched {
+                        sink.saw_watched(w);
+                    }
+                    cols.push(info);
+                }
+                self.header = Some(cols);
+            }
+            Some(cols) => {
+                let mut best: Option<(u16, usize)> = None;
+                let mut cats = CategorySet::EMPTY;
+                self.hits.clear();
+                self.hit_bytes.clear();
+                for k in 0..self.ends.len() {
+                    let v = field_of(&self.row, &self.ends, k);
+                    let t = trim(v);
+                    if let Some(info) = cols.get(k) {
+                        if !t.is_empty() {
+                            cats = cats.union(info.categories);
+                            if let Some(r) = info.subject_rank {
+                                if best.is_none_or(|(b, _)| r < b) {
+                                    best = Some((r, k));
+                                }
+                            }
+                        }
+                    }
+                    let hits = &mut self.hits;
+                    let hb = &mut self.hit_bytes;
+                    detect::scan(v, &sink.det, &mut |ns, id, c| {
+                        let a = hb.len() as u32;
+                        hb.extend_from_slice(id);
+                        hits.push((ns, (a, hb.len() as u32), c));
+                    });
+                }
+                if let Some((_, k)) = best {
+                    for h in &self.hits {
+                        cats = cats.union(h.2);
+                    }
+                    sink.out
+                        .subject(Namespace::Field, trim(self.field(k)), cats);
+                } else {
+                    for (ns, (a, b), c) in &self.hits {
+                        sink.out.subject(
+                            *ns,
+                            &self.hit_bytes[*a as usize..*b as usize],
+                            c.union(cats),
+                        );
+                    }
+                }
+                sink.out.end_record(self.row_start..self.pos, self.pos);
+            }
+        }
+        self.row.clear();
+        self.ends.clear();
+        self.in_row = false;
+        Ok(())
+    }
+}
+
+fn field_of<'a>(row: &'a [u8], ends: &[u32], k: usize) -> &'a [u8] {
+    let s = if k == 0 { 0 } else { ends[k - 1] as usize };
+    &row[s..ends[k] as usize]
+}

@@ -1,0 +1,81 @@
+//! The typed *unreadable* outcome of inspection (SPEC §3, §9): the proxy turns every variant
+//! into 451 `unreadable_body`. Variants carry kinds and offsets, never body bytes, so they are
+//! safe to log.
+
+/// Why a body cannot be inspected. Offsets are in the decoded body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    /// The `Content-Type` is missing or not one the engine reads.
+    #[error("content type not inspectable")]
+    UnknownContentType,
+    /// The `Content-Encoding` is not one the engine decodes.
+    #[error("content encoding not supported")]
+    UnknownEncoding,
+    /// Bytes that break the format's grammar.
+    #[error("malformed body at offset {offset}")]
+    Malformed {
+        /// Offset of the offending byte.
+        offset: u64,
+    },
+    /// The body ended in the middle of a value or record.
+    #[error("body truncated at offset {offset}")]
+    Truncated {
+        /// Offset of the end of the body.
+        offset: u64,
+    },
+    /// Invalid UTF-8 in a text format.
+    #[error("invalid UTF-8 in the token starting at offset {offset}")]
+    InvalidUtf8 {
+        /// Offset of the token holding the invalid sequence.
+        offset: u64,
+    },
+    /// Nesting deeper than `max_depth`.
+    #[error("nesting deeper than the limit at offset {offset}")]
+    TooDeep {
+        /// Offset of the opening bracket over the limit.
+        offset: u64,
+    },
+    /// A record (or a single value) larger than `max_record_bytes`.
+    #[error("record starting at offset {offset} is larger than the limit")]
+    RecordTooLarge {
+        /// Offset where the record starts.
+        offset: u64,
+    },
+    /// The compressed body decodes to more than the size or ratio limit.
+    #[error("decoded body over the size or ratio limit")]
+    Bomb,
+    /// The compressed stream is corrupt.
+    #[error("corrupt compressed stream at encoded offset {offset}")]
+    Corrupt {
+        /// Offset in the original body.
+        offset: u64,
+    },
+    /// A `multipart/form-data` body without boundary, with bad part headers or no end.
+    #[error("bad multipart body at offset {offset}")]
+    BadMultipart {
+        /// Offset of the problem.
+        offset: u64,
+    },
+    /// `feed` or `finish` called after the scanner already failed or finished.
+    #[error("scanner already failed or finished")]
+    Closed,
+}
+
+impl Unreadable {
+    /// A short stable name for logs and metrics.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Unreadable::UnknownContentType => "unknown_content_type",
+            Unreadable::UnknownEncoding => "unknown_encoding",
+            Unreadable::Malformed { .. } => "malformed",
+            Unreadable::Truncated { .. } => "truncated",
+            Unreadable::InvalidUtf8 { .. } => "invalid_utf8",
+            Unreadable::TooDeep { .. } => "too_deep",
+            Unreadable::RecordTooLarge { .. } => "record_too_large",
+            Unreadable::Bomb => "bomb",
+            Unreadable::Corrupt { .. } => "corrupt_encoding",
+            Unreadable::BadMultipart { .. } => "bad_multipart",
+            Unreadable::Closed => "closed",
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `application/x-www-form-urlencoded` bodies and URL query strings. Each is one record
+//! (SPEC §3): the whole form, the whole query. A form body is buffered (it is one record, so
+//! it is bounded by `max_record_bytes`) and judged at its end; the same pair parser serves the
+//! query string.
+
+use super::detect;
+use super::error::Unreadable;
+use super::record::{trim, Namespace};
+use super::Sink;
+use crate::model::CategorySet;
+
+/// Accumulates one form-like record: best subject field, categories, detector hits.
+#[derive(Debug, Default)]
+pub(crate) struct FormRecord {
+    best_rank: Option<u16>,
+    subject: Vec<u8>,
+    cats: CategorySet,
+    hits: Vec<(Namespace, (u32, u32), CategorySet)>,
+    hit_bytes: Vec<u8>,
+}
+
+impl FormRecord {
+    /// Whether the record holds anything that needs judging.
+    pub(crate) fn is_interesting(&self) -> bool {
+        self.best_rank.is_some() || !self.hits.is_empty() || !self.cats.is_empty()
+    }
+
+    /// One named value of the record.
+    pub(crate) fn field(&mut self, name: &[u8], value: &[u8], sink: &mut Sink<'_>) {
+        let t = trim(value);
+        if let Some(info) = sink.cfg.lookup(trim(name)) {
+            if let Some(w) = info.watched {
+                sink.saw_watched(w);
+            }
+            if !t.is_empty() {
+                self.cats = self.cats.union(info.categories);
+                if let Some(r) = info.subject_rank {
+                    if self.best_rank.is_none_or(|b| r < b) {
+                        self.best_rank = Some(r);
+                        self.subject.clear();
+                        self.subject.extend_from_slice(t);
+                    }
+                }
+            }
+        }
+        let hits = &mut self.hits;
+        let hb = &mut self.hit_bytes;
+        detect::scan(value, &sink.det, &mut |ns, id, c| {
+            let a = hb.len() as u32;
+            hb.extend_from_slice(id);
+            hits.push((ns, (a, hb.len() as u32), c));
+        });
+    }
+
+    /// A value that identifies the subject by itself (a configured header).
+    pub(crate) fn subject_value(&mut self, value: &[u8], sink: &mut Sink<'_>) {
+        let t = trim(value);
+        if !t.is_empty() {
+            self.best_rank = Some(0);
+            self.subject.clear();
+            self.subject.extend_from_slice(t);
+        }
+        let hits = &mut self.hits;
+        let hb = &mut self.hit_bytes;
+        detect::scan(value, &sink.det, &mut |ns, id, c| {
+            let a = hb.len() as u32;
+            hb.extend_from_slice(id);
+            hits.push((ns, (a, hb.len() as u32), c));
+        });
+    }
+
+    /// Adds the record's subjects to the sink (without closing the record).
+    pub(crate) fn emit(&self, sink: &mut Sink<'_>) {
+        if self.best_rank.is_some() {
+            let mut cats = self.cats;
+            for h in &self.hits {
+                cats = cats.union(h.2);
+            }
+            sink.out.subject(Namespace::Field, &self.subject, cats);
+        } else {
+            for (ns, (a, b), c) in &self.hits {
+                sink.out.subject(
+                    *ns,
+                    &self.hit_bytes[*a as usize..*b as usize],
+                    c.union(self.cats),
+                );
+            }
+        }
+    }
+}
+
+/// Percent-decodes `s` into `out` (`+` is a space).
+pub(crate) fn percent_decode(s: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        if c == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if c == b'+' { b' ' } else { c });
+        i += 1;
+    }
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Parses `a=b&c=d` pairs into `rec`.
+pub(crate) fn parse_pairs(body: &[u8], rec: &mut FormRecord, sink: &mut Sink<'_>) {
+    let mut name = Vec::new();
+    let mut value = Vec::new();
+    for pair in body.split(|c| *c == b'&' || *c == b';') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (n, v) = match memchr::memchr(b'=', pair) {
+            Some(k) => (&pair[..k], &pair[k + 1..]),
+            None => (pair, &b""[..]),
+        };
+        percent_decode(n, &mut name);
+        percent_decode(v, &mut value);
+        rec.field(&name, &value, sink);
+    }
+}
+
+/// The form body scanner: buffers the body (one record) and judges it at the end.
+#[derive(Debug, Default)]
+pub(crate) struct FormScanner {
+    buf: Vec<u8>,
+}
+
+impl FormScanner {
+    pub(crate) fn frontier(&self) -> u64 {
+        0
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        if self.buf.len() + data.len() > sink.cfg.max_record_bytes() {
+            return Err(Unreadable::RecordTooLarge { offset: 0 });
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    pub(crate) fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        if let Err(e) = std::str::from_utf8(&self.buf) {
+            return Err(Unreadable::InvalidUtf8 {
+                offset: e.valid_up_to() as u64,
+            });
+        }
+        let mut rec = FormRecord::default();
+        let body = std::mem::take(&mut self.buf);
+        parse_pairs(&body, &mut rec, sink);
+        rec.emit(sink);
+        let end = body.len() as u64;
+        sink.out.end_record(0..end, end);
+        Ok(())
+    }
+}

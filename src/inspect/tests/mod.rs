@@ -1,0 +1,236 @@
+//! Unit tests of the inspection engine: SPEC §11 examples, per-format tricky cases, property
+//! tests (chunking invariance, agreement with a `serde_json::Value` reference, arbitrary bytes).
+
+mod formats;
+mod props;
+mod reference;
+
+use std::sync::Arc;
+
+use super::*;
+use crate::model::Category;
+
+pub(super) const DATE: time::Date = time::macros::date!(2026 - 11 - 25);
+
+/// The SPEC §11 configuration.
+pub(super) fn spec_cfg() -> InspectConfig {
+    InspectConfig::for_tests(
+        &["user_id"],
+        &[Detector::CnResidentId, Detector::CnMobile],
+        &[("diagnosis", Category::Health)],
+    )
+}
+
+pub(super) fn json(cfg: &InspectConfig, body: &str) -> Findings {
+    inspect_bytes(
+        cfg,
+        Some("application/json"),
+        None,
+        body.as_bytes(),
+        DATE,
+        false,
+    )
+    .unwrap()
+}
+
+/// Feeds `body` in the given chunk sizes (cycled) and returns the owned records.
+pub(super) fn chunked(
+    cfg: &InspectConfig,
+    ctype: &str,
+    enc: Option<&str>,
+    body: &[u8],
+    sizes: &[usize],
+) -> Result<Vec<Record>, Unreadable> {
+    let mut s = Scanner::new(Arc::new(cfg.clone()), Some(ctype), enc, DATE, false);
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut k = 0;
+    let mut last_release = 0;
+    while i < body.len() {
+        let n = sizes[k % sizes.len()].max(1).min(body.len() - i);
+        s.feed(&body[i..i + n])?;
+        i += n;
+        k += 1;
+        for r in s.records().iter() {
+            assert!(r.release() >= last_release, "release offsets are monotonic");
+            assert!(r.release() <= i as u64);
+            last_release = r.release();
+        }
+        let rel = s.release_offset();
+        assert!(rel >= last_release && rel <= i as u64);
+        last_release = rel;
+        out.extend(s.take_records());
+    }
+    s.finish()?;
+    out.extend(s.take_records());
+    assert_eq!(s.release_offset(), body.len() as u64);
+    Ok(out)
+}
+
+/// Records without offsets (for comparing chunkings of encoded bodies).
+pub(super) fn subjects_of(records: &[Record]) -> Vec<Vec<Subject>> {
+    records.iter().map(|r| r.subjects.clone()).collect()
+}
+
+#[test]
+fn spec_example_1_numbers_and_strings_are_one_identifier() {
+    let f = json(
+        &spec_cfg(),
+        r#"[{"user_id":1,"diagnosis":"x"},{"user_id":"1"},{"user_id":2}]"#,
+    );
+    assert_eq!(f.subject_count(), 2);
+    assert_eq!(f.sensitive_count(), 1);
+}
+
+#[test]
+fn spec_example_2_hits_inside_a_record_belong_to_it() {
+    let f = json(
+        &spec_cfg(),
+        r#"{"batch":[{"user_id":7,"phone":"138 0013 8000"}],"contact":"+86 139-0013-9000"}"#,
+    );
+    assert_eq!(f.subject_count(), 2);
+    assert_eq!(f.sensitive_count(), 0);
+    let subs = f.subjects();
+    assert_eq!(subs[0].namespace, Namespace::Field);
+    assert_eq!(subs[0].id, b"7");
+    assert!(subs[0].categories.contains(Category::Contact));
+    assert_eq!(subs[1].namespace, Namespace::CnMobile);
+    assert_eq!(subs[1].id, b"13900139000");
+}
+
+#[test]
+fn spec_example_3_resident_id_without_subject_field() {
+    let f = json(&spec_cfg(), r#"{"name":"x","id_no":"11010519491231002X"}"#);
+    assert_eq!(f.subject_count(), 1);
+    assert_eq!(f.sensitive_count(), 1);
+    let s = &f.subjects()[0];
+    assert_eq!(s.namespace, Namespace::CnResidentId);
+    assert!(s.categories.contains(Category::Identity));
+    let f = json(&spec_cfg(), r#"{"name":"x","id_no":"110105194912310021"}"#);
+    assert_eq!(f.subject_count(), 0);
+}
+
+#[test]
+fn resident_id_sensitivity_can_be_turned_off() {
+    let cfg = spec_cfg().with_resident_id_sensitive(false);
+    let f = json(&cfg, r#"{"id_no":"11010519491231002x"}"#);
+    assert_eq!(f.subject_count(), 1);
+    assert_eq!(f.sensitive_count(), 0);
+    assert_eq!(f.subjects()[0].id, b"11010519491231002X");
+}
+
+#[test]
+fn minors_under_14_are_sensitive_even_without_identity_sensitivity() {
+    // Born 2015-06-01: 11 on the transfer date.
+    let id = with_check("11010520150601001");
+    let cfg = spec_cfg().with_resident_id_sensitive(false);
+    let f = json(&cfg, &format!(r#"{{"user_id":5,"kid":"{id}"}}"#));
+    let s = &f.subjects()[0];
+    assert!(s.categories.contains(Category::Minors));
+    assert!(s.sensitive);
+    // Born 2012-11-25: 14 exactly on the transfer date, no longer a minor under 14.
+    let id = with_check("11010520121125001");
+    let f = json(&cfg, &format!(r#"{{"kid":"{id}"}}"#));
+    assert!(!f.subjects()[0].categories.contains(Category::Minors));
+    let id = with_check("11010520121126001");
+    let f = json(&cfg, &format!(r#"{{"kid":"{id}"}}"#));
+    assert!(f.subjects()[0].categories.contains(Category::Minors));
+}
+
+/// Appends the MOD 11-2 check character to 17 digits.
+pub(super) fn with_check(d17: &str) -> String {
+    for c in "0123456789X".chars() {
+        let id = format!("{d17}{c}");
+        if detect::resident_id_valid(id.as_bytes()) {
+            return id;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn destination_sensitive_makes_everything_sensitive() {
+    let f = inspect_bytes(
+        &spec_cfg(),
+        Some("application/json"),
+        None,
+        br#"[{"user_id":1},{"user_id":2}]"#,
+        DATE,
+        true,
+    )
+    .unwrap();
+    assert_eq!(f.sensitive_count(), 2);
+}
+
+#[test]
+fn first_subject_field_in_fields_order_wins() {
+    let cfg = InspectConfig::for_tests(&["user_id", "uid"], &[], &[]);
+    let f = json(&cfg, r#"{"uid":"a","user_id":"b","nested":{"x":1}}"#);
+    assert_eq!(f.subjects().len(), 1);
+    assert_eq!(f.subjects()[0].id, b"b");
+    let f = json(&cfg, r#"{"UID":" a "}"#);
+    assert_eq!(f.subjects()[0].id, b"a");
+}
+
+#[test]
+fn records_nested_in_records_and_categories_in_sub_objects() {
+    let cfg = spec_cfg();
+    let f = json(
+        &cfg,
+        r#"{"user_id":1,"medical":{"diagnosis":"flu"},"orders":[{"user_id":2,"phone":"13800138000"}]}"#,
+    );
+    let subs = f.subjects();
+    assert_eq!(subs.len(), 2);
+    assert!(subs[0].sensitive, "user 1 has a diagnosis in a sub-object");
+    assert!(!subs[1].sensitive);
+    assert!(subs[1].categories.contains(Category::Contact));
+}
+
+#[test]
+fn category_fields_without_identifier_make_no_subject_but_mark_hits() {
+    let cfg = spec_cfg();
+    assert_eq!(json(&cfg, r#"{"diagnosis":"flu"}"#).subject_count(), 0);
+    let f = json(&cfg, r#"{"diagnosis":"flu","phone":"13800138000"}"#);
+    assert_eq!(f.sensitive_count(), 1);
+}
+
+#[test]
+fn watched_fields_are_reported() {
+    let cfg = spec_cfg()
+        .with_watched_fields(&["survey_coordinates", "absent"])
+        .unwrap();
+    let f = json(&cfg, r#"{"a":{"Survey_Coordinates":[1,2]}}"#);
+    assert_eq!(f.watched_seen, ["survey_coordinates"]);
+}
+
+#[test]
+fn query_and_headers() {
+    let cfg = InspectConfig::default();
+    let f = inspect_query(&cfg, "uid=42&phone=%2B86%20138-0013-8000&x=1", DATE, false);
+    assert_eq!(f.subject_count(), 1);
+    assert!(f.subjects()[0].categories.contains(Category::Contact));
+    let f = inspect_query(&cfg, "a=13800138000&b=13900139000", DATE, false);
+    assert_eq!(f.subject_count(), 2);
+    let mut h = http::HeaderMap::new();
+    h.insert("x-user-id", http::HeaderValue::from_static(" 42 "));
+    let f = inspect_headers(&cfg, &h, DATE, false);
+    assert_eq!(f.subjects()[0].id, b"42");
+    assert_eq!(f.subjects()[0].namespace, Namespace::Field);
+}
+
+#[test]
+fn debug_output_never_shows_identifiers() {
+    let f = json(&spec_cfg(), r#"{"user_id":"secret-4711"}"#);
+    let dbg = format!("{:?} {:?}", f.subjects(), f.records);
+    assert!(!dbg.contains("secret-4711"));
+    let mut s = Scanner::new(
+        Arc::new(spec_cfg()),
+        Some("application/json"),
+        None,
+        DATE,
+        false,
+    );
+    s.feed(br#"{"user_id":"secret-4711"}"#).unwrap();
+    let dbg = format!("{:?}", s.records().iter().collect::<Vec<_>>());
+    assert!(!dbg.contains("secret-4711"));
+}
