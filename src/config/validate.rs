@@ -365,6 +365,12 @@ fn build(
     if tls.ca_cert.is_some() != tls.ca_key.is_some() {
         d.error(file, "tls", "ca_cert and ca_key go together");
     }
+    if let (Some(cert), Some(key)) = (&tls.ca_cert, &tls.ca_key) {
+        // The interception CA: readable, private key (0600), the two belonging together.
+        if let Err(e) = crate::tls::ca::InterceptCa::load(cert, key) {
+            d.error(file, e.config_key(), e.to_string());
+        }
+    }
     if let Some(p) = &tls.upstream_ca_file {
         if let Err(e) = std::fs::metadata(p) {
             d.error(

@@ -1,13 +1,15 @@
 //! The proxy: the shared [`Gate`] state (an atomically swapped [`Snapshot`] of the validated
 //! config with its per-destination upstream clients and metric handles), the accept loop with
 //! graceful drain ([`serve`]), and the request path:
-//! [`classify`] → [`forward`] (or [`connect`] for `CONNECT`) → [`upstream`].
+//! [`classify`] → [`forward`] (or [`connect`] for `CONNECT`, and [`intercept`] for the inner
+//! requests of an intercepted `CONNECT`) → [`upstream`].
 
 pub mod body;
 pub mod classify;
 pub mod connect;
 pub mod forward;
 pub mod headers;
+pub mod intercept;
 pub mod upstream;
 
 use crate::config::Config;
@@ -46,6 +48,8 @@ pub struct Snapshot {
     pub domestic: Route,
     /// The 451 `Link` header, when `gate.blocked_by_url` is set.
     pub blocked_by: Option<HeaderValue>,
+    /// TLS interception (CA, leaf minting), when `tls.ca_cert` and `tls.ca_key` are set.
+    pub intercept: Option<Arc<intercept::Interceptor>>,
 }
 
 /// Why a snapshot could not be built from a validated config.
@@ -54,13 +58,16 @@ pub enum BuildError {
     /// Upstream TLS roots.
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
+    /// The interception CA (`tls.ca_cert`, `tls.ca_key`).
+    #[error("interception CA: {0}")]
+    Ca(#[from] crate::tls::ca::CaError),
 }
 
 impl Snapshot {
     /// Builds clients and metric handles for `config`.
     ///
     /// # Errors
-    /// When the upstream CA file cannot be loaded.
+    /// When the upstream CA file or the interception CA cannot be loaded.
     pub fn build(config: Config, metrics: &Metrics) -> Result<Snapshot, BuildError> {
         let roots = Arc::new(root_store(config.tls.upstream_ca_file.as_deref())?);
         let verified = client_config(roots.clone(), true)?;
@@ -91,6 +98,18 @@ impl Snapshot {
         {
             metrics.tunnels.with_label_values(&[d.name.as_str()]);
         }
+        let intercept = intercept::Interceptor::load(&config.tls)?;
+        if intercept.is_some() {
+            for d in config
+                .destinations
+                .iter()
+                .filter(|d| d.tls == Some(crate::config::TlsMode::Intercept))
+            {
+                metrics
+                    .tls_client_errors
+                    .with_label_values(&[d.name.as_str()]);
+            }
+        }
         let blocked_by = config
             .gate
             .blocked_by_url
@@ -101,6 +120,7 @@ impl Snapshot {
             routes,
             domestic,
             blocked_by,
+            intercept,
         })
     }
 }
@@ -210,7 +230,7 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
 
 /// The HTTP/1.1 + h2c (prior knowledge) server settings: hyper's limits give 400 on malformed
 /// requests, 431 on oversized heads, and close slow clients after `timeouts.client_header_seconds`.
-fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
+pub(crate) fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
