@@ -3,4 +3,5 @@
 
 mod check;
 mod harness;
+mod intercept;
 mod proxy;
