@@ -49,8 +49,9 @@ impl std::fmt::Debug for Interceptor {
 }
 
 impl Interceptor {
-    /// Loads the interception CA of `tls`; `None` when no CA is configured (then `CONNECT` to
-    /// intercept destinations stays refused `uninspectable`).
+    /// Loads the interception CA of `tls`; `None` when no CA is configured or neither of its
+    /// files exists yet (then `CONNECT` to intercept destinations stays refused
+    /// `uninspectable`).
     ///
     /// # Errors
     /// When the CA cannot be loaded (unreadable, key readable by group or others, cert and key
@@ -59,7 +60,10 @@ impl Interceptor {
         let (Some(cert), Some(key)) = (&tls.ca_cert, &tls.ca_key) else {
             return Ok(None);
         };
-        let ca = InterceptCa::load(cert, key)?;
+        let Some(ca) = InterceptCa::load_if_present(cert, key)? else {
+            tracing::warn!(ca_cert = %cert.display(), "the interception CA does not exist yet (transfer-gate ca init); CONNECT to intercept destinations is refused");
+            return Ok(None);
+        };
         let minter = Arc::new(Minter::new(ca));
         Ok(Some(Arc::new(Interceptor {
             accept: server_config(minter.clone())?,
@@ -175,7 +179,20 @@ async fn serve<IO>(
         let gate = gate.clone();
         service_fn(move |req| inner(gate.clone(), conn, host.clone(), authority.clone(), req))
     };
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+    // Watched by the drain: on SIGTERM in-flight requests finish, then the connection closes.
+    let watcher = match gate
+        .intercepted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        Some(g) => g.watcher(),
+        None => return, // draining: accept no new intercepted connection
+    };
+    if let Err(e) = watcher
+        .watch(builder.serve_connection(TokioIo::new(tls), svc))
+        .await
+    {
         tracing::debug!(client = %conn.peer, destination, error = %e, "intercepted connection ended with an error");
     }
 }

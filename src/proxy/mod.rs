@@ -132,6 +132,9 @@ pub struct Gate {
     pub metrics: Metrics,
     /// Request id source.
     pub ids: headers::RequestIds,
+    /// Intercepted connections: their HTTP runs inside an upgraded `CONNECT`, outside the
+    /// listener's drain, so they are watched here; `None` once the drain has started.
+    pub(crate) intercepted: std::sync::Mutex<Option<GracefulShutdown>>,
 }
 
 impl Gate {
@@ -145,6 +148,7 @@ impl Gate {
             snapshot: ArcSwap::from_pointee(snap),
             metrics,
             ids: headers::RequestIds::default(),
+            intercepted: std::sync::Mutex::new(Some(GracefulShutdown::new())),
         };
         gate.publish_config_info();
         Ok(Arc::new(gate))
@@ -215,15 +219,24 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
     }
     drop(listener);
     let wait = gate.snapshot().config.gate.drain;
+    let intercepted = gate
+        .intercepted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     tracing::info!(
-        in_flight = graceful.count(),
+        in_flight = graceful.count() + intercepted.as_ref().map_or(0, GracefulShutdown::count),
         drain_seconds = wait.as_secs(),
         "draining proxy connections"
     );
-    if tokio::time::timeout(wait, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let all = async {
+        tokio::join!(graceful.shutdown(), async {
+            if let Some(g) = intercepted {
+                g.shutdown().await;
+            }
+        })
+    };
+    if tokio::time::timeout(wait, all).await.is_err() {
         tracing::warn!("drain time over; closing remaining connections");
     }
 }

@@ -156,6 +156,20 @@ impl InterceptCa {
         Ok(ca)
     }
 
+    /// Like [`load`](Self::load), but `None` when neither file exists yet (a fresh install
+    /// before `ca init`): interception is then unavailable and `CONNECT` to intercept
+    /// destinations stays refused `uninspectable` (fail closed).
+    ///
+    /// # Errors
+    /// As [`load`](Self::load), when either file exists.
+    pub fn load_if_present(cert: &Path, key: &Path) -> Result<Option<InterceptCa>, CaError> {
+        let absent = |p: &Path| matches!(p.symlink_metadata(), Err(e) if e.kind() == io::ErrorKind::NotFound);
+        if absent(cert) && absent(key) {
+            return Ok(None);
+        }
+        Self::load(cert, key).map(Some)
+    }
+
     fn from_pem(cert_pem: &str, key_pem: &str) -> Result<InterceptCa, PemError> {
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| PemError::Cert(e.to_string()))?;
@@ -340,6 +354,17 @@ mod tests {
         init(dir.path(), DEFAULT_CA_NAME, true).unwrap();
         assert_ne!(std::fs::read(&files.key).unwrap(), before);
         assert_eq!(mode(&files.key), 0o600);
+    }
+
+    #[test]
+    fn absent_files_are_no_ca_but_half_a_ca_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+        assert!(InterceptCa::load_if_present(&cert, &key).unwrap().is_none());
+        init(dir.path(), DEFAULT_CA_NAME, false).unwrap();
+        std::fs::remove_file(&key).unwrap();
+        let e = InterceptCa::load_if_present(&cert, &key).unwrap_err();
+        assert_eq!(e.config_key(), "tls.ca_key");
     }
 
     #[test]

@@ -417,6 +417,83 @@ async fn the_sni_must_be_the_connect_host() {
 }
 
 #[tokio::test]
+async fn sigterm_drains_in_flight_intercepted_requests() {
+    let up_ca = TestCa::new("upstream test CA");
+    let up = Upstream::builder()
+        .tls(up_ca.server_config(&["api.eu.test"]))
+        .delay(Duration::from_millis(1500))
+        .start()
+        .await;
+    let mut gate = with_gate_ca(GateBuilder::new(), Some(&up_ca))
+        .destination(eu(up.addr))
+        .start()
+        .await;
+    let ca = gate.dir().join("secrets/ca.pem");
+    for http1_only in [false, true] {
+        let c = client(&gate, &ca, http1_only);
+        c.get("https://api.eu.test/warm").send().await.unwrap();
+    }
+    let c2 = client(&gate, &ca, false);
+    let c1 = client(&gate, &ca, true);
+    let inflight = tokio::spawn(async move {
+        let (a, b) = tokio::join!(
+            c2.get("https://api.eu.test/long-h2").send(),
+            c1.get("https://api.eu.test/long-h1").send()
+        );
+        (a.map(|r| r.status()), b.map(|r| r.status()))
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    gate.signal("TERM");
+    let (a, b) = inflight.await.unwrap();
+    assert_eq!(a.unwrap(), 200, "in-flight h2 request was cut");
+    assert_eq!(b.unwrap(), 200, "in-flight http/1.1 request was cut");
+    let code = tokio::task::spawn_blocking(move || gate.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn interception_starts_after_ca_init_and_reload() {
+    let up_ca = TestCa::new("upstream test CA");
+    let up = Upstream::builder()
+        .tls(up_ca.server_config(&["api.eu.test"]))
+        .start()
+        .await;
+    // `[tls]` names a CA that does not exist yet (a fresh install): the gate starts, warns,
+    // and refuses CONNECT to the intercept destination.
+    let gate = GateBuilder::new()
+        .file("upstream-ca.pem", up_ca.cert_pem.as_bytes())
+        .section("[tls]\nca_cert = \"secrets/ca.pem\"\nca_key = \"secrets/ca.key\"\nupstream_ca_file = \"upstream-ca.pem\"")
+        .destination(eu(up.addr))
+        .start()
+        .await;
+    assert!(plain_logs(&gate).contains("ca init"));
+    let ca = gate.dir().join("secrets/ca.pem");
+    let proxy = gate.proxy_url();
+    let (code, _) = tokio::task::spawn_blocking(move || {
+        curl(&["--proxy", &proxy, "-k", "https://api.eu.test/x"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "CONNECT must be refused");
+    assert_eq!(
+        gate.metric("transfer_gate_decisions_total{decision=\"block\",destination=\"eu\",reason=\"uninspectable\"}").await,
+        1.0
+    );
+    assert!(ca_init(&gate.dir().join("secrets"), false).status.success());
+    gate.signal("HUP");
+    assert!(logs_contain(&gate, "configuration reloaded").await);
+    let r = client(&gate, &ca, false)
+        .get("https://api.eu.test/after-reload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.received().len(), 1);
+}
+
+#[tokio::test]
 async fn without_a_ca_intercept_destinations_stay_uninspectable() {
     let up = Upstream::http().await;
     let gate = GateBuilder::new().destination(eu(up.addr)).start().await;
