@@ -39,6 +39,72 @@ enum Command {
         #[arg(short, long, default_value = "config/gate.toml")]
         config: PathBuf,
     },
+    /// The TLS interception CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the interception CA: DIR/ca.pem (give it to clients) and DIR/ca.key (0600).
+    Init {
+        /// The directory to write ca.pem and ca.key into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing files (clients must then trust the new CA).
+        #[arg(long)]
+        force: bool,
+        /// The CA's common name, as clients will display it.
+        #[arg(long, default_value = transfer_gate::tls::ca::DEFAULT_CA_NAME)]
+        name: String,
+    },
+}
+
+fn ca_init(out: &std::path::Path, name: &str, force: bool) -> ExitCode {
+    let files = match transfer_gate::tls::ca::init(out, name, force) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("transfer-gate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (cert, key) = (files.cert.display(), files.key.display());
+    println!(
+        "Created the interception CA \"{name}\":
+  certificate  {cert}   (install it in the trust store of every client that uses the gate)
+  private key  {key}   (mode 0600; keep it on the gate host only, never copy it to clients)
+
+1. Point the gate at it in gate.toml (paths are relative to gate.toml), then restart or reload:
+
+     [tls]
+     ca_cert = \"{cert}\"
+     ca_key  = \"{key}\"
+
+2. Make clients trust it:
+
+   Debian/Ubuntu system store (curl, wget, Go, most OpenSSL programs):
+     sudo cp {cert} /usr/local/share/ca-certificates/transfer-gate.crt
+     sudo update-ca-certificates
+   RHEL/Fedora:
+     sudo cp {cert} /etc/pki/ca-trust/source/anchors/transfer-gate.pem && sudo update-ca-trust
+   One process, OpenSSL/Go/Ruby (the file replaces the default bundle, so include both):
+     cat /etc/ssl/certs/ca-certificates.crt {cert} > bundle.pem
+     export SSL_CERT_FILE=$PWD/bundle.pem
+   Node.js (adds to the built-in roots):
+     export NODE_EXTRA_CA_CERTS={cert}
+   Python requests (uses certifi, not the system store):
+     export REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt   # after update-ca-certificates
+   Java (JDK 9+):
+     keytool -importcert -noprompt -cacerts -storepass changeit -alias transfer-gate -file {cert}
+   curl, one call:
+     curl --proxy http://GATE:3128 --cacert {cert} https://…
+
+Clients that pin certificates cannot be intercepted: their handshakes fail and nothing is
+forwarded (transfer_gate_tls_client_errors_total counts them)."
+    );
+    ExitCode::SUCCESS
 }
 
 fn init_logs(format: LogFormat) {
@@ -78,6 +144,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Ca {
+            command: CaCommand::Init { out, force, name },
+        } => ca_init(&out, &name, force),
         Command::Run { config } => {
             init_logs(cli.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -38,6 +38,9 @@ pub const TUNNELS_TOTAL: &str = "transfer_gate_tunnels_total";
 pub const CONFIG_INFO: &str = "transfer_gate_config_info";
 /// `transfer_gate_upstream_errors_total` (not in the spec table; 502/504 by kind)
 pub const UPSTREAM_ERRORS: &str = "transfer_gate_upstream_errors_total";
+/// `transfer_gate_tls_client_errors_total` (not in the spec table; failed or refused client
+/// handshakes of intercepted connections: untrusted CA, pinning, missing or mismatched SNI)
+pub const TLS_CLIENT_ERRORS: &str = "transfer_gate_tls_client_errors_total";
 
 /// Every family the gate exports. Cheap to clone (each family is an `Arc` inside).
 #[derive(Clone)]
@@ -72,6 +75,8 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// Upstream failures by destination and kind (`unreachable`, `timeout`).
     pub upstream_errors: IntCounterVec,
+    /// Failed client handshakes of intercepted connections, by destination.
+    pub tls_client_errors: IntCounterVec,
     registry: Registry,
 }
 
@@ -161,6 +166,10 @@ impl Metrics {
                 opts(UPSTREAM_ERRORS, "Upstream exchanges that failed, by kind."),
                 &["destination", "kind"],
             )?,
+            tls_client_errors: IntCounterVec::new(
+                opts(TLS_CLIENT_ERRORS, "Client TLS handshakes of intercepted CONNECTs that failed or were refused (nothing was forwarded)."),
+                &["destination"],
+            )?,
             registry: registry.clone(),
         };
         registry.register(Box::new(m.entity_subjects.clone()))?;
@@ -178,6 +187,7 @@ impl Metrics {
         registry.register(Box::new(m.tunnels.clone()))?;
         registry.register(Box::new(m.config_info.clone()))?;
         registry.register(Box::new(m.upstream_errors.clone()))?;
+        registry.register(Box::new(m.tls_client_errors.clone()))?;
         Ok(m)
     }
 
@@ -226,6 +236,7 @@ mod tests {
         m.ledger_commit.with_label_values(&["local"]).observe(0.001);
         m.ledger_errors.with_label_values(&["local"]).inc();
         m.tunnels.with_label_values(&["domestic"]).inc();
+        m.tls_client_errors.with_label_values(&["eu"]).inc();
         m.config_info
             .with_label_values(&["abc", "cac-2024", "enforce"])
             .set(1);
@@ -245,6 +256,7 @@ mod tests {
             LEDGER_ERRORS,
             TUNNELS_TOTAL,
             CONFIG_INFO,
+            TLS_CLIENT_ERRORS,
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }

@@ -365,6 +365,15 @@ fn build(
     if tls.ca_cert.is_some() != tls.ca_key.is_some() {
         d.error(file, "tls", "ca_cert and ca_key go together");
     }
+    if let (Some(cert), Some(key)) = (&tls.ca_cert, &tls.ca_key) {
+        // The interception CA: readable, private key (0600), the two belonging together; both
+        // files absent (before `ca init`) leaves interception off, which fails closed.
+        match crate::tls::ca::InterceptCa::load_if_present(cert, key) {
+            Ok(Some(_)) => {}
+            Ok(None) => d.warn(file, "tls.ca_cert", format!("{} does not exist yet: create the CA with `transfer-gate ca init --out {}`; until then CONNECT to tls = \"intercept\" destinations is refused (uninspectable)", cert.display(), cert.parent().map(|p| p.display().to_string()).unwrap_or_else(|| ".".into()))),
+            Err(e) => d.error(file, e.config_key(), e.to_string()),
+        }
+    }
     if let Some(p) = &tls.upstream_ca_file {
         if let Err(e) = std::fs::metadata(p) {
             d.error(

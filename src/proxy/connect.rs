@@ -1,25 +1,27 @@
 //! `CONNECT`: a plain tunnel to domestic hosts and to destinations declared `tls = "tunnel"`
-//! (counted in `transfer_gate_tunnels_total`); everything else overseas is refused
-//! `uninspectable` (interception comes with the TLS interception issue) or
-//! `unknown_destination`. The upstream is dialled before the client gets its `200`, so an
-//! unreachable target is a 502, not a tunnel that dies at once.
+//! (counted in `transfer_gate_tunnels_total`, and audited: one `transfer_gate::audit` log line
+//! when the tunnel opens and one with its byte counts when it closes); TLS interception for
+//! destinations with `tls = "intercept"` when the interception CA is configured
+//! ([`super::intercept`]); everything else overseas is refused `uninspectable` or
+//! `unknown_destination`. A tunnel's upstream is dialled before the client gets its `200`, so
+//! an unreachable target is a 502, not a tunnel that dies at once.
 
 use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
-use super::forward::{count, refuse};
-use super::{Gate, Snapshot};
+use super::forward::{count, refuse, Conn};
+use super::{intercept, Gate, Snapshot};
 use crate::config::TlsMode;
 use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpStream;
 
 /// Handles a `CONNECT host:port` request.
 pub async fn handle(
-    gate: &Gate,
+    gate: &Arc<Gate>,
     snap: &Snapshot,
-    peer: SocketAddr,
+    conn: Conn,
     mut req: Request<Incoming>,
     request_id: &str,
 ) -> (Response<GateBody>, &'static str) {
@@ -47,8 +49,11 @@ pub async fn handle(
         Class::Domestic => (DOMESTIC_LABEL, auth.as_str().to_owned()),
         Class::Destination(i) => {
             let d = &snap.config.destinations[i];
-            match d.tls {
-                Some(TlsMode::Tunnel) => (
+            match (d.tls, &snap.intercept) {
+                (Some(TlsMode::Intercept), Some(icpt)) => {
+                    return intercept::start(gate, icpt, conn, &mut req, &d.name, auth, request_id);
+                }
+                (Some(TlsMode::Tunnel), _) => (
                     d.name.as_str(),
                     d.connect_to
                         .clone()
@@ -96,6 +101,14 @@ pub async fn handle(
     };
     let decision = count(gate, label, reason);
     gate.metrics.tunnels.with_label_values(&[label]).inc();
+    let peer = conn.peer;
+    let audited = reason == Reason::Tunnel;
+    if audited {
+        // Audit trail of blind tunnels (until the audit log module exists, a structured line
+        // on the `transfer_gate::audit` target).
+        tracing::info!(target: "transfer_gate::audit", request_id, client = %peer, destination = label, method = "CONNECT", decision, reason = reason.as_str(), "tunnel opened");
+    }
+    let destination = label.to_owned();
     let up = gate.metrics.bytes.with_label_values(&[label, "upstream"]);
     let down = gate.metrics.bytes.with_label_values(&[label, "downstream"]);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -109,6 +122,9 @@ pub async fn handle(
                     Ok((from_client, from_upstream)) => {
                         up.inc_by(from_client);
                         down.inc_by(from_upstream);
+                        if audited {
+                            tracing::info!(target: "transfer_gate::audit", request_id, client = %peer, destination, bytes_upstream = from_client, bytes_downstream = from_upstream, "tunnel closed");
+                        }
                     }
                     Err(e) => {
                         tracing::debug!(request_id, %peer, error = %e, "tunnel closed with an error")

@@ -55,7 +55,7 @@ pub async fn handle(
             "block",
         )
     } else if req.method() == Method::CONNECT {
-        super::connect::handle(&gate, &snap, conn.peer, req, &request_id).await
+        super::connect::handle(&gate, &snap, conn, req, &request_id).await
     } else {
         route(&gate, &snap, conn, req, &request_id).await
     };
@@ -163,24 +163,62 @@ async fn route(
             (resp, decision)
         }
         Class::Destination(i) => {
-            let dest = &snap.config.destinations[i];
-            if wants_upgrade(req.headers()) {
-                return refuse(gate, snap, Refusal::new(Reason::Uninspectable, dest.name.clone()), request_id);
-            }
-            if let Some(len) = content_length(&req) {
-                if len > snap.config.inspection.max_body_bytes {
-                    return (respond::too_large(request_id), "block");
-                }
-            }
-            // Inspection seam: the streaming inspection engine and the policy decide here
-            // (see MeteredBody); until they are wired in, traffic to a registered
-            // destination is forwarded as allowed.
-            let decision = count(gate, &dest.name, Reason::Allowed);
-            let scheme = if dest.upstream_https { Scheme::HTTPS } else { target.scheme };
-            let resp = forward(gate, snap, &snap.routes[i], &dest.name, scheme, target.authority, req, request_id).await;
-            (resp, decision)
+            serve_destination(gate, snap, i, conn, target.scheme, target.authority, req, request_id).await
         }
     }
+}
+
+/// Handles one request to the registered destination `dest_index` (of `snap`): the path every
+/// request to a destination takes, from a plain-HTTP client ([`route`]) and for each inner
+/// request of an intercepted `CONNECT` (`proxy::intercept`, scheme `https`, authority the
+/// `CONNECT` target).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_destination(
+    gate: &Gate,
+    snap: &Snapshot,
+    dest_index: usize,
+    _conn: Conn,
+    scheme: Scheme,
+    authority: Authority,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> (Response<GateBody>, &'static str) {
+    let i = dest_index;
+    let dest = &snap.config.destinations[i];
+    if wants_upgrade(req.headers()) {
+        return refuse(
+            gate,
+            snap,
+            Refusal::new(Reason::Uninspectable, dest.name.clone()),
+            request_id,
+        );
+    }
+    if let Some(len) = content_length(&req) {
+        if len > snap.config.inspection.max_body_bytes {
+            return (respond::too_large(request_id), "block");
+        }
+    }
+    // Inspection seam: the streaming inspection engine and the policy decide here
+    // (see MeteredBody); until they are wired in, traffic to a registered
+    // destination is forwarded as allowed.
+    let decision = count(gate, &dest.name, Reason::Allowed);
+    let scheme = if dest.upstream_https {
+        Scheme::HTTPS
+    } else {
+        scheme
+    };
+    let resp = forward(
+        gate,
+        snap,
+        &snap.routes[i],
+        &dest.name,
+        scheme,
+        authority,
+        req,
+        request_id,
+    )
+    .await;
+    (resp, decision)
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {

@@ -1,13 +1,15 @@
 //! The proxy: the shared [`Gate`] state (an atomically swapped [`Snapshot`] of the validated
 //! config with its per-destination upstream clients and metric handles), the accept loop with
 //! graceful drain ([`serve`]), and the request path:
-//! [`classify`] → [`forward`] (or [`connect`] for `CONNECT`) → [`upstream`].
+//! [`classify`] → [`forward`] (or [`connect`] for `CONNECT`, and [`intercept`] for the inner
+//! requests of an intercepted `CONNECT`) → [`upstream`].
 
 pub mod body;
 pub mod classify;
 pub mod connect;
 pub mod forward;
 pub mod headers;
+pub mod intercept;
 pub mod upstream;
 
 use crate::config::Config;
@@ -48,6 +50,8 @@ pub struct Snapshot {
     pub blocked_by: Option<HeaderValue>,
     /// The admin bearer token, when `gate.admin_token_file` is set.
     pub admin_token: Option<String>,
+    /// TLS interception (CA, leaf minting), when `tls.ca_cert` and `tls.ca_key` are set.
+    pub intercept: Option<Arc<intercept::Interceptor>>,
 }
 
 /// Why a snapshot could not be built from a validated config.
@@ -59,13 +63,16 @@ pub enum BuildError {
     /// The admin token file could not be read.
     #[error("admin token file {0}")]
     Token(String),
+    /// The interception CA (`tls.ca_cert`, `tls.ca_key`).
+    #[error("interception CA: {0}")]
+    Ca(#[from] crate::tls::ca::CaError),
 }
 
 impl Snapshot {
     /// Builds clients and metric handles for `config`.
     ///
     /// # Errors
-    /// When the upstream CA file cannot be loaded.
+    /// When the upstream CA file or the interception CA cannot be loaded.
     pub fn build(config: Config, metrics: &Metrics) -> Result<Snapshot, BuildError> {
         let roots = Arc::new(root_store(config.tls.upstream_ca_file.as_deref())?);
         let verified = client_config(roots.clone(), true)?;
@@ -96,6 +103,18 @@ impl Snapshot {
         {
             metrics.tunnels.with_label_values(&[d.name.as_str()]);
         }
+        let intercept = intercept::Interceptor::load(&config.tls)?;
+        if intercept.is_some() {
+            for d in config
+                .destinations
+                .iter()
+                .filter(|d| d.tls == Some(crate::config::TlsMode::Intercept))
+            {
+                metrics
+                    .tls_client_errors
+                    .with_label_values(&[d.name.as_str()]);
+            }
+        }
         let blocked_by = config
             .gate
             .blocked_by_url
@@ -116,6 +135,7 @@ impl Snapshot {
             domestic,
             blocked_by,
             admin_token,
+            intercept,
         })
     }
 }
@@ -129,6 +149,9 @@ pub struct Gate {
     pub ids: headers::RequestIds,
     /// The audit trail.
     pub audit: crate::audit::Audit,
+    /// Intercepted connections: their HTTP runs inside an upgraded `CONNECT`, outside the
+    /// listener's drain, so they are watched here; `None` once the drain has started.
+    pub(crate) intercepted: std::sync::Mutex<Option<GracefulShutdown>>,
 }
 
 impl Gate {
@@ -147,6 +170,7 @@ impl Gate {
             metrics,
             ids: headers::RequestIds::default(),
             audit,
+            intercepted: std::sync::Mutex::new(Some(GracefulShutdown::new())),
         };
         gate.publish_config_info();
         Ok(Arc::new(gate))
@@ -217,22 +241,31 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
     }
     drop(listener);
     let wait = gate.snapshot().config.gate.drain;
+    let intercepted = gate
+        .intercepted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     tracing::info!(
-        in_flight = graceful.count(),
+        in_flight = graceful.count() + intercepted.as_ref().map_or(0, GracefulShutdown::count),
         drain_seconds = wait.as_secs(),
         "draining proxy connections"
     );
-    if tokio::time::timeout(wait, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let all = async {
+        tokio::join!(graceful.shutdown(), async {
+            if let Some(g) = intercepted {
+                g.shutdown().await;
+            }
+        })
+    };
+    if tokio::time::timeout(wait, all).await.is_err() {
         tracing::warn!("drain time over; closing remaining connections");
     }
 }
 
 /// The HTTP/1.1 + h2c (prior knowledge) server settings: hyper's limits give 400 on malformed
 /// requests, 431 on oversized heads, and close slow clients after `timeouts.client_header_seconds`.
-fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
+pub(crate) fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())

@@ -1,4 +1,8 @@
-//! TLS: the client side towards upstreams ([`client`]); interception (CA, leaf minting) comes
-//! with the interception issue.
+//! TLS: the client side towards upstreams ([`client`]), and interception: the CA that
+//! `ca init` creates and the gate loads ([`ca`]), and the leaf certificates minted per server
+//! name with a bounded cache, plus the rustls server config of intercepted connections
+//! ([`mint`]). The connection handling itself is `proxy::intercept`.
 
+pub mod ca;
 pub mod client;
+pub mod mint;

@@ -4,4 +4,5 @@
 mod check;
 mod harness;
 mod ledger_crash;
+mod intercept;
 mod proxy;

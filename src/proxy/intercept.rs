@@ -1,0 +1,335 @@
+//! TLS interception of `CONNECT host:port` to a destination with `tls = "intercept"`.
+//!
+//! The client gets `200` at once; on the upgraded connection the gate reads the ClientHello,
+//! refuses a missing SNI or one that is not the `CONNECT` host (a TLS alert, nothing
+//! forwarded), and otherwise completes the handshake with a leaf minted for that name by the
+//! interception CA ([`crate::tls::mint`]), offering ALPN `h2` and `http/1.1`. Each inner request
+//! then takes exactly the path of a plain request to that destination
+//! ([`forward::serve_destination`]: the same checks, counting, metrics — and inspection, policy
+//! and audit when they are wired in there), with scheme `https` and the `CONNECT` target as
+//! authority, so the gate opens its own verified TLS connection upstream with the destination's
+//! pooled client (`connect_to` honoured).
+//!
+//! A client that does not trust the CA (or pins certificates) fails its handshake: the gate logs
+//! a TLS client error with the SNI, at most one line per second, and counts it in
+//! `transfer_gate_tls_client_errors_total{destination}`.
+
+use super::classify::{classify, Class};
+use super::forward::{self, refuse, Conn};
+use super::{BuildError, Gate, Snapshot};
+use crate::config::{TlsMode, TlsSettings};
+use crate::respond::{self, GateBody, Reason, Refusal};
+use crate::tls::ca::InterceptCa;
+use crate::tls::mint::{refusing_config, server_config, Minter};
+use http::uri::{Authority, Scheme};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rustls::ServerConfig;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_rustls::LazyConfigAcceptor;
+
+/// The interception state of one configuration snapshot: the leaf minter and the rustls server
+/// configs (shared by every intercepted connection, so session resumption works across them).
+pub struct Interceptor {
+    minter: Arc<Minter>,
+    accept: Arc<ServerConfig>,
+    refuse: Arc<ServerConfig>,
+    client_errors: LogLimiter,
+}
+
+impl std::fmt::Debug for Interceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interceptor").finish_non_exhaustive()
+    }
+}
+
+impl Interceptor {
+    /// Loads the interception CA of `tls`; `None` when no CA is configured or neither of its
+    /// files exists yet (then `CONNECT` to intercept destinations stays refused
+    /// `uninspectable`).
+    ///
+    /// # Errors
+    /// When the CA cannot be loaded (unreadable, key readable by group or others, cert and key
+    /// not matching) or the TLS provider fails.
+    pub fn load(tls: &TlsSettings) -> Result<Option<Arc<Interceptor>>, BuildError> {
+        let (Some(cert), Some(key)) = (&tls.ca_cert, &tls.ca_key) else {
+            return Ok(None);
+        };
+        let Some(ca) = InterceptCa::load_if_present(cert, key)? else {
+            tracing::warn!(ca_cert = %cert.display(), "the interception CA does not exist yet (transfer-gate ca init); CONNECT to intercept destinations is refused");
+            return Ok(None);
+        };
+        let minter = Arc::new(Minter::new(ca));
+        Ok(Some(Arc::new(Interceptor {
+            accept: server_config(minter.clone())?,
+            refuse: refusing_config()?,
+            minter,
+            client_errors: LogLimiter::new(Duration::from_secs(1)),
+        })))
+    }
+
+    /// The leaf minter (its cache size is observable).
+    pub fn minter(&self) -> &Minter {
+        &self.minter
+    }
+}
+
+/// Answers an intercepted `CONNECT` with `200` and serves the upgraded connection in a task.
+pub(super) fn start(
+    gate: &Arc<Gate>,
+    icpt: &Arc<Interceptor>,
+    conn: Conn,
+    req: &mut Request<Incoming>,
+    destination: &str,
+    authority: Authority,
+    request_id: &str,
+) -> (Response<GateBody>, &'static str) {
+    let on_upgrade = hyper::upgrade::on(req);
+    let (gate, icpt, destination) = (gate.clone(), icpt.clone(), destination.to_owned());
+    tracing::debug!(request_id, destination, "intercepting CONNECT");
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                serve(
+                    gate,
+                    icpt,
+                    conn,
+                    TokioIo::new(upgraded),
+                    destination,
+                    authority,
+                )
+                .await
+            }
+            Err(e) => tracing::debug!(peer = %conn.peer, error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    let mut resp = Response::new(respond::empty());
+    *resp.status_mut() = StatusCode::OK;
+    (resp, "allow")
+}
+
+/// The TLS handshake and the inner HTTP connection.
+async fn serve<IO>(
+    gate: Arc<Gate>,
+    icpt: Arc<Interceptor>,
+    conn: Conn,
+    io: IO,
+    destination: String,
+    authority: Authority,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let host: Arc<str> = Arc::from(authority.host().trim_end_matches('.').to_ascii_lowercase());
+    let handshake_timeout = gate.snapshot().config.timeouts.client_header;
+    let failed = |sni: Option<&str>, what: &str, error: &dyn std::fmt::Display| {
+        gate.metrics
+            .tls_client_errors
+            .with_label_values(&[destination.as_str()])
+            .inc();
+        if let Some(suppressed) = icpt.client_errors.admit() {
+            tracing::warn!(client = %conn.peer, destination, connect_host = &*host, sni = sni.unwrap_or("-"), suppressed, error = %error, "TLS client error: {what}; nothing forwarded");
+        }
+    };
+    let lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout(handshake_timeout, lazy).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return failed(None, "no TLS ClientHello", &e),
+        Err(_) => return failed(None, "no TLS ClientHello in time", &"timeout"),
+    };
+    let sni = start
+        .client_hello()
+        .server_name()
+        .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+    let refused = match sni.as_deref() {
+        None => Some("the client sent no SNI"),
+        Some(s) if s != &*host => Some("the SNI is not the CONNECT host"),
+        Some(_) => None,
+    };
+    let sni = sni.map(|mut s| {
+        s.truncate(253);
+        s
+    });
+    if let Some(why) = refused {
+        failed(sni.as_deref(), "handshake refused", &why);
+        // Finish with an alert, so the client reports a handshake failure rather than a reset.
+        let _ =
+            tokio::time::timeout(handshake_timeout, start.into_stream(icpt.refuse.clone())).await;
+        return;
+    }
+    let tls = match tokio::time::timeout(handshake_timeout, start.into_stream(icpt.accept.clone()))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return failed(
+                sni.as_deref(),
+                "handshake failed (does the client trust the gate's CA?)",
+                &e,
+            )
+        }
+        Err(_) => return failed(sni.as_deref(), "handshake timed out", &"timeout"),
+    };
+    let builder = super::server_builder(&gate.snapshot().config);
+    let svc = {
+        let gate = gate.clone();
+        service_fn(move |req| inner(gate.clone(), conn, host.clone(), authority.clone(), req))
+    };
+    // Watched by the drain: on SIGTERM in-flight requests finish, then the connection closes.
+    let watcher = match gate
+        .intercepted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        Some(g) => g.watcher(),
+        None => return, // draining: accept no new intercepted connection
+    };
+    if let Err(e) = watcher
+        .watch(builder.serve_connection(TokioIo::new(tls), svc))
+        .await
+    {
+        tracing::debug!(client = %conn.peer, destination, error = %e, "intercepted connection ended with an error");
+    }
+}
+
+/// One request inside an intercepted connection.
+async fn inner(
+    gate: Arc<Gate>,
+    conn: Conn,
+    host: Arc<str>,
+    authority: Authority,
+    mut req: Request<Incoming>,
+) -> Result<Response<GateBody>, Infallible> {
+    let started = Instant::now();
+    let request_id = gate.ids.assign(req.headers_mut());
+    let snap = gate.snapshot();
+    let (resp, decision) = match still_intercepted(&snap, &host) {
+        Some(i) if req.method() == Method::CONNECT => {
+            let name = snap.config.destinations[i].name.clone();
+            refuse(&gate, &snap, Refusal::new(Reason::Uninspectable, name), &request_id)
+        }
+        Some(_) if !names_host(&req, &host) => (
+            respond::error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "This connection was opened for another host; send the request through a CONNECT to its own host.",
+                &request_id,
+            ),
+            "block",
+        ),
+        Some(i) => {
+            forward::serve_destination(&gate, &snap, i, conn, Scheme::HTTPS, authority, req, &request_id)
+                .await
+        }
+        // The configuration changed under the open connection: the client must reconnect and
+        // get what a CONNECT to this host gets now.
+        None => (
+            respond::error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                "The gate's configuration for this host changed; open a new connection.",
+                &request_id,
+            ),
+            "block",
+        ),
+    };
+    gate.metrics
+        .duration(decision)
+        .observe(started.elapsed().as_secs_f64());
+    Ok(resp)
+}
+
+/// The destination index of `host` if it is still an intercepted destination in `snap`.
+fn still_intercepted(snap: &Snapshot, host: &str) -> Option<usize> {
+    match classify(&snap.config, host) {
+        Class::Destination(i)
+            if snap.config.destinations[i].tls == Some(TlsMode::Intercept)
+                && snap.intercept.is_some() =>
+        {
+            Some(i)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the inner request names the `CONNECT` host (or no host at all).
+fn names_host(req: &Request<Incoming>, host: &str) -> bool {
+    let same = |h: &str| h.trim_end_matches('.').eq_ignore_ascii_case(host);
+    if let Some(h) = req.uri().host() {
+        return same(h);
+    }
+    match req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(v) => v.parse::<Authority>().is_ok_and(|a| same(a.host())),
+        None => true,
+    }
+}
+
+/// Lets at most one log line through per `every`, counting the ones it held back.
+#[derive(Debug)]
+pub struct LogLimiter {
+    origin: Instant,
+    every_ms: u64,
+    /// Milliseconds since `origin` (plus `every_ms`) of the last admitted line; 0: none yet.
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogLimiter {
+    /// A limiter admitting one line per `every`.
+    pub fn new(every: Duration) -> Self {
+        LogLimiter {
+            origin: Instant::now(),
+            every_ms: every.as_millis().try_into().unwrap_or(u64::MAX).max(1),
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last admitted one)` when a line may be logged now.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Option<u64> {
+        let now_ms = u64::try_from(now.saturating_duration_since(self.origin).as_millis())
+            .unwrap_or(u64::MAX - self.every_ms)
+            + self.every_ms;
+        let last = self.last.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < self.every_ms
+            || self
+                .last
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_limiter_admits_one_line_per_period() {
+        let l = LogLimiter::new(Duration::from_secs(1));
+        let t0 = l.origin;
+        assert_eq!(l.admit_at(t0), Some(0));
+        assert_eq!(l.admit_at(t0 + Duration::from_millis(10)), None);
+        assert_eq!(l.admit_at(t0 + Duration::from_millis(999)), None);
+        assert_eq!(l.admit_at(t0 + Duration::from_millis(1000)), Some(2));
+        assert_eq!(l.admit_at(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(l.admit_at(t0 + Duration::from_secs(5)), Some(1));
+    }
+}
