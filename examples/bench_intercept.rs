@@ -53,9 +53,7 @@ async fn upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Result<SocketAddr> 
                 let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                     // Read the whole body, as a real upstream would.
                     let _ = http_body_util::BodyExt::collect(req.into_body()).await;
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        b"ok",
-                    ))))
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
                 });
                 let b = auto::Builder::new(TokioExecutor::new());
                 match tls {

@@ -41,6 +41,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The ledger (or its hash key) could not be opened.
+    #[error("ledger: {0}")]
+    Ledger(String),
     /// Building the runtime state failed.
     #[error(transparent)]
     Build(#[from] proxy::BuildError),
@@ -93,13 +96,34 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
             source,
         }
     })?;
-    let gate = Gate::new(cfg, metrics, audit)?;
+    let hasher = crate::ledger::SubjectHasher::load_or_create(&cfg.ledger.hash_key_file)
+        .map_err(|e| StartError::Ledger(e.to_string()))?;
+    let clock: Arc<dyn crate::model::Clock> = Arc::new(crate::model::SystemClock);
+    let ledger = open_ledger(&cfg, clock.clone()).await?;
+    let gate = Gate::new(cfg, metrics, audit, ledger, hasher, clock).await?;
+    let refresher = {
+        let gate = gate.clone();
+        let mut drain = drain.watcher();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let snap = gate.snapshot();
+                        snap.gauges.refresh(gate.ledger.as_ref(), gate.clock.now()).await;
+                    }
+                    _ = drain.signaled() => break,
+                }
+            }
+        })
+    };
     let p = tokio::spawn(proxy::serve(gate.clone(), proxy_l, drain.watcher()));
     let a = tokio::spawn(crate::admin::serve(gate.clone(), admin_l, drain.watcher()));
     let g = gate.clone();
     let done = tokio::spawn(async move {
         let _ = p.await;
         let _ = a.await;
+        let _ = refresher.await;
         g.audit.flush().await;
     });
     Ok(Running {
@@ -108,6 +132,39 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
         admin_addr,
         done,
     })
+}
+
+/// Opens the configured ledger backend (recovering the local one from its files).
+///
+/// # Errors
+/// [`StartError::Ledger`] when it cannot be opened.
+pub async fn open_ledger(
+    cfg: &Config,
+    clock: Arc<dyn crate::model::Clock>,
+) -> Result<Arc<dyn crate::ledger::Ledger>, StartError> {
+    use crate::config::Backend;
+    use crate::ledger::{LocalLedger, LocalOptions};
+    match &cfg.ledger.backend {
+        Backend::Local => {
+            let dir = cfg.gate.data_dir.clone();
+            let opts = LocalOptions { clock, ..LocalOptions::default() };
+            let l = tokio::task::spawn_blocking(move || LocalLedger::open_in_data_dir(&dir, opts))
+                .await
+                .map_err(|e| StartError::Ledger(e.to_string()))?
+                .map_err(|e| StartError::Ledger(e.to_string()))?;
+            let r = l.recovery();
+            tracing::info!(
+                snapshot_seq = r.snapshot_seq,
+                frames_replayed = r.frames_replayed,
+                bytes_cut = r.bytes_cut,
+                "local ledger recovered"
+            );
+            Ok(Arc::new(l))
+        }
+        Backend::Redis { .. } | Backend::RedisCluster { .. } => Err(StartError::Ledger(
+            "the redis backend is not available in this build yet (issue 8); use backend = \"local\"".into(),
+        )),
+    }
 }
 
 /// Loads the configuration at `path` off the async runtime.
@@ -132,7 +189,7 @@ pub async fn load(path: PathBuf) -> Result<(Config, Vec<Diagnostic>), Vec<Diagno
 /// Every diagnostic (or the build error) when the new files cannot be used.
 pub async fn reload(gate: &Gate, path: &Path) -> Result<Vec<Diagnostic>, Vec<String>> {
     match load(path.to_path_buf()).await {
-        Ok((cfg, warnings)) => match gate.reload(cfg) {
+        Ok((cfg, warnings)) => match gate.reload(cfg).await {
             Ok(()) => Ok(warnings),
             Err(e) => Err(vec![e.to_string()]),
         },

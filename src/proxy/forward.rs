@@ -4,12 +4,19 @@
 
 use super::body::MeteredBody;
 use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
+use super::enforce::{self, Batch, Outcome};
+use super::gated::{Ctx, GatedBody, Shared, Summary};
 use super::headers::{add_via, strip_hop_by_hop, wants_upgrade};
 use super::upstream::is_connect_timeout;
 use super::{Gate, Route, Snapshot};
+use crate::audit::AuditRecord;
+use crate::inspect::{self, Scanner};
+use crate::model::shanghai_date;
+use crate::policy;
 use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -137,8 +144,8 @@ fn target(req: &Request<Incoming>, local: SocketAddr) -> Result<Target, &'static
 }
 
 async fn route(
-    gate: &Gate,
-    snap: &Snapshot,
+    gate: &Arc<Gate>,
+    snap: &Arc<Snapshot>,
     conn: Conn,
     req: Request<Incoming>,
     request_id: &str,
@@ -159,7 +166,10 @@ async fn route(
         ),
         Class::Domestic => {
             let decision = count(gate, DOMESTIC_LABEL, Reason::Domestic);
-            let resp = forward(gate, snap, &snap.domestic, DOMESTIC_LABEL, target.scheme, target.authority, req, request_id).await;
+            let resp = {
+                let (parts, body) = req.into_parts();
+                forward(gate, snap, &snap.domestic, DOMESTIC_LABEL, target.scheme, target.authority, parts, body, request_id, None).await
+            };
             (resp, decision)
         }
         Class::Destination(i) => {
@@ -171,13 +181,16 @@ async fn route(
 /// Handles one request to the registered destination `dest_index` (of `snap`): the path every
 /// request to a destination takes, from a plain-HTTP client ([`route`]) and for each inner
 /// request of an intercepted `CONNECT` (`proxy::intercept`, scheme `https`, authority the
-/// `CONNECT` target).
+/// `CONNECT` target). Steps: refuse what cannot be inspected → inspect the head (query,
+/// subject headers, important-data paths) → a body up to `atomic_body_bytes` is read whole and
+/// judged with the head, all or nothing; a larger or open-ended body is judged record by record
+/// while it streams ([`super::gated`]) → forward → audit and count the decision.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_destination(
-    gate: &Gate,
-    snap: &Snapshot,
+    gate: &Arc<Gate>,
+    snap: &Arc<Snapshot>,
     dest_index: usize,
-    _conn: Conn,
+    conn: Conn,
     scheme: Scheme,
     authority: Authority,
     req: Request<Incoming>,
@@ -185,28 +198,198 @@ pub(crate) async fn serve_destination(
 ) -> (Response<GateBody>, &'static str) {
     let i = dest_index;
     let dest = &snap.config.destinations[i];
+    let mut audit = AuditRecord::new(
+        request_id,
+        conn.peer,
+        &dest.name,
+        req.method().as_str(),
+        req.uri().path(),
+    );
     if wants_upgrade(req.headers()) {
-        return refuse(
+        return refuse_audited(
             gate,
             snap,
             Refusal::new(Reason::Uninspectable, dest.name.clone()),
             request_id,
-        );
+            audit,
+        )
+        .await;
     }
     if let Some(len) = content_length(&req) {
         if len > snap.config.inspection.max_body_bytes {
             return (respond::too_large(request_id), "block");
         }
     }
-    // Inspection seam: the streaming inspection engine and the policy decide here
-    // (see MeteredBody); until they are wired in, traffic to a registered
-    // destination is forwarded as allowed.
-    let decision = count(gate, &dest.name, Reason::Allowed);
     let scheme = if dest.upstream_https {
         Scheme::HTTPS
     } else {
         scheme
     };
+    let now = gate.clock.now();
+    let today = shanghai_date(now);
+    let cfg = &snap.config;
+    let unreadable = dest.unreadable.unwrap_or(cfg.inspection.unreadable);
+    let enforce = policy::enforce(cfg);
+
+    // The head: query, subject headers, important-data rules by path and query field.
+    let rules: Vec<&crate::config::ImportantData> = cfg
+        .important_data
+        .iter()
+        .filter(|r| {
+            r.destinations
+                .as_ref()
+                .is_none_or(|ds| ds.iter().any(|d| d == &dest.name))
+        })
+        .collect();
+    let important_fields: Vec<String> = rules
+        .iter()
+        .flat_map(|r| r.fields.iter().cloned())
+        .collect();
+    let mut head = Batch::default();
+    head.important = rules
+        .iter()
+        .any(|r| r.paths.iter().any(|g| g.matches(req.uri().path())));
+    if let Some(q) = req.uri().query() {
+        let f = inspect::inspect_query(&snap.inspect, q, today, dest.sensitive);
+        for s in f.subjects() {
+            head.add_owned(&gate.hasher, &s);
+        }
+        head.important |= f.watched_seen.iter().any(|w| important_fields.contains(w));
+    }
+    if !cfg.inspection.headers.is_empty() {
+        let f = inspect::inspect_headers(&snap.inspect, req.headers(), today, dest.sensitive);
+        for s in f.subjects() {
+            head.add_owned(&gate.hasher, &s);
+        }
+    }
+
+    let (parts, body) = req.into_parts();
+    let ct = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let ce = parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let atomic_limit = cfg.inspection.atomic_body_bytes;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let atomic = body.is_end_stream() || declared.is_some_and(|n| n <= atomic_limit);
+    let mut scanner = Scanner::new(
+        snap.inspect.clone(),
+        ct.as_deref(),
+        ce.as_deref(),
+        today,
+        dest.sensitive,
+    );
+
+    if atomic {
+        // Judged whole: nothing is forwarded until the decision.
+        let bytes = match read_whole(body, atomic_limit, cfg.timeouts.idle).await {
+            Ok(b) => b,
+            Err(ReadError::TooLarge) => return (respond::too_large(request_id), "block"),
+            Err(ReadError::Client) => {
+                return (
+                    respond::bad_request("the request body could not be read", request_id),
+                    "block",
+                )
+            }
+        };
+        let mut summary = Summary::default();
+        let mut batch = head;
+        if !bytes.is_empty() {
+            match scanner.feed(&bytes).and_then(|()| scanner.finish()) {
+                Ok(()) => {
+                    for r in scanner.records().iter() {
+                        batch.add_record(&gate.hasher, r);
+                    }
+                    batch.important |= scanner
+                        .watched_fields_seen()
+                        .any(|w| important_fields.iter().any(|x| x == w));
+                }
+                Err(e) if unreadable == crate::config::Unreadable::Allow => {
+                    tracing::info!(
+                        request_id,
+                        kind = e.kind(),
+                        "unreadable body allowed by configuration"
+                    );
+                    summary.unreadable_allowed = true;
+                }
+                Err(e) => {
+                    tracing::info!(request_id, kind = e.kind(), destination = %dest.name, "unreadable body");
+                    let refusal = Refusal::new(Reason::UnreadableBody, dest.name.clone());
+                    if enforce {
+                        return refuse_audited(gate, snap, refusal, request_id, audit).await;
+                    }
+                    summary.refusal = Some(refusal);
+                    summary.observed = true;
+                }
+            }
+        }
+        let verdict = enforce::judge(gate, snap, i, &batch, now).await;
+        summary.absorb(&verdict);
+        match verdict.outcome {
+            Outcome::Block | Outcome::Unavailable => {
+                let refusal = summary
+                    .refusal
+                    .clone()
+                    .unwrap_or_else(|| Refusal::new(verdict.reason, dest.name.clone()));
+                fill_audit(&mut audit, snap, &summary);
+                return refuse_audited(gate, snap, refusal, request_id, audit).await;
+            }
+            Outcome::Pass | Outcome::Allow | Outcome::WouldBlock => {}
+        }
+        audit.bytes = bytes.len() as u64;
+        let body = respond::full(bytes);
+        let resp = forward(
+            gate,
+            snap,
+            &snap.routes[i],
+            &dest.name,
+            scheme,
+            authority,
+            parts,
+            body,
+            request_id,
+            None,
+        )
+        .await;
+        let decision = finish(gate, &dest.name, &mut audit, snap, &summary).await;
+        return (resp, decision);
+    }
+
+    // Streamed: judge the head first (the URL goes upstream before any body byte).
+    let mut summary = Summary::default();
+    if !head.is_empty() {
+        let verdict = enforce::judge(gate, snap, i, &head, now).await;
+        summary.absorb(&verdict);
+        if matches!(verdict.outcome, Outcome::Block | Outcome::Unavailable) {
+            let refusal = summary
+                .refusal
+                .clone()
+                .unwrap_or_else(|| Refusal::new(verdict.reason, dest.name.clone()));
+            fill_audit(&mut audit, snap, &summary);
+            return refuse_audited(gate, snap, refusal, request_id, audit).await;
+        }
+    }
+    let shared: Shared = Arc::new(std::sync::Mutex::new(summary));
+    let ctx = Arc::new(Ctx {
+        gate: gate.clone(),
+        snap: snap.clone(),
+        dest: i,
+        now,
+        important_fields,
+        unreadable,
+        enforce,
+    });
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let body = GatedBody::new(body, ctx, scanner, shared.clone(), done_tx).boxed_unsync();
     let resp = forward(
         gate,
         snap,
@@ -214,11 +397,137 @@ pub(crate) async fn serve_destination(
         &dest.name,
         scheme,
         authority,
-        req,
+        parts,
+        body,
         request_id,
+        Some(&shared),
     )
     .await;
-    (resp, decision)
+    // The body may still be streaming: the audit line waits for its end.
+    let refused_now = take_refusal(&shared);
+    let (g, s, sh, name) = (
+        gate.clone(),
+        snap.clone(),
+        shared.clone(),
+        dest.name.clone(),
+    );
+    tokio::spawn(async move {
+        let _ = done_rx.await;
+        let summary = std::mem::take(&mut *sh.lock().unwrap_or_else(|p| p.into_inner()));
+        audit.bytes = summary.released;
+        finish(&g, &name, &mut audit, &s, &summary).await;
+    });
+    match refused_now {
+        Some(r) => {
+            let resp = if r.reason == Reason::UnreadableBody
+                || r.reason.status() != http::StatusCode::OK
+            {
+                respond::blocked(&r, request_id, snap.blocked_by.as_ref())
+            } else {
+                resp
+            };
+            (resp, "block")
+        }
+        None => (resp, "allow"),
+    }
+}
+
+/// The refusal recorded by a gated body that failed before the upstream answered.
+fn take_refusal(shared: &Shared) -> Option<Refusal> {
+    let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    if s.observed {
+        None
+    } else {
+        s.refusal.clone()
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Client,
+}
+
+/// Reads a body of at most `limit` bytes, with the idle timeout between frames.
+async fn read_whole(
+    mut body: Incoming,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<bytes::Bytes, ReadError> {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(ReadError::Client),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(ReadError::Client),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(d) = frame.into_data() {
+            if (buf.len() + d.len()) as u64 > limit {
+                return Err(ReadError::TooLarge);
+            }
+            buf.extend_from_slice(&d);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn fill_audit(audit: &mut AuditRecord, snap: &Snapshot, s: &Summary) {
+    audit.new_subjects = s.new.all;
+    audit.new_sensitive_subjects = s.new.sensitive;
+    audit.entity_subjects = s.entity_after.all;
+    audit.entity_sensitive_subjects = s.entity_after.sensitive;
+    audit.approval = s
+        .approval
+        .and_then(|a| snap.config.approvals.get(a))
+        .map(|a| a.id.clone());
+    if let Some(m) = s.required {
+        audit.required_mechanism = m.as_str();
+    }
+}
+
+/// Records the final decision of a forwarded request: metric and audit line.
+async fn finish(
+    gate: &Gate,
+    dest: &str,
+    audit: &mut AuditRecord,
+    snap: &Snapshot,
+    s: &Summary,
+) -> &'static str {
+    fill_audit(audit, snap, s);
+    let (decision, reason) = match (&s.refusal, s.observed) {
+        (Some(r), true) => ("would_block", r.reason),
+        (Some(r), false) => ("block", r.reason),
+        (None, _) if s.reserved => ("allow", s.reason.unwrap_or(Reason::Allowed)),
+        (None, _) => ("allow", Reason::NoPi),
+    };
+    if let Some(r) = &s.refusal {
+        audit.threshold = r.threshold;
+        audit.required_mechanism = r.required_mechanism.as_str();
+    }
+    audit.decision = decision;
+    audit.reason = reason.as_str();
+    gate.metrics
+        .decisions
+        .with_label_values(&[dest, decision, reason.as_str()])
+        .inc();
+    gate.audit.record(audit.clone()).await;
+    decision
+}
+
+/// Refuses with the 451/503 JSON, counts the decision and writes the audit line.
+pub(super) async fn refuse_audited(
+    gate: &Gate,
+    snap: &Snapshot,
+    refusal: Refusal,
+    request_id: &str,
+    mut audit: AuditRecord,
+) -> (Response<GateBody>, &'static str) {
+    audit.decision = "block";
+    audit.reason = refusal.reason.as_str();
+    audit.threshold = refusal.threshold;
+    audit.required_mechanism = refusal.required_mechanism.as_str();
+    gate.audit.record(audit).await;
+    refuse(gate, snap, refusal, request_id)
 }
 
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
@@ -229,19 +538,24 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn forward(
+async fn forward<B>(
     gate: &Gate,
     snap: &Snapshot,
     route: &Route,
     label: &str,
     scheme: Scheme,
     authority: Authority,
-    req: Request<Incoming>,
+    mut parts: http::request::Parts,
+    body: B,
     request_id: &str,
-) -> Response<GateBody> {
+    gated: Option<&Shared>,
+) -> Response<GateBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<crate::respond::BoxError>,
+{
     let t = snap.config.timeouts;
     let deadline = t.total.map(|d| tokio::time::Instant::now() + d);
-    let (mut parts, body) = req.into_parts();
     let pq = parts
         .uri
         .path_and_query()
@@ -278,6 +592,9 @@ async fn forward(
         Ok(Err(e)) => {
             if too_large.load(Ordering::Acquire) {
                 return respond::too_large(request_id);
+            }
+            if let Some(r) = gated.and_then(take_refusal) {
+                return respond::blocked(&r, request_id, snap.blocked_by.as_ref());
             }
             let kind = if is_connect_timeout(&e) {
                 UpstreamFailure::Timeout

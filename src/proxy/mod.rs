@@ -7,7 +7,10 @@
 pub mod body;
 pub mod classify;
 pub mod connect;
+pub mod enforce;
 pub mod forward;
+pub mod gated;
+pub mod gauges;
 pub mod headers;
 pub mod intercept;
 pub mod upstream;
@@ -36,6 +39,19 @@ pub struct Route {
     pub bytes_up: IntCounter,
     /// `transfer_gate_bytes_total{destination, direction="downstream"}`
     pub bytes_down: IntCounter,
+    /// `transfer_gate_records_total{destination, category}`, in `Category::ALL` order.
+    pub records: Vec<IntCounter>,
+}
+
+impl Route {
+    /// Adds per-category record counts (in `Category::ALL` order).
+    pub fn count_records(&self, per_category: &[u64; 9]) {
+        for (c, n) in self.records.iter().zip(per_category) {
+            if *n > 0 {
+                c.inc_by(*n);
+            }
+        }
+    }
 }
 
 /// One consistent view of the configuration and everything derived from it.
@@ -50,6 +66,12 @@ pub struct Snapshot {
     pub blocked_by: Option<HeaderValue>,
     /// The admin bearer token, when `gate.admin_token_file` is set.
     pub admin_token: Option<String>,
+    /// Ledger scope ids of this configuration.
+    pub scopes: enforce::Scopes,
+    /// Count gauges of this configuration.
+    pub gauges: gauges::Gauges,
+    /// The inspection engine's settings.
+    pub inspect: Arc<crate::inspect::InspectConfig>,
     /// TLS interception (CA, leaf minting), when `tls.ca_cert` and `tls.ca_key` are set.
     pub intercept: Option<Arc<intercept::Interceptor>>,
 }
@@ -66,6 +88,51 @@ pub enum BuildError {
     /// The interception CA (`tls.ca_cert`, `tls.ca_key`).
     #[error("interception CA: {0}")]
     Ca(#[from] crate::tls::ca::CaError),
+    /// The ledger refused the configuration's scopes.
+    #[error("ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// The inspection settings.
+    #[error("inspection: {0}")]
+    Inspect(#[from] crate::inspect::ConfigError),
+}
+
+/// Builds the inspection engine's settings from the validated configuration.
+///
+/// # Errors
+/// A field name the engine cannot hold.
+pub fn inspect_config(
+    cfg: &Config,
+) -> Result<crate::inspect::InspectConfig, crate::inspect::ConfigError> {
+    use crate::inspect::{DecodeLimits, Detector, DetectorSet, InspectConfig};
+    let i = &cfg.inspection;
+    let mut detectors = DetectorSet::NONE;
+    for d in &i.detectors {
+        if let Some(d) = Detector::parse(d) {
+            detectors.insert(d);
+        }
+    }
+    let categories: Vec<(String, crate::model::Category)> = i.categories.clone();
+    let limits = DecodeLimits {
+        max_decoded_bytes: i.max_decoded_bytes,
+        max_ratio: u32::try_from(i.max_decompression_ratio).unwrap_or(u32::MAX),
+        ..DecodeLimits::default()
+    };
+    let watched: Vec<String> = cfg
+        .important_data
+        .iter()
+        .flat_map(|r| r.fields.iter().cloned())
+        .collect();
+    InspectConfig::new(
+        &i.fields,
+        detectors,
+        &i.headers,
+        &categories,
+        i.max_depth as usize,
+        usize::try_from(i.max_record_bytes).unwrap_or(usize::MAX),
+        limits,
+        i.resident_id_sensitive,
+    )?
+    .with_watched_fields(&watched)
 }
 
 impl Snapshot {
@@ -73,7 +140,11 @@ impl Snapshot {
     ///
     /// # Errors
     /// When the upstream CA file or the interception CA cannot be loaded.
-    pub fn build(config: Config, metrics: &Metrics) -> Result<Snapshot, BuildError> {
+    pub async fn build(
+        config: Config,
+        metrics: &Metrics,
+        ledger: &dyn crate::ledger::Ledger,
+    ) -> Result<Snapshot, BuildError> {
         let roots = Arc::new(root_store(config.tls.upstream_ca_file.as_deref())?);
         let verified = client_config(roots.clone(), true)?;
         let t = config.timeouts;
@@ -81,6 +152,10 @@ impl Snapshot {
             client: client(UpstreamConnector::new(connect_to, tls, t.connect), t.idle),
             bytes_up: metrics.bytes.with_label_values(&[name, "upstream"]),
             bytes_down: metrics.bytes.with_label_values(&[name, "downstream"]),
+            records: crate::model::Category::ALL
+                .iter()
+                .map(|c| metrics.records.with_label_values(&[name, c.as_str()]))
+                .collect(),
         };
         let mut routes = Vec::with_capacity(config.destinations.len());
         for d in &config.destinations {
@@ -129,12 +204,22 @@ impl Snapshot {
             ),
             None => None,
         };
+        let inspect = Arc::new(inspect_config(&config)?);
+        let wanted = enforce::Scopes::wanted(&config);
+        let ids = ledger.register_scopes(&wanted).await?;
+        let scopes = enforce::Scopes::from_ids(&config, &ids).ok_or(
+            crate::ledger::LedgerError::Limit("scope registration returned too few ids"),
+        )?;
+        let gauges = gauges::Gauges::build(metrics, &config, &scopes);
         Ok(Snapshot {
             config: Arc::new(config),
             routes,
             domestic,
             blocked_by,
             admin_token,
+            scopes,
+            gauges,
+            inspect,
             intercept,
         })
     }
@@ -149,6 +234,12 @@ pub struct Gate {
     pub ids: headers::RequestIds,
     /// The audit trail.
     pub audit: crate::audit::Audit,
+    /// The subject ledger.
+    pub ledger: Arc<dyn crate::ledger::Ledger>,
+    /// Keyed hashing of identifiers.
+    pub hasher: crate::ledger::SubjectHasher,
+    /// The clock (injectable for tests).
+    pub clock: Arc<dyn crate::model::Clock>,
     /// Intercepted connections: their HTTP runs inside an upgraded `CONNECT`, outside the
     /// listener's drain, so they are watched here; `None` once the drain has started.
     pub(crate) intercepted: std::sync::Mutex<Option<GracefulShutdown>>,
@@ -159,17 +250,24 @@ impl Gate {
     ///
     /// # Errors
     /// See [`Snapshot::build`].
-    pub fn new(
+    pub async fn new(
         config: Config,
         metrics: Metrics,
         audit: crate::audit::Audit,
+        ledger: Arc<dyn crate::ledger::Ledger>,
+        hasher: crate::ledger::SubjectHasher,
+        clock: Arc<dyn crate::model::Clock>,
     ) -> Result<Arc<Gate>, BuildError> {
-        let snap = Snapshot::build(config, &metrics)?;
+        let snap = Snapshot::build(config, &metrics, ledger.as_ref()).await?;
+        snap.gauges.refresh(ledger.as_ref(), clock.now()).await;
         let gate = Gate {
             snapshot: ArcSwap::from_pointee(snap),
             metrics,
             ids: headers::RequestIds::default(),
             audit,
+            ledger,
+            hasher,
+            clock,
             intercepted: std::sync::Mutex::new(Some(GracefulShutdown::new())),
         };
         gate.publish_config_info();
@@ -185,8 +283,11 @@ impl Gate {
     ///
     /// # Errors
     /// See [`Snapshot::build`]; on error nothing changes.
-    pub fn reload(&self, config: Config) -> Result<(), BuildError> {
-        let snap = Snapshot::build(config, &self.metrics)?;
+    pub async fn reload(&self, config: Config) -> Result<(), BuildError> {
+        let snap = Snapshot::build(config, &self.metrics, self.ledger.as_ref()).await?;
+        snap.gauges
+            .refresh(self.ledger.as_ref(), self.clock.now())
+            .await;
         self.snapshot.store(Arc::new(snap));
         self.publish_config_info();
         Ok(())

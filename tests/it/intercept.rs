@@ -181,7 +181,8 @@ async fn reqwest_over_h2_and_http1_inside_the_tunnel() {
             let r = c
                 .post(format!("https://api.eu.test/v1/batch/{i}"))
                 .header("x-end-to-end", "kept")
-                .body(format!("payload-{i}"))
+                .header("content-type", "application/json")
+                .body(format!("\"payload-{i}\""))
                 .send()
                 .await
                 .unwrap();
@@ -197,7 +198,7 @@ async fn reqwest_over_h2_and_http1_inside_the_tunnel() {
     assert_eq!(got.len(), 6);
     for (n, g) in got.iter().enumerate() {
         assert_eq!(g.target, format!("/v1/batch/{}", n % 3));
-        assert_eq!(g.body, format!("payload-{}", n % 3).as_bytes());
+        assert_eq!(g.body, format!("\"payload-{}\"", n % 3).as_bytes());
         assert_eq!(g.headers["x-end-to-end"], "kept");
         assert!(matches!(
             g.headers.get("host").map(|h| h.to_str().unwrap()),
@@ -205,7 +206,10 @@ async fn reqwest_over_h2_and_http1_inside_the_tunnel() {
         ));
     }
     assert_eq!(
-        gate.metric("transfer_gate_decisions_total{decision=\"allow\",destination=\"eu\",reason=\"allowed\"}").await,
+        gate.metric(
+            "transfer_gate_decisions_total{decision=\"allow\",destination=\"eu\",reason=\"no_pi\"}"
+        )
+        .await,
         6.0
     );
 }

@@ -3,6 +3,6 @@
 
 mod check;
 mod harness;
-mod ledger_crash;
 mod intercept;
+mod ledger_crash;
 mod proxy;

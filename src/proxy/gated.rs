@@ -1,0 +1,366 @@
+//! The streaming body gate (SPEC §3 "Streaming and what before means"): a request body that is
+//! too large (or too open-ended) to judge whole is inspected while it streams; the bytes of a
+//! record are released upstream only after its subjects are durably reserved. At the first
+//! refused record the body fails, so the upstream sees a broken body and never a clean end,
+//! and the refusal is left in [`Shared`] for the handler to answer with (when no response has
+//! started). Memory stays bounded by `max_record_bytes` plus buffers: bytes are held only
+//! between the last released offset and the scanner's position.
+
+use super::enforce::{self, Batch, Outcome, Verdict};
+use super::{Gate, Snapshot};
+use crate::config::Unreadable as UnreadablePolicy;
+use crate::inspect::{InspectConfig, Scanner, Unreadable};
+use crate::respond::{BoxError, Reason, Refusal};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+use tokio::sync::oneshot;
+
+/// What the request handler learns from the gate: the accumulated decision of a streamed body.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// The first refusal (or, in observe mode, would-be refusal).
+    pub refusal: Option<Refusal>,
+    /// Whether the refusal was only recorded (observe mode): the body went on.
+    pub observed: bool,
+    /// At least one batch was reserved.
+    pub reserved: bool,
+    /// The reason of the last reservation (`allowed` or `exempt`).
+    pub reason: Option<Reason>,
+    /// The approval relied on.
+    pub approval: Option<usize>,
+    /// The mechanism the counts required.
+    pub required: Option<crate::respond::Mechanism>,
+    /// New subjects over all batches.
+    pub new: crate::policy::Counts,
+    /// Entity counts after the last batch.
+    pub entity_after: crate::policy::Counts,
+    /// The body could not be inspected (and `unreadable = "allow"` let it through).
+    pub unreadable_allowed: bool,
+    /// Bytes released upstream.
+    pub released: u64,
+}
+
+impl Summary {
+    /// Folds one batch verdict in.
+    pub fn absorb(&mut self, v: &Verdict) {
+        match v.outcome {
+            Outcome::Pass => {}
+            Outcome::Allow | Outcome::WouldBlock => {
+                self.reserved = true;
+                self.new = self.new.plus(v.new);
+                self.entity_after = v.entity_after;
+                self.approval = v.approval.or(self.approval);
+                self.required = Some(v.required);
+                if v.outcome == Outcome::Allow {
+                    self.reason = Some(v.reason);
+                }
+                if v.outcome == Outcome::WouldBlock && self.refusal.is_none() {
+                    self.refusal = v.refusal.clone();
+                    self.observed = true;
+                }
+            }
+            Outcome::Block | Outcome::Unavailable => {
+                self.entity_after = v.entity_after;
+                self.required = Some(v.required);
+                if self.refusal.is_none() {
+                    self.refusal = Some(
+                        v.refusal
+                            .clone()
+                            .unwrap_or_else(|| Refusal::new(v.reason, String::new())),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The state shared between the body (writer) and the handler (reader).
+pub type Shared = Arc<Mutex<Summary>>;
+
+/// Why the gate failed the body.
+#[derive(Debug, thiserror::Error)]
+#[error("request body refused by the gate: {0}")]
+pub struct Refused(&'static str);
+
+type Judging = Pin<Box<dyn Future<Output = (Verdict, Batch)> + Send>>;
+
+/// Per-request context the body needs to judge batches on its own.
+pub struct Ctx {
+    /// The gate.
+    pub gate: Arc<Gate>,
+    /// The snapshot the request started with.
+    pub snap: Arc<Snapshot>,
+    /// The destination index.
+    pub dest: usize,
+    /// The request's moment (window, dates).
+    pub now: SystemTime,
+    /// Important-data field names that apply to this destination (lower-cased).
+    pub important_fields: Vec<String>,
+    /// What to do with an unreadable body.
+    pub unreadable: UnreadablePolicy,
+    /// Whether refusals are enforced (not observe mode).
+    pub enforce: bool,
+}
+
+/// The gated body.
+pub struct GatedBody<B> {
+    inner: B,
+    ctx: Arc<Ctx>,
+    scanner: Option<Scanner<Arc<InspectConfig>>>,
+    held: VecDeque<Bytes>,
+    held_start: u64,
+    fed: u64,
+    ready: VecDeque<Bytes>,
+    batch: Option<Batch>,
+    judging: Option<Judging>,
+    inner_done: bool,
+    done: bool,
+    shared: Shared,
+    finished: Option<oneshot::Sender<()>>,
+}
+
+impl<B> GatedBody<B> {
+    /// Wraps `inner`; `finished` fires when the body is dropped (complete, failed or abandoned).
+    pub fn new(
+        inner: B,
+        ctx: Arc<Ctx>,
+        scanner: Scanner<Arc<InspectConfig>>,
+        shared: Shared,
+        finished: oneshot::Sender<()>,
+    ) -> Self {
+        GatedBody {
+            inner,
+            ctx,
+            scanner: Some(scanner),
+            held: VecDeque::new(),
+            held_start: 0,
+            fed: 0,
+            ready: VecDeque::new(),
+            batch: Some(Batch::default()),
+            judging: None,
+            inner_done: false,
+            done: false,
+            shared,
+            finished: Some(finished),
+        }
+    }
+
+    /// Moves held bytes before `offset` to the ready queue.
+    fn release_to(&mut self, offset: u64) {
+        while self.held_start < offset {
+            let Some(front) = self.held.front_mut() else {
+                break;
+            };
+            let len = front.len() as u64;
+            if self.held_start + len <= offset {
+                let b = self.held.pop_front().unwrap_or_default();
+                self.held_start += len;
+                self.ready.push_back(b);
+            } else {
+                let n = (offset - self.held_start) as usize;
+                let part = front.split_to(n);
+                self.held_start += n as u64;
+                self.ready.push_back(part);
+            }
+        }
+    }
+
+    fn release_all(&mut self) {
+        let end = self.fed;
+        self.release_to(end);
+    }
+
+    /// Gathers the scanner's completed records into the batch; true when there is work to judge.
+    fn collect(&mut self) -> bool {
+        let (Some(scanner), Some(batch)) = (self.scanner.as_mut(), self.batch.as_mut()) else {
+            return false;
+        };
+        for r in scanner.records().iter() {
+            batch.add_record(&self.ctx.gate.hasher, r);
+        }
+        scanner.clear_records();
+        if !batch.important && !self.ctx.important_fields.is_empty() {
+            batch.important = scanner
+                .watched_fields_seen()
+                .any(|f| self.ctx.important_fields.iter().any(|x| x == f));
+        }
+        !batch.is_empty()
+    }
+
+    fn start_judging(&mut self) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        let ctx = self.ctx.clone();
+        self.judging = Some(Box::pin(async move {
+            let v = enforce::judge(&ctx.gate, &ctx.snap, ctx.dest, &batch, ctx.now).await;
+            (v, batch)
+        }));
+    }
+
+    /// Handles an unreadable body: stop inspecting and pass it on (allowed), or refuse.
+    fn unreadable(
+        &mut self,
+        e: &Unreadable,
+    ) -> Option<Poll<Option<Result<Frame<Bytes>, BoxError>>>> {
+        tracing::info!(kind = e.kind(), "streamed body is unreadable");
+        self.scanner = None;
+        if self.ctx.unreadable == UnreadablePolicy::Allow {
+            self.lock().unreadable_allowed = true;
+            self.release_all();
+            return None;
+        }
+        let dest = self.ctx.snap.config.destinations[self.ctx.dest]
+            .name
+            .clone();
+        let refusal = Refusal::new(Reason::UnreadableBody, dest);
+        if self.ctx.enforce {
+            self.lock().refusal = Some(refusal);
+            return Some(self.fail("unreadable body"));
+        }
+        {
+            let mut s = self.lock();
+            if s.refusal.is_none() {
+                s.refusal = Some(refusal);
+                s.observed = true;
+            }
+        }
+        self.release_all();
+        None
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Summary> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        self.held.clear();
+        self.ready.clear();
+        Poll::Ready(Some(Err(Box::new(Refused(why)))))
+    }
+}
+
+impl<B> Drop for GatedBody<B> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.finished.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl<B> Body for GatedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.ready.pop_front() {
+                this.lock().released += b.len() as u64;
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(fut) = this.judging.as_mut() {
+                let (verdict, mut batch) = match fut.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(x) => x,
+                };
+                this.judging = None;
+                this.lock().absorb(&verdict);
+                batch.clear();
+                this.batch = Some(batch);
+                match verdict.outcome {
+                    Outcome::Block | Outcome::Unavailable => return this.fail("refused record"),
+                    Outcome::Pass | Outcome::Allow | Outcome::WouldBlock => {
+                        let to = match this.scanner.as_mut() {
+                            Some(s) if !this.inner_done => s.release_offset(),
+                            _ => this.fed,
+                        };
+                        this.release_to(to);
+                    }
+                }
+                continue;
+            }
+            if this.inner_done {
+                this.release_all();
+                this.done = this.ready.is_empty();
+                continue;
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Ready(None) => {
+                    this.inner_done = true;
+                    if let Some(s) = this.scanner.as_mut() {
+                        if let Err(e) = s.finish() {
+                            if let Some(p) = this.unreadable(&e) {
+                                return p;
+                            }
+                            continue;
+                        }
+                    }
+                    if this.collect() {
+                        this.start_judging();
+                    }
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers could carry identifiers the gate does not inspect: dropped.
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    this.fed += data.len() as u64;
+                    let fed = match this.scanner.as_mut() {
+                        Some(s) => s.feed(&data),
+                        None => Ok(()),
+                    };
+                    this.held.push_back(data);
+                    if let Err(e) = fed {
+                        if let Some(p) = this.unreadable(&e) {
+                            return p;
+                        }
+                        continue;
+                    }
+                    if this.scanner.is_none() {
+                        this.release_all();
+                    } else if this.collect() {
+                        this.start_judging();
+                    } else if let Some(s) = this.scanner.as_mut() {
+                        let to = s.release_offset();
+                        this.release_to(to);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.ready.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // The gate forwards exactly the client's bytes, unless it aborts.
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,198 @@
+//! The count gauges of SPEC §6, resolved per configuration: entity and destination counts,
+//! threshold utilisation, the mechanism required now, approval expiry and remaining volume.
+//! A reservation updates the gauges of the scopes it touched from its own outcome; a periodic
+//! refresh (and every reload) recomputes them all from the ledger, which also covers approvals
+//! never used and the turn of the year.
+
+use super::enforce::Scopes;
+use crate::config::Config;
+use crate::ledger::{Ledger, ScopeId};
+use crate::metrics::Metrics;
+use crate::policy::{self, Counts, Threshold};
+use crate::respond::Mechanism;
+use prometheus::{Gauge, IntGauge};
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+#[derive(Debug)]
+enum Target {
+    Entity,
+    Destination {
+        all: IntGauge,
+        sensitive: IntGauge,
+    },
+    Approval {
+        all: Option<(IntGauge, u64)>,
+        sensitive: Option<(IntGauge, u64)>,
+    },
+}
+
+/// Pre-resolved gauge handles of one configuration.
+#[derive(Debug)]
+pub struct Gauges {
+    targets: HashMap<ScopeId, Vec<Target>>,
+    entity_all: IntGauge,
+    entity_sensitive: IntGauge,
+    utilization: Vec<(Threshold, Gauge)>,
+    mechanism: Vec<(Mechanism, IntGauge)>,
+    regime: crate::model::Regime,
+    ciio: bool,
+    pi_processed: u64,
+    scopes: Vec<ScopeId>,
+}
+
+/// End of the `valid_until` day in Asia/Shanghai, as Unix seconds.
+pub fn expiry_timestamp(until: time::Date) -> f64 {
+    let next = until.next_day().unwrap_or(until);
+    let days = i64::from(next.to_julian_day()) - 2_440_588;
+    (days * 86_400 - crate::model::SHANGHAI_OFFSET_SECONDS) as f64
+}
+
+impl Gauges {
+    /// Resolves every series for `cfg` (old label sets of a previous config are dropped).
+    pub fn build(m: &Metrics, cfg: &Config, scopes: &Scopes) -> Gauges {
+        m.destination_subjects.reset();
+        m.threshold_utilization.reset();
+        m.approval_expiry.reset();
+        m.approval_remaining.reset();
+        let mut targets: HashMap<ScopeId, Vec<Target>> = HashMap::new();
+        targets
+            .entry(scopes.entity)
+            .or_default()
+            .push(Target::Entity);
+        for (i, d) in cfg.destinations.iter().enumerate() {
+            let t = Target::Destination {
+                all: m
+                    .destination_subjects
+                    .with_label_values(&[d.name.as_str(), "all"]),
+                sensitive: m
+                    .destination_subjects
+                    .with_label_values(&[d.name.as_str(), "sensitive"]),
+            };
+            // An exempt destination's transfers live in its exempt scope.
+            let sid = scopes.exempt[i].unwrap_or(scopes.destination[i]);
+            targets.entry(sid).or_default().push(t);
+        }
+        for (i, a) in cfg.approvals.iter().enumerate() {
+            let until = a.valid_until.map(expiry_timestamp).unwrap_or(f64::INFINITY);
+            for d in &a.destinations {
+                m.approval_expiry
+                    .with_label_values(&[a.id.as_str(), d.as_str(), a.mechanism.as_str()])
+                    .set(until);
+            }
+            let all = a.max_subjects.map(|max| {
+                (
+                    m.approval_remaining
+                        .with_label_values(&[a.id.as_str(), "all"]),
+                    max,
+                )
+            });
+            let sensitive = a.max_sensitive_subjects.map(|max| {
+                (
+                    m.approval_remaining
+                        .with_label_values(&[a.id.as_str(), "sensitive"]),
+                    max,
+                )
+            });
+            if let Some((g, max)) = &all {
+                g.set(*max as i64);
+            }
+            if let Some((g, max)) = &sensitive {
+                g.set(*max as i64);
+            }
+            targets
+                .entry(scopes.approval[i])
+                .or_default()
+                .push(Target::Approval { all, sensitive });
+        }
+        let e = &cfg.entity;
+        let utilization = policy::utilization(e.regime, e.pi_subjects_processed, Counts::default())
+            .into_iter()
+            .map(|(t, _, _)| (t, m.threshold_utilization.with_label_values(&[t.as_str()])))
+            .collect();
+        let mechanism = Mechanism::ALL
+            .into_iter()
+            .map(|x| (x, m.required_mechanism.with_label_values(&[x.as_str()])))
+            .collect();
+        let g = Gauges {
+            scopes: targets.keys().copied().collect(),
+            targets,
+            entity_all: m.entity_subjects.with_label_values(&["all"]),
+            entity_sensitive: m.entity_subjects.with_label_values(&["sensitive"]),
+            utilization,
+            mechanism,
+            regime: e.regime,
+            ciio: e.ciio,
+            pi_processed: e.pi_subjects_processed,
+        };
+        g.set(scopes.entity, Counts::default());
+        g
+    }
+
+    /// Publishes the window counts `c` of scope `sid`.
+    pub fn set(&self, sid: ScopeId, c: Counts) {
+        let Some(ts) = self.targets.get(&sid) else {
+            return;
+        };
+        for t in ts {
+            match t {
+                Target::Entity => {
+                    self.entity_all.set(c.all as i64);
+                    self.entity_sensitive.set(c.sensitive as i64);
+                    for ((_, _, ratio), (_, g)) in
+                        policy::utilization(self.regime, self.pi_processed, c)
+                            .iter()
+                            .zip(&self.utilization)
+                    {
+                        g.set(*ratio);
+                    }
+                    let (need, _) =
+                        policy::required(self.regime, self.ciio, self.pi_processed, c, false);
+                    for (m, g) in &self.mechanism {
+                        g.set(i64::from(*m == need));
+                    }
+                }
+                Target::Destination { all, sensitive } => {
+                    all.set(c.all as i64);
+                    sensitive.set(c.sensitive as i64);
+                }
+                Target::Approval { all, sensitive } => {
+                    if let Some((g, max)) = all {
+                        g.set(max.saturating_sub(c.all) as i64);
+                    }
+                    if let Some((g, max)) = sensitive {
+                        g.set(max.saturating_sub(c.sensitive) as i64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Recomputes every gauge from the ledger's window counts.
+    pub async fn refresh(&self, ledger: &dyn Ledger, now: SystemTime) {
+        for sid in &self.scopes {
+            match ledger.counts(*sid, self.regime, now).await {
+                Ok(c) => self.set(
+                    *sid,
+                    Counts {
+                        all: c.all,
+                        sensitive: c.sensitive,
+                    },
+                ),
+                Err(e) => tracing::warn!(error = %e, "ledger counts unavailable for the gauges"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expiry_timestamp;
+    use time::macros::date;
+
+    #[test]
+    fn expiry_is_the_end_of_the_day_in_shanghai() {
+        // 2028-02-29 ends at 2028-03-01T00:00+08:00 = 2028-02-29T16:00Z = 1835452800.
+        assert_eq!(expiry_timestamp(date!(2028 - 02 - 29)), 1_835_452_800.0);
+    }
+}
