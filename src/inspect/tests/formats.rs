@@ -309,7 +309,7 @@ fn multipart_table() {
     assert_eq!(r.unwrap_err(), Unreadable::UnknownContentType);
 }
 
-fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
+pub(super) fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     match coding {
         "gzip" => {
