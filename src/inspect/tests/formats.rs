@@ -501,3 +501,12 @@ fn held_bytes_stay_bounded_on_large_bodies() {
     assert!(fed > 8_000_000);
     assert!(max_held <= 64 * 1024 + chunk as u64, "held {max_held}");
 }
+
+#[test]
+fn csv_rows_of_separators_are_bounded() {
+    let c = cfg().with_max_record_bytes(1000);
+    let mut body = b"a,b\n".to_vec();
+    body.extend(std::iter::repeat_n(b',', 5000));
+    let r = chunked(&c, "text/csv", None, &body, &[64]);
+    assert!(matches!(r, Err(Unreadable::RecordTooLarge { .. })), "{r:?}");
+}
