@@ -157,7 +157,9 @@ impl CsvScanner {
                     }
                 }
             }
-            if self.in_row && self.row.len() > sink.cfg.max_record_bytes() {
+            // Bytes of the row so far (not just its data: separators cost memory in `ends`).
+            if self.in_row && base + i as u64 - self.row_start > sink.cfg.max_record_bytes() as u64
+            {
                 return Err(Unreadable::RecordTooLarge {
                     offset: self.row_start,
                 });

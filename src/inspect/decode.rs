@@ -145,8 +145,7 @@ impl Decoder {
             ),
             Coding::Zstd => (
                 Kind::Zstd {
-                    dec: zstd::stream::raw::Decoder::new()
-                        .map_err(|_| Unreadable::UnknownEncoding)?,
+                    dec: zstd_decoder()?,
                     at_frame_end: true,
                     started: false,
                 },
@@ -375,6 +374,15 @@ impl Decoder {
         }
         self.released
     }
+}
+
+/// A zstd decoder limited to an 8 MiB window (RFC 9659 §3: the limit for the HTTP `zstd`
+/// content coding), so a frame cannot make the gate allocate a huge window per request.
+fn zstd_decoder() -> Result<zstd::stream::raw::Decoder<'static>, Unreadable> {
+    let mut d = zstd::stream::raw::Decoder::new().map_err(|_| Unreadable::UnknownEncoding)?;
+    d.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(23))
+        .map_err(|_| Unreadable::UnknownEncoding)?;
+    Ok(d)
 }
 
 /// One inflate call: `(consumed, produced, stream ended)`.

@@ -164,8 +164,8 @@ enum Phase {
 /// buffers, whatever the body size; results do not depend on how the body is chunked.
 ///
 /// `C` is how the configuration is held: `Arc<InspectConfig>` (the default, for a body that
-/// outlives the borrow, as in the proxy) or `&InspectConfig`.
-#[derive(Debug)]
+/// outlives the borrow, as in the proxy) or `&InspectConfig`. `Debug` shows the state and
+/// counts, never body bytes.
 pub struct Scanner<C: Borrow<InspectConfig> = Arc<InspectConfig>> {
     cfg: C,
     det: DetectCtx,
@@ -175,6 +175,17 @@ pub struct Scanner<C: Borrow<InspectConfig> = Arc<InspectConfig>> {
     watched: Vec<bool>,
     fed: u64,
     phase: Phase,
+}
+
+impl<C: Borrow<InspectConfig>> std::fmt::Debug for Scanner<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("phase", &self.phase)
+            .field("bytes_fed", &self.fed)
+            .field("records", &self.records)
+            .field("encoded", &self.decoder.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C: Borrow<InspectConfig>> Scanner<C> {
@@ -359,14 +370,27 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
     }
 }
 
-/// The subjects of a request part (or a whole request), merged by identity.
-#[derive(Debug, Default, Clone)]
+/// The subjects of a request part (or a whole request), merged by identity. `Debug` shows
+/// counts only.
+#[derive(Default, Clone)]
 pub struct Findings {
     /// Records in body order (empty for query and headers).
     pub records: Vec<Record>,
     merged: HashMap<(Namespace, Vec<u8>), (CategorySet, bool)>,
     /// Watched field names seen.
     pub watched_seen: Vec<String>,
+}
+
+impl std::fmt::Debug for Findings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Findings")
+            .field("records", &self.records.len())
+            .field("subjects", &self.subject_count())
+            .field("sensitive", &self.sensitive_count())
+            .field("categories", &self.categories())
+            .field("watched_seen", &self.watched_seen)
+            .finish()
+    }
 }
 
 impl Findings {

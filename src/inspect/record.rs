@@ -176,8 +176,9 @@ pub struct Record {
     pub release: u64,
 }
 
-/// Completed records, in body order, in flat buffers reused across drains.
-#[derive(Debug, Default, Clone)]
+/// Completed records, in body order, in flat buffers reused across drains. `Debug` shows
+/// counts only.
+#[derive(Default, Clone)]
 pub struct Records {
     ids: Vec<u8>,
     subjects: Vec<SubjectEntry>,
@@ -185,6 +186,15 @@ pub struct Records {
     /// Subjects added since the last `end_record`.
     open_from: u32,
     dest_sensitive: bool,
+}
+
+impl fmt::Debug for Records {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Records")
+            .field("records", &self.records.len())
+            .field("subjects", &self.subjects.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Records {

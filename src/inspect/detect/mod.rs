@@ -71,11 +71,14 @@ fn profile(text: &[u8]) -> (usize, bool) {
         digits += usize::from(d);
         at |= a != 0;
     }
+    // The remainder (all of most strings) is under 32 bytes: byte-wide counters again.
+    let mut d = 0u8;
+    let mut a = 0u8;
     for c in blocks.remainder() {
-        digits += usize::from(c.wrapping_sub(b'0') < 10);
-        at |= *c == b'@';
+        d += u8::from(c.wrapping_sub(b'0') < 10);
+        a |= u8::from(*c == b'@');
     }
-    (digits, at)
+    (digits + usize::from(d), at || a != 0)
 }
 
 /// Largest digit group considered (longer groups are tried only as contiguous runs).

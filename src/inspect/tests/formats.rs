@@ -309,7 +309,7 @@ fn multipart_table() {
     assert_eq!(r.unwrap_err(), Unreadable::UnknownContentType);
 }
 
-fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
+pub(super) fn encode(coding: &str, data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     match coding {
         "gzip" => {
@@ -500,4 +500,47 @@ fn held_bytes_stay_bounded_on_large_bodies() {
     }
     assert!(fed > 8_000_000);
     assert!(max_held <= 64 * 1024 + chunk as u64, "held {max_held}");
+}
+
+#[test]
+fn csv_rows_of_separators_are_bounded() {
+    let c = cfg().with_max_record_bytes(1000);
+    let mut body = b"a,b\n".to_vec();
+    body.extend(std::iter::repeat_n(b',', 5000));
+    let r = chunked(&c, "text/csv", None, &body, &[64]);
+    assert!(matches!(r, Err(Unreadable::RecordTooLarge { .. })), "{r:?}");
+}
+
+#[test]
+fn empty_chunks_change_nothing() {
+    let c = cfg();
+    let plain = ndjson_sample(50);
+    for coding in [
+        None,
+        Some("gzip"),
+        Some("deflate"),
+        Some("br"),
+        Some("zstd"),
+    ] {
+        let body = coding.map_or_else(|| plain.clone(), |c| encode(c, &plain));
+        let want = chunked(&cfg(), "application/x-ndjson", coding, &body, &[97]).unwrap();
+        let mut s = Scanner::new(&c, Some("application/x-ndjson"), coding, DATE, false);
+        let mut got = Vec::new();
+        s.feed(&[]).unwrap();
+        for piece in body.chunks(97) {
+            s.feed(piece).unwrap();
+            s.feed(&[]).unwrap();
+            got.extend(s.take_records());
+        }
+        s.finish().unwrap();
+        got.extend(s.take_records());
+        assert_eq!(subjects_of(&got), subjects_of(&want), "{coding:?}");
+    }
+    // An empty body of an unreadable type is fine; a non-empty one is not.
+    let mut s = Scanner::new(&c, Some("image/png"), None, DATE, false);
+    s.feed(&[]).unwrap();
+    s.finish().unwrap();
+    let mut s = Scanner::new(&c, None, None, DATE, false);
+    assert_eq!(s.feed(b"x"), Err(Unreadable::UnknownContentType));
+    assert_eq!(s.feed(b"x"), Err(Unreadable::Closed));
 }

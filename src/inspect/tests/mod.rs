@@ -233,4 +233,28 @@ fn debug_output_never_shows_identifiers() {
     s.feed(br#"{"user_id":"secret-4711"}"#).unwrap();
     let dbg = format!("{:?}", s.records().iter().collect::<Vec<_>>());
     assert!(!dbg.contains("secret-4711"));
+    let dbg = format!("{s:?} {:?} {f:?}", s.records());
+    assert!(!dbg.contains("secret-4711"), "{dbg}");
+    // Mid-token state (scratch buffers) is not shown either.
+    let mut s = Scanner::new(
+        Arc::new(spec_cfg()),
+        Some("application/json"),
+        None,
+        DATE,
+        false,
+    );
+    s.feed(br#"{"user_id":"secret-47"#).unwrap();
+    let dbg = format!("{s:?}");
+    assert!(!dbg.contains("secret-47"), "{dbg}");
+    // Errors carry offsets, never values.
+    let e = inspect_bytes(
+        &spec_cfg(),
+        Some("application/json"),
+        None,
+        b"{\"a\":\"secret-4711\"x}",
+        DATE,
+        false,
+    )
+    .unwrap_err();
+    assert!(!format!("{e} {e:?}").contains("secret"));
 }

@@ -65,7 +65,11 @@ pub(super) fn doc() -> impl Strategy<Value = serde_json::Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    // 400 cases by default; `PROPTEST_CASES=N` for a longer soak.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn chunking_never_changes_results(v in doc(), sizes in prop::collection::vec(1usize..40, 1..5), pretty in any::<bool>()) {
@@ -149,6 +153,26 @@ proptest! {
             ("application/json", Some("zstd")),
         ][kind];
         let _ = chunked_lenient(&cfg(), ct, enc, &body, &sizes);
+    }
+
+    #[test]
+    fn mutated_compressed_streams_never_panic(
+        v in doc(),
+        coding in 0usize..4,
+        flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        cut in any::<usize>(),
+        sizes in prop::collection::vec(1usize..64, 1..3),
+    ) {
+        let plain = serde_json::to_vec(&v).unwrap();
+        let name = ["gzip", "deflate", "br", "zstd"][coding];
+        let mut enc = super::formats::encode(name, &plain);
+        for (at, b) in flips {
+            let n = enc.len();
+            enc[at % n] = b;
+        }
+        let keep = cut % (enc.len() + 1);
+        let _ = chunked_lenient(&cfg(), "application/json", Some(name), &enc[..keep], &sizes);
+        let _ = chunked_lenient(&cfg(), "application/json", Some(name), &enc, &sizes);
     }
 
     #[test]
