@@ -1,6 +1,6 @@
 //! The local durable backend (the embedded default, in `<gate.data_dir>/ledger/`): the
-//! in-memory [`Index`] plus a write-ahead log of checksummed frames ([`super::wal`]) written by
-//! one writer thread with group commit, and snapshots ([`super::snapshot`]) that keep restart
+//! in-memory index (`index.rs`) plus a write-ahead log of checksummed frames (`wal.rs`) written by
+//! one writer thread with group commit, and snapshots (`snapshot.rs`) that keep restart
 //! bounded.
 //!
 //! Commit order of a reservation: shard locks → ceiling check, counts, sequence number and log
