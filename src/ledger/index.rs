@@ -20,7 +20,7 @@ use super::api::{
     Class, LedgerError, MonthlyTally, Refusal, Reservation, ReserveOutcome, Scope, ScopeCounts,
     ScopeId, ScopeOutcome, Subject,
 };
-use super::table::{ident, ident_scope, year_byte, Table, YearByte, Years};
+use super::table::{year_byte, Table, YearByte, Years};
 use super::wal::{self, ScopeDelta};
 use crate::model::{shanghai_date, Regime};
 
@@ -35,24 +35,27 @@ pub const MAX_SCOPES_PER_RESERVATION: usize = 1 << 10;
 
 #[derive(Debug, Default)]
 pub(crate) struct Shard {
-    /// Every (subject, scope) of the shard's subjects.
-    pub(crate) table: Table,
+    /// Indexed by scope id; missing tables are empty.
+    pub(crate) tables: Vec<Table>,
 }
 
 impl Shard {
-    /// Loads the home slot of a subject (the same for all its scopes).
-    fn touch(&self, key: &[u8; 16]) -> u8 {
-        self.table.touch(&ident(key, 0))
+    fn touch(&self, scope: usize, key: &[u8; 16]) -> u8 {
+        self.tables.get(scope).map_or(0, |t| t.touch(key))
     }
 
     fn get(&self, scope: usize, key: &[u8; 16]) -> Years {
-        self.table
-            .get(&ident(key, scope as u16))
+        self.tables
+            .get(scope)
+            .and_then(|t| t.get(key))
             .unwrap_or_default()
     }
 
-    fn raise(&mut self, scope: usize, key: &[u8; 16], y: Years) {
-        self.table.raise(&ident(key, scope as u16), y);
+    pub(crate) fn table_mut(&mut self, scope: usize) -> &mut Table {
+        if self.tables.len() <= scope {
+            self.tables.resize_with(scope + 1, Table::default);
+        }
+        &mut self.tables[scope]
     }
 }
 
@@ -304,7 +307,7 @@ impl Index {
                 sensitive: if sensitive { cur } else { 0 },
             };
             for d in scopes {
-                shard.raise(d.id as usize, key, y);
+                shard.table_mut(d.id as usize).raise(key, y);
             }
         }
         if tallies {
@@ -331,25 +334,25 @@ impl Index {
         for c in counters.iter() {
             c.clear();
         }
-        let mut all = vec![[0u64; 256]; counters.len()];
-        let mut sens = vec![[0u64; 256]; counters.len()];
         for shard in self.shards.iter() {
             let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for (id, y) in shard.table.iter() {
-                let scope = usize::from(ident_scope(id));
-                if let (Some(a), Some(s)) = (all.get_mut(scope), sens.get_mut(scope)) {
-                    a[y.all as usize] += 1;
-                    s[y.sensitive as usize] += 1;
+            for (scope, table) in shard.tables.iter().enumerate() {
+                let Some(c) = counters.get(scope) else {
+                    continue;
+                };
+                let mut all = [0u64; 256];
+                let mut sens = [0u64; 256];
+                for (_, y) in table.iter() {
+                    all[y.all as usize] += 1;
+                    sens[y.sensitive as usize] += 1;
                 }
-            }
-        }
-        for ((c, all), sens) in counters.iter().zip(&all).zip(&sens) {
-            if let Some(top) = (1..256).rev().find(|y| all[*y] > 0) {
-                c.top.fetch_max(top as u8, Ordering::Relaxed);
-            }
-            for y in 1..256 {
-                c.all[y].fetch_add(all[y], Ordering::Relaxed);
-                c.sensitive[y].fetch_add(sens[y], Ordering::Relaxed);
+                if let Some(top) = (1..256).rev().find(|y| all[*y] > 0) {
+                    c.top.fetch_max(top as u8, Ordering::Relaxed);
+                }
+                for y in 1..256 {
+                    c.all[y].fetch_add(all[y], Ordering::Relaxed);
+                    c.sensitive[y].fetch_add(sens[y], Ordering::Relaxed);
+                }
             }
         }
     }
@@ -398,8 +401,8 @@ impl Index {
             let shard = self.shards[shard_of(&s.key.0)]
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            if !scopes.is_empty() {
-                sink ^= shard.touch(&s.key.0);
+            for sc in scopes {
+                sink ^= shard.touch(sc.0 as usize, &s.key.0);
             }
         }
         std::hint::black_box(sink);
@@ -563,7 +566,7 @@ impl Index {
                 sensitive: if s.sensitive { when.cur } else { 0 },
             };
             for sc in &scopes {
-                guards[g].1.raise(sc.0 as usize, &s.key.0, y);
+                guards[g].1.table_mut(sc.0 as usize).raise(&s.key.0, y);
             }
         }
         drop(guards);
@@ -648,16 +651,18 @@ impl Index {
     /// and takes it out of the per-year counts, which concurrent reservations keep updating.
     pub(crate) fn prune_shard(&self, shard: &mut Shard, min_all: YearByte) {
         let counters = self.counters.load();
-        for (id, y) in shard.table.iter().filter(|(_, y)| y.all < min_all) {
-            let Some(c) = counters.get(usize::from(ident_scope(id))) else {
+        for (scope, table) in shard.tables.iter_mut().enumerate() {
+            let Some(c) = counters.get(scope) else {
                 continue;
             };
-            c.all[y.all as usize].fetch_sub(1, Ordering::AcqRel);
-            if y.sensitive != 0 {
-                c.sensitive[y.sensitive as usize].fetch_sub(1, Ordering::AcqRel);
+            for (_, y) in table.iter().filter(|(_, y)| y.all < min_all) {
+                c.all[y.all as usize].fetch_sub(1, Ordering::AcqRel);
+                if y.sensitive != 0 {
+                    c.sensitive[y.sensitive as usize].fetch_sub(1, Ordering::AcqRel);
+                }
             }
+            table.prune(min_all);
         }
-        shard.table.prune(min_all);
     }
 
     /// Visits every shard under its write lock (snapshots, pruning).
@@ -677,10 +682,9 @@ impl Index {
         self.shards
             .iter()
             .map(|s| {
-                s.read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .table
-                    .heap_bytes()
+                let s = s.read().unwrap_or_else(PoisonError::into_inner);
+                s.tables.iter().map(Table::heap_bytes).sum::<usize>()
+                    + s.tables.capacity() * std::mem::size_of::<Table>()
             })
             .sum::<usize>()
             + self.counters.load().len() * std::mem::size_of::<ScopeCounters>()
@@ -690,7 +694,14 @@ impl Index {
     pub(crate) fn entries(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).table.len())
+            .map(|s| {
+                s.read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .tables
+                    .iter()
+                    .map(Table::len)
+                    .sum::<usize>()
+            })
             .sum()
     }
 }

@@ -4,9 +4,9 @@
 //!
 //! Format (integers little-endian): `TGLSNP01` · `seq u64` (every record up to it is included)
 //! · `n_scopes u32` · (`id u32 · len u16 · name`)× · `n_tallies u32` · (`scope u32 · year i32 ·
-//! month u8 · new_all u64 · new_sensitive u64`)× · for each of the 256 shards: `count u32` ·
-//! (`identity [u8;16]` (subject key bytes 2..16 · scope id u16) · `last_year u8 ·
-//! last_sensitive_year u8`)×count · `crc32 u32` of everything before it.
+//! month u8 · new_all u64 · new_sensitive u64`)× · for each of the 256 shards: `n_tables u32` ·
+//! (`scope u32 · count u32` · (`key [u8;16] · last_year u8 · last_sensitive_year u8`)×count)×
+//! · `crc32 u32` of everything before it.
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -14,7 +14,7 @@ use std::path::Path;
 
 use super::api::{LedgerError, Scope};
 use super::index::{Index, Tally, TallyKey, SHARDS};
-use super::table::{ident_scope, Table, YearByte, Years};
+use super::table::{Table, YearByte, Years};
 
 const MAGIC: &[u8; 8] = b"TGLSNP01";
 /// File name of the snapshot inside the ledger directory.
@@ -90,13 +90,17 @@ pub(crate) fn write(
     let mut entries = 0u64;
     index.for_each_shard(|_, shard| {
         index.prune_shard(shard, min_year);
-        w.write_all(&(shard.table.len() as u32).to_le_bytes())
-            .map_err(io)?;
-        for (id, y) in shard.table.iter() {
-            w.write_all(id).map_err(io)?;
-            w.write_all(&[y.all, y.sensitive]).map_err(io)?;
+        let live = shard.tables.iter().filter(|t| t.len() > 0).count();
+        w.write_all(&(live as u32).to_le_bytes()).map_err(io)?;
+        for (scope, t) in shard.tables.iter().enumerate().filter(|(_, t)| t.len() > 0) {
+            w.write_all(&(scope as u32).to_le_bytes()).map_err(io)?;
+            w.write_all(&(t.len() as u32).to_le_bytes()).map_err(io)?;
+            for (k, y) in t.iter() {
+                w.write_all(k).map_err(io)?;
+                w.write_all(&[y.all, y.sensitive]).map_err(io)?;
+            }
+            entries += t.len() as u64;
         }
-        entries += shard.table.len() as u64;
         Ok(())
     })?;
     let crc = w.crc.clone().finalize();
@@ -172,29 +176,33 @@ pub(crate) fn load(dir: &Path, index: &Index) -> Result<u64, LedgerError> {
     let n_scopes = index.lock_core().scopes.len();
     let mut chunk = Vec::new();
     for i in 0..SHARDS {
-        let count = u32_of(&mut r)? as usize;
-        chunk.resize(count * 18, 0);
-        r.read_exact(&mut chunk)
-            .map_err(|e| LedgerError::Corrupt(format!("snapshot truncated: {e}")))?;
-        let mut t = Table::with_capacity(count);
-        for e in chunk.chunks_exact(18) {
-            let Ok(id) = <&[u8; 16]>::try_from(&e[..16]) else {
-                continue;
-            };
-            if usize::from(ident_scope(id)) >= n_scopes {
+        let n_tables = u32_of(&mut r)?;
+        let mut shard = index.write_shard(i);
+        for _ in 0..n_tables {
+            let scope = u32_of(&mut r)? as usize;
+            let count = u32_of(&mut r)? as usize;
+            if scope >= n_scopes {
                 return Err(LedgerError::Corrupt(
-                    "snapshot entry of unknown scope".into(),
+                    "snapshot table of unknown scope".into(),
                 ));
             }
-            t.raise(
-                id,
-                Years {
-                    all: e[16],
-                    sensitive: e[17],
-                },
-            );
+            chunk.resize(count * 18, 0);
+            r.read_exact(&mut chunk)
+                .map_err(|e| LedgerError::Corrupt(format!("snapshot truncated: {e}")))?;
+            let mut t = Table::with_capacity(count);
+            for e in chunk.chunks_exact(18) {
+                if let Ok(k) = <&[u8; 16]>::try_from(&e[..16]) {
+                    t.raise(
+                        k,
+                        Years {
+                            all: e[16],
+                            sensitive: e[17],
+                        },
+                    );
+                }
+            }
+            *shard.table_mut(scope) = t;
         }
-        index.write_shard(i).table = t;
     }
     let expected = r.crc.clone().finalize();
     let stored = u32::from_le_bytes(read_arr(&mut r.inner)?);

@@ -1,9 +1,7 @@
-//! The compact open-addressing table that holds, for one shard, each (subject, scope) counted:
-//! its 16-byte identity ([`ident`]: 14 bytes of the subject key and the scope id) with the last
-//! year seen and last year seen as sensitive — 18 bytes a slot, no per-entry allocation, grown
-//! by 1.4× so that the load stays between 0.57 and 0.8 (≤ 64 bytes a subject counted in two
-//! scopes). The home slot depends on the subject only, so all scopes of a subject sit side by
-//! side: one cache miss per subject, not one per scope.
+//! The compact open-addressing table that holds, for one scope and one shard, each counted
+//! subject's last year seen and last year seen as sensitive: 18 bytes a slot, no per-entry
+//! allocation, grown by 1.4× so that the load stays between 0.57 and 0.8 (≤ 64 bytes a subject
+//! counted in two scopes).
 
 /// A year as stored: `year - 2000`, 1..=255; 0 marks an empty slot (or "never sensitive").
 pub(crate) type YearByte = u8;
@@ -44,24 +42,7 @@ pub(crate) struct Table {
     len: usize,
 }
 
-/// The identity of (subject, scope) in a shard: subject key bytes 2..16, then the scope id
-/// (u16 LE). Byte 0 of the key selects the shard; byte 1 is dropped, leaving 120 bits to tell
-/// subjects apart (a collision among 10^7 keyed hashes has probability about 10^-22).
-#[inline]
-pub(crate) fn ident(key: &[u8; 16], scope: u16) -> [u8; 16] {
-    let mut id = [0u8; 16];
-    id[..14].copy_from_slice(&key[2..16]);
-    id[14..].copy_from_slice(&scope.to_le_bytes());
-    id
-}
-
-/// The scope id of an identity.
-#[inline]
-pub(crate) fn ident_scope(id: &[u8]) -> u16 {
-    u16::from_le_bytes([id[14], id[15]])
-}
-
-/// The identity as two words, for comparison.
+/// The key as two words (the second one places it).
 #[inline]
 fn halves(b: &[u8]) -> (u64, u64) {
     let mut lo = [0u8; 8];
@@ -69,15 +50,6 @@ fn halves(b: &[u8]) -> (u64, u64) {
     lo.copy_from_slice(&b[..8]);
     hi.copy_from_slice(&b[8..16]);
     (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
-}
-
-/// The word that places an identity: subject key bytes 8..16 (identity bytes 6..14), so that
-/// every scope of a subject has the same home.
-#[inline]
-fn placer(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[6..14]);
-    u64::from_le_bytes(w)
 }
 
 #[inline]
@@ -88,7 +60,7 @@ fn home_of(h: u64, cap: usize) -> usize {
 
 #[inline]
 fn home(key: &[u8; 16], cap: usize) -> usize {
-    home_of(placer(key), cap)
+    home_of(halves(key).1, cap)
 }
 
 impl Table {
@@ -132,7 +104,7 @@ impl Table {
             if s0 == k0 && s1 == k1 {
                 return Ok(i);
             }
-            let sh = home_of(placer(slot), cap);
+            let sh = home_of(s1, cap);
             let sd = if i >= sh { i - sh } else { i + cap - sh };
             if sd < d {
                 return Err(i);
