@@ -482,13 +482,19 @@ impl Writer {
             if !self.pending.is_empty() {
                 match self.flush() {
                     Ok(()) => {
+                        if failing {
+                            tracing::info!("ledger log writes recovered");
+                        }
                         failing = false;
                         self.shared.durable.store(pending_seq, Ordering::Release);
                         self.shared.status.send_modify(|s| s.durable = pending_seq);
                     }
                     Err(e) => {
+                        // Logged once per outage, not at every 50 ms retry.
+                        if !failing {
+                            tracing::error!(error = %e, "ledger log write failed; retrying");
+                        }
                         failing = true;
-                        tracing::error!(error = %e, "ledger log write failed");
                         let msg: Arc<str> = Arc::from(e.to_string());
                         self.shared.status.send_modify(|s| {
                             s.failed_through = pending_seq;
