@@ -133,5 +133,21 @@ fn durable(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, memory, durable);
+/// Keyed hashing of one identifier (on the stack, no allocation).
+fn hashing(c: &mut Criterion) {
+    let h = SubjectHasher::from_key([3; 32]);
+    let mut g = c.benchmark_group("ledger_hash");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("phone_11_digits", |b| {
+        b.iter(|| {
+            h.hash(
+                std::hint::black_box("phone"),
+                std::hint::black_box(b"13800138000"),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hashing, memory, durable);
 criterion_main!(benches);

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 /// Length in bytes of the secret hashing key.
 pub const HASH_KEY_LEN: usize = 32;
 
+/// Inputs up to this length are hashed from a stack buffer in one shot.
+const INLINE: usize = 128;
+
 /// The 128-bit keyed hash of one data subject's identifier: the only form in which a subject
 /// reaches the ledger.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -152,12 +155,24 @@ impl SubjectHasher {
     /// The key of one subject: `namespace` (e.g. `"phone"`, `"id_card"`) separates identifier
     /// kinds, so equal strings in different namespaces never collide. No allocation.
     pub fn hash(&self, namespace: &str, normalised_id: &[u8]) -> SubjectKey {
-        let mut h = blake3::Hasher::new_keyed(&self.key);
-        // Length-prefix the namespace so that ("ab", "c") and ("a", "bc") differ.
-        h.update(&(namespace.len() as u64).to_le_bytes());
-        h.update(namespace.as_bytes());
-        h.update(normalised_id);
-        let out = h.finalize();
+        // Input: namespace length (u64 LE) · namespace · identifier. The length prefix keeps
+        // ("ab", "c") and ("a", "bc") apart.
+        let n = 8 + namespace.len() + normalised_id.len();
+        let out = if n <= INLINE {
+            // The common case: one-shot hashing of a stack buffer (a streaming `Hasher` costs
+            // more to set up than a short identifier costs to hash).
+            let mut buf = [0u8; INLINE];
+            buf[..8].copy_from_slice(&(namespace.len() as u64).to_le_bytes());
+            buf[8..8 + namespace.len()].copy_from_slice(namespace.as_bytes());
+            buf[8 + namespace.len()..n].copy_from_slice(normalised_id);
+            blake3::keyed_hash(&self.key, &buf[..n])
+        } else {
+            let mut h = blake3::Hasher::new_keyed(&self.key);
+            h.update(&(namespace.len() as u64).to_le_bytes());
+            h.update(namespace.as_bytes());
+            h.update(normalised_id);
+            h.finalize()
+        };
         let mut key = [0u8; 16];
         key.copy_from_slice(&out.as_bytes()[..16]);
         SubjectKey(key)
@@ -206,6 +221,18 @@ mod tests {
         let h = SubjectHasher::from_key([7; 32]);
         assert_ne!(h.hash("phone", b"1"), h.hash("email", b"1"));
         assert_ne!(h.hash("ab", b"c"), h.hash("a", b"bc"));
+        // The one-shot and streaming paths agree (same input bytes).
+        let long = vec![b'x'; 300];
+        let mut s = blake3::Hasher::new_keyed(&[7; 32]);
+        s.update(&5u64.to_le_bytes());
+        s.update(b"phone");
+        s.update(&long);
+        assert_eq!(h.hash("phone", &long).0, s.finalize().as_bytes()[..16]);
+        let mut s = blake3::Hasher::new_keyed(&[7; 32]);
+        s.update(&5u64.to_le_bytes());
+        s.update(b"phone");
+        s.update(b"138");
+        assert_eq!(h.hash("phone", b"138").0, s.finalize().as_bytes()[..16]);
         let other = SubjectHasher::from_key([8; 32]);
         assert_ne!(h.hash("phone", b"1"), other.hash("phone", b"1"));
         assert!(!format!("{h:?}").contains("7"));

@@ -294,6 +294,17 @@ impl Index {
                 d.id
             )));
         }
+        // Overlap the cache misses of the frame (as in the reserve path).
+        let mut sink = 0u8;
+        for (key, _) in wal::subjects(subjects) {
+            let shard = self.shards[shard_of(key)]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            for d in scopes {
+                sink ^= shard.touch(d.id as usize, key);
+            }
+        }
+        std::hint::black_box(sink);
         // Frames list subjects sorted by key, so by shard: lock each shard once per run.
         let mut current: Option<(usize, RwLockWriteGuard<'_, Shard>)> = None;
         for (key, sensitive) in wal::subjects(subjects) {

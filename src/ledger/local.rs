@@ -1,6 +1,6 @@
 //! The local durable backend (the embedded default, in `<gate.data_dir>/ledger/`): the
-//! in-memory [`Index`] plus a write-ahead log of checksummed frames ([`super::wal`]) written by
-//! one writer thread with group commit, and snapshots ([`super::snapshot`]) that keep restart
+//! in-memory index (`index.rs`) plus a write-ahead log of checksummed frames (`wal.rs`) written by
+//! one writer thread with group commit, and snapshots (`snapshot.rs`) that keep restart
 //! bounded.
 //!
 //! Commit order of a reservation: shard locks → ceiling check, counts, sequence number and log
@@ -81,6 +81,10 @@ struct Shared {
     status: watch::Sender<Status>,
     durable: AtomicU64,
     compacting: AtomicBool,
+    /// Set when the ledger is dropped: no new background snapshot starts.
+    closing: AtomicBool,
+    /// The background snapshot thread, joined on drop.
+    snapshotter: Mutex<Option<JoinHandle<()>>>,
     rotated: Mutex<Option<mpsc::Sender<Result<u64, String>>>>,
 }
 
@@ -256,6 +260,8 @@ impl LocalLedger {
             status,
             durable: AtomicU64::new(last_seq),
             compacting: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            snapshotter: Mutex::new(None),
             rotated: Mutex::new(None),
         });
         let w = Writer {
@@ -387,6 +393,17 @@ fn compact_inner(shared: &Shared, now: SystemTime) -> Result<(), LedgerError> {
 
 impl Drop for LocalLedger {
     fn drop(&mut self) {
+        // A running snapshot needs the writer (to rotate): let it finish first.
+        self.shared.closing.store(true, Ordering::Release);
+        let snap = self
+            .shared
+            .snapshotter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = snap {
+            let _ = h.join();
+        }
         {
             let mut core = self.shared.index.lock_core();
             if let Some(j) = core.journal.as_mut() {
@@ -419,6 +436,7 @@ impl Writer {
         let mut pending_seq = 0u64;
         let mut failing = false;
         loop {
+            self.maybe_snapshot();
             let (rotate, shutdown) = {
                 let mut core = self.shared.index.lock_core();
                 loop {
@@ -464,13 +482,19 @@ impl Writer {
             if !self.pending.is_empty() {
                 match self.flush() {
                     Ok(()) => {
+                        if failing {
+                            tracing::info!("ledger log writes recovered");
+                        }
                         failing = false;
                         self.shared.durable.store(pending_seq, Ordering::Release);
                         self.shared.status.send_modify(|s| s.durable = pending_seq);
                     }
                     Err(e) => {
+                        // Logged once per outage, not at every 50 ms retry.
+                        if !failing {
+                            tracing::error!(error = %e, "ledger log write failed; retrying");
+                        }
                         failing = true;
-                        tracing::error!(error = %e, "ledger log write failed");
                         let msg: Arc<str> = Arc::from(e.to_string());
                         self.shared.status.send_modify(|s| {
                             s.failed_through = pending_seq;
@@ -493,21 +517,47 @@ impl Writer {
             }
             if shutdown {
                 self.shared.status.send_modify(|s| s.closed = true);
+                let tx = self
+                    .shared
+                    .rotated
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some(tx) = tx {
+                    let _ = tx.send(Err("ledger shutting down".into()));
+                }
                 return;
             }
-            if self.since_snapshot >= self.shared.opts.snapshot_after_bytes
-                && !self.shared.compacting.load(Ordering::Acquire)
-            {
-                self.since_snapshot = 0;
-                let shared = self.shared.clone();
-                let _ = std::thread::Builder::new()
-                    .name("ledger-snapshot".into())
-                    .spawn(move || {
-                        if let Err(e) = compact(&shared, shared.opts.clock.now()) {
-                            tracing::error!(error = %e, "ledger snapshot failed");
-                        }
-                    });
+        }
+    }
+
+    /// Starts a background snapshot once enough log has been written since the last one
+    /// (also right after recovery, when the replayed segment was already long).
+    fn maybe_snapshot(&mut self) {
+        if self.since_snapshot < self.shared.opts.snapshot_after_bytes
+            || self.shared.compacting.load(Ordering::Acquire)
+            || self.shared.closing.load(Ordering::Acquire)
+        {
+            return;
+        }
+        self.since_snapshot = 0;
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ledger-snapshot".into())
+            .spawn(move || {
+                if let Err(e) = compact(&shared, shared.opts.clock.now()) {
+                    tracing::error!(error = %e, "ledger snapshot failed");
+                }
+            });
+        match spawned {
+            Ok(h) => {
+                *self
+                    .shared
+                    .snapshotter
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(h)
             }
+            Err(e) => tracing::error!(error = %e, "cannot start a ledger snapshot"),
         }
     }
 

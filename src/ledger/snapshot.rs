@@ -189,7 +189,8 @@ pub(crate) fn load(dir: &Path, index: &Index) -> Result<u64, LedgerError> {
             chunk.resize(count * 18, 0);
             r.read_exact(&mut chunk)
                 .map_err(|e| LedgerError::Corrupt(format!("snapshot truncated: {e}")))?;
-            let mut t = Table::with_capacity(count);
+            // Headroom (load 0.64), so that the first inserts after a restart do not rehash.
+            let mut t = Table::with_capacity(count + count / 4);
             for e in chunk.chunks_exact(18) {
                 if let Ok(k) = <&[u8; 16]>::try_from(&e[..16]) {
                     t.raise(

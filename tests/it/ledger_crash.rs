@@ -85,6 +85,16 @@ fn ledger_crash_child() {
     });
 }
 
+/// Kills the child if the parent fails before it does, so no child outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn ledger_crash_kill9_keeps_acknowledged_subjects() {
     let tmp = tempfile::tempdir().unwrap();
@@ -97,20 +107,22 @@ fn ledger_crash_kill9_keeps_acknowledged_subjects() {
     while cycles < 25 && started.elapsed() < Duration::from_secs(30) {
         cycles += 1;
         let base = cycles * 100_000_000;
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "ledger_crash::ledger_crash_child",
-                "--nocapture",
-                "--ignored",
-            ])
-            .env(CHILD_DIR, &dir)
-            .env(CHILD_BASE, base.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut child = KillOnDrop(
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "ledger_crash::ledger_crash_child",
+                    "--nocapture",
+                    "--ignored",
+                ])
+                .env(CHILD_DIR, &dir)
+                .env(CHILD_BASE, base.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = child.0.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -129,8 +141,8 @@ fn ledger_crash_kill9_keeps_acknowledged_subjects() {
             .expect("child acknowledges");
         acked.push(first);
         std::thread::sleep(Duration::from_millis(getrandom::u64().unwrap() % 150));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
         reader.join().unwrap();
         acked.extend(rx.try_iter());
 
