@@ -182,8 +182,20 @@ upstream_ca_file = "upstream-ca.pem"
     }
 }
 
+/// CPU time (user + system) the gate process has used so far, from `/proc` (USER_HZ = 100).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 struct Outcome {
     requests: u64,
+    /// Gate CPU seconds spent during the timed run.
+    gate_cpu: f64,
     errors: u64,
     secs: f64,
     p50_us: u64,
@@ -191,12 +203,19 @@ struct Outcome {
 }
 
 /// `conns` tasks sending POSTs with `client` to `url` for `duration`.
-async fn load(client: reqwest::Client, url: &str, conns: u64, duration: Duration) -> Outcome {
+async fn load(
+    gate_pid: u32,
+    client: reqwest::Client,
+    url: &str,
+    conns: u64,
+    duration: Duration,
+) -> Outcome {
     let body = Bytes::from(body_1k());
     // Warm-up: connections, TLS sessions and minted leaves exist before timing starts.
     for _ in 0..conns {
         let _ = client.post(url).body(body.clone()).send().await;
     }
+    let cpu_before = cpu_secs(gate_pid);
     let started = Instant::now();
     let end = started + duration;
     let mut tasks = Vec::new();
@@ -227,6 +246,7 @@ async fn load(client: reqwest::Client, url: &str, conns: u64, duration: Duration
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let gate_cpu = cpu_secs(gate_pid) - cpu_before;
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -234,6 +254,7 @@ async fn load(client: reqwest::Client, url: &str, conns: u64, duration: Duration
             .unwrap_or(0)
     };
     Outcome {
+        gate_cpu,
         requests: all.len() as u64,
         errors,
         secs,
@@ -262,8 +283,9 @@ fn body_1k() -> Vec<u8> {
 fn row(name: &str, o: &Outcome, base: Option<f64>) -> String {
     let rps = o.requests as f64 / o.secs;
     let rel = base.map_or("1.00".to_owned(), |b| format!("{:.2}", rps / b));
+    let cpu_us = o.gate_cpu * 1e6 / (o.requests.max(1) as f64);
     format!(
-        "| {name} | {rps:.0} | {rel} | {:.2} ms | {:.2} ms | {} |",
+        "| {name} | {rps:.0} | {rel} | {cpu_us:.0} µs | {:.2} ms | {:.2} ms | {} |",
         o.p50_us as f64 / 1000.0,
         o.p99_us as f64 / 1000.0,
         o.errors
@@ -307,10 +329,19 @@ async fn main() -> Result<()> {
 
     let plain_url = format!("http://{PLAIN_HOST}/ingest");
     let tls_url = format!("https://{TLS_HOST}/ingest");
-    let p = load(base().http1_only().build()?, &plain_url, conns, duration).await;
-    let h1 = load(base().http1_only().build()?, &tls_url, conns, duration).await;
-    let h2 = load(base().build()?, &tls_url, conns, duration).await;
+    let pid = gate.child.id();
+    let p = load(
+        pid,
+        base().http1_only().build()?,
+        &plain_url,
+        conns,
+        duration,
+    )
+    .await;
+    let h1 = load(pid, base().http1_only().build()?, &tls_url, conns, duration).await;
+    let h2 = load(pid, base().build()?, &tls_url, conns, duration).await;
     let fresh = load(
+        pid,
         base().http1_only().pool_max_idle_per_host(0).build()?,
         &tls_url,
         conns,
@@ -335,8 +366,8 @@ async fn main() -> Result<()> {
     let hit_us = t.elapsed().as_micros() as f64 / f64::from(n);
 
     let base_rps = p.requests as f64 / p.secs;
-    println!("| scenario | req/s | vs plain | p50 | p99 | errors |");
-    println!("|---|---|---|---|---|---|");
+    println!("| scenario | req/s | vs plain | gate CPU per request | p50 | p99 | errors |");
+    println!("|---|---|---|---|---|---|---|");
     println!(
         "{}",
         row("plain HTTP/1.1 through the gate (baseline)", &p, None)

@@ -70,13 +70,16 @@ fn ca_init(out: &std::path::Path, name: &str, force: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (cert, key) = (files.cert.display(), files.key.display());
+    // Absolute paths: the snippet below works wherever gate.toml lives.
+    let abs = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (cert, key) = (abs(&files.cert), abs(&files.key));
+    let (cert, key) = (cert.display(), key.display());
     println!(
         "Created the interception CA \"{name}\":
   certificate  {cert}   (install it in the trust store of every client that uses the gate)
   private key  {key}   (mode 0600; keep it on the gate host only, never copy it to clients)
 
-1. Point the gate at it in gate.toml (paths are relative to gate.toml), then restart or reload:
+1. Point the gate at it in gate.toml, then restart it or reload it (SIGHUP):
 
      [tls]
      ca_cert = \"{cert}\"

@@ -89,6 +89,12 @@ pub(super) fn start(
     authority: Authority,
     request_id: &str,
 ) -> (Response<GateBody>, &'static str) {
+    // `host:443` → `host`, as an absolute-form `https://host/` URL would name it (the upstream
+    // sees the same `Host` / `:authority` either way).
+    let authority = match authority.port_u16() {
+        Some(443) => authority.host().parse().unwrap_or(authority),
+        _ => authority,
+    };
     let on_upgrade = hyper::upgrade::on(req);
     let (gate, icpt, destination) = (gate.clone(), icpt.clone(), destination.to_owned());
     tracing::debug!(request_id, destination, "intercepting CONNECT");
