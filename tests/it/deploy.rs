@@ -262,15 +262,87 @@ fn metric_names_are_extracted_by_family() {
     assert_eq!(names, want);
 }
 
-/// The Kubernetes manifests and the systemd unit exist where the docs say.
-#[test]
-fn deploy_files_exist() {
-    for f in [
-        "deploy/Containerfile",
-        "deploy/README.md",
-        "deploy/kubernetes/kustomization.yaml",
-        "deploy/systemd/transfer-gate.service",
-    ] {
-        assert!(Path::new(&repo().join(f)).is_file(), "{f} is missing");
+/// Writes what the shipped configs expect to find at deploy time: a 32-byte hash key (0600),
+/// an admin token, and an interception CA (key 0600).
+fn write_secrets(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).unwrap();
+    let private = |name: &str, data: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, data).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    private("subject-hash.key", &[7u8; 32]);
+    private("admin.token", b"0123456789abcdef0123456789abcdef\n");
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "transfer-gate test interception CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+    private("ca.key", key.serialize_pem().as_bytes());
+}
+
+/// `transfer-gate check` on a shipped gate.toml (with approvals.toml beside it), its absolute
+/// deploy paths moved into a temporary directory.
+fn check_shipped(gate_toml: &str, approvals: &str, moves: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = std::fs::read_to_string(repo().join(gate_toml)).unwrap();
+    for (from, to) in moves {
+        let target = dir.path().join(to);
+        std::fs::create_dir_all(&target).unwrap();
+        text = text.replace(from, target.to_str().unwrap());
     }
+    write_secrets(&dir.path().join("secrets"));
+    std::fs::write(dir.path().join("gate.toml"), text).unwrap();
+    std::fs::copy(repo().join(approvals), dir.path().join("approvals.toml")).unwrap();
+    let out = Command::new(crate::harness::BIN)
+        .args(["check", "-c"])
+        .arg(dir.path().join("gate.toml"))
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
+}
+
+#[test]
+fn kubernetes_config_passes_check() {
+    let (ok, report) = check_shipped(
+        "deploy/kubernetes/gate.toml",
+        "deploy/kubernetes/approvals.toml",
+        &[
+            ("/run/transfer-gate/secrets", "secrets"),
+            ("/var/lib/transfer-gate", "data"),
+        ],
+    );
+    assert!(
+        ok,
+        "deploy/kubernetes/gate.toml does not pass check:\n{report}"
+    );
+    assert!(report.contains("0 errors, 0 warnings"), "{report}");
+}
+
+#[test]
+fn systemd_config_passes_check() {
+    let (ok, report) = check_shipped(
+        "deploy/systemd/gate.toml",
+        "config/approvals.toml",
+        &[
+            ("/run/credentials/transfer-gate.service", "secrets"),
+            ("/var/lib/transfer-gate", "data"),
+            ("/var/log/transfer-gate", "log"),
+        ],
+    );
+    assert!(
+        ok,
+        "deploy/systemd/gate.toml does not pass check:\n{report}"
+    );
+    assert!(report.contains("0 errors, 0 warnings"), "{report}");
 }
