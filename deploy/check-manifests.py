@@ -130,6 +130,18 @@ for d, key in (("StateDirectory=transfer-gate", "data_dir"),):
     check(d in unit and sd_cfg["gate"][key] == "/var/lib/transfer-gate", "systemd: data_dir is not the StateDirectory")
 check(re.search(r"^ExecReload=.*-HUP \$MAINPID$", unit, re.M) is not None, "systemd: ExecReload must send SIGHUP")
 
+# Every alert has a `runbook` annotation pointing at its own heading in README.md.
+readme = (ROOT.parent / "README.md").read_text(encoding="utf-8")
+anchors = {re.sub(r"[^a-z0-9_ -]", "", h.strip().lower()).replace(" ", "-")
+           for h in re.findall(r"^#+ (.+)$", readme, re.M)}
+for group in docs["alerts.yml"][0]["groups"]:
+    for rule in group["rules"]:
+        name = rule["alert"]
+        runbook = rule.get("annotations", {}).get("runbook", "")
+        check(runbook == f"README.md#{name.lower()}", f"alert {name}: runbook must be README.md#{name.lower()}")
+        check(name.lower() in anchors, f"alert {name}: README.md has no heading `#### {name}`")
+        check(rule["labels"].get("severity") in ("warning", "critical"), f"alert {name}: severity")
+
 if errors:
     for e in errors:
         print(f"check-manifests: {e}", file=sys.stderr)
