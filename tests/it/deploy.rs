@@ -17,31 +17,30 @@ fn dashboard() -> serde_json::Value {
     serde_json::from_str(&text).expect("deploy/grafana/transfer-gate.json is not valid JSON")
 }
 
-/// Every PromQL expression in the dashboard: panel targets (rows nest panels) and the
-/// `query` of templating variables.
+/// Every PromQL expression in the dashboard: panel targets' `expr` (rows may nest panels) and
+/// the queries of `query` variables.
 fn dashboard_queries(dash: &serde_json::Value) -> Vec<String> {
-    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+    fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
             serde_json::Value::Object(m) => {
                 if let Some(serde_json::Value::String(e)) = m.get("expr") {
                     out.push(e.clone());
                 }
-                for (k, child) in m {
-                    if k == "query" {
-                        if let serde_json::Value::String(q) = child {
-                            out.push(q.clone());
-                        }
-                    }
-                    walk(child, out);
-                }
+                m.values().for_each(|c| exprs(c, out));
             }
-            serde_json::Value::Array(a) => a.iter().for_each(|c| walk(c, out)),
+            serde_json::Value::Array(a) => a.iter().for_each(|c| exprs(c, out)),
             _ => {}
         }
     }
     let mut out = Vec::new();
-    walk(&dash["panels"], &mut out);
-    walk(&dash["templating"], &mut out);
+    exprs(&dash["panels"], &mut out);
+    for var in dash["templating"]["list"].as_array().into_iter().flatten() {
+        if var["type"] == "query" {
+            let q = &var["query"];
+            let text = q["query"].as_str().or_else(|| q.as_str()).unwrap();
+            out.push(text.to_owned());
+        }
+    }
     out
 }
 
