@@ -12,6 +12,17 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `scripts/test-deploy` with `args`, one at a time (it may run apt-get, which takes a lock).
+fn test_deploy(args: &[&str]) -> std::process::Output {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    Command::new(repo().join("scripts/test-deploy"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap()
+}
+
 fn dashboard() -> serde_json::Value {
     let text = std::fs::read_to_string(repo().join("deploy/grafana/transfer-gate.json")).unwrap();
     serde_json::from_str(&text).expect("deploy/grafana/transfer-gate.json is not valid JSON")
@@ -198,6 +209,12 @@ fn dashboard_is_well_formed() {
 /// `promtool check rules` parse them.
 #[test]
 fn dashboard_queries_parse_as_promql() {
+    let tools = test_deploy(&["--install-only"]);
+    assert!(
+        tools.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tools.stderr)
+    );
     require_tool("promtool");
     let dir = tempfile::tempdir().unwrap();
     let mut yaml = String::from("groups:\n  - name: dashboard\n    rules:\n");
@@ -233,10 +250,7 @@ fn dashboard_queries_parse_as_promql() {
 /// every alert (it installs promtool when missing and fails when it cannot).
 #[test]
 fn alert_rules_pass_their_promtool_unit_tests() {
-    let out = Command::new(repo().join("scripts/test-deploy"))
-        .current_dir(repo())
-        .output()
-        .unwrap();
+    let out = test_deploy(&[]);
     assert!(
         out.status.success(),
         "scripts/test-deploy failed:\n{}{}",
