@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 mod check;
+mod deploy;
 mod harness;
 mod intercept;
 mod ledger_crash;
