@@ -107,7 +107,8 @@ async fn handle(
     }
     Ok(match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/readyz" if gate.ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "ledger not writable\n"),
         "/metrics" => {
             let mut r = Response::new(respond::full(gate.metrics.render()));
             r.headers_mut().insert(

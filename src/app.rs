@@ -111,6 +111,7 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
                     _ = tick.tick() => {
                         let snap = gate.snapshot();
                         snap.gauges.refresh(gate.ledger.as_ref(), gate.clock.now()).await;
+                        gate.ready();
                     }
                     _ = drain.signaled() => break,
                 }

@@ -36,6 +36,11 @@ pub const LEDGER_ERRORS: &str = "transfer_gate_ledger_errors_total";
 pub const TUNNELS_TOTAL: &str = "transfer_gate_tunnels_total";
 /// `transfer_gate_config_info`
 pub const CONFIG_INFO: &str = "transfer_gate_config_info";
+/// `transfer_gate_approval_max_subjects` (not in the spec table; the declared volume, for the
+/// remaining-volume alert)
+pub const APPROVAL_MAX: &str = "transfer_gate_approval_max_subjects";
+/// `transfer_gate_ready` (not in the spec table; 1 when `/readyz` would answer 200)
+pub const READY: &str = "transfer_gate_ready";
 /// `transfer_gate_upstream_errors_total` (not in the spec table; 502/504 by kind)
 pub const UPSTREAM_ERRORS: &str = "transfer_gate_upstream_errors_total";
 /// `transfer_gate_tls_client_errors_total` (not in the spec table; failed or refused client
@@ -73,6 +78,10 @@ pub struct Metrics {
     pub tunnels: IntCounterVec,
     /// Constant 1 labelled with the config hash, regime and mode.
     pub config_info: IntGaugeVec,
+    /// Declared approval volume by approval and class.
+    pub approval_max: IntGaugeVec,
+    /// 1 when ready (config loaded, ledger reachable), else 0.
+    pub ready: prometheus::IntGauge,
     /// Upstream failures by destination and kind (`unreachable`, `timeout`).
     pub upstream_errors: IntCounterVec,
     /// Failed client handshakes of intercepted connections, by destination.
@@ -162,6 +171,11 @@ impl Metrics {
                 opts(CONFIG_INFO, "The loaded configuration."),
                 &["sha256", "regime", "mode"],
             )?,
+            approval_max: IntGaugeVec::new(
+                opts(APPROVAL_MAX, "Data subjects an approval's declared volume allows in total."),
+                &["approval", "class"],
+            )?,
+            ready: prometheus::IntGauge::with_opts(opts(READY, "1 when the gate is ready: configuration loaded and ledger reachable."))?,
             upstream_errors: IntCounterVec::new(
                 opts(UPSTREAM_ERRORS, "Upstream exchanges that failed, by kind."),
                 &["destination", "kind"],
@@ -187,6 +201,8 @@ impl Metrics {
         registry.register(Box::new(m.tunnels.clone()))?;
         registry.register(Box::new(m.config_info.clone()))?;
         registry.register(Box::new(m.upstream_errors.clone()))?;
+        registry.register(Box::new(m.approval_max.clone()))?;
+        registry.register(Box::new(m.ready.clone()))?;
         registry.register(Box::new(m.tls_client_errors.clone()))?;
         Ok(m)
     }

@@ -250,7 +250,15 @@ mod tests {
             .collect();
         assert_eq!(
             sensitive,
-            ["biometric", "religion", "identity", "health", "financial", "location", "minors"]
+            [
+                "biometric",
+                "religion",
+                "identity",
+                "health",
+                "financial",
+                "location",
+                "minors"
+            ]
         );
     }
 
@@ -265,7 +273,10 @@ mod tests {
         assert!(CategorySet::of(Category::Health).is_subset(s));
         assert!(!s.is_subset(CategorySet::of(Category::Health)));
         assert_eq!(CategorySet::from_bits(s.bits()), s);
-        assert_eq!(s.iter().collect::<Vec<_>>(), [Category::Contact, Category::Health]);
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            [Category::Contact, Category::Health]
+        );
     }
 
     #[test]

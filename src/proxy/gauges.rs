@@ -55,6 +55,7 @@ impl Gauges {
         m.threshold_utilization.reset();
         m.approval_expiry.reset();
         m.approval_remaining.reset();
+        m.approval_max.reset();
         let mut targets: HashMap<ScopeId, Vec<Target>> = HashMap::new();
         targets
             .entry(scopes.entity)
@@ -75,7 +76,10 @@ impl Gauges {
         }
         for (i, a) in cfg.approvals.iter().enumerate() {
             let until = a.valid_until.map(expiry_timestamp).unwrap_or(f64::INFINITY);
-            for d in &a.destinations {
+            // Only approvals in force can expire in a way that matters to ops; a pending or
+            // revoked one would make the expiry alerts fire for nothing.
+            let active = a.status == crate::config::ApprovalStatus::Active;
+            for d in a.destinations.iter().filter(|_| active) {
                 m.approval_expiry
                     .with_label_values(&[a.id.as_str(), d.as_str(), a.mechanism.as_str()])
                     .set(until);
@@ -96,9 +100,15 @@ impl Gauges {
             });
             if let Some((g, max)) = &all {
                 g.set(*max as i64);
+                m.approval_max
+                    .with_label_values(&[a.id.as_str(), "all"])
+                    .set(*max as i64);
             }
             if let Some((g, max)) = &sensitive {
                 g.set(*max as i64);
+                m.approval_max
+                    .with_label_values(&[a.id.as_str(), "sensitive"])
+                    .set(*max as i64);
             }
             targets
                 .entry(scopes.approval[i])

@@ -260,6 +260,8 @@ impl Gate {
     ) -> Result<Arc<Gate>, BuildError> {
         let snap = Snapshot::build(config, &metrics, ledger.as_ref()).await?;
         snap.gauges.refresh(ledger.as_ref(), clock.now()).await;
+        metrics.ledger_errors.with_label_values(&[ledger.backend()]);
+        metrics.ready.set(i64::from(ledger.is_ready()));
         let gate = Gate {
             snapshot: ArcSwap::from_pointee(snap),
             metrics,
@@ -272,6 +274,14 @@ impl Gate {
         };
         gate.publish_config_info();
         Ok(Arc::new(gate))
+    }
+
+    /// Whether the gate can serve PI-carrying transfers: the ledger can make reservations
+    /// durable. Also published as `transfer_gate_ready`.
+    pub fn ready(&self) -> bool {
+        let ok = self.ledger.is_ready();
+        self.metrics.ready.set(i64::from(ok));
+        ok
     }
 
     /// The current snapshot (one atomic load).
