@@ -14,6 +14,7 @@
 //! - [`shutdown`]: the drain signal every connection watches.
 
 pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod audit;
 pub mod config;

@@ -39,6 +39,15 @@ enum Command {
         #[arg(short, long, default_value = "config/gate.toml")]
         config: PathBuf,
     },
+    /// Show the running gate's counts, thresholds, destinations and approvals as tables.
+    Status {
+        /// The gate configuration file (for the admin address and token).
+        #[arg(short, long, default_value = "config/gate.toml")]
+        config: PathBuf,
+        /// Print the raw JSON of `/v1/status` instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// The TLS interception CA.
     Ca {
         #[command(subcommand)]
@@ -60,6 +69,48 @@ enum CaCommand {
         #[arg(long, default_value = transfer_gate::tls::ca::DEFAULT_CA_NAME)]
         name: String,
     },
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+fn status(path: &std::path::Path, raw: bool) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok((cfg, _)) => cfg,
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(1);
+    };
+    match rt.block_on(transfer_gate::admin_client::get_json(&cfg, "/v1/status")) {
+        Ok(v) if raw => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", transfer_gate::status::render(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("transfer-gate: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn ca_init(out: &std::path::Path, name: &str, force: bool) -> ExitCode {
@@ -147,6 +198,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Status { config, json } => status(&config, json),
         Command::Ca {
             command: CaCommand::Init { out, force, name },
         } => ca_init(&out, &name, force),

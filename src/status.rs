@@ -2,15 +2,217 @@
 //! the mechanism required now, each threshold with its limit and headroom, each destination's
 //! counts, each approval with its state, days to expiry and remaining volume.
 
+use crate::config::{Approval, ApprovalStatus};
+use crate::ledger::ScopeCounts;
+use crate::model::shanghai_date;
+use crate::policy::{self, Counts};
 use crate::proxy::Gate;
+use serde_json::{json, Value};
+
+fn date(d: Option<time::Date>) -> Value {
+    d.map(|d| Value::String(d.to_string()))
+        .unwrap_or(Value::Null)
+}
 
 /// The `/v1/status` document.
-pub async fn status(gate: &Gate) -> serde_json::Value {
+pub async fn status(gate: &Gate) -> Value {
     let snap = gate.snapshot();
     let c = &snap.config;
-    serde_json::json!({
+    let now = gate.clock.now();
+    let today = shanghai_date(now);
+    let regime = c.entity.regime;
+    let ledger = gate.ledger.as_ref();
+    let mut ledger_ok = true;
+    let mut get = async |sid| match ledger.counts(sid, regime, now).await {
+        Ok(x) => x,
+        Err(_) => {
+            ledger_ok = false;
+            ScopeCounts::default()
+        }
+    };
+    let e = get(snap.scopes.entity).await;
+    let entity = Counts {
+        all: e.all,
+        sensitive: e.sensitive,
+    };
+    let (need, threshold) = policy::required(
+        regime,
+        c.entity.ciio,
+        c.entity.pi_subjects_processed,
+        entity,
+        false,
+    );
+    let thresholds: Vec<Value> = policy::utilization(regime, c.entity.pi_subjects_processed, entity)
+        .into_iter()
+        .map(|(t, limit, ratio)| {
+            let count = (ratio * limit as f64).round() as u64;
+            json!({"name": t.as_str(), "limit": limit, "count": count, "headroom": limit.saturating_sub(count), "utilization": ratio})
+        })
+        .collect();
+    let mut destinations = Vec::new();
+    for (i, d) in c.destinations.iter().enumerate() {
+        let x = get(snap.scopes.exempt[i].unwrap_or(snap.scopes.destination[i])).await;
+        let approvals: Vec<&str> = policy::approvals_for(c, &d.name)
+            .map(|a| c.approvals[a].id.as_str())
+            .collect();
+        destinations.push(json!({
+            "name": d.name, "recipient": d.recipient, "country": d.country,
+            "exemption": d.exemption.map(|e| e.as_str()), "sensitive": d.sensitive,
+            "subjects": x.all, "sensitive_subjects": x.sensitive, "approvals": approvals,
+        }));
+    }
+    let mut approvals = Vec::new();
+    for (i, a) in c.approvals.iter().enumerate() {
+        let used = get(snap.scopes.approval[i]).await;
+        approvals.push(approval(a, used, today));
+    }
+    let window_start = time::Date::from_calendar_date(
+        regime.window_start_year(today.year()),
+        time::Month::January,
+        1,
+    )
+    .ok();
+    json!({
         "entity": c.entity.name,
-        "regime": c.entity.regime.as_str(),
+        "regime": regime.as_str(),
         "mode": c.gate.mode.as_str(),
+        "today": today.to_string(),
+        "window_start": date(window_start),
+        "ledger": {"backend": ledger.backend(), "ready": ledger.is_ready() && ledger_ok},
+        "entity_subjects": {"all": entity.all, "sensitive": entity.sensitive},
+        "required_mechanism": need.as_str(),
+        "required_because": threshold.map(|t| t.as_str()),
+        "thresholds": thresholds,
+        "destinations": destinations,
+        "approvals": approvals,
     })
+}
+
+fn approval(a: &Approval, used: ScopeCounts, today: time::Date) -> Value {
+    let in_force = policy::in_force(a, today);
+    let state = match a.status {
+        ApprovalStatus::Active if in_force => "in_force",
+        ApprovalStatus::Active if a.valid_from.is_some_and(|f| today < f) => "not_yet_valid",
+        ApprovalStatus::Active => "expired",
+        s => s.as_str(),
+    };
+    let days = a.valid_until.map(|u| (u - today).whole_days());
+    json!({
+        "id": a.id, "mechanism": a.mechanism.as_str(), "status": a.status.as_str(), "state": state,
+        "destinations": a.destinations,
+        "categories": a.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "valid_from": date(a.valid_from), "valid_until": date(a.valid_until), "days_to_expiry": days,
+        "max_subjects": a.max_subjects, "max_sensitive_subjects": a.max_sensitive_subjects,
+        "used_subjects": used.all, "used_sensitive_subjects": used.sensitive,
+        "remaining_subjects": a.max_subjects.map(|m| m.saturating_sub(used.all)),
+        "remaining_sensitive_subjects": a.max_sensitive_subjects.map(|m| m.saturating_sub(used.sensitive)),
+        "reference": a.reference,
+    })
+}
+
+/// Renders a `/v1/status` document as readable tables (for `transfer-gate status`).
+pub fn render(s: &Value) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let v = |x: &Value| match x {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let _ = writeln!(
+        o,
+        "{} — regime {}, mode {}, ledger {} ({})",
+        v(&s["entity"]),
+        v(&s["regime"]),
+        v(&s["mode"]),
+        v(&s["ledger"]["backend"]),
+        if s["ledger"]["ready"] == true {
+            "ready"
+        } else {
+            "NOT READY"
+        }
+    );
+    let _ = writeln!(
+        o,
+        "window since {} (today {}): {} subjects, {} sensitive",
+        v(&s["window_start"]),
+        v(&s["today"]),
+        v(&s["entity_subjects"]["all"]),
+        v(&s["entity_subjects"]["sensitive"])
+    );
+    let _ = writeln!(
+        o,
+        "required mechanism now: {}{}\n",
+        v(&s["required_mechanism"]),
+        s["required_because"]
+            .as_str()
+            .map(|t| format!(" (threshold {t})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        o,
+        "{:<28} {:>10} {:>10} {:>10} {:>7}",
+        "THRESHOLD", "COUNT", "LIMIT", "HEADROOM", "USED"
+    );
+    for t in s["thresholds"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "{:<28} {:>10} {:>10} {:>10} {:>6.1}%",
+            v(&t["name"]),
+            v(&t["count"]),
+            v(&t["limit"]),
+            v(&t["headroom"]),
+            t["utilization"].as_f64().unwrap_or(0.0) * 100.0
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<20} {:<4} {:>10} {:>10}  APPROVALS",
+        "DESTINATION", "CC", "SUBJECTS", "SENSITIVE"
+    );
+    for d in s["destinations"].as_array().into_iter().flatten() {
+        let ap: Vec<String> = d["approvals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(v)
+            .collect();
+        let ex = d["exemption"]
+            .as_str()
+            .map(|e| format!(" [exempt: {e}]"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "{:<20} {:<4} {:>10} {:>10}  {}{}",
+            v(&d["name"]),
+            v(&d["country"]),
+            v(&d["subjects"]),
+            v(&d["sensitive_subjects"]),
+            if ap.is_empty() {
+                "-".into()
+            } else {
+                ap.join(", ")
+            },
+            ex
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<16} {:<20} {:<14} {:>11} {:>8} {:>12} {:>12}",
+        "APPROVAL", "MECHANISM", "STATE", "VALID UNTIL", "DAYS", "REMAINING", "REM. SENS."
+    );
+    for a in s["approvals"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "{:<16} {:<20} {:<14} {:>11} {:>8} {:>12} {:>12}",
+            v(&a["id"]),
+            v(&a["mechanism"]),
+            v(&a["state"]),
+            v(&a["valid_until"]),
+            v(&a["days_to_expiry"]),
+            v(&a["remaining_subjects"]),
+            v(&a["remaining_sensitive_subjects"])
+        );
+    }
+    o
 }

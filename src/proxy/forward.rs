@@ -245,10 +245,12 @@ pub(crate) async fn serve_destination(
         .iter()
         .flat_map(|r| r.fields.iter().cloned())
         .collect();
-    let mut head = Batch::default();
-    head.important = rules
-        .iter()
-        .any(|r| r.paths.iter().any(|g| g.matches(req.uri().path())));
+    let mut head = Batch {
+        important: rules
+            .iter()
+            .any(|r| r.paths.iter().any(|g| g.matches(req.uri().path()))),
+        ..Batch::default()
+    };
     if let Some(q) = req.uri().query() {
         let f = inspect::inspect_query(&snap.inspect, q, today, dest.sensitive);
         for s in f.subjects() {

@@ -89,6 +89,7 @@ pub type Shared = Arc<Mutex<Summary>>;
 pub struct Refused(&'static str);
 
 type Judging = Pin<Box<dyn Future<Output = (Verdict, Batch)> + Send>>;
+type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
 /// Per-request context the body needs to judge batches on its own.
 pub struct Ctx {
@@ -205,10 +206,7 @@ impl<B> GatedBody<B> {
     }
 
     /// Handles an unreadable body: stop inspecting and pass it on (allowed), or refuse.
-    fn unreadable(
-        &mut self,
-        e: &Unreadable,
-    ) -> Option<Poll<Option<Result<Frame<Bytes>, BoxError>>>> {
+    fn unreadable(&mut self, e: &Unreadable) -> Option<Polled> {
         tracing::info!(kind = e.kind(), "streamed body is unreadable");
         self.scanner = None;
         if self.ctx.unreadable == UnreadablePolicy::Allow {
