@@ -3,6 +3,7 @@
 
 mod check;
 mod deploy;
+mod enforce;
 mod harness;
 mod intercept;
 mod ledger_crash;

@@ -74,6 +74,7 @@ pub struct GateBuilder {
     approvals: String,
     timeouts: String,
     env: Vec<(String, String)>,
+    entity: String,
 }
 
 impl Default for GateBuilder {
@@ -92,7 +93,13 @@ impl GateBuilder {
             approvals: String::new(),
             timeouts: String::new(),
             env: vec![],
+            entity: "regime = \"cac-2024\"".into(),
         }
+    }
+    /// The `[entity]` keys (default `regime = "cac-2024"`), e.g. `regime = "cac-2022"\nciio = true`.
+    pub fn entity(mut self, toml_lines: &str) -> Self {
+        self.entity = toml_lines.into();
+        self
     }
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -147,17 +154,13 @@ impl GateBuilder {
             writeln!(s, "{l}").unwrap();
         }
         writeln!(s, "\n[timeouts]\n{}", self.timeouts).unwrap();
-        writeln!(
-            s,
-            "\n[entity]\nname = \"Test Co.\"\nregime = \"cac-2024\"\n"
-        )
-        .unwrap();
+        writeln!(s, "\n[entity]\nname = \"Test Co.\"\n{}\n", self.entity).unwrap();
         writeln!(
             s,
             "[ledger]\nhash_key_file = \"secrets/subject-hash.key\"\n"
         )
         .unwrap();
-        writeln!(s, "[inspection.subjects]\nfields = [\"user_id\"]\ndetectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]\n").unwrap();
+        writeln!(s, "[inspection.subjects]\nfields = [\"user_id\"]\ndetectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]\nheaders = [\"x-user-id\"]\n").unwrap();
         writeln!(
             s,
             "[[domestic]]\nhosts = [\"*.cn\", \"localhost\"]\ncidrs = [\"127.0.0.0/8\"]\n"
@@ -275,6 +278,41 @@ impl GateProc {
             .proxy(reqwest::Proxy::all(self.proxy_url()).unwrap())
             .timeout(Duration::from_secs(60))
             .build()
+            .unwrap()
+    }
+
+    /// `GET /v1/status` (loopback, no token).
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(self.admin_url("/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Entity window counts (all, sensitive) from `/v1/status`.
+    pub async fn entity_counts(&self) -> (u64, u64) {
+        let s = self.status().await;
+        (
+            s["entity_subjects"]["all"].as_u64().unwrap(),
+            s["entity_subjects"]["sensitive"].as_u64().unwrap(),
+        )
+    }
+
+    /// POSTs a JSON body through the gate.
+    pub async fn post_json(&self, url: &str, body: impl Into<String>) -> reqwest::Response {
+        self.client()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.into())
+            .send()
+            .await
             .unwrap()
     }
 
