@@ -415,6 +415,8 @@ fn unavailable(gate: &Gate, backend: &'static str, e: &LedgerError) -> Verdict {
 /// Updates the count gauges from a reservation's outcomes (cheap: no ledger call).
 fn publish(snap: &Snapshot, scopes: &[ScopeId], outcomes: &[ScopeOutcome]) {
     for (sid, o) in scopes.iter().zip(outcomes) {
-        snap.gauges.set(*sid, counts(o));
+        if o.new_all > 0 || o.new_sensitive > 0 {
+            snap.gauges.advance(*sid, counts(o));
+        }
     }
 }

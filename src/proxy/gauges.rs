@@ -31,6 +31,10 @@ enum Target {
 #[derive(Debug)]
 pub struct Gauges {
     targets: HashMap<ScopeId, Vec<Target>>,
+    /// The counts last published per scope: reservations finish in any order, so a
+    /// reservation's outcome only ever moves a gauge forward (counts only grow within a window);
+    /// the periodic refresh from the ledger sets them as they are (the year turn lowers them).
+    published: HashMap<ScopeId, std::sync::Mutex<Counts>>,
     entity_all: IntGauge,
     entity_sensitive: IntGauge,
     utilization: Vec<(Threshold, Gauge)>,
@@ -126,6 +130,10 @@ impl Gauges {
             .collect();
         let g = Gauges {
             scopes: targets.keys().copied().collect(),
+            published: targets
+                .keys()
+                .map(|k| (*k, std::sync::Mutex::new(Counts::default())))
+                .collect(),
             targets,
             entity_all: m.entity_subjects.with_label_values(&["all"]),
             entity_sensitive: m.entity_subjects.with_label_values(&["sensitive"]),
@@ -135,12 +143,37 @@ impl Gauges {
             ciio: e.ciio,
             pi_processed: e.pi_subjects_processed,
         };
-        g.set(scopes.entity, Counts::default());
+        g.show(scopes.entity, Counts::default());
         g
     }
 
-    /// Publishes the window counts `c` of scope `sid`.
+    /// Publishes counts a reservation reached: never moves a gauge backwards.
+    pub fn advance(&self, sid: ScopeId, c: Counts) {
+        let Some(m) = self.published.get(&sid) else {
+            return;
+        };
+        let mut cur = m.lock().unwrap_or_else(|p| p.into_inner());
+        let next = Counts {
+            all: cur.all.max(c.all),
+            sensitive: cur.sensitive.max(c.sensitive),
+        };
+        if next != *cur {
+            *cur = next;
+            self.show(sid, next);
+        }
+    }
+
+    /// Publishes the ledger's current window counts of scope `sid` as they are.
     pub fn set(&self, sid: ScopeId, c: Counts) {
+        let Some(m) = self.published.get(&sid) else {
+            return;
+        };
+        let mut cur = m.lock().unwrap_or_else(|p| p.into_inner());
+        *cur = c;
+        self.show(sid, c);
+    }
+
+    fn show(&self, sid: ScopeId, c: Counts) {
         let Some(ts) = self.targets.get(&sid) else {
             return;
         };
