@@ -165,6 +165,24 @@ impl Audit {
         }
     }
 
+    /// Records a decision from synchronous code: queued at once, or by a task when the writer
+    /// is far behind.
+    pub fn record_now(&self, rec: AuditRecord) {
+        let rec = Arc::new(rec);
+        if let Ok(mut q) = self.recent.lock() {
+            if q.len() == RECENT {
+                q.pop_front();
+            }
+            q.push_back(rec.clone());
+        }
+        if let Err(mpsc::error::TrySendError::Full(msg)) = self.tx.try_send(Msg::Record(rec)) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(msg).await;
+            });
+        }
+    }
+
     /// Waits until every line recorded so far is written and flushed (e.g. at shutdown).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

@@ -37,14 +37,22 @@ pub async fn handle(
             "block",
         );
     };
+    let audit = |dest: &str, decision: &'static str, reason: Reason| {
+        let mut rec = crate::audit::AuditRecord::new(request_id, conn.peer, dest, "CONNECT", "");
+        rec.path = auth.as_str().to_owned();
+        rec.decision = decision;
+        rec.reason = reason.as_str();
+        gate.audit.record_now(rec);
+    };
     let (label, dial): (&str, String) = match classify(&snap.config, auth.host()) {
         Class::Unknown => {
+            audit(UNKNOWN_LABEL, "block", Reason::UnknownDestination);
             return refuse(
                 gate,
                 snap,
                 Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL),
                 request_id,
-            )
+            );
         }
         Class::Domestic => (DOMESTIC_LABEL, auth.as_str().to_owned()),
         Class::Destination(i) => {
@@ -60,12 +68,13 @@ pub async fn handle(
                         .unwrap_or_else(|| auth.as_str().to_owned()),
                 ),
                 _ => {
+                    audit(&d.name, "block", Reason::Uninspectable);
                     return refuse(
                         gate,
                         snap,
                         Refusal::new(Reason::Uninspectable, d.name.clone()),
                         request_id,
-                    )
+                    );
                 }
             }
         }
@@ -104,8 +113,7 @@ pub async fn handle(
     let peer = conn.peer;
     let audited = reason == Reason::Tunnel;
     if audited {
-        // Audit trail of blind tunnels (until the audit log module exists, a structured line
-        // on the `transfer_gate::audit` target).
+        audit(label, decision, reason);
         tracing::info!(target: "transfer_gate::audit", request_id, client = %peer, destination = label, method = "CONNECT", decision, reason = reason.as_str(), "tunnel opened");
     }
     let destination = label.to_owned();

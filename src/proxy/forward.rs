@@ -156,7 +156,10 @@ async fn route(
         Err(msg) => return (respond::bad_request(msg, request_id), "block"),
     };
     match classify(&snap.config, &target.host) {
-        Class::Unknown => refuse(gate, snap, Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL), request_id),
+        Class::Unknown => {
+            let rec = AuditRecord::new(request_id, conn.peer, UNKNOWN_LABEL, req.method().as_str(), req.uri().path());
+            refuse_audited(gate, snap, Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL), request_id, rec).await
+        }
         Class::Domestic if origin_form => (
             respond::bad_request(
                 "origin-form requests are routed only to registered destinations; send absolute-form requests through the proxy",
