@@ -652,24 +652,7 @@ async fn a_refused_record_at_the_end_of_a_2_gib_stream_never_reaches_the_upstrea
         (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
     )
     .chain(futures_util::stream::iter([Ok(tail)]));
-    let pid = gate.pid();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s2 = stop.clone();
-    let sampler = std::thread::spawn(move || {
-        let mut peak = 0u64;
-        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            if let Some(kb) = st
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak = peak.max(kb << 10);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        peak
-    });
+    let sampler = crate::harness::RssSampler::start(gate.pid());
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(gate.proxy_url()).unwrap())
         .timeout(Duration::from_secs(600))
@@ -682,8 +665,7 @@ async fn a_refused_record_at_the_end_of_a_2_gib_stream_never_reaches_the_upstrea
         .send()
         .await
         .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
+    let peak = sampler.stop();
     assert_eq!(r.status(), 451);
     let v = json(r).await;
     assert_eq!(v["reason"], "approval_required");

@@ -476,24 +476,7 @@ async fn one_gib_upload_streams_in_small_memory() {
         (0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
     );
     let body = reqwest::Body::wrap_stream(stream);
-    let pid = gate.pid();
-    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let s2 = sampling.clone();
-    let sampler = std::thread::spawn(move || {
-        let mut peak = 0u64;
-        while s2.load(std::sync::atomic::Ordering::Relaxed) {
-            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            if let Some(kb) = st
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak = peak.max(kb * 1024);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        peak
-    });
+    let sampler = crate::harness::RssSampler::start(gate.pid());
     let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(gate.proxy_url()).unwrap())
         .timeout(Duration::from_secs(300))
@@ -506,8 +489,7 @@ async fn one_gib_upload_streams_in_small_memory() {
         .send()
         .await
         .unwrap();
-    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap();
+    let peak = sampler.stop();
     assert_eq!(r.status(), 200);
     let got = up.received();
     assert_eq!(got[0].body_len, (CHUNK * CHUNKS) as u64);

@@ -427,3 +427,38 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
+
+/// Samples a process's resident memory every 20 ms on a thread until stopped.
+pub struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+                let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kb) = st
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    peak = peak.max(kb << 10);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// Stops sampling and returns the peak RSS in bytes (never 0 when sampling worked).
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
