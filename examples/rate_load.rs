@@ -1,0 +1,82 @@
+//! Open-loop constant-rate load generator for `scripts/bench-proxy`: sends POSTs of a JSON body
+//! at a fixed aggregate rate over keep-alive connections and reports latency percentiles
+//! measured from each request's *scheduled* start (so a stall is not hidden by the generator
+//! waiting — no coordinated omission). Loopback only.
+//!
+//! `cargo run --release --example rate_load -- URL HOST BODY_FILE RATE SECONDS [CONNS]`
+//! prints `sent ok p50_us p90_us p99_us max_us`. One request in ten carries a new user id when
+//! the body contains `NEWID` (replaced by a fresh number).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(args.len() >= 6, "usage: rate_load URL HOST BODY_FILE RATE SECONDS [CONNS]");
+    let url: hyper::Uri = args[1].parse()?;
+    let host = args[2].clone();
+    let body = std::fs::read_to_string(&args[3])?;
+    let rate: f64 = args[4].parse()?;
+    let secs: f64 = args[5].parse()?;
+    let conns: usize = args.get(6).map(|c| c.parse()).transpose()?.unwrap_or(64);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(conns)
+        .build_http();
+    let total = (rate * secs) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now() + Duration::from_millis(100);
+    let next_id = Arc::new(AtomicU64::new(50_000_000));
+    let ok = Arc::new(AtomicU64::new(0));
+    let limit = Arc::new(tokio::sync::Semaphore::new(conns));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let permit = limit.clone().acquire_owned().await?;
+        let (client, url, host, tx, ok) = (client.clone(), url.clone(), host.clone(), tx.clone(), ok.clone());
+        let payload = if i % 10 == 0 && body.contains("NEWID") {
+            body.replace("NEWID", &next_id.fetch_add(1, Ordering::Relaxed).to_string())
+        } else {
+            body.replace("NEWID", "1")
+        };
+        tokio::spawn(async move {
+            let req = hyper::Request::post(url)
+                .header("host", host)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(payload)));
+            if let Ok(req) = req {
+                if let Ok(resp) = client.request(req).await {
+                    let good = resp.status().is_success();
+                    if resp.into_body().collect().await.is_ok() && good {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            let _ = tx.send(due.elapsed().as_micros() as u64);
+            drop(permit);
+        });
+    }
+    drop(tx);
+    let mut lat = Vec::with_capacity(total as usize);
+    while let Some(us) = rx.recv().await {
+        lat.push(us);
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    println!(
+        "{} {} {} {} {} {}",
+        lat.len(),
+        ok.load(Ordering::Relaxed),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        lat.last().copied().unwrap_or(0)
+    );
+    Ok(())
+}
