@@ -416,6 +416,11 @@ pub fn assess(status: &Value, history: &Value) -> Value {
                         .as_array()
                         .is_some_and(|bd| bd.contains(d))
                 })
+                && a["categories"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|c| b["categories"].as_array().is_some_and(|bc| bc.contains(c)))
                 && parse_date(&b["valid_until"]).is_none_or(|bu| bu > until)
         });
         let plan_from = add_months(until, -6);

@@ -167,7 +167,7 @@ fn renewal_windows() {
             {"id": "SA-1", "mechanism": "security_assessment", "status": "active", "state": "in_force",
              "destinations": ["eu"], "valid_until": "2027-03-01"},
             {"id": "SC-1", "mechanism": "standard_contract", "status": "active", "state": "in_force",
-             "destinations": ["eu"], "valid_until": "2026-12-31"},
+             "destinations": ["eu"], "valid_until": "2027-06-30"},
             {"id": "SC-2", "mechanism": "standard_contract", "status": "pending", "state": "pending",
              "destinations": ["eu"], "valid_until": "2029-12-31"}
         ]),
