@@ -94,7 +94,7 @@ pub fn diagram(doc: &Value) -> String {
         s,
         r##"<svg id="dataflow" xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="dataflow-title" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">
 <title id="dataflow-title">Data-flow diagram: {entity} to its overseas destinations</title>
-<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#4a5568"/></marker></defs>
+<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="12" markerHeight="12" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#4a5568"/></marker></defs>
 <rect x="{ex}" y="{ey}" width="{ew}" height="{eh}" rx="10" fill="#edf2f7" stroke="#2d3748" stroke-width="2"/>
 <text x="{cx}" y="{ty1}" text-anchor="middle" font-weight="bold">{entity}</text>
 <text x="{cx}" y="{ty2}" text-anchor="middle">mainland China · {regime}</text>
@@ -114,12 +114,13 @@ pub fn diagram(doc: &Value) -> String {
         let y = 20 + (i * row) as i64 + (row as i64 - dh) / 2;
         let (state, colour) = flow_state(doc, d);
         let (x1, y1, x2, y2) = (ex + ew, ey + eh / 2, dx, y + dh / 2);
-        let (mx, my) = ((x1 + x2) / 2, (y1 + y2) / 2);
+        // Labels sit level with their destination, so rows never overlap.
+        let (mx, my) = ((x1 + x2) / 2 + 20, y2);
         let _ = write!(
             s,
             r##"<g class="flow" data-destination="{name}">
 <path d="M {x1} {y1} C {c1} {y1}, {c2} {y2}, {x2} {y2}" fill="none" stroke="{colour}" stroke-width="3" marker-end="url(#arrow)"/>
-<rect x="{lx}" y="{ly}" width="300" height="58" rx="6" fill="#ffffff" stroke="{colour}" opacity="0.95"/>
+<rect x="{lx}" y="{ly}" width="360" height="58" rx="6" fill="#ffffff" stroke="{colour}" opacity="0.95"/>
 <text x="{mx}" y="{l1}" text-anchor="middle">{subjects} subjects · {sensitive} sensitive</text>
 <text x="{mx}" y="{l2}" text-anchor="middle" fill="{colour}">{state}</text>
 <text x="{mx}" y="{l3}" text-anchor="middle" fill="#4a5568">{cats}</text>
@@ -138,7 +139,7 @@ pub fn diagram(doc: &Value) -> String {
             cats = esc(&categories(d)),
             c1 = x1 + 160,
             c2 = x2 - 160,
-            lx = mx - 150,
+            lx = mx - 180,
             ly = my - 29,
             l1 = my - 10,
             l2 = my + 8,
@@ -153,8 +154,24 @@ pub fn diagram(doc: &Value) -> String {
     s
 }
 
-/// The categories a destination received in the report period.
+/// The categories a destination received in the report period, and its refusals.
 fn categories(d: &Value) -> String {
+    let refused: u64 = d["months"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|m| m["blocked"].as_object().into_iter().flatten())
+        .filter_map(|(_, n)| n.as_u64())
+        .sum();
+    let cats = category_list(d);
+    if refused > 0 {
+        format!("{cats} · {refused} refused")
+    } else {
+        cats
+    }
+}
+
+fn category_list(d: &Value) -> String {
     let mut cats: Vec<String> = d["months"]
         .as_array()
         .into_iter()
