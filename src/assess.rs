@@ -13,9 +13,12 @@
 use serde_json::{json, Value};
 use time::{Date, Duration, Month, Weekday};
 
+/// Month and day.
+pub type MonthDay = (u8, u8);
+
 /// Whole-day and adjusted-working-day lists of the PRC public-holiday schedules (State Council
 /// General Office notices): (year, days off, weekend days that are working days).
-pub const HOLIDAYS: &[(i32, &[(u8, u8)], &[(u8, u8)])] = &[
+pub const HOLIDAYS: &[(i32, &[MonthDay], &[MonthDay])] = &[
     (
         2025,
         &[

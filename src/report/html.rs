@@ -225,15 +225,15 @@ th{{background:#edf2f7}}
             .unwrap_or_default(),
     );
     o.push_str(&diagram(doc));
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "\n<p class=\"note\">{}</p>\n<h2>Per destination and month</h2>\n",
+        "\n<p class=\"note\">{}</p>\n<h2>Per destination and month</h2>",
         t(&r["subjects_note"])
     );
     for d in doc["destinations"].as_array().into_iter().flatten() {
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<h3>{} → {} ({})</h3>\n",
+            "<h3>{} → {} ({})</h3>",
             t(&d["name"]),
             t(&d["recipient"]),
             t(&d["country"])
@@ -245,9 +245,9 @@ th{{background:#edf2f7}}
         }
         o.push_str("<table><tr><th>month</th><th>new subjects</th><th>new sensitive</th><th>categories (records)</th><th>blocked by reason</th><th>would block (observe)</th></tr>\n");
         for m in months {
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 t(&m["month"]),
                 t(&m["subjects"]),
                 t(&m["sensitive_subjects"]),
@@ -265,9 +265,9 @@ th{{background:#edf2f7}}
     if !unreg.is_empty() {
         o.push_str("<h3>Refused transfers to unregistered hosts</h3>\n<table><tr><th>month</th><th>refused by reason</th></tr>\n");
         for m in unreg {
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<tr><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td></tr>",
                 t(&m["month"]),
                 esc(&counts(&m["blocked"]))
             );
@@ -276,9 +276,9 @@ th{{background:#edf2f7}}
     }
     o.push_str("<h2>Approvals</h2>\n<table><tr><th>id</th><th>mechanism</th><th>status</th><th>state</th><th>destinations</th><th>categories</th><th>valid from</th><th>valid until</th><th>days left</th><th>used / max subjects</th><th>used / max sensitive</th><th>reference</th></tr>\n");
     for a in doc["approvals"].as_array().into_iter().flatten() {
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{} / {}</td><td>{} / {}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{} / {}</td><td>{} / {}</td><td>{}</td></tr>",
             t(&a["id"]),
             t(&a["mechanism"]),
             t(&a["status"]),
@@ -295,9 +295,9 @@ th{{background:#edf2f7}}
             t(&a["reference"]),
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "</table>\n<p class=\"note\">Categories and refusals are recorded since {}. {}</p>\n</body></html>\n",
+        "</table>\n<p class=\"note\">Categories and refusals are recorded since {}. {}</p>\n</body></html>",
         t(&r["activity_since"]),
         t(&r["activity_note"])
     );
