@@ -138,7 +138,13 @@ impl History {
         let mut st = self.lock();
         if let Some(e) = entity {
             let day = today.to_string();
-            if st.data.days.get(&day) != Some(&e) {
+            // Cumulative figures only grow; a sample that read the ledger earlier loses.
+            let prev = st.data.days.get(&day).copied().unwrap_or_default();
+            let e = DaySample {
+                all: e.all.max(prev.all),
+                sensitive: e.sensitive.max(prev.sensitive),
+            };
+            if prev != e {
                 st.data.days.insert(day, e);
                 st.dirty = true;
             }
@@ -213,9 +219,16 @@ impl History {
 impl State {
     /// The increase of a counter since the previous sample (counters start at zero with the
     /// process, so the first sample counts everything since start).
+    ///
+    /// Counters never decrease within a process, so a value below the previous one is a
+    /// sample that read the counters earlier and took the lock later: it adds nothing.
     fn delta(&mut self, labels: &[String], v: u64) -> u64 {
-        let prev = self.last.insert(labels.to_vec(), v).unwrap_or(0);
-        v.saturating_sub(prev)
+        let prev = self.last.get(labels).copied().unwrap_or(0);
+        if v <= prev {
+            return 0;
+        }
+        self.last.insert(labels.to_vec(), v);
+        v - prev
     }
 
     fn activity(&mut self, month: &str, dest: &str) -> &mut MonthActivity {
@@ -256,13 +269,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deltas_start_at_zero_and_survive_resets() {
+    fn deltas_start_at_zero_and_ignore_stale_samples() {
         let mut st = State::default();
         let l = vec!["destination=eu".to_owned()];
         assert_eq!(st.delta(&l, 5), 5);
         assert_eq!(st.delta(&l, 7), 2);
         assert_eq!(st.delta(&l, 7), 0);
         assert_eq!(st.delta(&l, 1), 0);
+        assert_eq!(st.delta(&l, 9), 2);
         assert_eq!(label(&l, "destination"), Some("eu"));
         assert_eq!(label(&l, "dest"), None);
     }
