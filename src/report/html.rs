@@ -27,6 +27,16 @@ fn t(v: &Value) -> String {
     esc(&text(v))
 }
 
+/// Escaped text cut to `n` characters (with `…`), so that it fits its box in the diagram.
+fn fit(v: &Value, n: usize) -> String {
+    let s = text(v);
+    if s.chars().count() <= n {
+        esc(&s)
+    } else {
+        esc(&format!("{}…", s.chars().take(n - 1).collect::<String>()))
+    }
+}
+
 /// How a destination's flow stands: (label, colour).
 fn flow_state(doc: &Value, d: &Value) -> (String, &'static str) {
     if let Some(e) = d["exemption"].as_str() {
@@ -96,11 +106,12 @@ pub fn diagram(doc: &Value) -> String {
 <title id="dataflow-title">Data-flow diagram: {entity} to its overseas destinations</title>
 <defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="12" markerHeight="12" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#4a5568"/></marker></defs>
 <rect x="{ex}" y="{ey}" width="{ew}" height="{eh}" rx="10" fill="#edf2f7" stroke="#2d3748" stroke-width="2"/>
-<text x="{cx}" y="{ty1}" text-anchor="middle" font-weight="bold">{entity}</text>
+<text x="{cx}" y="{ty1}" text-anchor="middle" font-weight="bold">{short}</text>
 <text x="{cx}" y="{ty2}" text-anchor="middle">mainland China · {regime}</text>
 <text x="{cx}" y="{ty3}" text-anchor="middle">{all} subjects · {sens} sensitive</text>
 "##,
         entity = t(&doc["entity"]),
+        short = fit(&doc["entity"], 32),
         regime = t(&doc["regime"]),
         all = t(&doc["entity_subjects"]["all"]),
         sens = t(&doc["entity_subjects"]["sensitive"]),
@@ -120,18 +131,18 @@ pub fn diagram(doc: &Value) -> String {
             s,
             r##"<g class="flow" data-destination="{name}">
 <path d="M {x1} {y1} C {c1} {y1}, {c2} {y2}, {x2} {y2}" fill="none" stroke="{colour}" stroke-width="3" marker-end="url(#arrow)"/>
-<rect x="{lx}" y="{ly}" width="360" height="58" rx="6" fill="#ffffff" stroke="{colour}" opacity="0.95"/>
+<rect x="{lx}" y="{ly}" width="420" height="58" rx="6" fill="#ffffff" stroke="{colour}" opacity="0.95"/>
 <text x="{mx}" y="{l1}" text-anchor="middle">{subjects} subjects · {sensitive} sensitive</text>
-<text x="{mx}" y="{l2}" text-anchor="middle" fill="{colour}">{state}</text>
-<text x="{mx}" y="{l3}" text-anchor="middle" fill="#4a5568">{cats}</text>
+<text x="{mx}" y="{l2}" text-anchor="middle" fill="{colour}" font-size="12">{state}</text>
+<text x="{mx}" y="{l3}" text-anchor="middle" fill="#4a5568" font-size="12">{cats}</text>
 <rect x="{dx}" y="{y}" width="{dw}" height="{dh}" rx="10" fill="#fffaf0" stroke="#2d3748" stroke-width="2"/>
 <text x="{tx}" y="{d1}" text-anchor="middle" font-weight="bold">{name}</text>
 <text x="{tx}" y="{d2}" text-anchor="middle">{recipient}</text>
 <text x="{tx}" y="{d3}" text-anchor="middle">{country}</text>
 </g>
 "##,
-            name = t(&d["name"]),
-            recipient = t(&d["recipient"]),
+            name = fit(&d["name"], 34),
+            recipient = fit(&d["recipient"], 34),
             country = t(&d["country"]),
             subjects = t(&d["subjects"]),
             sensitive = t(&d["sensitive_subjects"]),
@@ -139,7 +150,7 @@ pub fn diagram(doc: &Value) -> String {
             cats = esc(&categories(d)),
             c1 = x1 + 160,
             c2 = x2 - 160,
-            lx = mx - 180,
+            lx = mx - 210,
             ly = my - 29,
             l1 = my - 10,
             l2 = my + 8,
