@@ -126,6 +126,33 @@ async fn report_inventories_flows_and_renders_a_diagram() {
     assert_eq!(doc["approvals"][0]["used_subjects"], 2);
     assert_eq!(doc["entity_months"][0]["subjects"], 2);
 
+    // The activity history survives a kill -9 (it was written when the report was asked for).
+    let mut gate = gate;
+    gate.restart().await;
+    let out = cli(&gate, &["report", "--format", "json"]);
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["destinations"], doc["destinations"]);
+    assert_eq!(again["unregistered_blocked"], doc["unregistered_blocked"]);
+
+    // The admin API checks its parameters too.
+    let api = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = api
+        .get(gate.admin_url("/v1/report?from=2026-1x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let h: serde_json::Value = api
+        .get(gate.admin_url("/v1/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["days"][0]["all"], 2, "{h:#}");
+    assert_eq!(h["entity_months"][0]["subjects"], 2);
+
     // A month range without traffic has no monthly rows; a bad month is an error (exit 2).
     let out = cli(
         &gate,
