@@ -1,9 +1,13 @@
 //! The admin listener, separate from the proxy: `GET /metrics` (Prometheus text),
 //! `GET /healthz` (process alive), `GET /readyz` (config loaded, ledger reachable), and the
-//! `/v1/*` API (`status`, `decisions`, `reload`) behind a bearer token compared in constant
-//! time — or, without a token file, answering loopback clients only.
+//! `/v1/*` API (`status`, `decisions`, `reload`, `report`, `history`) behind a bearer token
+//! compared in constant time — or, without a token file, answering loopback clients only.
+//! The admin task also samples the activity history that `report` and `assess` read
+//! ([`crate::report::history`]).
 
 use crate::proxy::Gate;
+use crate::report::history::History;
+use crate::report::Month;
 use crate::respond::{self, GateBody};
 use crate::shutdown::DrainWatch;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -19,15 +23,19 @@ use tokio::net::TcpListener;
 /// Serves the admin endpoints until `drain` fires.
 pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch) {
     let builder = auto::Builder::new(TokioExecutor::new());
+    let history = Arc::new(History::open(&gate.snapshot().config.gate.data_dir));
+    let mut tick = tokio::time::interval(crate::report::history::INTERVAL);
     loop {
         tokio::select! {
+            _ = tick.tick() => history.sample(&gate).await,
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 };
                 let gate = gate.clone();
-                let svc = service_fn(move |req| handle(gate.clone(), peer, req));
+                let history = history.clone();
+                let svc = service_fn(move |req| handle(gate.clone(), history.clone(), peer, req));
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -36,6 +44,7 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
             _ = drain.signaled() => break,
         }
     }
+    history.sample(&gate).await;
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<GateBody> {
@@ -85,6 +94,7 @@ fn authorized(token: Option<&str>, peer: SocketAddr, req: &Request<Incoming>) ->
 
 async fn handle(
     gate: Arc<Gate>,
+    history: Arc<History>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<GateBody>, Infallible> {
@@ -100,7 +110,7 @@ async fn handle(
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return Ok(r);
         }
-        return Ok(v1(&gate, &path, req).await);
+        return Ok(v1(&gate, &history, &path, req).await);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
@@ -121,8 +131,44 @@ async fn handle(
     })
 }
 
-async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBody> {
+/// The value of query parameter `name`.
+fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    })
+}
+
+async fn v1(
+    gate: &Gate,
+    history: &History,
+    path: &str,
+    req: Request<Incoming>,
+) -> Response<GateBody> {
     match (req.method(), path) {
+        (&Method::GET, "/v1/report") => {
+            let mut months = [None, None];
+            for (slot, name) in months.iter_mut().zip(["from", "to"]) {
+                if let Some(v) = query(&req, name) {
+                    match Month::parse(v) {
+                        Some(m) => *slot = Some(m),
+                        None => {
+                            return json(
+                                StatusCode::BAD_REQUEST,
+                                &serde_json::json!({"error": "bad_request", "message": format!("`{name}` must be a month YYYY-MM")}),
+                            )
+                        }
+                    }
+                }
+            }
+            let doc = crate::report::document(gate, history, months[0], months[1]).await;
+            json(StatusCode::OK, &doc)
+        }
+        (&Method::GET, "/v1/history") => json(
+            StatusCode::OK,
+            &crate::report::history_document(gate, history).await,
+        ),
         (&Method::GET, "/v1/status") => json(StatusCode::OK, &crate::status::status(gate).await),
         (&Method::GET, "/v1/decisions") => {
             let limit = req
@@ -161,7 +207,7 @@ async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBod
                 }
             }
         }
-        (_, "/v1/status" | "/v1/decisions" | "/v1/reload") => {
+        (_, "/v1/status" | "/v1/decisions" | "/v1/reload" | "/v1/report" | "/v1/history") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -10,12 +10,15 @@
 //! - [`respond`]: the one place that builds synthetic responses (451, 502, 503, 504, 413).
 //! - [`metrics`]: the Prometheus families (names are part of the contract).
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/v1/*`).
+//! - [`report`], [`assess`]: the data-flow inventory and the filing/renewal planner, built by
+//!   the CLI from the running gate's admin API.
 //! - [`model`]: the shared vocabulary (categories, regimes, the Shanghai calendar).
 //! - [`shutdown`]: the drain signal every connection watches.
 
 pub mod admin;
 pub mod admin_client;
 pub mod app;
+pub mod assess;
 pub mod audit;
 pub mod config;
 pub mod inspect;
@@ -24,6 +27,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod proxy;
+pub mod report;
 pub mod respond;
 pub mod shutdown;
 pub mod status;

@@ -48,11 +48,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The data-flow inventory for an assessment or filing, from the running gate.
+    Report {
+        /// The gate configuration file (for the admin address and token).
+        #[arg(short, long, default_value = "config/gate.toml")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+        format: ReportFormat,
+        /// First month (YYYY-MM, Asia/Shanghai); default: the first one recorded.
+        #[arg(long, value_name = "YYYY-MM")]
+        from: Option<String>,
+        /// Last month (YYYY-MM); default: the current one.
+        #[arg(long, value_name = "YYYY-MM")]
+        to: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Which mechanism is required now, when thresholds will be crossed, when to apply and
+    /// renew. Exit code 0: nothing due; 1: an action is due; 2: error.
+    Assess {
+        /// The gate configuration file (for the admin address and token).
+        #[arg(short, long, default_value = "config/gate.toml")]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// The TLS interception CA.
     Ca {
         #[command(subcommand)]
         command: CaCommand,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Md,
+    Json,
+    Html,
 }
 
 #[derive(Subcommand)]
@@ -110,6 +145,102 @@ fn status(path: &std::path::Path, raw: bool) -> ExitCode {
             eprintln!("transfer-gate: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn load_for_client(path: &std::path::Path) -> Option<config::Config> {
+    match config::load(path) {
+        Ok((cfg, _)) => Some(cfg),
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            None
+        }
+    }
+}
+
+fn report(
+    path: &std::path::Path,
+    format: ReportFormat,
+    from: Option<&str>,
+    to: Option<&str>,
+    out: Option<&std::path::Path>,
+) -> ExitCode {
+    use transfer_gate::report::{self, Month};
+    let mut query = Vec::new();
+    for (name, v) in [("from", from), ("to", to)] {
+        if let Some(v) = v {
+            let Some(m) = Month::parse(v) else {
+                eprintln!("transfer-gate: --{name} must be a month YYYY-MM, not `{v}`");
+                return ExitCode::from(2);
+            };
+            query.push(format!("{name}={m}"));
+        }
+    }
+    let Some(cfg) = load_for_client(path) else {
+        return ExitCode::from(2);
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(2);
+    };
+    let url = if query.is_empty() {
+        "/v1/report".to_owned()
+    } else {
+        format!("/v1/report?{}", query.join("&"))
+    };
+    let doc = match rt.block_on(transfer_gate::admin_client::get_json(&cfg, &url)) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("transfer-gate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = match format {
+        ReportFormat::Md => report::md::render(&doc),
+        ReportFormat::Json => report::json::render(&doc),
+        ReportFormat::Html => report::html::render(&doc),
+    };
+    match out {
+        Some(p) => match std::fs::write(p, text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("transfer-gate: cannot write {}: {e}", p.display());
+                ExitCode::from(2)
+            }
+        },
+        None => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn assess(path: &std::path::Path, raw: bool) -> ExitCode {
+    let Some(cfg) = load_for_client(path) else {
+        return ExitCode::from(2);
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::from(2);
+    };
+    let get = |p: &'static str| rt.block_on(transfer_gate::admin_client::get_json(&cfg, p));
+    let (status, history) = match (get("/v1/status"), get("/v1/history")) {
+        (Ok(s), Ok(h)) => (s, h),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("transfer-gate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let a = transfer_gate::assess::assess(&status, &history);
+    if raw {
+        println!("{}", serde_json::to_string_pretty(&a).unwrap_or_default());
+    } else {
+        print!("{}", transfer_gate::assess::render(&a));
+    }
+    if a["actions_due"].as_u64().unwrap_or(0) > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -199,6 +330,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Status { config, json } => status(&config, json),
+        Command::Report {
+            config,
+            format,
+            from,
+            to,
+            out,
+        } => report(
+            &config,
+            format,
+            from.as_deref(),
+            to.as_deref(),
+            out.as_deref(),
+        ),
+        Command::Assess { config, json } => assess(&config, json),
         Command::Ca {
             command: CaCommand::Init { out, force, name },
         } => ca_init(&out, &name, force),

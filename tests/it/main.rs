@@ -8,3 +8,4 @@ mod harness;
 mod intercept;
 mod ledger_crash;
 mod proxy;
+mod report;

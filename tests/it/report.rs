@@ -1,0 +1,309 @@
+//! `transfer-gate report` and `assess` against a running gate: the inventory in JSON, Markdown
+//! and HTML (rendered by headless Chromium, with the SVG data-flow diagram in the DOM and a
+//! screenshot to look at), and `assess`'s text, JSON and exit codes.
+
+use crate::harness::upstream::Upstream;
+use crate::harness::{require_tool, Dest, GateBuilder, GateProc, BIN};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cli(gate: &GateProc, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("-c")
+        .arg(&gate.config)
+        .output()
+        .unwrap()
+}
+
+async fn post(gate: &GateProc, url: &str, body: &str) -> u16 {
+    gate.client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn today_shanghai() -> time::Date {
+    (time::OffsetDateTime::now_utc() + time::Duration::hours(8)).date()
+}
+
+const CATEGORIES: &str = "[inspection.categories]\nhealth = [\"diagnosis\"]";
+
+fn chromium(args: &[&str], page: &Path) -> Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn report_inventories_flows_and_renders_a_diagram() {
+    require_tool("chromium");
+    let up = Upstream::http().await;
+    let gate = GateBuilder::new()
+        .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+        .destination(Dest::new("us", "api.us.test").connect_to(up.addr))
+        .section(CATEGORIES)
+        .approvals(
+            "[[approval]]\nid = \"SC-EU-1\"\nmechanism = \"standard_contract\"\nstatus = \"active\"\n\
+             destinations = [\"eu\"]\ncategories = [\"basic\", \"health\"]\nmax_subjects = 1000\n\
+             valid_from = \"2025-01-01\"\nvalid_until = \"2030-01-01\"\n",
+        )
+        .start()
+        .await;
+    let eu = "http://api.eu.test/v1/records";
+    assert_eq!(
+        post(
+            &gate,
+            eu,
+            r#"[{"user_id":1,"diagnosis":"x"},{"user_id":2}]"#
+        )
+        .await,
+        200
+    );
+    assert_eq!(post(&gate, eu, r#"{"user_id":2}"#).await, 200);
+    // The entity has a sensitive subject: cac-2024 needs a contract for any PI to `us`.
+    assert_eq!(
+        post(&gate, "http://api.us.test/x", r#"{"user_id":3}"#).await,
+        451
+    );
+    assert_eq!(post(&gate, "http://other.example.org/x", "{}").await, 451);
+
+    // JSON: the numbers.
+    let out = cli(&gate, &["report", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let month = {
+        let d = today_shanghai();
+        format!("{:04}-{:02}", d.year(), u8::from(d.month()))
+    };
+    let dests = doc["destinations"].as_array().unwrap();
+    let eu_d = dests.iter().find(|d| d["name"] == "eu").unwrap();
+    let m = &eu_d["months"][0];
+    assert_eq!(m["month"], month);
+    assert_eq!(m["subjects"], 2, "{doc:#}");
+    assert_eq!(m["sensitive_subjects"], 1);
+    let cats: Vec<&str> = m["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(cats.contains(&"health"), "{cats:?}");
+    assert_eq!(eu_d["approvals"][0], "SC-EU-1");
+    let us_d = dests.iter().find(|d| d["name"] == "us").unwrap();
+    assert_eq!(us_d["months"][0]["subjects"], 0);
+    assert_eq!(
+        us_d["months"][0]["blocked"]["approval_required"], 1,
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["unregistered_blocked"][0]["blocked"]["unknown_destination"],
+        1
+    );
+    assert_eq!(doc["approvals"][0]["state"], "in_force");
+    assert_eq!(doc["approvals"][0]["used_subjects"], 2);
+    assert_eq!(doc["entity_months"][0]["subjects"], 2);
+
+    // The activity history survives a kill -9 (it was written when the report was asked for).
+    let mut gate = gate;
+    gate.restart().await;
+    let out = cli(&gate, &["report", "--format", "json"]);
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["destinations"], doc["destinations"]);
+    assert_eq!(again["unregistered_blocked"], doc["unregistered_blocked"]);
+
+    // The admin API checks its parameters too.
+    let api = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = api
+        .get(gate.admin_url("/v1/report?from=2026-1x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let h: serde_json::Value = api
+        .get(gate.admin_url("/v1/history"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["days"][0]["all"], 2, "{h:#}");
+    assert_eq!(h["entity_months"][0]["subjects"], 2);
+
+    // A month range without traffic has no monthly rows; a bad month is an error (exit 2).
+    let out = cli(
+        &gate,
+        &[
+            "report", "--format", "json", "--from", "2020-01", "--to", "2020-12",
+        ],
+    );
+    let empty: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(empty["destinations"][0]["months"], serde_json::json!([]));
+    assert_eq!(
+        cli(&gate, &["report", "--from", "2020-13"]).status.code(),
+        Some(2)
+    );
+
+    // Markdown: tables, and the meaning of the monthly figures.
+    let out = cli(&gate, &["report", "--format", "md"]);
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.contains("newly counted"), "{md}");
+    assert!(md.contains(&format!("| {month} | 2 | 1 | ")), "{md}");
+    assert!(md.contains("health "), "{md}");
+    assert!(md.contains("approval_required 1"), "{md}");
+    assert!(
+        md.contains("| SC-EU-1 | standard_contract | active | in_force |"),
+        "{md}"
+    );
+
+    // HTML: one self-contained file; Chromium renders it with the SVG in the DOM.
+    let html_path = gate.dir().join("report.html");
+    let out = cli(
+        &gate,
+        &[
+            "report",
+            "--format",
+            "html",
+            "--out",
+            html_path.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    for external in ["<script", "<link", "src=\"http", "href=\"http", "url(http"] {
+        assert!(!html.contains(external), "external asset {external}");
+    }
+    let dom = chromium(&["--dump-dom"], &html_path);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("<svg id=\"dataflow\""),
+        "no SVG in the DOM:\n{dom}"
+    );
+    assert_eq!(dom.matches("class=\"flow\"").count(), 2);
+    assert!(dom.contains("Test Recipient Ltd"));
+    assert!(dom.contains("standard_contract SC-EU-1 (in force until 2030-01-01)"));
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium(
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1200,900",
+        ],
+        &html_path,
+    );
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+}
+
+#[tokio::test]
+async fn assess_exit_codes_follow_the_actions_due() {
+    let up = Upstream::http().await;
+    let today = today_shanghai();
+    let soon = today + time::Duration::days(100);
+    let mut gate = GateBuilder::new()
+        .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+        .section(CATEGORIES)
+        .approvals(&format!(
+            "[[approval]]\nid = \"SC-EU-1\"\nmechanism = \"standard_contract\"\nstatus = \"active\"\n\
+             destinations = [\"eu\"]\ncategories = [\"basic\", \"health\"]\n\
+             valid_from = \"2025-01-01\"\nvalid_until = \"{soon}\"\n\n\
+             [[approval]]\nid = \"SC-EU-0\"\nmechanism = \"standard_contract\"\nstatus = \"active\"\n\
+             destinations = [\"eu\"]\ncategories = [\"basic\"]\n\
+             valid_from = \"2025-01-01\"\nvalid_until = \"2030-06-30\"\n"
+        ))
+        .start()
+        .await;
+    assert_eq!(
+        post(
+            &gate,
+            "http://api.eu.test/r",
+            r#"{"user_id":1,"diagnosis":"x"}"#
+        )
+        .await,
+        200
+    );
+    // SC-EU-1 ends in 100 days: its renewal window (6 months before) is open → exit 1.
+    let out = cli(&gate, &["assess"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("mechanism required now: standard_contract_or_certification"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SC-EU-1") && text.contains("ACTION: renew now"),
+        "{text}"
+    );
+    assert!(text.contains("any_sensitive"), "{text}");
+    let out = cli(&gate, &["assess", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["actions_due"], 1, "{a:#}");
+    let r = a["renewals"].as_array().unwrap();
+    let sc1 = r.iter().find(|r| r["approval"] == "SC-EU-1").unwrap();
+    assert_eq!(sc1["state"], "open");
+    assert_eq!(sc1["days_to_expiry"], 100);
+    let sc0 = r.iter().find(|r| r["approval"] == "SC-EU-0").unwrap();
+    assert_eq!(sc0["state"], "not_yet");
+    assert_eq!(sc0["start_from"], "2029-12-30");
+    let t = a["thresholds"].as_array().unwrap();
+    let any = t.iter().find(|t| t["name"] == "any_sensitive").unwrap();
+    assert_eq!(any["crossing"], "crossed");
+    assert_eq!(any["application"]["state"], "held");
+    assert_eq!(a["rate_30_days"]["all"], 1);
+
+    // Without the expiring approval nothing is due → exit 0.
+    std::fs::write(
+        gate.dir().join("approvals.toml"),
+        "[[approval]]\nid = \"SC-EU-0\"\nmechanism = \"standard_contract\"\nstatus = \"active\"\n\
+         destinations = [\"eu\"]\ncategories = [\"basic\", \"health\"]\n\
+         valid_from = \"2025-01-01\"\nvalid_until = \"2030-06-30\"\n",
+    )
+    .unwrap();
+    gate.signal("HUP");
+    let mut code = None;
+    for _ in 0..100 {
+        let out = cli(&gate, &["assess"]);
+        code = out.status.code();
+        if code == Some(0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(code, Some(0));
+
+    // A gate that does not answer → exit 2.
+    let cfg = gate.config.clone();
+    gate.kill9();
+    let out = Command::new(BIN)
+        .args(["assess", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
