@@ -7,3 +7,4 @@ mod harness;
 mod intercept;
 mod ledger_crash;
 mod proxy;
+mod redis;

@@ -3,6 +3,7 @@
 //! ([`upstream::Upstream`]), a test CA ([`certs::TestCa`]), and clients (reqwest and `curl`).
 
 pub mod certs;
+pub mod redis;
 pub mod upstream;
 
 use std::fmt::Write as _;
@@ -73,6 +74,8 @@ pub struct GateBuilder {
     gate_extra: Vec<String>,
     approvals: String,
     timeouts: String,
+    ledger: Option<String>,
+    regime: String,
     env: Vec<(String, String)>,
 }
 
@@ -91,6 +94,8 @@ impl GateBuilder {
             gate_extra: vec![],
             approvals: String::new(),
             timeouts: String::new(),
+            ledger: None,
+            regime: "cac-2024".into(),
             env: vec![],
         }
     }
@@ -113,6 +118,17 @@ impl GateBuilder {
     }
     pub fn timeouts(mut self, toml_lines: &str) -> Self {
         self.timeouts = toml_lines.into();
+        self
+    }
+    /// The body of the `[ledger]` section, replacing the default (a per-gate local ledger
+    /// with `hash_key_file = "secrets/subject-hash.key"`), e.g. a shared Redis and key file.
+    pub fn ledger_toml(mut self, toml_lines: &str) -> Self {
+        self.ledger = Some(toml_lines.into());
+        self
+    }
+    /// `entity.regime` (default `cac-2024`).
+    pub fn regime(mut self, regime: &str) -> Self {
+        self.regime = regime.into();
         self
     }
     pub fn approvals(mut self, toml: &str) -> Self {
@@ -149,14 +165,15 @@ impl GateBuilder {
         writeln!(s, "\n[timeouts]\n{}", self.timeouts).unwrap();
         writeln!(
             s,
-            "\n[entity]\nname = \"Test Co.\"\nregime = \"cac-2024\"\n"
+            "\n[entity]\nname = \"Test Co.\"\nregime = \"{}\"\n",
+            self.regime
         )
         .unwrap();
-        writeln!(
-            s,
-            "[ledger]\nhash_key_file = \"secrets/subject-hash.key\"\n"
-        )
-        .unwrap();
+        let ledger = self
+            .ledger
+            .as_deref()
+            .unwrap_or("hash_key_file = \"secrets/subject-hash.key\"");
+        writeln!(s, "[ledger]\n{ledger}\n").unwrap();
         writeln!(s, "[inspection.subjects]\nfields = [\"user_id\"]\ndetectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]\n").unwrap();
         writeln!(
             s,
