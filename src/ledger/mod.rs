@@ -18,6 +18,7 @@ pub mod api;
 pub mod hash;
 mod index;
 pub mod local;
+pub mod migrate;
 pub mod redis;
 mod snapshot;
 #[cfg(test)]

@@ -201,8 +201,11 @@ struct Registry {
 /// The bounded local cache: per (scope, subject) the latest year known to Redis for class
 /// `all` and for class `sensitive` (0 = not known). Only lower bounds are stored, so a hit is
 /// always true of Redis; a full shard is simply cleared (it is only a cache).
+/// One shard of the cache: (scope id, subject key) → (last year, last sensitive year).
+type CacheShard = Mutex<HashMap<(u32, [u8; 16]), (u16, u16)>>;
+
 struct SubjectCache {
-    shards: Box<[Mutex<HashMap<(u32, [u8; 16]), (u16, u16)>>]>,
+    shards: Box<[CacheShard]>,
     per_shard: usize,
 }
 
@@ -216,7 +219,7 @@ impl SubjectCache {
         }
     }
 
-    fn shard(&self, key: &[u8; 16]) -> &Mutex<HashMap<(u32, [u8; 16]), (u16, u16)>> {
+    fn shard(&self, key: &[u8; 16]) -> &CacheShard {
         &self.shards[usize::from(key[1]) % CACHE_SHARDS]
     }
 
@@ -626,7 +629,7 @@ impl RedisLedger {
 
     /// The fast path: every subject known locally as counted this year in every scope, and
     /// fresh counts. `None` when Redis must be asked.
-    fn from_cache(
+    fn cached_outcomes(
         &self,
         subjects: &[Subject],
         scopes: &[ScopeId],
@@ -738,7 +741,7 @@ impl RedisLedger {
         let ceiling_scopes: Vec<ScopeId> = req.ceilings.iter().map(|c| c.scope).collect();
         self.check_scopes(&ceiling_scopes)?;
         let when = When::new(req.regime, req.now);
-        if let Some(o) = self.from_cache(req.subjects, req.scopes, when) {
+        if let Some(o) = self.cached_outcomes(req.subjects, req.scopes, when) {
             return Ok(ReserveOutcome::Reserved(o));
         }
         let subjects = dedup(req.subjects);
@@ -795,7 +798,7 @@ impl RedisLedger {
     ) -> Result<Vec<ScopeOutcome>, LedgerError> {
         self.check_scopes(req_scopes)?;
         let when = When::new(regime, now);
-        if let Some(o) = self.from_cache(subjects, req_scopes, when) {
+        if let Some(o) = self.cached_outcomes(subjects, req_scopes, when) {
             return Ok(o);
         }
         let subjects = dedup(subjects);
@@ -846,6 +849,39 @@ impl RedisLedger {
             })
             .await?;
         Ok(parse_tallies(&fields))
+    }
+
+    /// Whether the namespace already holds counts (monthly tallies or entity counters).
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when Redis does not answer in time.
+    pub async fn namespace_has_counts(&self) -> Result<bool, LedgerError> {
+        let (m, n) = (
+            self.keys.monthly(),
+            self.keys.counters(&Scope::Entity.stored_name()),
+        );
+        let found: i64 = self
+            .run(|mut c| async move {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(m).arg(n);
+                c.query(&cmd).await
+            })
+            .await?;
+        Ok(found > 0)
+    }
+
+    /// Runs a pipeline of commands on the namespace's keys (migration).
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when Redis fails or does not answer in time.
+    pub(crate) async fn exec_pipeline(&self, pipe: &redis::Pipeline) -> Result<(), LedgerError> {
+        self.run(|c| async move {
+            match c {
+                Conn::Server(mut c) => pipe.query_async::<()>(&mut c).await,
+                Conn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
+            }
+        })
+        .await
     }
 
     /// Number of (scope, subject) entries in the local cache.

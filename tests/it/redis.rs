@@ -233,7 +233,7 @@ async fn redis_killed_mid_load_fails_closed_then_traffic_resumes() {
 
     // Nothing was forwarded uncounted: every subject the upstream received is in Redis.
     let forwarded: Vec<u64> = received_ids(&up);
-    assert!(forwarded.len() > 0);
+    assert!(!forwarded.is_empty());
     let hasher = SubjectHasher::from_key(KEY);
     let l = RedisLedger::open(
         RedisOptions {
