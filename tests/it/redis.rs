@@ -282,3 +282,68 @@ async fn a_missing_hash_key_is_not_created_with_redis() {
     assert!(err.contains("does not exist"), "{err}");
     assert!(!key.exists(), "the gate created a key of its own");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_gate_moves_to_redis_with_export_and_import() {
+    let up = Upstream::http().await;
+    let mut local = GateBuilder::new()
+        .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+        .start()
+        .await;
+    for id in [1, 2, 3, 2] {
+        assert_eq!(send(&local.client(), id).await.unwrap().0, 200);
+    }
+    local.signal("TERM");
+    assert_eq!(local.wait_exit(Duration::from_secs(20)), Some(0));
+    let export = local.dir().join("ledger-export.jsonl");
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["ledger", "export", "-c"])
+        .arg(&local.config)
+        .arg("--out")
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(&export).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert!(!text.contains("user_id"), "no identifiers in the export");
+
+    // The same key file, now on Redis.
+    let redis = RedisServer::start();
+    let key = local.dir().join("secrets/subject-hash.key");
+    let b = GateBuilder::new()
+        .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+        .ledger_toml(&ledger_toml(&redis, &key));
+    let cfg = b.write(crate::harness::free_port(), crate::harness::free_port());
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["ledger", "import", "-c"])
+        .arg(&cfg)
+        .arg("--in")
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 6 subject entries"));
+    let gate = b.start().await;
+    assert_eq!(
+        gate.metric("transfer_gate_entity_subjects{class=\"all\"}")
+            .await,
+        3.0
+    );
+    // Subject 2 is already counted; subject 4 is new.
+    assert_eq!(send(&gate.client(), 2).await.unwrap().0, 200);
+    assert_eq!(send(&gate.client(), 4).await.unwrap().0, 200);
+    let o = gate
+        .metric("transfer_gate_entity_subjects{class=\"all\"}")
+        .await;
+    assert_eq!(o, 4.0);
+}
