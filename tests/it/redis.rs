@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::harness::redis::RedisServer;
+use crate::harness::redis::{RedisCluster, RedisServer};
 use crate::harness::upstream::Upstream;
 use crate::harness::{Dest, GateBuilder, GateProc};
 use transfer_gate::ledger::{
@@ -59,6 +59,10 @@ async fn replicas(
     up: &Upstream,
     volume: bool,
 ) -> Vec<GateProc> {
+    replicas_on(n, &ledger_toml(redis, key), up, volume).await
+}
+
+async fn replicas_on(n: usize, ledger: &str, up: &Upstream, volume: bool) -> Vec<GateProc> {
     let mut gates = Vec::new();
     for _ in 0..n {
         gates.push(
@@ -66,7 +70,7 @@ async fn replicas(
                 .regime(if volume { "cac-2022" } else { "cac-2024" })
                 .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
                 .approvals(if volume { APPROVAL_500 } else { "" })
-                .ledger_toml(&ledger_toml(redis, key))
+                .ledger_toml(ledger)
                 .start()
                 .await,
         );
@@ -110,11 +114,31 @@ async fn three_replicas_race_to_an_approval_volume_exactly() {
     let key = shared_key(keys.path());
     let up = Upstream::http().await;
     let gates = replicas(3, &redis, &key, &up, true).await;
-    // 3 replicas × 8 clients send 1,200 distinct subjects (and repeats of early ones) against
-    // a volume of 500.
+    race_to_500(&gates, &up).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_on_a_redis_cluster_race_to_an_approval_volume_exactly() {
+    let cluster = RedisCluster::start();
+    let keys = tempfile::tempdir().unwrap();
+    let key = shared_key(keys.path());
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let toml = format!(
+        "backend = \"redis\"\nredis_cluster = [{}]\nhash_key_file = \"{}\"\ntimeout_ms = 500",
+        nodes.join(", "),
+        key.display()
+    );
+    let up = Upstream::http().await;
+    let gates = replicas_on(3, &toml, &up, true).await;
+    race_to_500(&gates, &up).await;
+}
+
+/// 3 replicas × 8 clients send 1,200 distinct subjects (and repeats of early ones) against
+/// an approval volume of 500: the upstream receives exactly 500 distinct subjects.
+async fn race_to_500(gates: &[GateProc], up: &Upstream) {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for g in &gates {
+    for g in gates {
         for c in 0..8u64 {
             let client = g.client();
             let next = next.clone();
@@ -145,11 +169,11 @@ async fn three_replicas_race_to_an_approval_volume_exactly() {
         "unexpected refusals: {:?}",
         refused.iter().take(5).collect::<Vec<_>>()
     );
-    let distinct: HashSet<u64> = received_ids(&up).into_iter().collect();
+    let distinct: HashSet<u64> = received_ids(up).into_iter().collect();
     assert_eq!(distinct.len(), 500, "distinct subjects forwarded");
     assert!(allowed >= 500);
-    // Every replica's gauge agrees with the shared count once refreshed by a reservation.
-    for g in &gates {
+    // An already counted subject still passes on every replica.
+    for g in gates {
         let r = send(&g.client(), 3).await.unwrap();
         assert_eq!(r.0, 200, "an already counted subject still passes");
     }
