@@ -36,7 +36,13 @@ use super::api::{
 };
 use super::hash::SubjectHasher;
 use super::index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
+
+mod cache;
+mod reply;
+
 use crate::model::{shanghai_date, Regime};
+use cache::SubjectCache;
+use reply::{outcomes, parse_reply, parse_tallies, sum_window, Reply};
 
 /// How old the window counts may be that answer a request whose subjects are all known
 /// locally (the counts only grow; a fresher value costs one round trip).
@@ -47,8 +53,6 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 20;
 
 /// How often the background check pings Redis (readiness, reconnection).
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
-
-const CACHE_SHARDS: usize = 64;
 
 /// Where the Redis ledger lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,74 +202,6 @@ struct Registry {
     by_scope: HashMap<Scope, ScopeId>,
 }
 
-/// The bounded local cache: per (scope, subject) the latest year known to Redis for class
-/// `all` and for class `sensitive` (0 = not known). Only lower bounds are stored, so a hit is
-/// always true of Redis; a full shard is simply cleared (it is only a cache).
-/// One shard of the cache: (scope id, subject key) → (last year, last sensitive year).
-type CacheShard = Mutex<HashMap<(u32, [u8; 16]), (u16, u16)>>;
-
-struct SubjectCache {
-    shards: Box<[CacheShard]>,
-    per_shard: usize,
-}
-
-impl SubjectCache {
-    fn new(entries: usize) -> Self {
-        SubjectCache {
-            shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
-                .collect(),
-            per_shard: (entries / CACHE_SHARDS).max(1),
-        }
-    }
-
-    fn shard(&self, key: &[u8; 16]) -> &CacheShard {
-        &self.shards[usize::from(key[1]) % CACHE_SHARDS]
-    }
-
-    /// Whether every subject is known as counted in `year` in every scope (and as sensitive
-    /// when sent as sensitive).
-    fn all_current(&self, subjects: &[Subject], scopes: &[ScopeId], year: u16) -> bool {
-        subjects.iter().all(|s| {
-            let shard = self
-                .shard(&s.key.0)
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            scopes.iter().all(|sc| {
-                shard
-                    .get(&(sc.0, s.key.0))
-                    .is_some_and(|&(all, sens)| all >= year && (!s.sensitive || sens >= year))
-            })
-        })
-    }
-
-    fn raise(&self, scope: ScopeId, key: &[u8; 16], all: u16, sens: u16) {
-        let mut shard = self
-            .shard(key)
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if shard.len() >= self.per_shard && !shard.contains_key(&(scope.0, *key)) {
-            shard.clear();
-        }
-        let e = shard.entry((scope.0, *key)).or_insert((0, 0));
-        e.0 = e.0.max(all);
-        e.1 = e.1.max(sens);
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
-    }
-}
-
-impl std::fmt::Debug for SubjectCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SubjectCache {{ entries: {} }}", self.len())
-    }
-}
-
 /// The Redis ledger backend. Cheap to share (`Arc`); see the module documentation.
 pub struct RedisLedger {
     target: RedisTarget,
@@ -299,54 +235,6 @@ impl std::fmt::Debug for RedisLedger {
 
 fn unavailable(e: &redis::RedisError) -> LedgerError {
     LedgerError::Unavailable(format!("redis: {e}"))
-}
-
-/// What the script answered.
-enum Reply {
-    /// Per subject and scope the state after (b'0' absent, b'1' counted, b'2' sensitive), and
-    /// per scope (new all, new sensitive, all before, sensitive before).
-    Done(Vec<u8>, Vec<[u64; 4]>),
-    /// Refused at this ceiling (0-based index in the sent list): count before, new.
-    Refused(usize, u64, u64),
-}
-
-fn parse_reply(v: Value, ns: usize) -> Result<Reply, LedgerError> {
-    let bad = || LedgerError::Unavailable("redis: unexpected script reply".into());
-    let Value::Array(items) = v else {
-        return Err(bad());
-    };
-    let int = |v: &Value| -> Result<u64, LedgerError> {
-        i64::from_redis_value(v)
-            .ok()
-            .and_then(|x| u64::try_from(x).ok())
-            .ok_or_else(bad)
-    };
-    match items.first().map(int).transpose()? {
-        Some(1) => {
-            let states = match items.get(1) {
-                Some(Value::BulkString(b)) => b.clone(),
-                Some(Value::SimpleString(s)) => s.clone().into_bytes(),
-                _ => return Err(bad()),
-            };
-            let mut per = Vec::with_capacity(ns);
-            for i in 0..ns {
-                let mut a = [0u64; 4];
-                for (k, x) in a.iter_mut().enumerate() {
-                    *x = int(items.get(2 + 4 * i + k).ok_or_else(bad)?)?;
-                }
-                per.push(a);
-            }
-            Ok(Reply::Done(states, per))
-        }
-        Some(0) if items.len() == 4 => Ok(Reply::Refused(
-            usize::try_from(int(&items[1])?)
-                .unwrap_or(usize::MAX)
-                .saturating_sub(1),
-            int(&items[2])?,
-            int(&items[3])?,
-        )),
-        _ => Err(bad()),
-    }
 }
 
 /// The year, month and window start of a moment (Asia/Shanghai).
@@ -888,85 +776,6 @@ impl RedisLedger {
     pub fn cached_entries(&self) -> usize {
         self.cache.len()
     }
-}
-
-/// Sums a scope's per-year counters over the years from `start` on.
-pub(crate) fn sum_window(fields: &HashMap<String, i64>, start: i32) -> ScopeCounts {
-    let mut c = ScopeCounts::default();
-    for (f, v) in fields {
-        let Some((class, year)) = f.split_once(':') else {
-            continue;
-        };
-        let (Ok(year), Ok(v)) = (year.parse::<i32>(), u64::try_from(*v)) else {
-            continue;
-        };
-        if year < start {
-            continue;
-        }
-        match class {
-            "a" => c.all += v,
-            "s" => c.sensitive += v,
-            _ => {}
-        }
-    }
-    c
-}
-
-/// Parses the monthly tally hash (`<scope>|<year>|<month>|a|s`).
-pub(crate) fn parse_tallies(fields: &HashMap<String, i64>) -> Vec<MonthlyTally> {
-    let mut by: std::collections::BTreeMap<(String, i32, u8), (u64, u64)> = Default::default();
-    for (f, v) in fields {
-        let mut it = f.rsplitn(4, '|');
-        let (Some(class), Some(month), Some(year), Some(scope)) =
-            (it.next(), it.next(), it.next(), it.next())
-        else {
-            continue;
-        };
-        let (Ok(month), Ok(year), Ok(v)) =
-            (month.parse::<u8>(), year.parse::<i32>(), u64::try_from(*v))
-        else {
-            continue;
-        };
-        let e = by.entry((scope.to_owned(), year, month)).or_default();
-        match class {
-            "a" => e.0 += v,
-            "s" => e.1 += v,
-            _ => {}
-        }
-    }
-    by.into_iter()
-        .filter_map(|((scope, year, month), (new_all, new_sensitive))| {
-            Some(MonthlyTally {
-                scope: Scope::from_stored_name(&scope)?,
-                year,
-                month,
-                new_all,
-                new_sensitive,
-            })
-        })
-        .collect()
-}
-
-/// Outcomes in the caller's scope order from the per-scope numbers of the sorted scopes.
-fn outcomes(req_scopes: &[ScopeId], sorted: &[ScopeId], per: &[[u64; 4]]) -> Vec<ScopeOutcome> {
-    req_scopes
-        .iter()
-        .map(|sc| {
-            let p = sorted
-                .binary_search(sc)
-                .ok()
-                .and_then(|k| per.get(k))
-                .copied()
-                .unwrap_or_default();
-            ScopeOutcome {
-                scope: *sc,
-                new_all: p[0],
-                new_sensitive: p[1],
-                all_after: p[2] + p[0],
-                sensitive_after: p[3] + p[1],
-            }
-        })
-        .collect()
 }
 
 async fn health_loop(weak: Weak<RedisLedger>) {
