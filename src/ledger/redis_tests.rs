@@ -232,3 +232,51 @@ fn namespaces_are_hash_tags() {
     );
     assert!(year_expiry(2020) > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_erroring_redis_is_unavailable_then_recovers() {
+    let server = RedisServer::start();
+    let l = RedisLedger::open(opts(RedisTarget::Server(server.url())), &hasher())
+        .await
+        .unwrap();
+    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
+    let now = at(2026, 6, 1);
+    let try_reserve = |range: std::ops::Range<u64>| {
+        let (l, ids) = (l.clone(), ids.clone());
+        async move {
+            l.reserve(Reservation {
+                subjects: &plain(range),
+                scopes: &ids,
+                ceilings: &[],
+                regime: Regime::Cac2024,
+                now,
+            })
+            .await
+        }
+    };
+    try_reserve(0..2).await.unwrap();
+    // Slow: every client paused for 1.5 s; the 500 ms timeout answers first.
+    let paused = super::server::raw_command(server.port, "CLIENT PAUSE 1500 ALL").unwrap();
+    assert!(paused.starts_with("+OK"), "{paused}");
+    let t = std::time::Instant::now();
+    let r = try_reserve(2..3).await;
+    assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
+    assert!(t.elapsed() < Duration::from_millis(1200));
+    assert!(!l.is_ready());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Erroring: out of memory under noeviction refuses the script.
+    let set = super::server::raw_command(server.port, "CONFIG SET maxmemory 1").unwrap();
+    assert!(set.starts_with("+OK"), "{set}");
+    let r = try_reserve(3..4).await;
+    assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
+    super::server::raw_command(server.port, "CONFIG SET maxmemory 0").unwrap();
+    // Back: the timed-out reservation may or may not have run (over-count at worst); the
+    // refused one did not.
+    let c = match try_reserve(3..5).await.unwrap() {
+        ReserveOutcome::Reserved(o) => o[0],
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(c.new_all, 2);
+    assert!(c.all_after == 4 || c.all_after == 5);
+    assert!(l.is_ready());
+}
