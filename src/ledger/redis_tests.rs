@@ -280,3 +280,47 @@ async fn slow_or_erroring_redis_is_unavailable_then_recovers() {
     assert!(c.all_after == 4 || c.all_after == 5);
     assert!(l.is_ready());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_and_acl_user_in_the_url() {
+    let server = RedisServer::with_args(&["--requirepass", "s3cret"]);
+    let acl = server.cli(&[
+        "--no-auth-warning",
+        "-a",
+        "s3cret",
+        "ACL",
+        "SETUSER",
+        "gate",
+        "on",
+        ">gate-pw",
+        "~tg:*",
+        "+@all",
+    ]);
+    assert!(acl.trim() == "OK", "{acl}");
+    let url =
+        |auth: &str| RedisTarget::Server(format!("redis://{auth}@127.0.0.1:{}/", server.port));
+    for auth in [":s3cret", "gate:gate-pw"] {
+        let l = RedisLedger::open(opts(url(auth)), &hasher()).await.unwrap();
+        let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
+        suite::reserve(
+            &*l,
+            &plain(0..3),
+            &ids,
+            &[],
+            Regime::Cac2024,
+            at(2026, 1, 5),
+        )
+        .await;
+        assert!(l.is_ready());
+    }
+    // A wrong password: the gate starts, not ready, and refuses to count.
+    let l = RedisLedger::open(opts(url("gate:wrong")), &hasher())
+        .await
+        .unwrap();
+    assert!(!l.is_ready());
+    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
+    let r = l
+        .probe(&plain(0..1), &ids, Regime::Cac2024, at(2026, 1, 5))
+        .await;
+    assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
+}

@@ -147,7 +147,8 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(r) = raw_command(self.port, "PING") {
-                if r.starts_with("+PONG") {
+                // A server with `requirepass` answers NOAUTH: it is up.
+                if r.starts_with("+PONG") || r.starts_with("-NOAUTH") {
                     return;
                 }
             }
