@@ -54,13 +54,33 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 20;
 /// How often the background check pings Redis (readiness, reconnection).
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Where the Redis ledger lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the Redis ledger lives. `Debug` hides passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisTarget {
     /// One server: `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
     Server(String),
     /// Redis Cluster seed nodes (URLs or `host:port`).
     Cluster(Vec<String>),
+}
+
+/// A URL with its `user:password@` part replaced by `***@`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Server(u) => f.debug_tuple("Server").field(&redact(u)).finish(),
+            RedisTarget::Cluster(n) => f
+                .debug_tuple("Cluster")
+                .field(&n.iter().map(|u| redact(u)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
 }
 
 /// How to open a [`RedisLedger`].

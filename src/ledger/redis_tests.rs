@@ -231,6 +231,8 @@ fn namespaces_are_hash_tags() {
         "tg:{a}:y:2026:destination:eu"
     );
     assert!(year_expiry(2020) > 0);
+    let t = RedisTarget::Server("redis://gate:pw@h:6379/0".into());
+    assert_eq!(format!("{t:?}"), "Server(\"redis://***@h:6379/0\")");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
