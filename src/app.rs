@@ -96,10 +96,9 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
             source,
         }
     })?;
-    let hasher = crate::ledger::SubjectHasher::load_or_create(&cfg.ledger.hash_key_file)
-        .map_err(|e| StartError::Ledger(e.to_string()))?;
+    let hasher = load_hasher(&cfg)?;
     let clock: Arc<dyn crate::model::Clock> = Arc::new(crate::model::SystemClock);
-    let ledger = open_ledger(&cfg, clock.clone()).await?;
+    let ledger = open_ledger(&cfg, clock.clone(), &hasher).await?;
     let gate = Gate::new(cfg, metrics, audit, ledger, hasher, clock).await?;
     let refresher = {
         let gate = gate.clone();
@@ -135,20 +134,43 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
     })
 }
 
-/// Opens the configured ledger backend (recovering the local one from its files).
+/// Loads the subject hash key. The local backend creates it (0600) on first run; a shared
+/// (Redis) backend never does: every replica must use the same key, and a replica that made
+/// its own would count the same people under other keys.
+///
+/// # Errors
+/// [`StartError::Ledger`] when the key cannot be loaded (or is missing with Redis).
+pub fn load_hasher(cfg: &Config) -> Result<crate::ledger::SubjectHasher, StartError> {
+    let path = &cfg.ledger.hash_key_file;
+    if cfg.ledger.backend != crate::config::Backend::Local && !path.exists() {
+        return Err(StartError::Ledger(format!(
+            "hash key file {} does not exist; with backend = \"redis\" every replica must use the same key, so the gate does not create one: create it once (head -c 32 /dev/urandom > {0}; chmod 600 {0}) and give the same file to every replica",
+            path.display()
+        )));
+    }
+    crate::ledger::SubjectHasher::load_or_create(path)
+        .map_err(|e| StartError::Ledger(e.to_string()))
+}
+
+/// Opens the configured ledger backend (recovering the local one from its files; connecting
+/// to Redis and checking that it was created with the same hash key).
 ///
 /// # Errors
 /// [`StartError::Ledger`] when it cannot be opened.
 pub async fn open_ledger(
     cfg: &Config,
     clock: Arc<dyn crate::model::Clock>,
+    hasher: &crate::ledger::SubjectHasher,
 ) -> Result<Arc<dyn crate::ledger::Ledger>, StartError> {
     use crate::config::Backend;
-    use crate::ledger::{LocalLedger, LocalOptions};
+    use crate::ledger::{LocalLedger, LocalOptions, RedisTarget};
     match &cfg.ledger.backend {
         Backend::Local => {
             let dir = cfg.gate.data_dir.clone();
-            let opts = LocalOptions { clock, ..LocalOptions::default() };
+            let opts = LocalOptions {
+                clock,
+                ..LocalOptions::default()
+            };
             let l = tokio::task::spawn_blocking(move || LocalLedger::open_in_data_dir(&dir, opts))
                 .await
                 .map_err(|e| StartError::Ledger(e.to_string()))?
@@ -162,9 +184,28 @@ pub async fn open_ledger(
             );
             Ok(Arc::new(l))
         }
-        Backend::Redis { .. } | Backend::RedisCluster { .. } => Err(StartError::Ledger(
-            "the redis backend is not available in this build yet (issue 8); use backend = \"local\"".into(),
-        )),
+        Backend::Redis { url } => open_redis(cfg, RedisTarget::Server(url.clone()), hasher).await,
+        Backend::RedisCluster { nodes } => {
+            open_redis(cfg, RedisTarget::Cluster(nodes.clone()), hasher).await
+        }
+    }
+}
+
+async fn open_redis(
+    cfg: &Config,
+    target: crate::ledger::RedisTarget,
+    hasher: &crate::ledger::SubjectHasher,
+) -> Result<Arc<dyn crate::ledger::Ledger>, StartError> {
+    use crate::ledger::{RedisLedger, RedisOptions};
+    let opts = RedisOptions {
+        target,
+        timeout: cfg.ledger.timeout,
+        entity: cfg.entity.name.clone(),
+        cache_entries: crate::ledger::redis::DEFAULT_CACHE_ENTRIES,
+    };
+    match RedisLedger::open(opts, hasher).await {
+        Ok(l) => Ok(l),
+        Err(e) => Err(StartError::Ledger(e.to_string())),
     }
 }
 

@@ -81,6 +81,87 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Move the subject ledger between backends (local → Redis).
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Write the local ledger (gate.data_dir) to a file of keyed hashes (stop the gate first).
+    Export {
+        /// The gate configuration file.
+        #[arg(short, long, default_value = "config/gate.toml")]
+        config: PathBuf,
+        /// The file to write (created with mode 0600; never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Load an export into the Redis ledger of the configuration (empty namespace only).
+    Import {
+        /// The gate configuration file (ledger.backend = "redis", the same hash key file).
+        #[arg(short, long, default_value = "config/gate.toml")]
+        config: PathBuf,
+        /// The export to read.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+    },
+}
+
+fn ledger_cmd(command: LedgerCommand) -> ExitCode {
+    use transfer_gate::ledger::migrate;
+    let (path, export, file) = match command {
+        LedgerCommand::Export { config, out } => (config, true, out),
+        LedgerCommand::Import { config, input } => (config, false, input),
+    };
+    let cfg = match config::load(&path) {
+        Ok((cfg, _)) => cfg,
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            eprintln!("transfer-gate: configuration has errors");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let r = rt.block_on(async {
+        if export {
+            migrate::export_file(&cfg, &file).await
+        } else {
+            migrate::import_file(&cfg, &file).await
+        }
+    });
+    match r {
+        Ok(m) => {
+            println!(
+                "{} {} subject entries and {} monthly tallies ({} entries outside every window skipped)",
+                if export { "exported" } else { "imported" },
+                m.subjects,
+                m.tallies,
+                m.skipped
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "transfer-gate: ledger {}: {e}",
+                if export { "export" } else { "import" }
+            );
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -347,6 +428,10 @@ fn main() -> ExitCode {
         Command::Ca {
             command: CaCommand::Init { out, force, name },
         } => ca_init(&out, &name, force),
+        Command::Ledger { command } => {
+            init_logs(cli.log_format);
+            ledger_cmd(command)
+        }
         Command::Run { config } => {
             init_logs(cli.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread()

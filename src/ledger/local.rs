@@ -288,6 +288,11 @@ impl LocalLedger {
         })
     }
 
+    /// The in-memory index (for `ledger export`).
+    pub(crate) fn index(&self) -> &Index {
+        &self.shared.index
+    }
+
     /// Name of the ledger's directory inside `gate.data_dir`.
     pub const DIR_NAME: &'static str = "ledger";
 

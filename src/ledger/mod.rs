@@ -6,6 +6,8 @@
 //! - `table` / `index`: the compact sharded in-memory index and the atomic conditional reserve.
 //! - `wal` / `snapshot` / [`local`]: the durable local backend (group-committed log, snapshots,
 //!   recovery).
+//! - [`redis`]: the shared backend of several replicas (one Lua step per request with new
+//!   subjects, a local cache of known subjects).
 //! - [`MemoryLedger`]: the same index without durability (tests, benchmarks, probes).
 //!
 //! The policy registers its scopes when the configuration loads, then calls
@@ -16,6 +18,8 @@ pub mod api;
 pub mod hash;
 mod index;
 pub mod local;
+pub mod migrate;
+pub mod redis;
 mod snapshot;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -33,6 +37,7 @@ pub use api::{
 pub use hash::{HashKeyError, SubjectHasher, SubjectKey, HASH_KEY_LEN};
 pub use index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
 pub use local::{LocalLedger, LocalOptions, RecoveryReport};
+pub use redis::{RedisLedger, RedisOpenError, RedisOptions, RedisTarget};
 
 use crate::model::Regime;
 use index::Index;

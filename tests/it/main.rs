@@ -8,4 +8,5 @@ mod harness;
 mod intercept;
 mod ledger_crash;
 mod proxy;
+mod redis;
 mod report;

@@ -3,6 +3,7 @@
 //! ([`upstream::Upstream`]), a test CA ([`certs::TestCa`]), and clients (reqwest and `curl`).
 
 pub mod certs;
+pub mod redis;
 pub mod upstream;
 
 use std::fmt::Write as _;
@@ -73,6 +74,7 @@ pub struct GateBuilder {
     gate_extra: Vec<String>,
     approvals: String,
     timeouts: String,
+    ledger: Option<String>,
     env: Vec<(String, String)>,
     entity: String,
 }
@@ -92,6 +94,7 @@ impl GateBuilder {
             gate_extra: vec![],
             approvals: String::new(),
             timeouts: String::new(),
+            ledger: None,
             env: vec![],
             entity: "regime = \"cac-2024\"".into(),
         }
@@ -120,6 +123,17 @@ impl GateBuilder {
     }
     pub fn timeouts(mut self, toml_lines: &str) -> Self {
         self.timeouts = toml_lines.into();
+        self
+    }
+    /// The body of the `[ledger]` section, replacing the default (a per-gate local ledger
+    /// with `hash_key_file = "secrets/subject-hash.key"`), e.g. a shared Redis and key file.
+    pub fn ledger_toml(mut self, toml_lines: &str) -> Self {
+        self.ledger = Some(toml_lines.into());
+        self
+    }
+    /// `entity.regime` (default `cac-2024`).
+    pub fn regime(mut self, regime: &str) -> Self {
+        self.entity = format!("regime = \"{regime}\"");
         self
     }
     pub fn approvals(mut self, toml: &str) -> Self {
@@ -154,13 +168,23 @@ impl GateBuilder {
             writeln!(s, "{l}").unwrap();
         }
         writeln!(s, "\n[timeouts]\n{}", self.timeouts).unwrap();
-        writeln!(s, "\n[entity]\nname = \"Test Co.\"\n{}\n", self.entity).unwrap();
-        writeln!(
-            s,
-            "[ledger]\nhash_key_file = \"secrets/subject-hash.key\"\n"
-        )
-        .unwrap();
-        writeln!(s, "[inspection.subjects]\nfields = [\"user_id\"]\ndetectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]\nheaders = [\"x-user-id\"]\n").unwrap();
+        writeln!(s, "
+[entity]
+name = \"Test Co.\"
+{}
+", self.entity).unwrap();
+        let ledger = self
+            .ledger
+            .as_deref()
+            .unwrap_or("hash_key_file = \"secrets/subject-hash.key\"");
+        writeln!(s, "[ledger]
+{ledger}
+").unwrap();
+        writeln!(s, "[inspection.subjects]
+fields = [\"user_id\"]
+detectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]
+headers = [\"x-user-id\"]
+").unwrap();
         writeln!(
             s,
             "[[domestic]]\nhosts = [\"*.cn\", \"localhost\"]\ncidrs = [\"127.0.0.0/8\"]\n"

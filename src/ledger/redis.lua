@@ -1,0 +1,160 @@
+-- transfer-gate: the atomic conditional reservation of the Redis ledger (and its read-only
+-- probe). One call per request that carries subjects not known locally. Every key of one
+-- entity shares the hash tag of KEYS[1], so the script runs unchanged on Redis Cluster.
+--
+-- Data model (per scope s, subject key k = 16 raw bytes, Asia/Shanghai year y):
+--   Y(s, y)  hash  k -> "0" | "1"   k was counted in s in year y ("1": as sensitive);
+--                                   expires once no window can contain y.
+--   N(s)     hash  "a:<y>" / "s:<y>" -> subjects whose last year (last sensitive year) is y.
+--   M        hash  "<scope>|<y>|<m>|a" / "|s" -> newly counted in that month.
+-- A window is [start, cur] with start = cur (cac-2024) or cur - 1 (cac-2022); its count is
+-- the sum of N over the years >= start, so a subject seen in both years counts once.
+--
+-- KEYS[1] = M; for scope i (1-based): KEYS[3i-1] = Y(s_i, cur), KEYS[3i] = Y(s_i, cur - 1),
+--           KEYS[3i+1] = N(s_i).
+-- ARGV[1] mode: "r" reserve, "p" probe        ARGV[2] cur year     ARGV[3] window start year
+-- ARGV[4] month                               ARGV[5] EXPIREAT (unix s) for Y(., cur)
+-- ARGV[6] number of scopes ns                 ARGV[7] subject keys, 16 bytes each
+-- ARGV[8] one char per subject, "1" = sent as sensitive
+-- ARGV[9] number of ceilings nc, then 3 per ceiling: scope index (1-based), "a"|"s", max after
+-- then ns scope names (for the monthly tally fields).
+--
+-- Reply: {1, states, then per scope new_all, new_sensitive, all_before, sensitive_before}
+--   where states has one char per (subject, scope) after the call: "0" absent this year,
+--   "1" counted this year, "2" counted this year as sensitive;
+-- or (reserve refused, nothing written): {0, ceiling index (1-based), count_before, new}.
+
+local mode = ARGV[1]
+local cur = tonumber(ARGV[2])
+local start = tonumber(ARGV[3])
+local month = ARGV[4]
+local expire_at = ARGV[5]
+local ns = tonumber(ARGV[6])
+local keys = ARGV[7]
+local flags = ARGV[8]
+local nc = tonumber(ARGV[9])
+local n = #flags
+local two_years = start < cur
+
+local new_all, new_sens, before_all, before_sens = {}, {}, {}, {}
+for i = 1, ns do
+  new_all[i], new_sens[i], before_all[i], before_sens[i] = 0, 0, 0, 0
+  local fields = redis.call('HGETALL', KEYS[3 * i + 1])
+  for f = 1, #fields, 2 do
+    local name = fields[f]
+    local year = tonumber(string.sub(name, 3))
+    if year ~= nil and year >= start then
+      local v = tonumber(fields[f + 1])
+      if string.sub(name, 1, 1) == 'a' then
+        before_all[i] = before_all[i] + v
+      else
+        before_sens[i] = before_sens[i] + v
+      end
+    end
+  end
+end
+
+-- First pass: read every (subject, scope) state; nothing is written yet.
+-- For each pair remember: 0 = unchanged, otherwise what to write.
+local cur_v, prev_v = {}, {}
+for j = 1, n do
+  local k = string.sub(keys, 16 * j - 15, 16 * j)
+  local sensitive = string.sub(flags, j, j) == '1'
+  for i = 1, ns do
+    local c = redis.call('HGET', KEYS[3 * i - 1], k)
+    local p = redis.call('HGET', KEYS[3 * i], k)
+    local idx = (j - 1) * ns + i
+    cur_v[idx] = c
+    prev_v[idx] = p
+    local in_window = c or (two_years and p)
+    if not in_window then
+      new_all[i] = new_all[i] + 1
+    end
+    if sensitive and not (c == '1' or (two_years and p == '1')) then
+      new_sens[i] = new_sens[i] + 1
+    end
+  end
+end
+
+if mode == 'r' then
+  for c = 1, nc do
+    local base = 9 + 3 * (c - 1)
+    local i = tonumber(ARGV[base + 1])
+    local class = ARGV[base + 2]
+    local max_after = tonumber(ARGV[base + 3])
+    local before, new = before_all[i], new_all[i]
+    if class == 's' then
+      before, new = before_sens[i], new_sens[i]
+    end
+    if new > 0 and before + new > max_after then
+      return {0, c, before, new}
+    end
+  end
+end
+
+local states = {}
+local names = 9 + 3 * nc
+local cur_s = tostring(cur)
+local prev_s = tostring(cur - 1)
+for i = 1, ns do
+  local touched = false
+  for j = 1, n do
+    local idx = (j - 1) * ns + i
+    local sensitive = string.sub(flags, j, j) == '1'
+    local c, p = cur_v[idx], prev_v[idx]
+    if mode == 'r' then
+      local k = string.sub(keys, 16 * j - 15, 16 * j)
+      if not c then
+        redis.call('HSET', KEYS[3 * i - 1], k, sensitive and '1' or '0')
+        touched = true
+        if p then
+          redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. prev_s, -1)
+        end
+        redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. cur_s, 1)
+        if sensitive then
+          if p == '1' then
+            redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. prev_s, -1)
+          end
+          redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. cur_s, 1)
+        end
+        c = sensitive and '1' or '0'
+      elseif sensitive and c ~= '1' then
+        redis.call('HSET', KEYS[3 * i - 1], k, '1')
+        touched = true
+        if p == '1' then
+          redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. prev_s, -1)
+        end
+        redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. cur_s, 1)
+        c = '1'
+      end
+    end
+    if not c then
+      states[idx] = '0'
+    elseif c == '1' then
+      states[idx] = '2'
+    else
+      states[idx] = '1'
+    end
+  end
+  if touched then
+    redis.call('EXPIREAT', KEYS[3 * i - 1], expire_at)
+  end
+  if mode == 'r' and (new_all[i] > 0 or new_sens[i] > 0) then
+    local field = ARGV[names + i] .. '|' .. cur_s .. '|' .. month
+    if new_all[i] > 0 then
+      redis.call('HINCRBY', KEYS[1], field .. '|a', new_all[i])
+    end
+    if new_sens[i] > 0 then
+      redis.call('HINCRBY', KEYS[1], field .. '|s', new_sens[i])
+    end
+  end
+end
+
+local reply = {1, table.concat(states)}
+for i = 1, ns do
+  reply[#reply + 1] = new_all[i]
+  reply[#reply + 1] = new_sens[i]
+  reply[#reply + 1] = before_all[i]
+  reply[#reply + 1] = before_sens[i]
+end
+return reply

@@ -1,0 +1,890 @@
+//! The shared ledger on Redis (issue 8, SPEC §4 `backend = "redis"`): several gate replicas
+//! count into one Redis server or Redis Cluster, exactly.
+//!
+//! - One atomic server-side step per request that carries subjects not known locally: the Lua
+//!   script `redis.lua` (EVALSHA, EVAL on `NOSCRIPT`) checks the ceilings and counts the new
+//!   subjects all-or-nothing: per-subject state per scope and year, per-year counters per
+//!   scope and class, monthly tallies. Every key of the entity carries the hash tag
+//!   `{tg:<entity slug>}`, so the script runs unchanged on Cluster (one slot per entity).
+//! - A local cache of subjects already counted this year (per scope, bounded) answers requests
+//!   whose subjects are all known without a round trip. That is safe because within a year a
+//!   subject's state only grows; the cache is keyed by year, so the year turn and the
+//!   sensitive upgrade miss it and go to Redis. Window counts used on that path are at most
+//!   [`COUNTS_MAX_AGE`] old.
+//! - Fail closed: every operation is bounded by `ledger.timeout_ms`; a timeout or an error is
+//!   [`LedgerError::Unavailable`] (the proxy answers 503), [`Ledger::is_ready`] turns false, and
+//!   a background check reconnects when Redis returns (no restart).
+//! - The hash key must be the same on every replica: the namespace stores a fingerprint of it
+//!   (a keyed hash of a constant) and a replica with another key refuses to use it.
+//!
+//! Scope ids are local to the process (registration does no I/O); Redis keys name scopes by
+//! their stored names (`entity`, `destination:<name>`, …). See `docs/ledger.md`, section Redis.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Value};
+
+use super::api::{
+    Class, Ledger, LedgerError, LedgerFuture, MonthlyTally, Refusal, Reservation, ReserveOutcome,
+    Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
+};
+use super::hash::SubjectHasher;
+use super::index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
+
+mod cache;
+mod reply;
+
+use crate::model::{shanghai_date, Regime};
+use cache::SubjectCache;
+use reply::{outcomes, parse_reply, parse_tallies, sum_window, Reply};
+
+/// How old the window counts may be that answer a request whose subjects are all known
+/// locally (the counts only grow; a fresher value costs one round trip).
+pub const COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Default number of (scope, subject) entries in the local cache (about 40 bytes each).
+pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 20;
+
+/// How often the background check pings Redis (readiness, reconnection).
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Where the Redis ledger lives. `Debug` hides passwords.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server: `redis://[user:password@]host:port[/db]` or `rediss://…` (TLS).
+    Server(String),
+    /// Redis Cluster seed nodes (URLs or `host:port`).
+    Cluster(Vec<String>),
+}
+
+/// A URL with its `user:password@` part replaced by `***@`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Server(u) => f.debug_tuple("Server").field(&redact(u)).finish(),
+            RedisTarget::Cluster(n) => f
+                .debug_tuple("Cluster")
+                .field(&n.iter().map(|u| redact(u)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+/// How to open a [`RedisLedger`].
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// The server or cluster.
+    pub target: RedisTarget,
+    /// Bound on every Redis operation (`ledger.timeout_ms`).
+    pub timeout: Duration,
+    /// The entity name (`entity.name`): its slug is the namespace's hash tag.
+    pub entity: String,
+    /// Size of the local cache of known subjects, in (scope, subject) entries.
+    pub cache_entries: usize,
+}
+
+/// Why a [`RedisLedger`] could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisOpenError {
+    /// The URL or node list is invalid.
+    #[error("invalid redis address: {0}")]
+    Address(String),
+    /// The namespace was created with another hash key: this replica would count the same
+    /// people under other keys (double counting).
+    #[error("the Redis ledger namespace {namespace} was created with another hash key; every replica must use the same ledger.hash_key_file")]
+    KeyMismatch {
+        /// The namespace (`tg:{slug}`).
+        namespace: String,
+    },
+}
+
+/// The Redis namespace (with its hash tag) of an entity: `tg:{<slug>}`, the slug being the
+/// entity name lower-cased with every run of other characters than `a-z0-9` turned into `-`
+/// (at most 64 characters).
+pub fn namespace(entity: &str) -> String {
+    let mut slug = String::new();
+    for c in entity.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 64 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    format!("tg:{{{}}}", if slug.is_empty() { "entity" } else { slug })
+}
+
+/// The fingerprint of a hash key stored in the namespace: a keyed hash of a constant, which
+/// tells keys apart without revealing them.
+pub fn key_fingerprint(hasher: &SubjectHasher) -> String {
+    hex(&hasher
+        .hash("transfer-gate/redis-key-check", b"v1")
+        .as_bytes()[..])
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The Redis key names of one namespace.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    ns: String,
+}
+
+impl Keys {
+    /// The keys of namespace `ns` (see [`namespace`]).
+    pub fn new(ns: String) -> Self {
+        Keys { ns }
+    }
+    /// `<ns>:meta`: hash key fingerprint, format version.
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.ns)
+    }
+    /// `<ns>:m`: monthly tallies.
+    pub fn monthly(&self) -> String {
+        format!("{}:m", self.ns)
+    }
+    /// `<ns>:y:<year>:<scope>`: subjects counted in `scope` in `year`.
+    pub fn year(&self, scope: &str, year: i32) -> String {
+        format!("{}:y:{year}:{scope}", self.ns)
+    }
+    /// `<ns>:n:<scope>`: per-year counters of `scope`.
+    pub fn counters(&self, scope: &str) -> String {
+        format!("{}:n:{scope}", self.ns)
+    }
+}
+
+/// The moment at which the subjects of `year` can leave Redis: no window contains `year`
+/// from January 1 of `year + 2` (Asia/Shanghai) on; 31 days of grace for clock skew, and never
+/// earlier than a day from now.
+pub fn year_expiry(year: i32) -> u64 {
+    let at = time::Date::from_calendar_date(year + 2, time::Month::January, 1)
+        .map(|d| {
+            d.midnight()
+                .assume_offset(time::macros::offset!(+8))
+                .unix_timestamp()
+        })
+        .unwrap_or(i64::MAX / 2);
+    let at = u64::try_from(at).unwrap_or(0) + 31 * 86_400;
+    let floor = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 86_400;
+    at.max(floor)
+}
+
+/// The Lua script of the atomic step (see the file for its keys, arguments and reply).
+pub const SCRIPT: &str = include_str!("redis.lua");
+
+#[derive(Clone)]
+enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Server(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
+    async fn eval(&mut self, inv: &redis::ScriptInvocation<'_>) -> redis::RedisResult<Value> {
+        match self {
+            Conn::Server(c) => inv.invoke_async(c).await,
+            Conn::Cluster(c) => inv.invoke_async(c).await,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    scopes: Vec<Scope>,
+    names: Vec<String>,
+    by_scope: HashMap<Scope, ScopeId>,
+}
+
+/// The Redis ledger backend. Cheap to share (`Arc`); see the module documentation.
+pub struct RedisLedger {
+    target: RedisTarget,
+    keys: Keys,
+    timeout: Duration,
+    fingerprint: String,
+    script: redis::Script,
+    registry: RwLock<Registry>,
+    conn: Mutex<Option<Conn>>,
+    connecting: tokio::sync::Mutex<()>,
+    /// The namespace's key fingerprint has been checked against ours.
+    verified: AtomicBool,
+    /// The namespace belongs to another hash key: refuse everything.
+    mismatch: AtomicBool,
+    /// The last Redis operation succeeded.
+    healthy: AtomicBool,
+    cache: SubjectCache,
+    /// (scope, window start year) → (counts, when read).
+    counts: Mutex<HashMap<(u32, i32), (ScopeCounts, Instant)>>,
+}
+
+impl std::fmt::Debug for RedisLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLedger")
+            .field("namespace", &self.keys.ns)
+            .field("healthy", &self.healthy.load(Ordering::Relaxed))
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: &redis::RedisError) -> LedgerError {
+    LedgerError::Unavailable(format!("redis: {e}"))
+}
+
+/// The year, month and window start of a moment (Asia/Shanghai).
+#[derive(Debug, Clone, Copy)]
+struct When {
+    year: i32,
+    month: u8,
+    start: i32,
+}
+
+impl When {
+    fn new(regime: Regime, now: SystemTime) -> Self {
+        let d = shanghai_date(now);
+        When {
+            year: d.year(),
+            month: d.month() as u8,
+            start: regime.window_start_year(d.year()),
+        }
+    }
+    fn cache_year(self) -> u16 {
+        u16::try_from(self.year).unwrap_or(0)
+    }
+}
+
+/// Sorts by key and merges duplicates (sensitive if any occurrence is).
+fn dedup(subjects: &[Subject]) -> Vec<Subject> {
+    let mut v = subjects.to_vec();
+    v.sort_unstable_by_key(|s| s.key);
+    v.dedup_by(|b, a| {
+        if a.key == b.key {
+            a.sensitive |= b.sensitive;
+            true
+        } else {
+            false
+        }
+    });
+    v
+}
+
+impl RedisLedger {
+    /// Creates the ledger without any I/O (it connects on first use) and starts its
+    /// background health check when called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// An invalid address.
+    pub fn new(
+        opts: RedisOptions,
+        hasher: &SubjectHasher,
+    ) -> Result<Arc<RedisLedger>, RedisOpenError> {
+        match &opts.target {
+            RedisTarget::Server(url) => {
+                redis::Client::open(url.as_str())
+                    .map_err(|e| RedisOpenError::Address(e.to_string()))?;
+            }
+            RedisTarget::Cluster(nodes) => {
+                ClusterClient::new(nodes.clone())
+                    .map_err(|e| RedisOpenError::Address(e.to_string()))?;
+            }
+        }
+        let keys = Keys::new(namespace(&opts.entity));
+        let l = Arc::new(RedisLedger {
+            target: opts.target,
+            keys,
+            timeout: opts.timeout,
+            fingerprint: key_fingerprint(hasher),
+            script: redis::Script::new(SCRIPT),
+            registry: RwLock::new(Registry::default()),
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            verified: AtomicBool::new(false),
+            mismatch: AtomicBool::new(false),
+            healthy: AtomicBool::new(false),
+            cache: SubjectCache::new(opts.cache_entries),
+            counts: Mutex::new(HashMap::new()),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(health_loop(Arc::downgrade(&l)));
+        }
+        Ok(l)
+    }
+
+    /// Opens the ledger: [`RedisLedger::new`], then connects and checks the hash key
+    /// fingerprint when Redis answers within the timeout; when it does not, the ledger starts
+    /// not ready and connects later.
+    ///
+    /// # Errors
+    /// An invalid address, or a namespace created with another hash key.
+    pub async fn open(
+        opts: RedisOptions,
+        hasher: &SubjectHasher,
+    ) -> Result<Arc<RedisLedger>, RedisOpenError> {
+        let l = Self::new(opts, hasher)?;
+        match l.ping().await {
+            Ok(()) => tracing::info!(namespace = %l.keys.ns, "redis ledger connected"),
+            Err(e) => {
+                tracing::warn!(namespace = %l.keys.ns, error = %e, "redis ledger not reachable yet; not ready until it is")
+            }
+        }
+        if l.mismatch.load(Ordering::Acquire) {
+            return Err(RedisOpenError::KeyMismatch {
+                namespace: l.keys.ns.clone(),
+            });
+        }
+        Ok(l)
+    }
+
+    /// The namespace (`tg:{slug}`).
+    pub fn namespace(&self) -> &str {
+        &self.keys.ns
+    }
+
+    /// The key names of the namespace.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Checks Redis now (connect, hash key fingerprint, `PING`) and updates readiness.
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when Redis does not answer in time.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        self.run(|mut c| async move { c.query::<()>(&redis::cmd("PING")).await })
+            .await
+    }
+
+    /// Runs `f` on a verified connection within the timeout; records health.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, LedgerError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if self.mismatch.load(Ordering::Acquire) {
+            return Err(self.mismatch_error());
+        }
+        let r = tokio::time::timeout(self.timeout, async {
+            let c = self.connection().await?;
+            f(c).await.map_err(|e| unavailable(&e))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(LedgerError::Unavailable(format!(
+                "redis: no answer within {} ms",
+                self.timeout.as_millis()
+            )))
+        });
+        let ok = r.is_ok();
+        let was = self.healthy.swap(ok, Ordering::AcqRel);
+        match (was, ok, &r) {
+            (true, false, Err(e)) => tracing::warn!(error = %e, "redis ledger unavailable"),
+            (false, true, _) => tracing::info!("redis ledger available"),
+            _ => {}
+        }
+        r
+    }
+
+    fn mismatch_error(&self) -> LedgerError {
+        LedgerError::Unavailable(format!(
+            "the Redis ledger namespace {} was created with another hash key",
+            self.keys.ns
+        ))
+    }
+
+    /// A connected, verified connection (connects on first use and after a failed connect).
+    async fn connection(&self) -> Result<Conn, LedgerError> {
+        let existing = self
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut c = match existing {
+            Some(c) => c,
+            None => {
+                let _g = self.connecting.lock().await;
+                let again = self
+                    .conn
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                match again {
+                    Some(c) => c,
+                    None => {
+                        let c = self.connect().await.map_err(|e| unavailable(&e))?;
+                        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
+                        c
+                    }
+                }
+            }
+        };
+        if !self.verified.load(Ordering::Acquire) {
+            self.verify(&mut c).await?;
+        }
+        Ok(c)
+    }
+
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        match &self.target {
+            RedisTarget::Server(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout)
+                    .set_number_of_retries(1)
+                    .set_max_delay(100);
+                Ok(Conn::Server(
+                    ConnectionManager::new_with_config(client, cfg).await?,
+                ))
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes.clone())
+                    .connection_timeout(self.timeout)
+                    .response_timeout(self.timeout)
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100)
+                    .build()?;
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// Stores our key fingerprint in a new namespace, or compares it with the stored one.
+    async fn verify(&self, c: &mut Conn) -> Result<(), LedgerError> {
+        let meta = self.keys.meta();
+        let mut cmd = redis::cmd("HSETNX");
+        cmd.arg(&meta).arg("key_fingerprint").arg(&self.fingerprint);
+        c.query::<i64>(&cmd).await.map_err(|e| unavailable(&e))?;
+        let mut cmd = redis::cmd("HSETNX");
+        cmd.arg(&meta).arg("format").arg(1);
+        c.query::<i64>(&cmd).await.map_err(|e| unavailable(&e))?;
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(&meta).arg("key_fingerprint");
+        let stored: Option<String> = c.query(&cmd).await.map_err(|e| unavailable(&e))?;
+        if stored.as_deref() == Some(self.fingerprint.as_str()) {
+            self.verified.store(true, Ordering::Release);
+            Ok(())
+        } else {
+            if !self.mismatch.swap(true, Ordering::AcqRel) {
+                tracing::error!(namespace = %self.keys.ns, "the Redis ledger namespace was created with another hash key; refusing to count (every replica must use the same ledger.hash_key_file)");
+            }
+            Err(self.mismatch_error())
+        }
+    }
+
+    fn check_scopes(&self, scopes: &[ScopeId]) -> Result<Vec<String>, LedgerError> {
+        let reg = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        scopes
+            .iter()
+            .map(|s| {
+                reg.names
+                    .get(s.0 as usize)
+                    .cloned()
+                    .ok_or(LedgerError::UnknownScope(s.0))
+            })
+            .collect()
+    }
+
+    fn fresh_counts(&self, scopes: &[ScopeId], start: i32) -> Option<Vec<ScopeCounts>> {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        scopes
+            .iter()
+            .map(|s| {
+                counts
+                    .get(&(s.0, start))
+                    .filter(|(_, at)| at.elapsed() < COUNTS_MAX_AGE)
+                    .map(|(c, _)| *c)
+            })
+            .collect()
+    }
+
+    fn store_counts(&self, scope: ScopeId, start: i32, c: ScopeCounts) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let e = counts
+            .entry((scope.0, start))
+            .or_insert((c, Instant::now()));
+        // Counts only grow within a window: never replace a newer, larger answer.
+        e.0.all = e.0.all.max(c.all);
+        e.0.sensitive = e.0.sensitive.max(c.sensitive);
+        e.1 = Instant::now();
+    }
+
+    /// The fast path: every subject known locally as counted this year in every scope, and
+    /// fresh counts. `None` when Redis must be asked.
+    fn cached_outcomes(
+        &self,
+        subjects: &[Subject],
+        scopes: &[ScopeId],
+        when: When,
+    ) -> Option<Vec<ScopeOutcome>> {
+        if !self.healthy.load(Ordering::Acquire)
+            || !self.cache.all_current(subjects, scopes, when.cache_year())
+        {
+            return None;
+        }
+        let counts = self.fresh_counts(scopes, when.start)?;
+        Some(
+            scopes
+                .iter()
+                .zip(counts)
+                .map(|(s, c)| ScopeOutcome {
+                    scope: *s,
+                    new_all: 0,
+                    new_sensitive: 0,
+                    all_after: c.all,
+                    sensitive_after: c.sensitive,
+                })
+                .collect(),
+        )
+    }
+
+    /// One script call (`reserve` or probe) over deduplicated subjects and scopes.
+    async fn call(
+        &self,
+        reserve: bool,
+        subjects: &[Subject],
+        scopes: &[ScopeId],
+        names: &[String],
+        ceilings: &[(usize, Class, u64)],
+        when: When,
+    ) -> Result<Reply, LedgerError> {
+        let mut inv = self.script.prepare_invoke();
+        inv.key(self.keys.monthly());
+        for name in names {
+            inv.key(self.keys.year(name, when.year));
+            inv.key(self.keys.year(name, when.year - 1));
+            inv.key(self.keys.counters(name));
+        }
+        let mut blob = Vec::with_capacity(16 * subjects.len());
+        let mut flags = Vec::with_capacity(subjects.len());
+        for s in subjects {
+            blob.extend_from_slice(&s.key.0);
+            flags.push(if s.sensitive { b'1' } else { b'0' });
+        }
+        inv.arg(if reserve { "r" } else { "p" })
+            .arg(when.year)
+            .arg(when.start)
+            .arg(when.month)
+            .arg(year_expiry(when.year))
+            .arg(names.len())
+            .arg(blob)
+            .arg(flags)
+            .arg(ceilings.len());
+        for (i, class, max) in ceilings {
+            inv.arg(i + 1)
+                .arg(match class {
+                    Class::All => "a",
+                    Class::Sensitive => "s",
+                })
+                .arg(*max);
+        }
+        for name in names {
+            inv.arg(name);
+        }
+        let v = self.run(|mut c| async move { c.eval(&inv).await }).await?;
+        let reply = parse_reply(v, names.len())?;
+        if let Reply::Done(states, per) = &reply {
+            let year = when.cache_year();
+            for (j, s) in subjects.iter().enumerate() {
+                for (i, sc) in scopes.iter().enumerate() {
+                    match states.get(j * scopes.len() + i) {
+                        Some(b'1') => self.cache.raise(*sc, &s.key.0, year, 0),
+                        Some(b'2') => self.cache.raise(*sc, &s.key.0, year, year),
+                        _ => {}
+                    }
+                }
+            }
+            for (sc, p) in scopes.iter().zip(per) {
+                let after = if reserve {
+                    ScopeCounts {
+                        all: p[2] + p[0],
+                        sensitive: p[3] + p[1],
+                    }
+                } else {
+                    ScopeCounts {
+                        all: p[2],
+                        sensitive: p[3],
+                    }
+                };
+                self.store_counts(*sc, when.start, after);
+            }
+        }
+        Ok(reply)
+    }
+
+    async fn reserve_inner(&self, req: Reservation<'_>) -> Result<ReserveOutcome, LedgerError> {
+        if req.subjects.len() > MAX_SUBJECTS_PER_RESERVATION {
+            return Err(LedgerError::Limit("too many subjects in one reservation"));
+        }
+        if req.scopes.len() > MAX_SCOPES_PER_RESERVATION {
+            return Err(LedgerError::Limit("too many scopes in one reservation"));
+        }
+        self.check_scopes(req.scopes)?;
+        let ceiling_scopes: Vec<ScopeId> = req.ceilings.iter().map(|c| c.scope).collect();
+        self.check_scopes(&ceiling_scopes)?;
+        let when = When::new(req.regime, req.now);
+        if let Some(o) = self.cached_outcomes(req.subjects, req.scopes, when) {
+            return Ok(ReserveOutcome::Reserved(o));
+        }
+        let subjects = dedup(req.subjects);
+        let mut scopes = req.scopes.to_vec();
+        scopes.sort_unstable();
+        scopes.dedup();
+        let names = self.check_scopes(&scopes)?;
+        // Ceilings on scopes the request does not count into cannot be crossed by it.
+        let ceilings: Vec<(usize, Class, u64)> = req
+            .ceilings
+            .iter()
+            .filter_map(|c| {
+                scopes
+                    .binary_search(&c.scope)
+                    .ok()
+                    .map(|i| (i, c.class, c.max_after))
+            })
+            .collect();
+        let sent: Vec<usize> = req
+            .ceilings
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| scopes.binary_search(&c.scope).is_ok())
+            .map(|(k, _)| k)
+            .collect();
+        match self
+            .call(true, &subjects, &scopes, &names, &ceilings, when)
+            .await?
+        {
+            Reply::Refused(i, count_before, new) => {
+                let ceiling = sent
+                    .get(i)
+                    .and_then(|k| req.ceilings.get(*k))
+                    .copied()
+                    .ok_or_else(|| LedgerError::Unavailable("redis: bad ceiling index".into()))?;
+                Ok(ReserveOutcome::Refused(Refusal {
+                    ceiling,
+                    count_before,
+                    new,
+                }))
+            }
+            Reply::Done(_, per) => Ok(ReserveOutcome::Reserved(outcomes(
+                req.scopes, &scopes, &per,
+            ))),
+        }
+    }
+
+    async fn probe_inner(
+        &self,
+        subjects: &[Subject],
+        req_scopes: &[ScopeId],
+        regime: Regime,
+        now: SystemTime,
+    ) -> Result<Vec<ScopeOutcome>, LedgerError> {
+        self.check_scopes(req_scopes)?;
+        let when = When::new(regime, now);
+        if let Some(o) = self.cached_outcomes(subjects, req_scopes, when) {
+            return Ok(o);
+        }
+        let subjects = dedup(subjects);
+        let mut scopes = req_scopes.to_vec();
+        scopes.sort_unstable();
+        scopes.dedup();
+        let names = self.check_scopes(&scopes)?;
+        match self
+            .call(false, &subjects, &scopes, &names, &[], when)
+            .await?
+        {
+            Reply::Done(_, per) => Ok(outcomes(req_scopes, &scopes, &per)),
+            Reply::Refused(..) => Err(LedgerError::Unavailable("redis: probe refused".into())),
+        }
+    }
+
+    async fn counts_inner(
+        &self,
+        scope: ScopeId,
+        regime: Regime,
+        now: SystemTime,
+    ) -> Result<ScopeCounts, LedgerError> {
+        let name = self
+            .check_scopes(&[scope])?
+            .pop()
+            .ok_or(LedgerError::UnknownScope(scope.0))?;
+        let when = When::new(regime, now);
+        let key = self.keys.counters(&name);
+        let fields: HashMap<String, i64> = self
+            .run(|mut c| async move {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(key);
+                c.query(&cmd).await
+            })
+            .await?;
+        let c = sum_window(&fields, when.start);
+        self.store_counts(scope, when.start, c);
+        Ok(c)
+    }
+
+    async fn monthly_inner(&self) -> Result<Vec<MonthlyTally>, LedgerError> {
+        let key = self.keys.monthly();
+        let fields: HashMap<String, i64> = self
+            .run(|mut c| async move {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(key);
+                c.query(&cmd).await
+            })
+            .await?;
+        Ok(parse_tallies(&fields))
+    }
+
+    /// Whether the namespace already holds counts (monthly tallies or entity counters).
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when Redis does not answer in time.
+    pub async fn namespace_has_counts(&self) -> Result<bool, LedgerError> {
+        let (m, n) = (
+            self.keys.monthly(),
+            self.keys.counters(&Scope::Entity.stored_name()),
+        );
+        let found: i64 = self
+            .run(|mut c| async move {
+                let mut cmd = redis::cmd("EXISTS");
+                cmd.arg(m).arg(n);
+                c.query(&cmd).await
+            })
+            .await?;
+        Ok(found > 0)
+    }
+
+    /// Runs a pipeline of commands on the namespace's keys (migration).
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when Redis fails or does not answer in time.
+    pub(crate) async fn exec_pipeline(&self, pipe: &redis::Pipeline) -> Result<(), LedgerError> {
+        self.run(|c| async move {
+            match c {
+                Conn::Server(mut c) => pipe.query_async::<()>(&mut c).await,
+                Conn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
+            }
+        })
+        .await
+    }
+
+    /// Number of (scope, subject) entries in the local cache.
+    pub fn cached_entries(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+async fn health_loop(weak: Weak<RedisLedger>) {
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(l) = weak.upgrade() else {
+            return;
+        };
+        if l.mismatch.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = l.ping().await;
+    }
+}
+
+impl Ledger for RedisLedger {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    fn register_scopes<'a>(&'a self, scopes: &'a [Scope]) -> LedgerFuture<'a, Vec<ScopeId>> {
+        Box::pin(async move {
+            let mut reg = self
+                .registry
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut ids = Vec::with_capacity(scopes.len());
+            for s in scopes {
+                if let Some(id) = reg.by_scope.get(s) {
+                    ids.push(*id);
+                    continue;
+                }
+                let name = s.stored_name();
+                if name.len() > 1024 {
+                    return Err(LedgerError::Limit("scope name longer than 1024 bytes"));
+                }
+                if reg.scopes.len() >= 1 << 16 {
+                    return Err(LedgerError::Limit("too many scopes"));
+                }
+                let id = ScopeId(reg.scopes.len() as u32);
+                reg.scopes.push(s.clone());
+                reg.names.push(name);
+                reg.by_scope.insert(s.clone(), id);
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+    }
+
+    fn reserve<'a>(&'a self, req: Reservation<'a>) -> LedgerFuture<'a, ReserveOutcome> {
+        Box::pin(self.reserve_inner(req))
+    }
+
+    fn probe<'a>(
+        &'a self,
+        subjects: &'a [Subject],
+        scopes: &'a [ScopeId],
+        regime: Regime,
+        now: SystemTime,
+    ) -> LedgerFuture<'a, Vec<ScopeOutcome>> {
+        Box::pin(self.probe_inner(subjects, scopes, regime, now))
+    }
+
+    fn counts(
+        &self,
+        scope: ScopeId,
+        regime: Regime,
+        now: SystemTime,
+    ) -> LedgerFuture<'_, ScopeCounts> {
+        Box::pin(self.counts_inner(scope, regime, now))
+    }
+
+    fn monthly(&self) -> LedgerFuture<'_, Vec<MonthlyTally>> {
+        Box::pin(self.monthly_inner())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+            && self.verified.load(Ordering::Acquire)
+            && !self.mismatch.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+#[path = "../../tests/it/harness/redis.rs"]
+pub(crate) mod server;
+
+#[cfg(test)]
+#[path = "redis_tests.rs"]
+mod tests;

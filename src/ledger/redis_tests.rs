@@ -1,0 +1,328 @@
+//! Tests of the Redis ledger against a real `redis-server` (and a 3-node Redis Cluster)
+//! started on free loopback ports: the behavioural suite, the hash key check, the local
+//! cache (no round trip), failure and recovery.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::server::{RedisCluster, RedisServer};
+use super::*;
+use crate::ledger::suite::{self, at, plain, subj};
+use crate::ledger::{Ceiling, Class, Ledger, LedgerError, ReserveOutcome, Scope, SubjectHasher};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn opts(target: RedisTarget) -> RedisOptions {
+    RedisOptions {
+        target,
+        timeout: Duration::from_millis(500),
+        // A fresh namespace per ledger: the suite wants empty backends.
+        entity: format!("Test Co {}", NEXT.fetch_add(1, Ordering::Relaxed)),
+        cache_entries: DEFAULT_CACHE_ENTRIES,
+    }
+}
+
+fn hasher() -> SubjectHasher {
+    SubjectHasher::from_key([7; 32])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_a_redis_server() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let make = move || -> suite::Made {
+        let l = RedisLedger::new(opts(RedisTarget::Server(url.clone())), &hasher()).unwrap();
+        (l, Box::new(()))
+    };
+    suite::run_all(&make).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls();
+    let make = move || -> suite::Made {
+        let l = RedisLedger::new(opts(RedisTarget::Cluster(urls.clone())), &hasher()).unwrap();
+        (l, Box::new(()))
+    };
+    suite::run_all(&make).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_exact_count() {
+    let server = RedisServer::start();
+    let o = opts(RedisTarget::Server(server.url()));
+    let a = RedisLedger::open(o.clone(), &hasher()).await.unwrap();
+    let b = RedisLedger::open(o, &hasher()).await.unwrap();
+    // Registration order differs: ids are local, the stored names are shared.
+    let ia = a
+        .register_scopes(&[Scope::Entity, Scope::Destination("eu".into())])
+        .await
+        .unwrap();
+    let ib = b
+        .register_scopes(&[Scope::Destination("eu".into()), Scope::Entity])
+        .await
+        .unwrap();
+    let now = at(2026, 6, 1);
+    let ceil = |ids: &[ScopeId]| {
+        vec![Ceiling {
+            scope: ids[0],
+            class: Class::All,
+            max_after: 300,
+        }]
+    };
+    let (ca, cb) = (ceil(&ia), ceil(&[ib[1]]));
+    let won = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let (l, ids, c) = if t % 2 == 0 {
+            (a.clone(), ia.clone(), ca.clone())
+        } else {
+            (b.clone(), vec![ib[1], ib[0]], cb.clone())
+        };
+        let won = won.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50u64 {
+                let s = [subj(t * 1000 + i, false), subj(i, false)];
+                if let ReserveOutcome::Reserved(o) =
+                    suite::reserve(&*l, &s, &ids, &c, Regime::Cac2024, now).await
+                {
+                    won.fetch_add(o[0].new_all as usize, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(won.load(Ordering::Relaxed), 300);
+    assert_eq!(
+        a.counts(ia[0], Regime::Cac2024, now).await.unwrap().all,
+        300
+    );
+    assert_eq!(
+        b.counts(ib[0], Regime::Cac2024, now).await.unwrap().all,
+        300
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_hash_key_is_refused() {
+    let server = RedisServer::start();
+    let o = opts(RedisTarget::Server(server.url()));
+    RedisLedger::open(o.clone(), &hasher()).await.unwrap();
+    let other = SubjectHasher::from_key([8; 32]);
+    match RedisLedger::open(o, &other).await {
+        Err(RedisOpenError::KeyMismatch { namespace }) => assert!(namespace.starts_with("tg:{")),
+        r => panic!("expected a key mismatch, got {r:?}"),
+    }
+}
+
+fn evals(server: &RedisServer) -> u64 {
+    let r = super::server::raw_command(server.port, "INFO commandstats").unwrap();
+    r.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split(',')
+                .next()?
+                .split("calls=")
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_subjects_need_no_round_trip() {
+    let server = RedisServer::start();
+    let l = RedisLedger::open(opts(RedisTarget::Server(server.url())), &hasher())
+        .await
+        .unwrap();
+    let ids = l
+        .register_scopes(&[Scope::Entity, Scope::Destination("eu".into())])
+        .await
+        .unwrap();
+    let now = at(2026, 6, 1);
+    let r24 = Regime::Cac2024;
+    suite::reserve(&*l, &plain(0..10), &ids, &[], r24, now).await;
+    let before = evals(&server);
+    for _ in 0..20 {
+        let p = l.probe(&plain(0..10), &ids, r24, now).await.unwrap();
+        assert_eq!((p[0].new_all, p[0].all_after), (0, 10));
+        match suite::reserve(&*l, &plain(3..7), &ids, &[], r24, now).await {
+            ReserveOutcome::Reserved(o) => assert_eq!((o[1].new_all, o[1].all_after), (0, 10)),
+            o => panic!("{o:?}"),
+        }
+    }
+    assert_eq!(evals(&server), before, "known subjects went to Redis");
+    // The sensitive upgrade and a new year are not in the cache: they go to Redis.
+    match suite::reserve(&*l, &[subj(1, true)], &ids, &[], r24, now).await {
+        ReserveOutcome::Reserved(o) => assert_eq!((o[0].new_all, o[0].new_sensitive), (0, 1)),
+        o => panic!("{o:?}"),
+    }
+    let next_year = at(2027, 1, 1);
+    match suite::reserve(&*l, &[subj(1, false)], &ids, &[], r24, next_year).await {
+        ReserveOutcome::Reserved(o) => assert_eq!((o[0].new_all, o[0].all_after), (1, 1)),
+        o => panic!("{o:?}"),
+    }
+    assert_eq!(evals(&server), before + 2);
+    // Another replica's subjects are learnt from one probe, then served locally.
+    let other = RedisLedger::open(opts(RedisTarget::Server(server.url())), &hasher())
+        .await
+        .unwrap();
+    drop(other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_unavailable_then_recovers() {
+    let mut server = RedisServer::start();
+    let l = RedisLedger::open(opts(RedisTarget::Server(server.url())), &hasher())
+        .await
+        .unwrap();
+    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
+    let now = at(2026, 6, 1);
+    suite::reserve(&*l, &plain(0..5), &ids, &[], Regime::Cac2024, now).await;
+    assert!(l.is_ready());
+    server.kill();
+    let t = std::time::Instant::now();
+    let r = l
+        .reserve(Reservation {
+            subjects: &plain(5..6),
+            scopes: &ids,
+            ceilings: &[],
+            regime: Regime::Cac2024,
+            now,
+        })
+        .await;
+    assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
+    assert!(r.unwrap_err().is_backend_failure());
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(!l.is_ready());
+    // Known subjects are refused too while Redis is down (fail closed).
+    let r = l.probe(&plain(0..5), &ids, Regime::Cac2024, now).await;
+    assert!(r.is_err());
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !l.is_ready() {
+        assert!(std::time::Instant::now() < deadline, "not ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // AOF with appendfsync always: the counts survived the SIGKILL.
+    match suite::reserve(&*l, &plain(3..8), &ids, &[], Regime::Cac2024, now).await {
+        ReserveOutcome::Reserved(o) => assert_eq!((o[0].new_all, o[0].all_after), (3, 8)),
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn namespaces_are_hash_tags() {
+    assert_eq!(
+        namespace("Example Trading (Shanghai) Co., Ltd."),
+        "tg:{example-trading-shanghai-co-ltd}"
+    );
+    assert_eq!(namespace("{}"), "tg:{entity}");
+    assert!(namespace(&"x".repeat(500)).len() < 80);
+    let k = Keys::new(namespace("A"));
+    assert_eq!(
+        k.year("destination:eu", 2026),
+        "tg:{a}:y:2026:destination:eu"
+    );
+    assert!(year_expiry(2020) > 0);
+    let t = RedisTarget::Server("redis://gate:pw@h:6379/0".into());
+    assert_eq!(format!("{t:?}"), "Server(\"redis://***@h:6379/0\")");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_or_erroring_redis_is_unavailable_then_recovers() {
+    let server = RedisServer::start();
+    let l = RedisLedger::open(opts(RedisTarget::Server(server.url())), &hasher())
+        .await
+        .unwrap();
+    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
+    let now = at(2026, 6, 1);
+    let try_reserve = |range: std::ops::Range<u64>| {
+        let (l, ids) = (l.clone(), ids.clone());
+        async move {
+            l.reserve(Reservation {
+                subjects: &plain(range),
+                scopes: &ids,
+                ceilings: &[],
+                regime: Regime::Cac2024,
+                now,
+            })
+            .await
+        }
+    };
+    try_reserve(0..2).await.unwrap();
+    // Slow: every client paused for 1.5 s; the 500 ms timeout answers first.
+    let paused = super::server::raw_command(server.port, "CLIENT PAUSE 1500 ALL").unwrap();
+    assert!(paused.starts_with("+OK"), "{paused}");
+    let t = std::time::Instant::now();
+    let r = try_reserve(2..3).await;
+    assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
+    assert!(t.elapsed() < Duration::from_millis(1200));
+    assert!(!l.is_ready());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Erroring: out of memory under noeviction refuses the script.
+    let set = super::server::raw_command(server.port, "CONFIG SET maxmemory 1").unwrap();
+    assert!(set.starts_with("+OK"), "{set}");
+    let r = try_reserve(3..4).await;
+    assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
+    super::server::raw_command(server.port, "CONFIG SET maxmemory 0").unwrap();
+    // Back: the timed-out reservation may or may not have run (over-count at worst); the
+    // refused one did not.
+    let c = match try_reserve(3..5).await.unwrap() {
+        ReserveOutcome::Reserved(o) => o[0],
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(c.new_all, 2);
+    assert!(c.all_after == 4 || c.all_after == 5);
+    assert!(l.is_ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_and_acl_user_in_the_url() {
+    let server = RedisServer::with_args(&["--requirepass", "s3cret"]);
+    let acl = server.cli(&[
+        "--no-auth-warning",
+        "-a",
+        "s3cret",
+        "ACL",
+        "SETUSER",
+        "gate",
+        "on",
+        ">gate-pw",
+        "~tg:*",
+        "+@all",
+    ]);
+    assert!(acl.trim() == "OK", "{acl}");
+    let url =
+        |auth: &str| RedisTarget::Server(format!("redis://{auth}@127.0.0.1:{}/", server.port));
+    for auth in [":s3cret", "gate:gate-pw"] {
+        let l = RedisLedger::open(opts(url(auth)), &hasher()).await.unwrap();
+        let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
+        suite::reserve(
+            &*l,
+            &plain(0..3),
+            &ids,
+            &[],
+            Regime::Cac2024,
+            at(2026, 1, 5),
+        )
+        .await;
+        assert!(l.is_ready());
+    }
+    // A wrong password: the gate starts, not ready, and refuses to count.
+    let l = RedisLedger::open(opts(url("gate:wrong")), &hasher())
+        .await
+        .unwrap();
+    assert!(!l.is_ready());
+    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
+    let r = l
+        .probe(&plain(0..1), &ids, Regime::Cac2024, at(2026, 1, 5))
+        .await;
+    assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
+}
