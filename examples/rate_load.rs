@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    anyhow::ensure!(args.len() >= 6, "usage: rate_load URL HOST BODY_FILE RATE SECONDS [CONNS]");
+    anyhow::ensure!(
+        args.len() >= 6,
+        "usage: rate_load URL HOST BODY_FILE RATE SECONDS [CONNS]"
+    );
     let url: hyper::Uri = args[1].parse()?;
     let host = args[2].clone();
     let body = std::fs::read_to_string(&args[3])?;
@@ -39,9 +42,18 @@ async fn main() -> anyhow::Result<()> {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
         let permit = limit.clone().acquire_owned().await?;
-        let (client, url, host, tx, ok) = (client.clone(), url.clone(), host.clone(), tx.clone(), ok.clone());
+        let (client, url, host, tx, ok) = (
+            client.clone(),
+            url.clone(),
+            host.clone(),
+            tx.clone(),
+            ok.clone(),
+        );
         let payload = if i % 10 == 0 && body.contains("NEWID") {
-            body.replace("NEWID", &next_id.fetch_add(1, Ordering::Relaxed).to_string())
+            body.replace(
+                "NEWID",
+                &next_id.fetch_add(1, Ordering::Relaxed).to_string(),
+            )
         } else {
             body.replace("NEWID", "1")
         };
@@ -68,7 +80,11 @@ async fn main() -> anyhow::Result<()> {
         lat.push(us);
     }
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "{} {} {} {} {} {}",
         lat.len(),

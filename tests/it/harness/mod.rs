@@ -168,23 +168,13 @@ impl GateBuilder {
             writeln!(s, "{l}").unwrap();
         }
         writeln!(s, "\n[timeouts]\n{}", self.timeouts).unwrap();
-        writeln!(s, "
-[entity]
-name = \"Test Co.\"
-{}
-", self.entity).unwrap();
+        writeln!(s, "\n[entity]\nname = \"Test Co.\"\n{}\n", self.entity).unwrap();
         let ledger = self
             .ledger
             .as_deref()
             .unwrap_or("hash_key_file = \"secrets/subject-hash.key\"");
-        writeln!(s, "[ledger]
-{ledger}
-").unwrap();
-        writeln!(s, "[inspection.subjects]
-fields = [\"user_id\"]
-detectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]
-headers = [\"x-user-id\"]
-").unwrap();
+        writeln!(s, "[ledger]\n{ledger}\n").unwrap();
+        writeln!(s, "[inspection.subjects]\nfields = [\"user_id\"]\ndetectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]\nheaders = [\"x-user-id\"]\n").unwrap();
         writeln!(
             s,
             "[[domestic]]\nhosts = [\"*.cn\", \"localhost\"]\ncidrs = [\"127.0.0.0/8\"]\n"
