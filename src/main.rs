@@ -406,6 +406,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+// glibc malloc showed up as ~12% of the gate's CPU under load (per-request buffers freed on
+// other worker threads); mimalloc's thread-local heaps remove most of it (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
