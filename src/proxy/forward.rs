@@ -422,17 +422,12 @@ pub(crate) async fn serve_destination(
         audit.bytes = summary.released;
         finish(&g, &name, &mut audit, &s, &summary).await;
     });
+    // A body refused before the upstream's answer was passed on: the client gets the refusal.
     match refused_now {
-        Some(r) => {
-            let resp = if r.reason == Reason::UnreadableBody
-                || r.reason.status() != http::StatusCode::OK
-            {
-                respond::blocked(&r, request_id, snap.blocked_by.as_ref())
-            } else {
-                resp
-            };
-            (resp, "block")
-        }
+        Some(r) => (
+            respond::blocked(&r, request_id, snap.blocked_by.as_ref()),
+            "block",
+        ),
         None => (resp, "allow"),
     }
 }
