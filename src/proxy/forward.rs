@@ -365,7 +365,7 @@ pub(crate) async fn serve_destination(
             None,
         )
         .await;
-        let decision = finish(gate, &dest.name, &mut audit, snap, &summary).await;
+        let decision = finish(gate, &dest.name, audit, snap, &summary).await;
         return (resp, decision);
     }
 
@@ -420,7 +420,7 @@ pub(crate) async fn serve_destination(
         let _ = done_rx.await;
         let summary = std::mem::take(&mut *sh.lock().unwrap_or_else(|p| p.into_inner()));
         audit.bytes = summary.released;
-        finish(&g, &name, &mut audit, &s, &summary).await;
+        finish(&g, &name, audit, &s, &summary).await;
     });
     // A body refused before the upstream's answer was passed on: the client gets the refusal.
     match refused_now {
@@ -489,11 +489,11 @@ fn fill_audit(audit: &mut AuditRecord, snap: &Snapshot, s: &Summary) {
 async fn finish(
     gate: &Gate,
     dest: &str,
-    audit: &mut AuditRecord,
+    mut audit: AuditRecord,
     snap: &Snapshot,
     s: &Summary,
 ) -> &'static str {
-    fill_audit(audit, snap, s);
+    fill_audit(&mut audit, snap, s);
     let (decision, reason) = match (&s.refusal, s.observed) {
         (Some(r), true) => ("would_block", r.reason),
         (Some(r), false) => ("block", r.reason),
@@ -510,7 +510,7 @@ async fn finish(
         .decisions
         .with_label_values(&[dest, decision, reason.as_str()])
         .inc();
-    gate.audit.record(audit.clone()).await;
+    gate.audit.record(audit).await;
     decision
 }
 
