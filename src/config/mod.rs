@@ -8,6 +8,7 @@
 pub mod diag;
 pub mod pattern;
 pub mod raw;
+pub mod targets;
 mod validate;
 
 use crate::model::{Category, Regime};
@@ -100,6 +101,10 @@ pub struct Gate {
     pub blocked_by_url: Option<String>,
     /// How long in-flight requests may run after SIGTERM.
     pub drain: Duration,
+    /// Ranges a client-chosen target may never resolve to (`gate.deny_cidrs`).
+    pub deny_cidrs: Vec<IpNet>,
+    /// The only ports a domestic `CONNECT` may name (`gate.tunnel_ports`).
+    pub tunnel_ports: Vec<u16>,
 }
 
 /// `[timeouts]`, validated (not in SPEC §12: the spec asks for the timeouts, not their keys).

@@ -38,6 +38,8 @@ pub struct RawGate {
     pub blocked_by_url: Option<String>,
     #[serde(default = "default_drain")]
     pub drain_seconds: u64,
+    pub tunnel_ports: Option<Vec<u16>>,
+    pub deny_cidrs: Option<Vec<String>>,
 }
 
 /// `[timeouts]` (not in SPEC §12; seconds, fractions allowed)

@@ -13,6 +13,7 @@ pub mod gated;
 pub mod gauges;
 pub mod headers;
 pub mod intercept;
+pub mod target;
 pub mod upstream;
 
 use crate::config::Config;
@@ -74,6 +75,8 @@ pub struct Snapshot {
     pub inspect: Arc<crate::inspect::InspectConfig>,
     /// TLS interception (CA, leaf minting), when `tls.ca_cert` and `tls.ca_key` are set.
     pub intercept: Option<Arc<intercept::Interceptor>>,
+    /// What a client-chosen target may not be (SPEC §2).
+    pub targets: Arc<target::TargetRules>,
 }
 
 /// Why a snapshot could not be built from a validated config.
@@ -144,12 +147,17 @@ impl Snapshot {
         config: Config,
         metrics: &Metrics,
         ledger: &dyn crate::ledger::Ledger,
+        own: Arc<target::OwnEndpoints>,
     ) -> Result<Snapshot, BuildError> {
         let roots = Arc::new(root_store(config.tls.upstream_ca_file.as_deref())?);
         let verified = client_config(roots.clone(), true)?;
         let t = config.timeouts;
+        let targets = Arc::new(target::TargetRules::new(own, &config.gate));
         let route = |name: &str, connect_to: Option<&str>, tls: Arc<rustls::ClientConfig>| Route {
-            client: client(UpstreamConnector::new(connect_to, tls, t.connect), t.idle),
+            client: client(
+                UpstreamConnector::new(connect_to, targets.clone(), tls, t.connect),
+                t.idle,
+            ),
             bytes_up: metrics.bytes.with_label_values(&[name, "upstream"]),
             bytes_down: metrics.bytes.with_label_values(&[name, "downstream"]),
             records: crate::model::Category::ALL
@@ -221,6 +229,7 @@ impl Snapshot {
             gauges,
             inspect,
             intercept,
+            targets,
         })
     }
 }
@@ -240,6 +249,9 @@ pub struct Gate {
     pub hasher: crate::ledger::SubjectHasher,
     /// The clock (injectable for tests).
     pub clock: Arc<dyn crate::model::Clock>,
+    /// The gate's own endpoints (listeners, ledger servers) that no client-chosen target may
+    /// be; a new listener registers here with [`target::OwnEndpoints::add_listener`].
+    pub own: Arc<target::OwnEndpoints>,
     /// Intercepted connections: their HTTP runs inside an upgraded `CONNECT`, outside the
     /// listener's drain, so they are watched here; `None` once the drain has started.
     pub(crate) intercepted: std::sync::Mutex<Option<GracefulShutdown>>,
@@ -258,7 +270,9 @@ impl Gate {
         hasher: crate::ledger::SubjectHasher,
         clock: Arc<dyn crate::model::Clock>,
     ) -> Result<Arc<Gate>, BuildError> {
-        let snap = Snapshot::build(config, &metrics, ledger.as_ref()).await?;
+        let own = Arc::new(target::OwnEndpoints::new(&config.ledger.backend));
+        own.refresh_ledger().await;
+        let snap = Snapshot::build(config, &metrics, ledger.as_ref(), own.clone()).await?;
         snap.gauges.refresh(ledger.as_ref(), clock.now()).await;
         metrics.ledger_errors.with_label_values(&[ledger.backend()]);
         metrics.ready.set(i64::from(ledger.is_ready()));
@@ -270,6 +284,7 @@ impl Gate {
             ledger,
             hasher,
             clock,
+            own,
             intercepted: std::sync::Mutex::new(Some(GracefulShutdown::new())),
         };
         gate.publish_config_info();
@@ -294,7 +309,8 @@ impl Gate {
     /// # Errors
     /// See [`Snapshot::build`]; on error nothing changes.
     pub async fn reload(&self, config: Config) -> Result<(), BuildError> {
-        let snap = Snapshot::build(config, &self.metrics, self.ledger.as_ref()).await?;
+        let snap =
+            Snapshot::build(config, &self.metrics, self.ledger.as_ref(), self.own.clone()).await?;
         snap.gauges
             .refresh(self.ledger.as_ref(), self.clock.now())
             .await;

@@ -10,3 +10,4 @@ mod ledger_crash;
 mod proxy;
 mod redis;
 mod report;
+mod security;
