@@ -23,6 +23,7 @@ pub mod audit;
 pub mod config;
 pub mod inspect;
 pub mod ledger;
+pub mod listen;
 pub mod metrics;
 pub mod model;
 pub mod policy;

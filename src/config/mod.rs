@@ -105,7 +105,12 @@ pub struct Gate {
     pub deny_cidrs: Vec<IpNet>,
     /// The only ports a domestic `CONNECT` may name (`gate.tunnel_ports`).
     pub tunnel_ports: Vec<u16>,
+    /// Open proxy connections at most (`gate.max_connections`); beyond it accepting waits.
+    pub max_connections: usize,
 }
+
+/// `gate.max_connections` when absent.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// `[timeouts]`, validated (not in SPEC §12: the spec asks for the timeouts, not their keys).
 #[derive(Debug, Clone, Copy)]

@@ -84,7 +84,9 @@ mod tests {
         let mut d = Diagnostics::default();
         let def = deny_cidrs(None, "f", &mut d);
         assert_eq!(def.len(), 6);
-        assert!(def.iter().any(|n| n.contains(&"127.9.9.9".parse::<std::net::IpAddr>().unwrap())));
+        assert!(def
+            .iter()
+            .any(|n| n.contains(&"127.9.9.9".parse::<std::net::IpAddr>().unwrap())));
         let explicit = deny_cidrs(Some(&["169.254.0.0/16".to_owned()]), "f", &mut d);
         assert_eq!(explicit.len(), 1, "an explicit list replaces the default");
         assert!(d.items.is_empty());
@@ -92,7 +94,10 @@ mod tests {
         assert!(d.has_errors());
         let mut d = Diagnostics::default();
         assert_eq!(tunnel_ports(None, "f", &mut d), vec![443]);
-        assert_eq!(tunnel_ports(Some(&[443, 8443]), "f", &mut d), vec![443, 8443]);
+        assert_eq!(
+            tunnel_ports(Some(&[443, 8443]), "f", &mut d),
+            vec![443, 8443]
+        );
         assert!(d.items.is_empty());
         let _ = tunnel_ports(Some(&[0]), "f", &mut d);
         assert!(d.has_errors());

@@ -261,6 +261,10 @@ fn build(
         }
         let deny_cidrs = super::targets::deny_cidrs(g.deny_cidrs.as_deref(), file, d);
         let tunnel_ports = super::targets::tunnel_ports(g.tunnel_ports.as_deref(), file, d);
+        let max_connections = g.max_connections.unwrap_or(super::DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            d.error(file, "gate.max_connections", "must be positive");
+        }
         let admin_token_file = g.admin_token_file.map(|p| resolve(path, &p));
         if let Some(p) = &admin_token_file {
             match std::fs::read_to_string(p) {
@@ -296,6 +300,7 @@ fn build(
             drain: Duration::from_secs(g.drain_seconds),
             deny_cidrs,
             tunnel_ports,
+            max_connections: max_connections.max(1),
         }
     });
 

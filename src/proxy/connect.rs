@@ -87,7 +87,9 @@ pub async fn handle(
     let host = auth.host().trim_matches(['[', ']']).to_owned();
     let connect = async {
         match &connect_to {
-            Some(addr) => TcpStream::connect(addr.as_str()).await.map_err(DialError::Io),
+            Some(addr) => TcpStream::connect(addr.as_str())
+                .await
+                .map_err(DialError::Io),
             None => dial(&host, port, Some(&snap.targets)).await,
         }
     };
@@ -127,6 +129,10 @@ pub async fn handle(
     let up = gate.metrics.bytes.with_label_values(&[label, "upstream"]);
     let down = gate.metrics.bytes.with_label_values(&[label, "downstream"]);
     let on_upgrade = hyper::upgrade::on(&mut req);
+    if let Some(a) = req.extensions().get::<Arc<crate::listen::Activity>>() {
+        // A tunnel: idle when no byte moves either way.
+        a.upgraded(false);
+    }
     let request_id = request_id.to_owned();
     tokio::spawn(async move {
         let mut upstream = upstream;

@@ -2,7 +2,7 @@
 //! route → classify → (inspection seam) → forward to the upstream → stream the response back.
 //! Every synthetic answer comes from [`crate::respond`].
 
-use super::body::MeteredBody;
+use super::body::{MeteredBody, Progress};
 use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
 use super::enforce::{self, Batch, Outcome};
 use super::gated::{Ctx, GatedBody, Shared, Summary};
@@ -608,18 +608,41 @@ where
 
     let too_large = Arc::new(AtomicBool::new(false));
     let cap = Some((snap.config.inspection.max_body_bytes, too_large.clone()));
-    let body = MeteredBody::new(body, route.bytes_up.clone(), t.idle, deadline, cap).boxed_unsync();
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let progress = Progress::new();
+    let body = MeteredBody::new(body, route.bytes_up.clone(), t.idle, deadline, cap)
+        .signal_end(sent_tx, progress.clone())
+        .boxed_unsync();
     let upstream_req = Request::from_parts(parts, body);
 
-    let head_timeout = match deadline {
-        Some(d) => t
-            .response_header
-            .min(d.saturating_duration_since(tokio::time::Instant::now())),
+    // The response-head timer starts once the request body has been sent in full: while it
+    // flows, the body's idle timer (and the total deadline) guard the exchange, so a slow
+    // upload is never cut for an upstream that cannot answer before the body ends.
+    let head_timeout = |now: tokio::time::Instant| match deadline {
+        Some(d) => t.response_header.min(d.saturating_duration_since(now)),
         None => t.response_header,
     };
-    let result = tokio::time::timeout(head_timeout, route.client.request(upstream_req)).await;
+    let request = route.client.request(upstream_req);
+    tokio::pin!(request);
+    let result = tokio::select! {
+        r = &mut request => Ok(r),
+        _ = sent_rx => {
+            tokio::time::timeout(head_timeout(tokio::time::Instant::now()), &mut request)
+                .await
+                .map_err(|_| ())
+        }
+        // The upstream stopped reading the body (or the body stopped): idle_seconds.
+        _ = progress.stalled(t.idle) => Err(()),
+    };
     let resp = match result {
-        Err(_) => return Ok(upstream_error(gate, label, UpstreamFailure::Timeout, request_id)),
+        Err(_) => {
+            return Ok(upstream_error(
+                gate,
+                label,
+                UpstreamFailure::Timeout,
+                request_id,
+            ))
+        }
         Ok(Err(e)) => {
             if is_forbidden(&e) {
                 tracing::info!(

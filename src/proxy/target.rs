@@ -14,7 +14,7 @@
 use crate::config::{Backend, Gate as GateSettings};
 use ipnet::IpNet;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -54,7 +54,10 @@ impl OwnEndpoints {
 
     /// The ledger servers' addresses as last resolved.
     pub fn ledger_addrs(&self) -> Vec<SocketAddr> {
-        self.ledger.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.ledger
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Resolves the ledger's host names again (a Service address may change). Addresses that
@@ -118,9 +121,10 @@ fn redis_host_port(s: &str) -> Option<(String, u16)> {
         format!("redis://{s}")
     };
     match url.as_str().into_connection_info().ok()?.addr {
-        ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => {
-            Some((h.trim_matches(['[', ']']).to_owned(), p))
-        }
+        ConnectionAddr::Tcp(h, p)
+        | ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => Some((h.trim_matches(['[', ']']).to_owned(), p)),
         _ => None,
     }
 }
@@ -267,14 +271,20 @@ mod tests {
     fn own_endpoints_are_refused_whatever_deny_cidrs_says() {
         let r = rules(&[], &[443]);
         assert!(!ok(&r, "127.0.0.1:3128"));
-        assert!(!ok(&r, "127.0.0.2:9464"), "any loopback address of an own port");
+        assert!(
+            !ok(&r, "127.0.0.2:9464"),
+            "any loopback address of an own port"
+        );
         assert!(!ok(&r, "[::1]:9464"));
         assert!(!ok(&r, "[::ffff:127.0.0.1]:3128"), "IPv4-mapped");
         assert!(!ok(&r, "0.0.0.0:3128"));
         assert!(!ok(&r, "10.9.8.7:6380"), "the Redis server");
         assert!(!ok(&r, "127.0.0.1:6380"), "the Redis port on loopback");
         assert!(ok(&r, "10.9.8.6:6380"), "another host on the same port");
-        assert!(ok(&r, "127.0.0.1:8080"), "loopback opened by an explicit deny_cidrs");
+        assert!(
+            ok(&r, "127.0.0.1:8080"),
+            "loopback opened by an explicit deny_cidrs"
+        );
         assert!(ok(&r, "10.1.2.3:3128"), "a remote host on the proxy's port");
     }
 

@@ -99,7 +99,10 @@ async fn wait_audited(gate: &GateProc, n: usize) -> Vec<serde_json::Value> {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("fewer than {n} forbidden_target audit lines:\n{:?}", audit_lines(gate));
+    panic!(
+        "fewer than {n} forbidden_target audit lines:\n{:?}",
+        audit_lines(gate)
+    );
 }
 
 #[tokio::test]
