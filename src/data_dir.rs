@@ -8,7 +8,8 @@
 //! included), so a stale lock file never blocks a restart. The holder writes its process id
 //! into the file for the message of the one refused.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use rustix::fs::FlockOperation;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -56,9 +57,9 @@ pub fn lock(dir: &Path) -> Result<DirLock, LockError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
     let mut file = o.open(dir.join(LOCK_FILE)).map_err(io)?;
-    match file.try_lock() {
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
             let holder = match text.trim().parse::<u32>() {
@@ -70,7 +71,7 @@ pub fn lock(dir: &Path) -> Result<DirLock, LockError> {
                 holder,
             });
         }
-        Err(TryLockError::Error(e)) => return Err(io(e)),
+        Err(e) => return Err(io(e.into())),
     }
     file.set_len(0).map_err(io)?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
