@@ -213,7 +213,9 @@ impl ReplaceAll for Vec<u8> {
 #[tokio::test]
 async fn body_formats_cannot_carry_pi_past_the_gate() {
     let up = Upstream::http().await;
+    // A CIIO needs a security assessment for any PI: with no approval, any PI is refused.
     let gate = GateBuilder::new()
+        .entity("regime = \"cac-2024\"\nciio = true")
         .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
         .start()
         .await;
