@@ -37,16 +37,25 @@ pub async fn handle(
             "block",
         );
     };
-    let audit = |dest: &str, decision: &'static str, reason: Reason| {
+    // The entity's counts for the audit line (a tunnel counts nothing).
+    let entity = || super::enforce::entity_now(gate, snap, gate.clock.now());
+    let audit = |dest: &str, decision: &'static str, reason: Reason, c: crate::policy::Counts| {
         let mut rec = crate::audit::AuditRecord::new(request_id, conn.peer, dest, "CONNECT", "");
         rec.path = auth.as_str().to_owned();
         rec.decision = decision;
         rec.reason = reason.as_str();
+        rec.entity_subjects = c.all;
+        rec.entity_sensitive_subjects = c.sensitive;
         gate.audit.record_now(rec);
     };
     let (label, dial): (&str, String) = match classify(&snap.config, auth.host()) {
         Class::Unknown => {
-            audit(UNKNOWN_LABEL, "block", Reason::UnknownDestination);
+            audit(
+                UNKNOWN_LABEL,
+                "block",
+                Reason::UnknownDestination,
+                entity().await,
+            );
             return refuse(
                 gate,
                 snap,
@@ -68,7 +77,7 @@ pub async fn handle(
                         .unwrap_or_else(|| auth.as_str().to_owned()),
                 ),
                 _ => {
-                    audit(&d.name, "block", Reason::Uninspectable);
+                    audit(&d.name, "block", Reason::Uninspectable, entity().await);
                     return refuse(
                         gate,
                         snap,
@@ -113,7 +122,7 @@ pub async fn handle(
     let peer = conn.peer;
     let audited = reason == Reason::Tunnel;
     if audited {
-        audit(label, decision, reason);
+        audit(label, decision, reason, entity().await);
         tracing::info!(target: "transfer_gate::audit", request_id, client = %peer, destination = label, method = "CONNECT", decision, reason = reason.as_str(), "tunnel opened");
     }
     let destination = label.to_owned();
