@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 mod approvals;
+mod bodies;
 mod check;
 mod deploy;
 mod enforce;
