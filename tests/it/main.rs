@@ -2,13 +2,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 mod approvals;
+mod audit_log;
 mod bodies;
 mod check;
+mod dashboard;
 mod deploy;
 mod enforce;
 mod harness;
 mod intercept;
 mod ledger_crash;
 mod proxy;
+mod readiness;
 mod redis;
+mod redis_auth;
 mod report;
+mod startup;
