@@ -334,6 +334,7 @@ fn full_disk_fails_reservations_then_recovers() {
             subjects: &s,
             scopes: &ids,
             ceilings: &[],
+            alternatives: &[],
             regime: R24,
             now,
         }));
