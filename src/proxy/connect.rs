@@ -40,27 +40,22 @@ pub async fn handle(
             "block",
         );
     };
-    // The entity's counts for the audit line (a tunnel counts nothing).
-    let entity = || super::enforce::entity_now(gate, snap, gate.clock.now());
-    let audit = |dest: &str, decision: &'static str, reason: Reason, c: crate::policy::Counts| {
+    // The entity's counts for the audit line, as the ledger has them (a tunnel counts nothing).
+    let entity = super::enforce::entity_now(gate, snap, gate.clock.now()).await;
+    let audit = |dest: &str, decision: &'static str, reason: Reason| {
         let mut rec = crate::audit::AuditRecord::new(request_id, conn.peer, dest, "CONNECT", "");
         rec.path = auth.as_str().to_owned();
         rec.decision = decision;
         rec.reason = reason.as_str();
-        rec.entity_subjects = c.all;
-        rec.entity_sensitive_subjects = c.sensitive;
+        rec.entity_subjects = entity.all;
+        rec.entity_sensitive_subjects = entity.sensitive;
         gate.audit.record_now(rec);
     };
     // Where to dial: the client's host (checked by the target rules) or the operator's
     // `connect_to` (not checked).
     let (label, connect_to): (&str, Option<String>) = match classify(&snap.config, auth.host()) {
         Class::Unknown => {
-            audit(
-                UNKNOWN_LABEL,
-                "block",
-                Reason::UnknownDestination,
-                entity().await,
-            );
+            audit(UNKNOWN_LABEL, "block", Reason::UnknownDestination);
             return refuse(
                 gate,
                 snap,
@@ -82,7 +77,7 @@ pub async fn handle(
                 }
                 (Some(TlsMode::Tunnel), _) => (d.name.as_str(), d.connect_to.clone()),
                 _ => {
-                    audit(&d.name, "block", Reason::Uninspectable, entity().await);
+                    audit(&d.name, "block", Reason::Uninspectable);
                     return refuse(
                         gate,
                         snap,
@@ -131,7 +126,7 @@ pub async fn handle(
     let peer = conn.peer;
     let audited = reason == Reason::Tunnel;
     if audited {
-        audit(label, decision, reason, entity().await);
+        audit(label, decision, reason);
         tracing::info!(target: "transfer_gate::audit", request_id, client = %peer, destination = label, method = "CONNECT", decision, reason = reason.as_str(), "tunnel opened");
     }
     let destination = label.to_owned();

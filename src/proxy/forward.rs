@@ -173,7 +173,7 @@ async fn route(
             match forward(gate, snap, &snap.domestic, DOMESTIC_LABEL, target.scheme, target.authority, parts, body, request_id, None).await {
                 Ok(resp) => (resp, count(gate, DOMESTIC_LABEL, Reason::Domestic)),
                 Err(Forbidden) => {
-                    refuse_audited(gate, snap, Refusal::new(Reason::ForbiddenTarget, DOMESTIC_LABEL), request_id, rec).await
+                    refuse_audited(gate, snap, Refusal::new(Reason::ForbiddenTarget, DOMESTIC_LABEL), request_id, rec, &Summary::default()).await
                 }
             }
         }
