@@ -94,6 +94,7 @@ async fn run(
                             subjects: &s,
                             scopes: &ids,
                             ceilings: &ceilings,
+                            alternatives: &[],
                             regime: Regime::Cac2024,
                             now: SystemTime::now(),
                         })
@@ -185,6 +186,7 @@ async fn main() {
                 subjects: &s,
                 scopes: &ids,
                 ceilings: &[],
+                alternatives: &[],
                 regime: Regime::Cac2024,
                 now: SystemTime::now(),
             })

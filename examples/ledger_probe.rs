@@ -43,6 +43,7 @@ fn req<'a>(s: &'a [Subject], ids: &'a [ScopeId]) -> Reservation<'a> {
         subjects: s,
         scopes: ids,
         ceilings: &[],
+        alternatives: &[],
         regime: Regime::Cac2024,
         now: SystemTime::now(),
     }

@@ -94,16 +94,34 @@ pub struct Ceiling {
     pub max_after: u64,
 }
 
-/// One conditional reservation: count `subjects` into every scope of `scopes`, unless a
-/// ceiling would be crossed.
+/// One way of making a reservation: also count the subjects into `scope` (an approval's
+/// shared volume, when the request relies on that approval), and hold `ceilings`.
+#[derive(Debug, Clone, Copy)]
+pub struct Alternative<'a> {
+    /// The extra scope counted into when this alternative is chosen (`None`: no extra scope).
+    pub scope: Option<ScopeId>,
+    /// Limits that hold for this alternative only (on a common scope or on `scope`).
+    pub ceilings: &'a [Ceiling],
+}
+
+/// One conditional reservation: count `subjects` into every scope of `scopes` (and into the
+/// scope of the alternative chosen), unless a ceiling would be crossed.
+///
+/// With `alternatives`, the ledger chooses in the same atomic step as the insertion: the first
+/// alternative, in the given order, under which every subject is already counted (it costs no
+/// volume) and whose ceilings hold; else the first whose ceilings hold; else nothing is counted.
 #[derive(Debug, Clone, Copy)]
 pub struct Reservation<'a> {
     /// The request's subjects (duplicates are allowed and counted once).
     pub subjects: &'a [Subject],
     /// The scopes the subjects are counted into.
     pub scopes: &'a [ScopeId],
-    /// The limits; all are checked together with the insertion, atomically.
+    /// The limits common to every alternative; all are checked together with the insertion,
+    /// atomically.
     pub ceilings: &'a [Ceiling],
+    /// The ways the reservation may be made, in order of preference; empty: one way,
+    /// `scopes` and `ceilings` alone. Their scopes must be distinct and not in `scopes`.
+    pub alternatives: &'a [Alternative<'a>],
     /// The regime, which fixes the counting window.
     pub regime: Regime,
     /// The moment of the request (its Asia/Shanghai date picks the year and month).
@@ -139,10 +157,29 @@ pub struct Refusal {
 /// The answer to [`Ledger::reserve`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveOutcome {
-    /// Every new subject is counted, durably, in every named scope (same order as `scopes`).
+    /// Every new subject is counted, durably, in every named scope: one outcome per scope of
+    /// `scopes` (same order), then one for the chosen alternative's scope when it has one
+    /// (see [`Reservation::chosen`]).
     Reserved(Vec<ScopeOutcome>),
-    /// Nothing was counted: this ceiling would have been crossed.
+    /// Nothing was counted: this ceiling would have been crossed. When every alternative was
+    /// refused, the first refusal on an alternative's own scope (its volume) is reported, else
+    /// the first refusal.
     Refused(Refusal),
+}
+
+impl Reservation<'_> {
+    /// Which alternative a [`ReserveOutcome::Reserved`] of this reservation was made under:
+    /// the one whose scope follows the outcomes of `scopes`, or the first without a scope.
+    /// `None` when the reservation has no alternatives.
+    pub fn chosen(&self, outcomes: &[ScopeOutcome]) -> Option<usize> {
+        match outcomes.get(self.scopes.len()) {
+            Some(extra) => self
+                .alternatives
+                .iter()
+                .position(|a| a.scope == Some(extra.scope)),
+            None => self.alternatives.iter().position(|a| a.scope.is_none()),
+        }
+    }
 }
 
 /// The window counts of one scope.
@@ -249,6 +286,17 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
         regime: Regime,
         now: SystemTime,
     ) -> LedgerFuture<'_, ScopeCounts>;
+
+    /// The window counts of one scope, possibly as cached by the backend for up to a second
+    /// (audit lines of decisions that counted nothing). By default [`Ledger::counts`].
+    fn recent_counts(
+        &self,
+        scope: ScopeId,
+        regime: Regime,
+        now: SystemTime,
+    ) -> LedgerFuture<'_, ScopeCounts> {
+        self.counts(scope, regime, now)
+    }
 
     /// Every monthly tally kept so far (for the `report` command).
     fn monthly(&self) -> LedgerFuture<'_, Vec<MonthlyTally>>;

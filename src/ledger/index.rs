@@ -17,8 +17,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::api::{
-    Class, LedgerError, MonthlyTally, Refusal, Reservation, ReserveOutcome, Scope, ScopeCounts,
-    ScopeId, ScopeOutcome, Subject,
+    Alternative, Ceiling, Class, LedgerError, MonthlyTally, Refusal, Reservation, ReserveOutcome,
+    Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
 };
 use super::table::{year_byte, Table, YearByte, Years};
 use super::wal::{self, ScopeDelta};
@@ -386,26 +386,56 @@ impl Index {
         if req.scopes.len() > MAX_SCOPES_PER_RESERVATION {
             return Err(LedgerError::Limit("too many scopes in one reservation"));
         }
+        if req.alternatives.len() > MAX_SCOPES_PER_RESERVATION {
+            return Err(LedgerError::Limit(
+                "too many alternatives in one reservation",
+            ));
+        }
         let counters = self.check_scopes(req.scopes)?;
-        if let Some(c) = req
-            .ceilings
-            .iter()
-            .find(|c| c.scope.0 as usize >= counters.len())
-        {
-            return Err(LedgerError::UnknownScope(c.scope.0));
+        let known = |s: ScopeId| {
+            if (s.0 as usize) < counters.len() {
+                Ok(())
+            } else {
+                Err(LedgerError::UnknownScope(s.0))
+            }
+        };
+        for c in req.ceilings {
+            known(c.scope)?;
+        }
+        for a in req.alternatives {
+            if let Some(s) = a.scope {
+                known(s)?;
+            }
+            for c in a.ceilings {
+                known(c.scope)?;
+            }
         }
         let when = When::new(req.regime, req.now);
-        // Fast path: every subject already counted this year in every scope.
+        // Fast path: every subject already counted this year in every scope, and in the scope
+        // of an alternative (the first such one is chosen: it costs no volume).
         if self.all_current(req.subjects, req.scopes, when) {
-            let outcomes = req
-                .scopes
-                .iter()
-                .map(|s| unchanged(*s, counters[s.0 as usize].window(when.start)))
-                .collect();
-            return Ok((
-                ReserveOutcome::Reserved(outcomes),
-                self.appended.load(Ordering::Acquire),
-            ));
+            let extra = if req.alternatives.is_empty() {
+                Some(None)
+            } else {
+                req.alternatives.iter().find_map(|a| match a.scope {
+                    None => Some(None),
+                    Some(s) => self
+                        .all_current(req.subjects, &[s], when)
+                        .then_some(Some(s)),
+                })
+            };
+            if let Some(extra) = extra {
+                let outcomes = req
+                    .scopes
+                    .iter()
+                    .chain(extra.as_ref())
+                    .map(|s| unchanged(*s, counters[s.0 as usize].window(when.start)))
+                    .collect();
+                return Ok((
+                    ReserveOutcome::Reserved(outcomes),
+                    self.appended.load(Ordering::Acquire),
+                ));
+            }
         }
         self.reserve_slow(req, when, &counters)
     }
@@ -447,7 +477,9 @@ impl Index {
         counters: &[Arc<ScopeCounters>],
     ) -> Result<Pending<ReserveOutcome>, LedgerError> {
         let subjects = dedup(req.subjects);
+        // Every scope the request may count into: the common ones and each alternative's.
         let mut scopes: Vec<ScopeId> = req.scopes.to_vec();
+        scopes.extend(req.alternatives.iter().filter_map(|a| a.scope));
         scopes.sort_unstable();
         scopes.dedup();
         let ns = scopes.len();
@@ -463,66 +495,78 @@ impl Index {
                 guards.push((i, self.write_shard(i)));
             }
         }
-        // Previous state of every (subject, scope), and what changes.
+        // Previous state of every (subject, scope), and what would be new.
         let mut prev = Vec::with_capacity(subjects.len() * ns);
         let mut new_all = vec![0u64; ns];
         let mut new_sens = vec![0u64; ns];
-        let mut changed = Vec::with_capacity(subjects.len());
         let mut g = 0;
         for s in &subjects {
             while guards[g].0 != shard_of(&s.key.0) {
                 g += 1;
             }
-            let mut change = false;
             for (k, sc) in scopes.iter().enumerate() {
                 let y = guards[g].1.get(sc.0 as usize, &s.key.0);
                 new_all[k] += u64::from(y.all < when.start);
                 new_sens[k] += u64::from(s.sensitive && y.sensitive < when.start);
-                change |= y.all < when.cur || (s.sensitive && y.sensitive < when.cur);
                 prev.push(y);
             }
-            changed.push(change);
         }
         let mut core = self.lock_core();
         let before: Vec<ScopeCounts> = scopes
             .iter()
             .map(|s| counters[s.0 as usize].window(when.start))
             .collect();
-        for c in req.ceilings {
-            let (count_before, new) = match scopes.binary_search(&c.scope) {
-                Ok(k) => {
-                    let new = match c.class {
-                        Class::All => new_all[k],
-                        Class::Sensitive => new_sens[k],
-                    };
-                    (before[k].get(c.class), new)
-                }
-                Err(_) => continue,
+        let check = |c: &Ceiling| -> Option<Refusal> {
+            let k = scopes.binary_search(&c.scope).ok()?;
+            let new = match c.class {
+                Class::All => new_all[k],
+                Class::Sensitive => new_sens[k],
             };
-            if new > 0 && count_before + new > c.max_after {
-                return Ok((
-                    ReserveOutcome::Refused(Refusal {
-                        ceiling: *c,
-                        count_before,
-                        new,
-                    }),
-                    0,
-                ));
-            }
+            let count_before = before[k].get(c.class);
+            (new > 0 && count_before + new > c.max_after).then_some(Refusal {
+                ceiling: *c,
+                count_before,
+                new,
+            })
+        };
+        if let Some(r) = req.ceilings.iter().find_map(check) {
+            return Ok((ReserveOutcome::Refused(r), 0));
         }
         if let Some(e) = core.journal.as_ref().and_then(|j| j.refuse.clone()) {
             // The log cannot be written: refuse before counting (nothing forwarded, nothing
             // kept in memory waiting for the disk).
             return Err(LedgerError::Storage(e.to_string()));
         }
+        let extra = match choose(req.alternatives, &check, |s| {
+            scopes
+                .binary_search(&s)
+                .is_ok_and(|k| new_all[k] + new_sens[k] == 0)
+        }) {
+            Ok(extra) => extra,
+            Err(r) => return Ok((ReserveOutcome::Refused(r), 0)),
+        };
+        // The scopes counted into: the common ones and the chosen alternative's.
+        let commit: Vec<usize> = (0..ns)
+            .filter(|&k| req.scopes.contains(&scopes[k]) || extra == Some(scopes[k]))
+            .collect();
+        let changed: Vec<bool> = subjects
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                commit.iter().any(|&k| {
+                    let y = prev[i * ns + k];
+                    y.all < when.cur || (s.sensitive && y.sensitive < when.cur)
+                })
+            })
+            .collect();
         // Commit: counts, tallies, sequence, journal; then the tables.
         for (i, s) in subjects.iter().enumerate() {
             if !changed[i] {
                 continue;
             }
-            for (k, sc) in scopes.iter().enumerate() {
+            for &k in &commit {
                 let y = prev[i * ns + k];
-                let c = &counters[sc.0 as usize];
+                let c = &counters[scopes[k].0 as usize];
                 if y.all < when.cur {
                     c.bump(Class::All, y.all, when.cur);
                 }
@@ -531,11 +575,11 @@ impl Index {
                 }
             }
         }
-        for (k, sc) in scopes.iter().enumerate() {
+        for &k in &commit {
             if new_all[k] + new_sens[k] > 0 {
                 let t = core
                     .tallies
-                    .entry((sc.0, when.year, when.month))
+                    .entry((scopes[k].0, when.year, when.month))
                     .or_default();
                 t.0 += new_all[k];
                 t.1 += new_sens[k];
@@ -545,11 +589,10 @@ impl Index {
         let seq = core.seq;
         let mut wait = 0;
         if let Some(j) = core.journal.as_mut() {
-            let deltas: Vec<ScopeDelta> = scopes
+            let deltas: Vec<ScopeDelta> = commit
                 .iter()
-                .enumerate()
-                .map(|(k, sc)| ScopeDelta {
-                    id: sc.0,
+                .map(|&k| ScopeDelta {
+                    id: scopes[k].0,
                     new_all: new_all[k] as u32,
                     new_sensitive: new_sens[k] as u32,
                 })
@@ -587,14 +630,18 @@ impl Index {
                 all: when.cur,
                 sensitive: if s.sensitive { when.cur } else { 0 },
             };
-            for sc in &scopes {
-                guards[g].1.table_mut(sc.0 as usize).raise(&s.key.0, y);
+            for &k in &commit {
+                guards[g]
+                    .1
+                    .table_mut(scopes[k].0 as usize)
+                    .raise(&s.key.0, y);
             }
         }
         drop(guards);
         let outcome = req
             .scopes
             .iter()
+            .chain(extra.as_ref())
             .map(|sc| {
                 let k = scopes.binary_search(sc).unwrap_or(0);
                 ScopeOutcome {
@@ -725,6 +772,40 @@ impl Index {
                     .sum::<usize>()
             })
             .sum()
+    }
+}
+
+/// Chooses among `alts` (SPEC §5 "which approval a request relies on", made atomic): the
+/// first whose ceilings hold and under which nothing is new (`free`), else the first whose
+/// ceilings hold. Returns the chosen alternative's extra scope (`Ok(None)`: none, or no
+/// alternatives at all), or the refusal to report: the first on an alternative's own scope
+/// (its volume), else the first.
+pub(crate) fn choose(
+    alts: &[Alternative<'_>],
+    check: &dyn Fn(&Ceiling) -> Option<Refusal>,
+    free: impl Fn(ScopeId) -> bool,
+) -> Result<Option<ScopeId>, Refusal> {
+    let mut first_fit = None;
+    // The refusal to report, and whether it is on the alternative's own scope.
+    let mut report: Option<(Refusal, bool)> = None;
+    for a in alts {
+        match a.ceilings.iter().find_map(check) {
+            None if a.scope.is_none_or(&free) => return Ok(a.scope),
+            None => {
+                first_fit.get_or_insert(a.scope);
+            }
+            Some(r) => {
+                let own = a.scope == Some(r.ceiling.scope);
+                if report.is_none_or(|(_, o)| own && !o) {
+                    report = Some((r, own));
+                }
+            }
+        }
+    }
+    match (first_fit, report) {
+        (Some(scope), _) => Ok(scope),
+        (None, Some((r, _))) => Err(r),
+        (None, None) => Ok(None),
     }
 }
 

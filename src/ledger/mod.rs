@@ -31,8 +31,8 @@ mod wal;
 use std::time::SystemTime;
 
 pub use api::{
-    Ceiling, Class, Ledger, LedgerError, LedgerFuture, MonthlyTally, Refusal, Reservation,
-    ReserveOutcome, Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
+    Alternative, Ceiling, Class, Ledger, LedgerError, LedgerFuture, MonthlyTally, Refusal,
+    Reservation, ReserveOutcome, Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
 };
 pub use hash::{HashKeyError, SubjectHasher, SubjectKey, HASH_KEY_LEN};
 pub use index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};

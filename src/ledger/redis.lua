@@ -16,13 +16,22 @@
 -- ARGV[4] month                               ARGV[5] EXPIREAT (unix s) for Y(., cur)
 -- ARGV[6] number of scopes ns                 ARGV[7] subject keys, 16 bytes each
 -- ARGV[8] one char per subject, "1" = sent as sensitive
--- ARGV[9] number of ceilings nc, then 3 per ceiling: scope index (1-based), "a"|"s", max after
+-- ARGV[9] number of ceilings nc, then 4 per ceiling: owner (0 = every alternative, k = the
+--         k-th alternative), scope index (1-based), "a"|"s", max after
+-- then the number of alternatives na, then per alternative its extra scope index (0 = none);
 -- then ns scope names (for the monthly tally fields).
 --
--- Reply: {1, states, then per scope new_all, new_sensitive, all_before, sensitive_before}
---   where states has one char per (subject, scope) after the call: "0" absent this year,
---   "1" counted this year, "2" counted this year as sensitive;
--- or (reserve refused, nothing written): {0, ceiling index (1-based), count_before, new}.
+-- Alternatives (the approvals a request may rely on, in order of preference): a scope named
+-- by an alternative is counted into only when that alternative is chosen; every other scope
+-- always. Chosen: the first alternative whose ceilings hold and whose scope gains nothing
+-- (it costs no volume), else the first whose ceilings hold; with na = 0, none is needed.
+--
+-- Reply: {1, states, then per scope new_all, new_sensitive, all_before, sensitive_before,
+--   then the chosen alternative (1-based, 0 = none)} where states has one char per
+--   (subject, scope) after the call: "0" absent this year, "1" counted this year, "2" counted
+--   this year as sensitive; a scope not counted into reports new_all = new_sensitive = 0;
+-- or (reserve refused, nothing written): {0, ceiling index (1-based), count_before, new}:
+--   a common ceiling, else the first refusal on an alternative's own scope, else the first.
 
 local mode = ARGV[1]
 local cur = tonumber(ARGV[2])
@@ -76,24 +85,72 @@ for j = 1, n do
   end
 end
 
-if mode == 'r' then
-  for c = 1, nc do
-    local base = 9 + 3 * (c - 1)
-    local i = tonumber(ARGV[base + 1])
-    local class = ARGV[base + 2]
-    local max_after = tonumber(ARGV[base + 3])
-    local before, new = before_all[i], new_all[i]
-    if class == 's' then
-      before, new = before_sens[i], new_sens[i]
-    end
-    if new > 0 and before + new > max_after then
-      return {0, c, before, new}
-    end
+local na = tonumber(ARGV[10 + 4 * nc])
+local alt_scope, optional = {}, {}
+for a = 1, na do
+  alt_scope[a] = tonumber(ARGV[10 + 4 * nc + a])
+  if alt_scope[a] > 0 then
+    optional[alt_scope[a]] = true
   end
 end
 
+-- The first ceiling of `owner` that the request would cross: index, before, new.
+local function crossed(owner)
+  for c = 1, nc do
+    local base = 9 + 4 * (c - 1)
+    if tonumber(ARGV[base + 1]) == owner then
+      local i = tonumber(ARGV[base + 2])
+      local before, new = before_all[i], new_all[i]
+      if ARGV[base + 3] == 's' then
+        before, new = before_sens[i], new_sens[i]
+      end
+      if new > 0 and before + new > tonumber(ARGV[base + 4]) then
+        return {c, before, new}
+      end
+    end
+  end
+  return nil
+end
+
+local chosen = 0
+if mode == 'r' then
+  local r = crossed(0)
+  if r then
+    return {0, r[1], r[2], r[3]}
+  end
+  local first_fit, report, report_own = nil, nil, false
+  for a = 1, na do
+    local s = alt_scope[a]
+    local refused = crossed(a)
+    if not refused then
+      if s == 0 or new_all[s] + new_sens[s] == 0 then
+        chosen = a
+        break
+      end
+      first_fit = first_fit or a
+    else
+      local base = 9 + 4 * (refused[1] - 1)
+      local own = s > 0 and tonumber(ARGV[base + 2]) == s
+      if not report or (own and not report_own) then
+        report, report_own = refused, own
+      end
+    end
+  end
+  if chosen == 0 and na > 0 then
+    if not first_fit then
+      return {0, report[1], report[2], report[3]}
+    end
+    chosen = first_fit
+  end
+end
+
+-- Whether scope i is counted into: always, unless only an alternative not chosen names it.
+local function counted(i)
+  return mode == 'r' and (not optional[i] or (chosen > 0 and alt_scope[chosen] == i))
+end
+
 local states = {}
-local names = 9 + 3 * nc
+local names = 10 + 4 * nc + na
 local cur_s = tostring(cur)
 local prev_s = tostring(cur - 1)
 for i = 1, ns do
@@ -102,7 +159,7 @@ for i = 1, ns do
     local idx = (j - 1) * ns + i
     local sensitive = string.sub(flags, j, j) == '1'
     local c, p = cur_v[idx], prev_v[idx]
-    if mode == 'r' then
+    if counted(i) then
       local k = string.sub(keys, 16 * j - 15, 16 * j)
       if not c then
         redis.call('HSET', KEYS[3 * i - 1], k, sensitive and '1' or '0')
@@ -139,7 +196,10 @@ for i = 1, ns do
   if touched then
     redis.call('EXPIREAT', KEYS[3 * i - 1], expire_at)
   end
-  if mode == 'r' and (new_all[i] > 0 or new_sens[i] > 0) then
+  if mode == 'r' and not counted(i) then
+    new_all[i], new_sens[i] = 0, 0
+  end
+  if counted(i) and (new_all[i] > 0 or new_sens[i] > 0) then
     local field = ARGV[names + i] .. '|' .. cur_s .. '|' .. month
     if new_all[i] > 0 then
       redis.call('HINCRBY', KEYS[1], field .. '|a', new_all[i])
@@ -157,4 +217,5 @@ for i = 1, ns do
   reply[#reply + 1] = before_all[i]
   reply[#reply + 1] = before_sens[i]
 end
+reply[#reply + 1] = chosen
 return reply

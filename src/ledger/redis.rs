@@ -30,8 +30,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Value};
 
 use super::api::{
-    Class, Ledger, LedgerError, LedgerFuture, MonthlyTally, Refusal, Reservation, ReserveOutcome,
-    Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
+    Ceiling, Class, Ledger, LedgerError, LedgerFuture, MonthlyTally, Refusal, Reservation,
+    ReserveOutcome, Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
 };
 use super::hash::SubjectHasher;
 use super::index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
@@ -257,6 +257,16 @@ impl std::fmt::Debug for RedisLedger {
 
 fn unavailable(e: &redis::RedisError) -> LedgerError {
     LedgerError::Unavailable(format!("redis: {e}"))
+}
+
+/// A ceiling as the script receives it: its owner (0: every alternative, k: the k-th), the
+/// index of its scope in the sorted scope list, its class and its limit.
+#[derive(Debug, Clone, Copy)]
+struct SentCeiling {
+    owner: usize,
+    scope: usize,
+    class: Class,
+    max_after: u64,
 }
 
 /// The year, month and window start of a moment (Asia/Shanghai).
@@ -594,14 +604,16 @@ impl RedisLedger {
         )
     }
 
-    /// One script call (`reserve` or probe) over deduplicated subjects and scopes.
+    /// One script call (`reserve` or probe) over deduplicated subjects and scopes, with the
+    /// ceilings (owner: 0 common, k the k-th alternative; index into `scopes`) and the
+    /// alternatives (index into `scopes` of each one's extra scope).
     async fn call(
         &self,
         reserve: bool,
         subjects: &[Subject],
-        scopes: &[ScopeId],
-        names: &[String],
-        ceilings: &[(usize, Class, u64)],
+        (scopes, names): (&[ScopeId], &[String]),
+        ceilings: &[SentCeiling],
+        alternatives: &[Option<usize>],
         when: When,
     ) -> Result<Reply, LedgerError> {
         let mut inv = self.script.prepare_invoke();
@@ -626,20 +638,25 @@ impl RedisLedger {
             .arg(blob)
             .arg(flags)
             .arg(ceilings.len());
-        for (i, class, max) in ceilings {
-            inv.arg(i + 1)
-                .arg(match class {
+        for c in ceilings {
+            inv.arg(c.owner)
+                .arg(c.scope + 1)
+                .arg(match c.class {
                     Class::All => "a",
                     Class::Sensitive => "s",
                 })
-                .arg(*max);
+                .arg(c.max_after);
+        }
+        inv.arg(alternatives.len());
+        for a in alternatives {
+            inv.arg(a.map_or(0, |i| i + 1));
         }
         for name in names {
             inv.arg(name);
         }
         let v = self.run(|mut c| async move { c.eval(&inv).await }).await?;
         let reply = parse_reply(v, names.len())?;
-        if let Reply::Done(states, per) = &reply {
+        if let Reply::Done(states, per, _) = &reply {
             let year = when.cache_year();
             for (j, s) in subjects.iter().enumerate() {
                 for (i, sc) in scopes.iter().enumerate() {
@@ -672,48 +689,74 @@ impl RedisLedger {
         if req.subjects.len() > MAX_SUBJECTS_PER_RESERVATION {
             return Err(LedgerError::Limit("too many subjects in one reservation"));
         }
-        if req.scopes.len() > MAX_SCOPES_PER_RESERVATION {
+        if req.scopes.len() > MAX_SCOPES_PER_RESERVATION
+            || req.alternatives.len() > MAX_SCOPES_PER_RESERVATION
+        {
             return Err(LedgerError::Limit("too many scopes in one reservation"));
         }
         self.check_scopes(req.scopes)?;
-        let ceiling_scopes: Vec<ScopeId> = req.ceilings.iter().map(|c| c.scope).collect();
+        let optional: Vec<ScopeId> = req.alternatives.iter().filter_map(|a| a.scope).collect();
+        self.check_scopes(&optional)?;
+        // Every ceiling with its owner: 0 common, k the k-th alternative.
+        let all_ceilings: Vec<(usize, Ceiling)> = req
+            .ceilings
+            .iter()
+            .map(|c| (0, *c))
+            .chain(
+                req.alternatives
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(k, a)| a.ceilings.iter().map(move |c| (k + 1, *c))),
+            )
+            .collect();
+        let ceiling_scopes: Vec<ScopeId> = all_ceilings.iter().map(|(_, c)| c.scope).collect();
         self.check_scopes(&ceiling_scopes)?;
         let when = When::new(req.regime, req.now);
-        if let Some(o) = self.cached_outcomes(req.subjects, req.scopes, when) {
+        if let Some(o) = self.cached_choice(&req, when) {
             return Ok(ReserveOutcome::Reserved(o));
         }
         let subjects = dedup(req.subjects);
         let mut scopes = req.scopes.to_vec();
+        scopes.extend_from_slice(&optional);
         scopes.sort_unstable();
         scopes.dedup();
         let names = self.check_scopes(&scopes)?;
         // Ceilings on scopes the request does not count into cannot be crossed by it.
-        let ceilings: Vec<(usize, Class, u64)> = req
-            .ceilings
+        let sent: Vec<(SentCeiling, Ceiling)> = all_ceilings
             .iter()
-            .filter_map(|c| {
-                scopes
-                    .binary_search(&c.scope)
-                    .ok()
-                    .map(|i| (i, c.class, c.max_after))
+            .filter_map(|(owner, c)| {
+                scopes.binary_search(&c.scope).ok().map(|i| {
+                    let s = SentCeiling {
+                        owner: *owner,
+                        scope: i,
+                        class: c.class,
+                        max_after: c.max_after,
+                    };
+                    (s, *c)
+                })
             })
             .collect();
-        let sent: Vec<usize> = req
-            .ceilings
+        let alternatives: Vec<Option<usize>> = req
+            .alternatives
             .iter()
-            .enumerate()
-            .filter(|(_, c)| scopes.binary_search(&c.scope).is_ok())
-            .map(|(k, _)| k)
+            .map(|a| a.scope.and_then(|s| scopes.binary_search(&s).ok()))
             .collect();
+        let to_send: Vec<SentCeiling> = sent.iter().map(|(s, _)| *s).collect();
         match self
-            .call(true, &subjects, &scopes, &names, &ceilings, when)
+            .call(
+                true,
+                &subjects,
+                (&scopes, &names),
+                &to_send,
+                &alternatives,
+                when,
+            )
             .await?
         {
             Reply::Refused(i, count_before, new) => {
                 let ceiling = sent
                     .get(i)
-                    .and_then(|k| req.ceilings.get(*k))
-                    .copied()
+                    .map(|(_, c)| *c)
                     .ok_or_else(|| LedgerError::Unavailable("redis: bad ceiling index".into()))?;
                 Ok(ReserveOutcome::Refused(Refusal {
                     ceiling,
@@ -721,10 +764,33 @@ impl RedisLedger {
                     new,
                 }))
             }
-            Reply::Done(_, per) => Ok(ReserveOutcome::Reserved(outcomes(
-                req.scopes, &scopes, &per,
-            ))),
+            Reply::Done(_, per, chosen) => {
+                let extra = chosen
+                    .and_then(|k| req.alternatives.get(k))
+                    .and_then(|a| a.scope);
+                let wanted: Vec<ScopeId> = req.scopes.iter().copied().chain(extra).collect();
+                Ok(ReserveOutcome::Reserved(outcomes(&wanted, &scopes, &per)))
+            }
         }
+    }
+
+    /// The fast path of a reservation: every subject known locally as counted this year in
+    /// every common scope and, when there are alternatives, in the scope of one of them (the
+    /// first such is chosen: it costs no volume).
+    fn cached_choice(&self, req: &Reservation<'_>, when: When) -> Option<Vec<ScopeOutcome>> {
+        let extra = if req.alternatives.is_empty() {
+            None
+        } else {
+            req.alternatives.iter().find_map(|a| match a.scope {
+                None => Some(None),
+                Some(s) => self
+                    .cache
+                    .all_current(req.subjects, &[s], when.cache_year())
+                    .then_some(Some(s)),
+            })?
+        };
+        let scopes: Vec<ScopeId> = req.scopes.iter().copied().chain(extra).collect();
+        self.cached_outcomes(req.subjects, &scopes, when)
     }
 
     async fn probe_inner(
@@ -745,10 +811,10 @@ impl RedisLedger {
         scopes.dedup();
         let names = self.check_scopes(&scopes)?;
         match self
-            .call(false, &subjects, &scopes, &names, &[], when)
+            .call(false, &subjects, (&scopes, &names), &[], &[], when)
             .await?
         {
-            Reply::Done(_, per) => Ok(outcomes(req_scopes, &scopes, &per)),
+            Reply::Done(_, per, _) => Ok(outcomes(req_scopes, &scopes, &per)),
             Reply::Refused(..) => Err(LedgerError::Unavailable("redis: probe refused".into())),
         }
     }
@@ -898,6 +964,24 @@ impl Ledger for RedisLedger {
         now: SystemTime,
     ) -> LedgerFuture<'_, ScopeCounts> {
         Box::pin(self.counts_inner(scope, regime, now))
+    }
+
+    fn recent_counts(
+        &self,
+        scope: ScopeId,
+        regime: Regime,
+        now: SystemTime,
+    ) -> LedgerFuture<'_, ScopeCounts> {
+        Box::pin(async move {
+            let start = When::new(regime, now).start;
+            match self
+                .fresh_counts(&[scope], start)
+                .and_then(|c| c.first().copied())
+            {
+                Some(c) => Ok(c),
+                None => self.counts_inner(scope, regime, now).await,
+            }
+        })
     }
 
     fn monthly(&self) -> LedgerFuture<'_, Vec<MonthlyTally>> {

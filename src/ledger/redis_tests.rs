@@ -193,6 +193,7 @@ async fn redis_down_is_unavailable_then_recovers() {
             subjects: &plain(5..6),
             scopes: &ids,
             ceilings: &[],
+            alternatives: &[],
             regime: Regime::Cac2024,
             now,
         })
@@ -250,6 +251,7 @@ async fn slow_or_erroring_redis_is_unavailable_then_recovers() {
                 subjects: &plain(range),
                 scopes: &ids,
                 ceilings: &[],
+                alternatives: &[],
                 regime: Regime::Cac2024,
                 now,
             })

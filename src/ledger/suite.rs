@@ -51,6 +51,7 @@ pub(crate) async fn reserve(
         subjects,
         scopes,
         ceilings,
+        alternatives: &[],
         regime,
         now,
     })
@@ -390,13 +391,210 @@ async fn race_exact_at_ceiling(make: &dyn Fn() -> Made) {
     assert_eq!(l.counts(ids[0], R24, at(2026, 4, 4)).await.unwrap().all, n);
 }
 
+/// Reserves under alternatives; returns the outcome and the chosen alternative.
+async fn reserve_alt(
+    l: &dyn Ledger,
+    subjects: &[Subject],
+    scopes: &[ScopeId],
+    alternatives: &[Alternative<'_>],
+    now: SystemTime,
+) -> (ReserveOutcome, Option<usize>) {
+    let req = Reservation {
+        subjects,
+        scopes,
+        ceilings: &[],
+        alternatives,
+        regime: R24,
+        now,
+    };
+    let o = l.reserve(req).await.unwrap();
+    let chosen = match &o {
+        ReserveOutcome::Reserved(v) => req.chosen(v),
+        ReserveOutcome::Refused(_) => None,
+    };
+    (o, chosen)
+}
+
+fn cap(scope: ScopeId, max_after: u64) -> Ceiling {
+    Ceiling {
+        scope,
+        class: Class::All,
+        max_after,
+    }
+}
+
+async fn alternatives_choose_one_with_room(l: &dyn Ledger) {
+    let s = [
+        Scope::Entity,
+        Scope::Destination("a".into()),
+        Scope::Approval("SMALL".into()),
+        Scope::Approval("BIG".into()),
+    ];
+    let ids = l.register_scopes(&s).await.unwrap();
+    let (base, small, big) = (&ids[..2], ids[2], ids[3]);
+    let now = at(2026, 5, 1);
+    let small_cap = [cap(small, 5)];
+    let big_cap = [cap(big, 100)];
+    let alts = [
+        Alternative {
+            scope: Some(small),
+            ceilings: &small_cap,
+        },
+        Alternative {
+            scope: Some(big),
+            ceilings: &big_cap,
+        },
+    ];
+    let counts = |id| async move { l.counts(id, R24, now).await.unwrap().all };
+    // The first with room is relied on, and only its volume counts the subjects.
+    let (o, c) = reserve_alt(l, &plain(0..5), base, &alts, now).await;
+    assert_eq!(c, Some(0));
+    let o = reserved(o);
+    assert_eq!((o.len(), o[2].scope, o[2].all_after), (3, small, 5));
+    assert_eq!((counts(small).await, counts(big).await), (5, 0));
+    // SMALL is full: the next subject relies on BIG.
+    let (o, c) = reserve_alt(l, &plain(5..6), base, &alts, now).await;
+    assert_eq!(c, Some(1));
+    assert_eq!(reserved(o)[2].all_after, 1);
+    assert_eq!((counts(small).await, counts(big).await), (5, 1));
+    // A subject already counted under SMALL costs no volume there: SMALL again.
+    let (_, c) = reserve_alt(l, &plain(0..1), base, &alts, now).await;
+    assert_eq!(c, Some(0));
+    // ... and one counted under BIG goes to BIG, even though SMALL comes first.
+    let (_, c) = reserve_alt(l, &plain(5..6), base, &alts, now).await;
+    assert_eq!(c, Some(1));
+    // A mix that SMALL has no room for: BIG, counting both there.
+    let (_, c) = reserve_alt(l, &[subj(0, false), subj(6, false)], base, &alts, now).await;
+    assert_eq!(c, Some(1));
+    assert_eq!((counts(small).await, counts(big).await), (5, 3));
+    assert_eq!(counts(ids[0]).await, 7);
+    // None with room: refused on a volume (the first alternative's own), nothing counted.
+    let big_tight = [cap(big, 3)];
+    let tight = [
+        Alternative {
+            scope: Some(small),
+            ceilings: &small_cap,
+        },
+        Alternative {
+            scope: Some(big),
+            ceilings: &big_tight,
+        },
+    ];
+    match reserve_alt(l, &plain(7..8), base, &tight, now).await.0 {
+        ReserveOutcome::Refused(r) => {
+            assert_eq!((r.ceiling, r.count_before, r.new), (small_cap[0], 5, 1))
+        }
+        o => panic!("expected a refusal, got {o:?}"),
+    }
+    assert_eq!(counts(ids[0]).await, 7);
+    // An entity ceiling refuses the way without an approval; the volume refusal is reported.
+    let entity_cap = [cap(ids[0], 7)];
+    let mixed = [
+        Alternative {
+            scope: None,
+            ceilings: &entity_cap,
+        },
+        tight[1],
+    ];
+    match reserve_alt(l, &plain(7..8), base, &mixed, now).await.0 {
+        ReserveOutcome::Refused(r) => assert_eq!(r.ceiling, big_tight[0]),
+        o => panic!("expected a refusal, got {o:?}"),
+    }
+    match reserve_alt(l, &plain(7..8), base, &mixed[..1], now).await.0 {
+        ReserveOutcome::Refused(r) => assert_eq!(r.ceiling, entity_cap[0]),
+        o => panic!("expected a refusal, got {o:?}"),
+    }
+    // A way without an approval that fits is taken first, and counts in no approval.
+    let free = [
+        Alternative {
+            scope: None,
+            ceilings: &[],
+        },
+        alts[1],
+    ];
+    let (o, c) = reserve_alt(l, &plain(8..9), base, &free, now).await;
+    assert_eq!((c, reserved(o).len()), (Some(0), 2));
+    assert_eq!(
+        (counts(small).await, counts(big).await, counts(ids[0]).await),
+        (5, 3, 8)
+    );
+    // A common ceiling refuses whatever the alternatives.
+    let req = Reservation {
+        subjects: &plain(9..10),
+        scopes: base,
+        ceilings: &[cap(ids[0], 8)],
+        alternatives: &alts,
+        regime: R24,
+        now,
+    };
+    assert!(
+        matches!(l.reserve(req).await.unwrap(), ReserveOutcome::Refused(r) if r.ceiling.scope == ids[0])
+    );
+    assert_eq!(counts(ids[0]).await, 8);
+}
+
+async fn race_across_alternatives(make: &dyn Fn() -> Made) {
+    // 32 tasks, 2,000 distinct subjects, volumes 300 and 500: exactly 800 counted, each
+    // approval exactly full, whatever the interleaving.
+    let (l, _guard) = make();
+    let s = [
+        Scope::Entity,
+        Scope::Approval("A".into()),
+        Scope::Approval("B".into()),
+    ];
+    let ids = l.register_scopes(&s).await.unwrap();
+    let now = at(2026, 4, 4);
+    let next = Arc::new(AtomicUsize::new(0));
+    let won = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (l, ids, next, won) = (l.clone(), ids.clone(), next.clone(), won.clone());
+        tasks.push(tokio::spawn(async move {
+            let ca = [cap(ids[1], 300)];
+            let cb = [cap(ids[2], 500)];
+            let alts = [
+                Alternative {
+                    scope: Some(ids[1]),
+                    ceilings: &ca,
+                },
+                Alternative {
+                    scope: Some(ids[2]),
+                    ceilings: &cb,
+                },
+            ];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= 2_000 {
+                    break;
+                }
+                let s = [subj(i as u64, false)];
+                if let (ReserveOutcome::Reserved(o), _) =
+                    reserve_alt(&*l, &s, &ids[..1], &alts, now).await
+                {
+                    won.fetch_add(o[0].new_all as usize, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(won.load(Ordering::Relaxed), 800);
+    let mut c = Vec::new();
+    for id in &ids {
+        c.push(l.counts(*id, R24, now).await.unwrap().all);
+    }
+    assert_eq!(c, [800, 300, 500]);
+}
+
 type Check =
     for<'a> fn(&'a dyn Ledger) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
 
 /// Runs every check against fresh backends from `make`.
 pub(crate) async fn run_all(make: &dyn Fn() -> Made) {
-    let checks: [Check; 6] = [
+    let checks: [Check; 7] = [
         |l| Box::pin(counts_each_subject_once(l)),
+        |l| Box::pin(alternatives_choose_one_with_room(l)),
         |l| Box::pin(sensitive_is_an_upgrade(l)),
         |l| Box::pin(ceilings_are_all_or_nothing(l)),
         |l| Box::pin(approval_scope_is_shared(l)),
@@ -408,4 +606,5 @@ pub(crate) async fn run_all(make: &dyn Fn() -> Made) {
         check(&*l).await;
     }
     race_exact_at_ceiling(make).await;
+    race_across_alternatives(make).await;
 }

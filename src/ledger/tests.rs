@@ -297,6 +297,7 @@ fn full_disk_fails_reservations_then_recovers() {
             subjects: &s,
             scopes: &ids,
             ceilings: &[],
+            alternatives: &[],
             regime: R24,
             now,
         })) {
@@ -319,6 +320,7 @@ fn full_disk_fails_reservations_then_recovers() {
         subjects: &again,
         scopes: &ids,
         ceilings: &[],
+        alternatives: &[],
         regime: R24,
         now,
     }));
@@ -332,6 +334,7 @@ fn full_disk_fails_reservations_then_recovers() {
             subjects: &s,
             scopes: &ids,
             ceilings: &[],
+            alternatives: &[],
             regime: R24,
             now,
         }));
@@ -352,6 +355,7 @@ fn full_disk_fails_reservations_then_recovers() {
                 subjects: &more,
                 scopes: &ids,
                 ceilings: &[],
+                alternatives: &[],
                 regime: R24,
                 now,
             }))

@@ -1,20 +1,26 @@
 //! The policy: a pure function of the configuration, the date and the counts. Given what the
 //! inspection found in a request and what the ledger says the counts would become, it decides
-//! (SPEC §5, decision order 1–8) whether the transfer may go, under which approval, and with
-//! which *ceilings* the ledger must reserve — so that concurrent requests can never together
-//! cross a threshold the company holds no mechanism for, nor an approval's declared volume.
+//! (SPEC §5, decision order 1–8) whether the transfer may go, which approvals it may rely on
+//! (every one that fits, in a fixed order of preference), and with which *ceilings* the
+//! ledger must reserve under each — so that the ledger picks the approval with room in the
+//! same atomic step as the reservation, and concurrent requests can never together cross a
+//! threshold the company holds no mechanism for, nor an approval's declared volume.
 //!
 //! No I/O, no clock, no ledger here: everything is an argument, and every boundary has a table
 //! test in `tests.rs`.
 
+mod approvals;
 mod thresholds;
 
 #[cfg(test)]
+mod reason_table;
+#[cfg(test)]
 mod tests;
 
-use crate::config::{Approval, ApprovalMechanism, ApprovalStatus, Config, Destination, Mode};
-use crate::model::{Category, CategorySet, Regime};
+use crate::config::{Config, Destination, Mode};
+use crate::model::{CategorySet, Regime};
 use crate::respond::{Mechanism, Reason, Refusal};
+pub use approvals::{approvals_for, covers, in_force, missing_reason, preference, satisfies};
 pub use thresholds::{entity_ceilings, required, utilization, Threshold};
 
 /// Distinct-subject counts of one scope.
@@ -84,7 +90,7 @@ pub enum Plan {
     Refuse(Refusal),
     /// Let through without counting (no PI).
     Pass(Reason),
-    /// Reserve the request's subjects with these ceilings, then forward.
+    /// Reserve the request's subjects under one of the choices, then forward.
     Reserve(Reserve),
 }
 
@@ -95,53 +101,30 @@ pub struct Reserve {
     pub reason: Reason,
     /// Counted in the exempt scope only (cac-2024 exemption).
     pub exempt: bool,
-    /// The approval relied on, by index into `Config::approvals`.
-    pub approval: Option<usize>,
     /// The mechanism the counts after this request require.
     pub required: Mechanism,
-    /// Ceilings the ledger must hold atomically.
+    /// The ways the request may be reserved, in order of preference; the ledger takes one
+    /// whose ceilings hold (SPEC §5 "which approval a request relies on"). Empty for an exempt
+    /// transfer, which is counted in its own scope without ceilings.
+    pub choices: Vec<Choice>,
+}
+
+/// One way of reserving a request: relying on an approval (or on none, when nothing is
+/// required), with the ceilings that hold under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    /// The approval relied on (index into `Config::approvals`), counted into its volume.
+    pub approval: Option<usize>,
+    /// The entity ceilings of the mechanism held, and the approval's volume.
     pub ceilings: Vec<CeilingSpec>,
-}
-
-/// Whether an approval is in force on `today` (active and inside its dates).
-pub fn in_force(a: &Approval, today: time::Date) -> bool {
-    a.status == ApprovalStatus::Active && in_dates(a, today)
-}
-
-fn in_dates(a: &Approval, today: time::Date) -> bool {
-    a.valid_from.is_none_or(|f| f <= today) && a.valid_until.is_none_or(|u| today <= u)
-}
-
-/// The mechanism level an approval's mechanism satisfies.
-pub const fn satisfies(m: ApprovalMechanism) -> Mechanism {
-    match m {
-        ApprovalMechanism::SecurityAssessment => Mechanism::SecurityAssessment,
-        ApprovalMechanism::StandardContract | ApprovalMechanism::Certification => {
-            Mechanism::StandardContractOrCertification
-        }
-    }
-}
-
-/// Whether the approval covers every category in `cats` (`basic` is always covered).
-pub fn covers(a: &Approval, cats: CategorySet) -> bool {
-    cats.iter()
-        .all(|c| c == Category::Basic || a.categories.contains(&c))
-}
-
-/// Indexes of the approvals that name `dest`.
-pub fn approvals_for<'a>(cfg: &'a Config, dest: &'a str) -> impl Iterator<Item = usize> + 'a {
-    cfg.approvals
-        .iter()
-        .enumerate()
-        .filter(move |(_, a)| a.destinations.iter().any(|d| d == dest))
-        .map(|(i, _)| i)
 }
 
 /// Decides a request to the overseas destination `dest` (steps 3–7 of SPEC §5; steps 1–2 are
 /// the proxy's: unknown host and unreadable body are known before any count).
 ///
 /// `entity_after` is the entity's count *with* this request's new subjects (from a ledger
-/// probe). The returned ceilings make the ledger re-check the same limits atomically.
+/// probe). The returned choices make the ledger re-check the same limits atomically and pick
+/// the approval with room; the order of the approvals file never matters.
 pub fn decide(
     cfg: &Config,
     dest: &Destination,
@@ -153,7 +136,7 @@ pub fn decide(
     let valid: Vec<usize> = approvals_for(cfg, &dest.name)
         .filter(|&i| in_force(&cfg.approvals[i], today))
         .collect();
-    let best = |need: Mechanism| {
+    let held = |need: Mechanism| {
         valid
             .iter()
             .copied()
@@ -161,7 +144,7 @@ pub fn decide(
     };
 
     // 3. Important data needs a security assessment, PI or not.
-    if facts.important_data && best(Mechanism::SecurityAssessment).next().is_none() {
+    if facts.important_data && held(Mechanism::SecurityAssessment).next().is_none() {
         return Plan::Refuse(refusal(
             Reason::ImportantData,
             dest,
@@ -177,9 +160,8 @@ pub fn decide(
         return Plan::Reserve(Reserve {
             reason: Reason::Exempt,
             exempt: true,
-            approval: None,
             required: Mechanism::None,
-            ceilings: Vec::new(),
+            choices: Vec::new(),
         });
     }
     // 5. The mechanism the counts after this request require, held for this destination.
@@ -190,17 +172,13 @@ pub fn decide(
         entity_after,
         facts.important_data,
     );
+    let mut choices = Vec::new();
     if need == Mechanism::None {
-        return Plan::Reserve(Reserve {
-            reason: Reason::Allowed,
-            exempt: false,
+        choices.push(Choice {
             approval: None,
-            required: need,
             ceilings: entity(entity_ceilings(e.regime, Mechanism::None)),
         });
-    }
-    let candidates: Vec<usize> = best(need).collect();
-    if candidates.is_empty() {
+    } else if held(need).next().is_none() {
         return Plan::Refuse(refusal(
             missing_reason(cfg, &dest.name, today, need),
             dest,
@@ -208,37 +186,42 @@ pub fn decide(
             threshold,
         ));
     }
-    // 6. The request's categories covered by one of them.
-    let Some(chosen) = candidates
-        .iter()
-        .copied()
-        .find(|&i| covers(&cfg.approvals[i], facts.categories))
-    else {
+    // 6. The request's categories covered. With nothing required, an approval that covers
+    //    them is a fallback for a race that raises the requirement before the reservation.
+    let mut fitting: Vec<usize> = held(need)
+        .filter(|&i| covers(&cfg.approvals[i], facts.categories))
+        .collect();
+    if choices.is_empty() && fitting.is_empty() {
         return Plan::Refuse(refusal(Reason::CategoryNotApproved, dest, need, threshold));
-    };
-    // 7. Volume: enforced by the ledger as ceilings on the approval's shared scope.
-    let a = &cfg.approvals[chosen];
-    let mut ceilings = entity(entity_ceilings(e.regime, satisfies(a.mechanism)));
-    if let Some(max) = a.max_subjects {
-        ceilings.push(CeilingSpec {
-            scope: CeilingScope::Approval(chosen),
-            class: CountClass::All,
-            max_after: max,
-        });
     }
-    if let Some(max) = a.max_sensitive_subjects {
-        ceilings.push(CeilingSpec {
-            scope: CeilingScope::Approval(chosen),
-            class: CountClass::Sensitive,
-            max_after: max,
+    // 7. Volume: every fitting approval is a choice, with its volume as ceilings; the ledger
+    //    takes one with room, in this order (never the file's).
+    fitting.sort_by(|&a, &b| preference(&cfg.approvals[a]).cmp(&preference(&cfg.approvals[b])));
+    for i in fitting {
+        let a = &cfg.approvals[i];
+        let mut ceilings = entity(entity_ceilings(e.regime, satisfies(a.mechanism)));
+        for (class, max) in [
+            (CountClass::All, a.max_subjects),
+            (CountClass::Sensitive, a.max_sensitive_subjects),
+        ] {
+            if let Some(max_after) = max {
+                ceilings.push(CeilingSpec {
+                    scope: CeilingScope::Approval(i),
+                    class,
+                    max_after,
+                });
+            }
+        }
+        choices.push(Choice {
+            approval: Some(i),
+            ceilings,
         });
     }
     Plan::Reserve(Reserve {
         reason: Reason::Allowed,
         exempt: false,
-        approval: Some(chosen),
         required: need,
-        ceilings,
+        choices,
     })
 }
 
@@ -252,25 +235,6 @@ fn entity(list: Vec<(CountClass, u64)>) -> Vec<CeilingSpec> {
         .collect()
 }
 
-/// The reason when no approval in force satisfies the need: the specific state of the only
-/// approval there is, else `approval_required`.
-fn missing_reason(cfg: &Config, dest: &str, today: time::Date, need: Mechanism) -> Reason {
-    let named: Vec<usize> = approvals_for(cfg, dest).collect();
-    let [only] = named.as_slice() else {
-        return Reason::ApprovalRequired;
-    };
-    let a = &cfg.approvals[*only];
-    match a.status {
-        ApprovalStatus::Pending => Reason::ApprovalPending,
-        ApprovalStatus::Revoked => Reason::ApprovalRevoked,
-        ApprovalStatus::Rejected => Reason::ApprovalRequired,
-        ApprovalStatus::Active if !in_dates(a, today) && satisfies(a.mechanism) >= need => {
-            Reason::ApprovalExpired
-        }
-        ApprovalStatus::Active => Reason::ApprovalRequired,
-    }
-}
-
 fn refusal(
     reason: Reason,
     dest: &Destination,
@@ -282,47 +246,6 @@ fn refusal(
         destination: dest.name.clone(),
         required_mechanism: need,
         threshold: threshold.map(Threshold::as_str),
-    }
-}
-
-/// Explains a ceiling the ledger refused: the counts it would have reached, and the refusal
-/// the client gets. `entity_after` is the probe's view, corrected with the ledger's figures.
-pub fn explain(
-    cfg: &Config,
-    dest: &Destination,
-    facts: Facts,
-    ceiling: CeilingSpec,
-    would_be: u64,
-    mut entity_after: Counts,
-) -> Refusal {
-    let e = &cfg.entity;
-    match ceiling.scope {
-        CeilingScope::Entity => {
-            match ceiling.class {
-                CountClass::All => entity_after.all = entity_after.all.max(would_be),
-                CountClass::Sensitive => {
-                    entity_after.sensitive = entity_after.sensitive.max(would_be)
-                }
-            }
-            let (need, threshold) = required(
-                e.regime,
-                e.ciio,
-                e.pi_subjects_processed,
-                entity_after,
-                facts.important_data,
-            );
-            refusal(Reason::ApprovalRequired, dest, need, threshold)
-        }
-        CeilingScope::Approval(_) => {
-            let (need, _) = required(
-                e.regime,
-                e.ciio,
-                e.pi_subjects_processed,
-                entity_after,
-                facts.important_data,
-            );
-            refusal(Reason::ApprovalVolumeExceeded, dest, need, None)
-        }
     }
 }
 

@@ -40,11 +40,15 @@ pub async fn handle(
             "block",
         );
     };
+    // The entity's counts for the audit line, as the ledger has them (a tunnel counts nothing).
+    let entity = super::enforce::entity_now(gate, snap, gate.clock.now()).await;
     let audit = |dest: &str, decision: &'static str, reason: Reason| {
         let mut rec = crate::audit::AuditRecord::new(request_id, conn.peer, dest, "CONNECT", "");
         rec.path = auth.as_str().to_owned();
         rec.decision = decision;
         rec.reason = reason.as_str();
+        rec.entity_subjects = entity.all;
+        rec.entity_sensitive_subjects = entity.sensitive;
         gate.audit.record_now(rec);
     };
     // Where to dial: the client's host (checked by the target rules) or the operator's

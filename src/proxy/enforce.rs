@@ -8,8 +8,8 @@ use super::{Gate, Snapshot};
 use crate::config::Config;
 use crate::inspect::{RecordRef, SubjectRef};
 use crate::ledger::{
-    Ceiling, Class, LedgerError, Reservation, ReserveOutcome, Scope, ScopeId, ScopeOutcome,
-    Subject, SubjectHasher,
+    Alternative, Ceiling, Class, LedgerError, Reservation, ReserveOutcome, Scope, ScopeId,
+    ScopeOutcome, Subject, SubjectHasher,
 };
 use crate::model::{shanghai_date, Category, CategorySet};
 use crate::policy::{self, CeilingScope, CeilingSpec, CountClass, Counts, Facts, Plan};
@@ -27,9 +27,9 @@ pub struct Scopes {
     pub exempt: Vec<Option<ScopeId>>,
     /// Per approval (config order).
     pub approval: Vec<ScopeId>,
-    /// Per destination: the scopes a reservation counts into — entity, destination, and every
-    /// approval naming the destination (shared volumes); for an exempt destination its exempt
-    /// scope and its destination scope, never the entity.
+    /// Per destination: the scopes every reservation counts into — entity and destination;
+    /// for an exempt destination its exempt scope and its destination scope, never the
+    /// entity. The approval relied on (chosen by the ledger) is counted into as well.
     pub counted: Vec<Vec<ScopeId>>,
 }
 
@@ -78,13 +78,9 @@ impl Scopes {
             .destinations
             .iter()
             .enumerate()
-            .map(|(i, d)| match exempt[i] {
+            .map(|(i, _)| match exempt[i] {
                 Some(ex) => vec![ex, destination[i]],
-                None => {
-                    let mut s = vec![entity, destination[i]];
-                    s.extend(policy::approvals_for(cfg, &d.name).map(|a| approval[a]));
-                    s
-                }
+                None => vec![entity, destination[i]],
             })
             .collect();
         Some(Scopes {
@@ -194,8 +190,8 @@ pub struct Verdict {
     pub reason: Reason,
     /// The refusal, for `Block` and `WouldBlock`.
     pub refusal: Option<Refusal>,
-    /// The approval relied on (index into `Config::approvals`).
-    pub approval: Option<usize>,
+    /// The id of the approval relied on.
+    pub approval: Option<String>,
     /// The mechanism the counts require.
     pub required: Mechanism,
     /// Newly counted subjects (entity scope, or the exempt scope).
@@ -233,6 +229,10 @@ fn counts(o: &ScopeOutcome) -> Counts {
 }
 
 /// Judges and (when allowed) durably reserves one batch of a request to destination `dest`.
+///
+/// The ledger chooses the approval relied on among the policy's choices in the same atomic
+/// step as the reservation. In observe mode the same decision is made; a refusal is recorded
+/// as `would_block` and the batch is then counted without ceilings, since it is forwarded.
 pub async fn judge(
     gate: &Gate,
     snap: &Snapshot,
@@ -251,6 +251,7 @@ pub async fn judge(
     let regime = cfg.entity.regime;
     let entity = [snap.scopes.entity];
     let backend = gate.ledger.backend();
+    let mut need = Mechanism::StandardContractOrCertification;
     // A race can move the entity past a ceiling between the probe and the reservation; the
     // policy is then asked again with the new counts (which may call for another approval).
     for _attempt in 0..3 {
@@ -266,126 +267,72 @@ pub async fn judge(
         } else {
             Counts::default()
         };
-        let plan = policy::decide(cfg, d, facts, entity_after, today);
-        let (reserve, refusal) = match plan {
+        let reserve = match policy::decide(cfg, d, facts, entity_after, today) {
             Plan::Pass(reason) => return Verdict::simple(Outcome::Pass, reason),
-            Plan::Reserve(r) => (r, None),
-            Plan::Refuse(refusal) => {
-                if policy::enforce(cfg) || !facts.has_pi {
-                    let mut v = Verdict::simple(
-                        if policy::enforce(cfg) {
-                            Outcome::Block
-                        } else {
-                            Outcome::WouldBlock
-                        },
-                        refusal.reason,
-                    );
-                    v.required = refusal.required_mechanism;
-                    v.entity_after = entity_after;
-                    v.refusal = Some(refusal);
-                    return v;
-                }
-                // Observe mode: forwarded, so counted, without ceilings.
-                let r = policy::Reserve {
-                    reason: refusal.reason,
-                    exempt: false,
-                    approval: None,
-                    required: refusal.required_mechanism,
-                    ceilings: vec![],
-                };
-                (r, Some(refusal))
-            }
+            Plan::Reserve(r) => r,
+            Plan::Refuse(refusal) => return refuse(gate, snap, dest, batch, now, refusal).await,
         };
-        let scopes: &[ScopeId] = &snap.scopes.counted[dest];
-        let ceilings: Vec<Ceiling> = if policy::enforce(cfg) {
-            reserve
-                .ceilings
-                .iter()
-                .map(|c| Ceiling {
-                    scope: match c.scope {
-                        CeilingScope::Entity => snap.scopes.entity,
-                        CeilingScope::Approval(i) => snap.scopes.approval[i],
-                    },
-                    class: class(c.class),
-                    max_after: c.max_after,
-                })
-                .collect()
-        } else {
-            Vec::new()
+        need = reserve.required;
+        let ceiling = |c: &CeilingSpec| Ceiling {
+            scope: match c.scope {
+                CeilingScope::Entity => snap.scopes.entity,
+                CeilingScope::Approval(i) => snap.scopes.approval[i],
+            },
+            class: class(c.class),
+            max_after: c.max_after,
         };
-        let started = Instant::now();
-        let res = gate
-            .ledger
-            .reserve(Reservation {
-                subjects: &batch.subjects,
-                scopes,
-                ceilings: &ceilings,
-                regime,
-                now,
+        let ceilings: Vec<Vec<Ceiling>> = reserve
+            .choices
+            .iter()
+            .map(|c| c.ceilings.iter().map(ceiling).collect())
+            .collect();
+        let alternatives: Vec<Alternative<'_>> = reserve
+            .choices
+            .iter()
+            .zip(&ceilings)
+            .map(|(c, ceilings)| Alternative {
+                scope: c.approval.map(|i| snap.scopes.approval[i]),
+                ceilings,
             })
-            .await;
-        gate.metrics
-            .ledger_commit
-            .with_label_values(&[backend])
-            .observe(started.elapsed().as_secs_f64());
-        match res {
+            .collect();
+        let req = Reservation {
+            subjects: &batch.subjects,
+            scopes: &snap.scopes.counted[dest],
+            ceilings: &[],
+            alternatives: &alternatives,
+            regime,
+            now,
+        };
+        match reserve_timed(gate, req).await {
             Err(e) => return unavailable(gate, backend, &e),
             Ok(ReserveOutcome::Reserved(outcomes)) => {
-                publish(snap, scopes, &outcomes);
-                let first = outcomes.first();
-                let mut v = Verdict::simple(Outcome::Allow, reserve.reason);
-                v.approval = reserve.approval;
+                let approval = req
+                    .chosen(&outcomes)
+                    .and_then(|k| reserve.choices.get(k))
+                    .and_then(|c| c.approval)
+                    .and_then(|i| cfg.approvals.get(i))
+                    .map(|a| a.id.clone());
+                let mut v = reserved(snap, dest, batch, req.scopes, &outcomes, reserve.exempt);
+                v.reason = reserve.reason;
+                v.approval = approval;
                 v.required = reserve.required;
-                v.new = first
-                    .map(|o| Counts {
-                        all: o.new_all,
-                        sensitive: o.new_sensitive,
-                    })
-                    .unwrap_or_default();
-                v.entity_after = if reserve.exempt {
-                    entity_after
-                } else {
-                    first.map(counts).unwrap_or(entity_after)
-                };
-                if let Some(refusal) = refusal {
-                    v.outcome = Outcome::WouldBlock;
-                    v.reason = refusal.reason;
-                    v.refusal = Some(refusal);
+                if reserve.exempt {
+                    v.entity_after = entity_now(gate, snap, now).await;
                 }
-                snap.routes[dest].count_records(&batch.records);
                 return v;
             }
             Ok(ReserveOutcome::Refused(r)) => {
-                let spec = reserve
-                    .ceilings
-                    .iter()
-                    .copied()
-                    .find(|c| {
-                        class(c.class) == r.ceiling.class
-                            && match c.scope {
-                                CeilingScope::Entity => r.ceiling.scope == snap.scopes.entity,
-                                CeilingScope::Approval(i) => {
-                                    r.ceiling.scope == snap.scopes.approval[i]
-                                }
-                            }
-                    })
-                    .unwrap_or(CeilingSpec {
-                        scope: CeilingScope::Entity,
-                        class: CountClass::All,
-                        max_after: r.ceiling.max_after,
-                    });
-                let lost_race =
-                    spec.scope == CeilingScope::Entity && reserve.required == Mechanism::None;
-                if lost_race && policy::approvals_for(cfg, &d.name).next().is_some() {
+                if r.ceiling.scope == snap.scopes.entity {
+                    // The entity moved past what the choices allow: decide again.
                     continue;
                 }
-                let refusal =
-                    policy::explain(cfg, d, facts, spec, r.count_before + r.new, entity_after);
-                let mut v = Verdict::simple(Outcome::Block, refusal.reason);
-                v.required = refusal.required_mechanism;
-                v.entity_after = entity_after;
-                v.refusal = Some(refusal);
-                return v;
+                let refusal = Refusal {
+                    reason: Reason::ApprovalVolumeExceeded,
+                    destination: d.name.clone(),
+                    required_mechanism: reserve.required,
+                    threshold: None,
+                };
+                return refuse(gate, snap, dest, batch, now, refusal).await;
             }
         }
     }
@@ -393,12 +340,136 @@ pub async fn judge(
     let refusal = Refusal {
         reason: Reason::ApprovalRequired,
         destination: d.name.clone(),
-        required_mechanism: Mechanism::StandardContractOrCertification,
+        required_mechanism: need,
         threshold: None,
     };
-    let mut v = Verdict::simple(Outcome::Block, refusal.reason);
+    refuse(gate, snap, dest, batch, now, refusal).await
+}
+
+/// One reservation, timed into `transfer_gate_ledger_commit_seconds`.
+async fn reserve_timed(gate: &Gate, req: Reservation<'_>) -> Result<ReserveOutcome, LedgerError> {
+    let started = Instant::now();
+    let res = gate.ledger.reserve(req).await;
+    gate.metrics
+        .ledger_commit
+        .with_label_values(&[gate.ledger.backend()])
+        .observe(started.elapsed().as_secs_f64());
+    res
+}
+
+/// The verdict of a batch the ledger counted: gauges, record counters, new subjects and the
+/// entity's counts after (from the ledger's outcome).
+fn reserved(
+    snap: &Snapshot,
+    dest: usize,
+    batch: &Batch,
+    scopes: &[ScopeId],
+    outcomes: &[ScopeOutcome],
+    exempt: bool,
+) -> Verdict {
+    let mut counted = scopes.to_vec();
+    counted.extend(outcomes.get(scopes.len()).map(|o| o.scope));
+    publish(snap, &counted, outcomes);
+    snap.routes[dest].count_records(&batch.records);
+    let first = outcomes.first();
+    let mut v = Verdict::simple(Outcome::Allow, Reason::Allowed);
+    v.new = first
+        .map(|o| Counts {
+            all: o.new_all,
+            sensitive: o.new_sensitive,
+        })
+        .unwrap_or_default();
+    if !exempt {
+        v.entity_after = first.map(counts).unwrap_or_default();
+    }
+    v
+}
+
+/// A refused batch: in enforce mode nothing is counted and the entity's counts are read back
+/// from the ledger; in observe mode the batch is forwarded, so it is counted without ceilings
+/// and recorded as `would_block`.
+async fn refuse(
+    gate: &Gate,
+    snap: &Snapshot,
+    dest: usize,
+    batch: &Batch,
+    now: SystemTime,
+    refusal: Refusal,
+) -> Verdict {
+    let observe = !policy::enforce(&snap.config);
+    let mut v = if observe && !batch.subjects.is_empty() {
+        let req = Reservation {
+            subjects: &batch.subjects,
+            scopes: &snap.scopes.counted[dest],
+            ceilings: &[],
+            alternatives: &[],
+            regime: snap.config.entity.regime,
+            now,
+        };
+        match reserve_timed(gate, req).await {
+            Err(e) => return unavailable(gate, gate.ledger.backend(), &e),
+            Ok(ReserveOutcome::Reserved(outcomes)) => {
+                let exempt = snap.scopes.exempt[dest].is_some();
+                let mut v = reserved(snap, dest, batch, req.scopes, &outcomes, exempt);
+                if exempt {
+                    v.entity_after = entity_now(gate, snap, now).await;
+                }
+                v
+            }
+            // Without ceilings a reservation cannot be refused.
+            Ok(ReserveOutcome::Refused(_)) => Verdict::simple(Outcome::Block, refusal.reason),
+        }
+    } else {
+        let mut v = Verdict::simple(Outcome::Block, refusal.reason);
+        v.entity_after = entity_now(gate, snap, now).await;
+        v
+    };
+    if observe && v.outcome != Outcome::Unavailable {
+        v.outcome = Outcome::WouldBlock;
+    }
+    v.reason = refusal.reason;
+    v.required = refusal.required_mechanism;
     v.refusal = Some(refusal);
     v
+}
+
+/// A refusal decided without the ledger (nothing counted, whatever the mode): `block`, or
+/// `would_block` in observe mode, with the entity's counts as they are.
+pub async fn refuse_uncounted(
+    gate: &Gate,
+    snap: &Snapshot,
+    refusal: Refusal,
+    now: SystemTime,
+) -> Verdict {
+    let outcome = if policy::enforce(&snap.config) {
+        Outcome::Block
+    } else {
+        Outcome::WouldBlock
+    };
+    let mut v = Verdict::simple(outcome, refusal.reason);
+    v.entity_after = entity_now(gate, snap, now).await;
+    v.required = refusal.required_mechanism;
+    v.refusal = Some(refusal);
+    v
+}
+
+/// The entity's window counts as the ledger has them now (the audit's "entity counts after"
+/// for a decision that counted nothing into the entity). Zero when the ledger cannot say.
+pub async fn entity_now(gate: &Gate, snap: &Snapshot, now: SystemTime) -> Counts {
+    match gate
+        .ledger
+        .recent_counts(snap.scopes.entity, snap.config.entity.regime, now)
+        .await
+    {
+        Ok(c) => Counts {
+            all: c.all,
+            sensitive: c.sensitive,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "ledger counts unavailable for the audit line");
+            Counts::default()
+        }
+    }
 }
 
 fn unavailable(gate: &Gate, backend: &'static str, e: &LedgerError) -> Verdict {

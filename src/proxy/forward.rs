@@ -158,7 +158,7 @@ async fn route(
     match classify(&snap.config, &target.host) {
         Class::Unknown => {
             let rec = AuditRecord::new(request_id, conn.peer, UNKNOWN_LABEL, req.method().as_str(), req.uri().path());
-            refuse_audited(gate, snap, Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL), request_id, rec).await
+            refuse_audited(gate, snap, Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL), request_id, rec, &Summary::default()).await
         }
         Class::Domestic if origin_form => (
             respond::bad_request(
@@ -173,7 +173,7 @@ async fn route(
             match forward(gate, snap, &snap.domestic, DOMESTIC_LABEL, target.scheme, target.authority, parts, body, request_id, None).await {
                 Ok(resp) => (resp, count(gate, DOMESTIC_LABEL, Reason::Domestic)),
                 Err(Forbidden) => {
-                    refuse_audited(gate, snap, Refusal::new(Reason::ForbiddenTarget, DOMESTIC_LABEL), request_id, rec).await
+                    refuse_audited(gate, snap, Refusal::new(Reason::ForbiddenTarget, DOMESTIC_LABEL), request_id, rec, &Summary::default()).await
                 }
             }
         }
@@ -217,6 +217,7 @@ pub(crate) async fn serve_destination(
             Refusal::new(Reason::Uninspectable, dest.name.clone()),
             request_id,
             audit,
+            &Summary::default(),
         )
         .await;
     }
@@ -317,7 +318,8 @@ pub(crate) async fn serve_destination(
                     tracing::info!(request_id, kind = e.kind(), destination = %dest.name, "unreadable body");
                     let refusal = Refusal::new(Reason::UnreadableBody, dest.name.clone());
                     if enforce {
-                        return refuse_audited(gate, snap, refusal, request_id, audit).await;
+                        return refuse_audited(gate, snap, refusal, request_id, audit, &summary)
+                            .await;
                     }
                     summary.refusal = Some(refusal);
                     summary.observed = true;
@@ -332,8 +334,7 @@ pub(crate) async fn serve_destination(
                     .refusal
                     .clone()
                     .unwrap_or_else(|| Refusal::new(verdict.reason, dest.name.clone()));
-                fill_audit(&mut audit, snap, &summary);
-                return refuse_audited(gate, snap, refusal, request_id, audit).await;
+                return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
             }
             Outcome::Pass | Outcome::Allow | Outcome::WouldBlock => {}
         }
@@ -373,8 +374,7 @@ pub(crate) async fn serve_destination(
                 .refusal
                 .clone()
                 .unwrap_or_else(|| Refusal::new(verdict.reason, dest.name.clone()));
-            fill_audit(&mut audit, snap, &summary);
-            return refuse_audited(gate, snap, refusal, request_id, audit).await;
+            return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
         }
     }
     let shared: Shared = Arc::new(std::sync::Mutex::new(summary));
@@ -382,7 +382,6 @@ pub(crate) async fn serve_destination(
         gate: gate.clone(),
         snap: snap.clone(),
         dest: i,
-        now,
         important_fields,
         unreadable,
         enforce,
@@ -482,15 +481,19 @@ async fn read_whole(
     Ok(buf.freeze())
 }
 
-fn fill_audit(audit: &mut AuditRecord, snap: &Snapshot, s: &Summary) {
+/// Fills the counting fields of an audit line from the request's summary. The entity counts
+/// after are the ledger's (SPEC §6): from the last reservation or refusal that read them, else
+/// read now — a request that counted nothing into the entity leaves them as they are.
+async fn fill_audit(gate: &Gate, snap: &Snapshot, audit: &mut AuditRecord, s: &Summary) {
     audit.new_subjects = s.new.all;
     audit.new_sensitive_subjects = s.new.sensitive;
-    audit.entity_subjects = s.entity_after.all;
-    audit.entity_sensitive_subjects = s.entity_after.sensitive;
-    audit.approval = s
-        .approval
-        .and_then(|a| snap.config.approvals.get(a))
-        .map(|a| a.id.clone());
+    let entity = match s.entity_after {
+        Some(c) => c,
+        None => enforce::entity_now(gate, snap, gate.clock.now()).await,
+    };
+    audit.entity_subjects = entity.all;
+    audit.entity_sensitive_subjects = entity.sensitive;
+    audit.approval.clone_from(&s.approval);
     if let Some(m) = s.required {
         audit.required_mechanism = m.as_str();
     }
@@ -504,7 +507,7 @@ async fn finish(
     snap: &Snapshot,
     s: &Summary,
 ) -> &'static str {
-    fill_audit(&mut audit, snap, s);
+    fill_audit(gate, snap, &mut audit, s).await;
     let (decision, reason) = match (&s.refusal, s.observed) {
         (Some(r), true) => ("would_block", r.reason),
         (Some(r), false) => ("block", r.reason),
@@ -525,14 +528,17 @@ async fn finish(
     decision
 }
 
-/// Refuses with the 451/503 JSON, counts the decision and writes the audit line.
+/// Refuses with the 451/503 JSON, counts the decision and writes the audit line (with what
+/// the request's `summary` holds so far).
 pub(super) async fn refuse_audited(
     gate: &Gate,
     snap: &Snapshot,
     refusal: Refusal,
     request_id: &str,
     mut audit: AuditRecord,
+    summary: &Summary,
 ) -> (Response<GateBody>, &'static str) {
+    fill_audit(gate, snap, &mut audit, summary).await;
     audit.decision = "block";
     audit.reason = refusal.reason.as_str();
     audit.threshold = refusal.threshold;

@@ -18,7 +18,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 use tokio::sync::oneshot;
 
 /// What the request handler learns from the gate: the accumulated decision of a streamed body.
@@ -32,14 +31,14 @@ pub struct Summary {
     pub reserved: bool,
     /// The reason of the last reservation (`allowed` or `exempt`).
     pub reason: Option<Reason>,
-    /// The approval relied on.
-    pub approval: Option<usize>,
+    /// The id of the approval relied on (by the last batch that relied on one).
+    pub approval: Option<String>,
     /// The mechanism the counts required.
     pub required: Option<crate::respond::Mechanism>,
     /// New subjects over all batches.
     pub new: crate::policy::Counts,
-    /// Entity counts after the last batch.
-    pub entity_after: crate::policy::Counts,
+    /// Entity counts after the last batch judged with PI, as the ledger gave them.
+    pub entity_after: Option<crate::policy::Counts>,
     /// The body could not be inspected (and `unreadable = "allow"` let it through).
     pub unreadable_allowed: bool,
     /// Bytes released upstream.
@@ -54,8 +53,10 @@ impl Summary {
             Outcome::Allow | Outcome::WouldBlock => {
                 self.reserved = true;
                 self.new = self.new.plus(v.new);
-                self.entity_after = v.entity_after;
-                self.approval = v.approval.or(self.approval);
+                self.entity_after = Some(v.entity_after);
+                if v.approval.is_some() {
+                    self.approval.clone_from(&v.approval);
+                }
                 self.required = Some(v.required);
                 if v.outcome == Outcome::Allow {
                     self.reason = Some(v.reason);
@@ -66,7 +67,9 @@ impl Summary {
                 }
             }
             Outcome::Block | Outcome::Unavailable => {
-                self.entity_after = v.entity_after;
+                if v.outcome == Outcome::Block {
+                    self.entity_after = Some(v.entity_after);
+                }
                 self.required = Some(v.required);
                 if self.refusal.is_none() {
                     self.refusal = Some(
@@ -95,18 +98,43 @@ type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 pub struct Ctx {
     /// The gate.
     pub gate: Arc<Gate>,
-    /// The snapshot the request started with.
+    /// The snapshot the request started with (its destination; each batch is judged under
+    /// the snapshot current when it completes).
     pub snap: Arc<Snapshot>,
     /// The destination index.
     pub dest: usize,
-    /// The request's moment (window, dates).
-    pub now: SystemTime,
     /// Important-data field names that apply to this destination (lower-cased).
     pub important_fields: Vec<String>,
     /// What to do with an unreadable body.
     pub unreadable: UnreadablePolicy,
     /// Whether refusals are enforced (not observe mode).
     pub enforce: bool,
+}
+
+/// Judges a batch of a streaming request under the configuration in force *now* (SPEC §5 "A
+/// reload reaches requests in flight"): an approval removed, revoked or narrowed by a reload
+/// since the request started applies from this record on, and a destination the new
+/// configuration no longer has refuses it (fail closed).
+async fn judge_now(ctx: &Ctx, batch: &Batch) -> Verdict {
+    let gate = &ctx.gate;
+    let snap = gate.snapshot();
+    let now = gate.clock.now();
+    if Arc::ptr_eq(&snap, &ctx.snap) {
+        return enforce::judge(gate, &snap, ctx.dest, batch, now).await;
+    }
+    let name = &ctx.snap.config.destinations[ctx.dest].name;
+    match snap
+        .config
+        .destinations
+        .iter()
+        .position(|d| &d.name == name)
+    {
+        Some(i) => enforce::judge(gate, &snap, i, batch, now).await,
+        None => {
+            let refusal = Refusal::new(Reason::UnknownDestination, name.clone());
+            enforce::refuse_uncounted(gate, &snap, refusal, now).await
+        }
+    }
 }
 
 /// The gated body.
@@ -200,7 +228,7 @@ impl<B> GatedBody<B> {
         };
         let ctx = self.ctx.clone();
         self.judging = Some(Box::pin(async move {
-            let v = enforce::judge(&ctx.gate, &ctx.snap, ctx.dest, &batch, ctx.now).await;
+            let v = judge_now(&ctx, &batch).await;
             (v, batch)
         }));
     }

@@ -8,6 +8,8 @@ pub mod body;
 pub mod classify;
 pub mod connect;
 pub mod enforce;
+#[cfg(test)]
+mod enforce_props;
 pub mod forward;
 pub mod gated;
 pub mod gauges;

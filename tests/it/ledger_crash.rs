@@ -69,6 +69,7 @@ fn ledger_crash_child() {
                         subjects: &s,
                         scopes: &ids,
                         ceilings: &[],
+                        alternatives: &[],
                         regime: Regime::Cac2024,
                         now: SystemTime::now(),
                     };

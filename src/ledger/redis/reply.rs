@@ -9,9 +9,10 @@ use crate::ledger::api::{LedgerError, MonthlyTally, Scope, ScopeCounts, ScopeId,
 
 /// What the script answered.
 pub(super) enum Reply {
-    /// Per subject and scope the state after (b'0' absent, b'1' counted, b'2' sensitive), and
-    /// per scope (new all, new sensitive, all before, sensitive before).
-    Done(Vec<u8>, Vec<[u64; 4]>),
+    /// Per subject and scope the state after (b'0' absent, b'1' counted, b'2' sensitive),
+    /// per scope (new all, new sensitive, all before, sensitive before), and the chosen
+    /// alternative (0-based; `None` when there was none to choose).
+    Done(Vec<u8>, Vec<[u64; 4]>, Option<usize>),
     /// Refused at this ceiling (0-based index in the sent list): count before, new.
     Refused(usize, u64, u64),
 }
@@ -42,7 +43,9 @@ pub(super) fn parse_reply(v: Value, ns: usize) -> Result<Reply, LedgerError> {
                 }
                 per.push(a);
             }
-            Ok(Reply::Done(states, per))
+            let chosen = int(items.get(2 + 4 * ns).ok_or_else(bad)?)?;
+            let chosen = usize::try_from(chosen).ok().and_then(|c| c.checked_sub(1));
+            Ok(Reply::Done(states, per, chosen))
         }
         Some(0) if items.len() == 4 => Ok(Reply::Refused(
             usize::try_from(int(&items[1])?)
