@@ -11,6 +11,7 @@ pub mod enforce;
 pub mod forward;
 pub mod gated;
 pub mod gauges;
+pub mod head;
 pub mod headers;
 pub mod intercept;
 pub mod upstream;

@@ -7,6 +7,7 @@ mod enforce;
 mod harness;
 mod intercept;
 mod ledger_crash;
+mod positions;
 mod proxy;
 mod redis;
 mod report;
