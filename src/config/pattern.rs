@@ -261,7 +261,12 @@ mod tests {
         ] {
             assert!(g.matches_request(p), "{p}");
         }
-        for p in ["/v1/geo/x", "/v1/geodata", "/v1/x/../geo/x", "/v2/geodata/x"] {
+        for p in [
+            "/v1/geo/x",
+            "/v1/geodata",
+            "/v1/x/../geo/x",
+            "/v2/geodata/x",
+        ] {
             assert!(!g.matches_request(p), "{p}");
         }
         assert_eq!(normalize_path("/a/b/../c/"), b"/a/c/");

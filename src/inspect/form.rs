@@ -98,8 +98,11 @@ impl FormRecord {
             cats = cats.union(h.2);
         }
         for (a, b) in &self.subjects {
-            sink.out
-                .subject(Namespace::Field, &self.subject_bytes[*a as usize..*b as usize], cats);
+            sink.out.subject(
+                Namespace::Field,
+                &self.subject_bytes[*a as usize..*b as usize],
+                cats,
+            );
         }
     }
 }

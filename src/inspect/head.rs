@@ -107,12 +107,24 @@ pub fn inspect_headers(
     transfer_date: time::Date,
     destination_sensitive: bool,
 ) -> Findings {
+    inspect_headers_except(cfg, headers, &[], transfer_date, destination_sensitive)
+}
+
+/// [`inspect_headers`] without the headers named in `skip` (lower case): headers the gate
+/// itself set, such as the request id it created.
+pub fn inspect_headers_except(
+    cfg: &InspectConfig,
+    headers: &http::HeaderMap,
+    skip: &[&str],
+    transfer_date: time::Date,
+    destination_sensitive: bool,
+) -> Findings {
     run(cfg, transfer_date, destination_sensitive, |sink| {
         let mut rec = FormRecord::default();
         let mut decoded = Vec::new();
         for (name, value) in headers {
             let n = name.as_str();
-            if FRAMING_HEADERS.contains(&n) {
+            if FRAMING_HEADERS.contains(&n) || skip.contains(&n) {
                 continue;
             }
             let v = value.as_bytes();

@@ -26,6 +26,7 @@ pub mod error;
 mod form;
 mod head;
 mod json;
+mod json_lex;
 mod multipart;
 pub mod record;
 
@@ -40,7 +41,9 @@ pub use config::{ConfigError, DecodeLimits, Detector, DetectorSet, InspectConfig
 pub use decode::Coding;
 pub use detect::{resident_id_birth_date, resident_id_check_char, resident_id_valid};
 pub use error::Unreadable;
-pub use head::{inspect_headers, inspect_query, inspect_url, FRAMING_HEADERS};
+pub use head::{
+    inspect_headers, inspect_headers_except, inspect_query, inspect_url, FRAMING_HEADERS,
+};
 pub use record::{Namespace, Record, RecordRef, Records, Subject, SubjectRef};
 
 use crate::model::CategorySet;

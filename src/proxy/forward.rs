@@ -237,7 +237,7 @@ pub(crate) async fn serve_destination(
 
     // The head: host, path, query, headers, important-data rules by path and query field.
     let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    let head = inspect_head(gate, snap, dest, &host, req.uri(), req.headers(), today);
+    let head = inspect_head(gate, snap, dest, &host, &req, request_id, today);
 
     let (parts, body) = req.into_parts();
     let ct = parts
@@ -277,10 +277,12 @@ pub(crate) async fn serve_destination(
                 )
             }
         };
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            important_rule: head.important_rule.clone(),
+            ..Summary::default()
+        };
         let mut batch = head.batch.clone();
         let mut outside = head.outside;
-        summary.important_rule = head.important_rule.clone();
         if !bytes.is_empty() {
             match scanner.feed(&bytes).and_then(|()| scanner.finish()) {
                 Ok(()) => {
@@ -289,7 +291,8 @@ pub(crate) async fn serve_destination(
                     }
                     outside = outside.union(scanner.outside_categories());
                     if summary.important_rule.is_none() {
-                        summary.important_rule = head.rule_for_fields(scanner.watched_fields_seen());
+                        summary.important_rule =
+                            head.rule_for_fields(scanner.watched_fields_seen());
                     }
                     batch.important = summary.important_rule.is_some();
                 }
@@ -348,8 +351,10 @@ pub(crate) async fn serve_destination(
     }
 
     // Streamed: judge the head first (the URL goes upstream before any body byte).
-    let mut summary = Summary::default();
-    summary.important_rule = head.important_rule.clone();
+    let mut summary = Summary {
+        important_rule: head.important_rule.clone(),
+        ..Summary::default()
+    };
     let mut head_batch = head.batch.clone();
     head_batch.apply_outside(head.outside);
     summary.note_batch(&head_batch);

@@ -8,7 +8,6 @@ use super::{Gate, Snapshot};
 use crate::config::{Destination, ImportantData};
 use crate::inspect;
 use crate::model::CategorySet;
-use http::{HeaderMap, Uri};
 
 /// What the head of a request carries.
 #[derive(Debug, Default)]
@@ -36,15 +35,16 @@ impl Head {
 }
 
 /// Inspects the head of a request to `dest` (`host` without port).
-pub fn inspect_head(
+pub fn inspect_head<B>(
     gate: &Gate,
     snap: &Snapshot,
     dest: &Destination,
     host: &str,
-    uri: &Uri,
-    headers: &HeaderMap,
+    req: &http::Request<B>,
+    request_id: &str,
     today: time::Date,
 ) -> Head {
+    let (uri, headers) = (req.uri(), req.headers());
     let inspect_cfg = &*snap.inspect;
     let rules: Vec<&ImportantData> = snap
         .config
@@ -73,7 +73,20 @@ pub fn inspect_head(
     if let Some(q) = uri.query() {
         f.extend(inspect::inspect_query(inspect_cfg, q, today, sens));
     }
-    f.extend(inspect::inspect_headers(inspect_cfg, headers, today, sens));
+    // The request id the gate created carries no client data (its digits could look like a
+    // card number); one the client sent is inspected like any header.
+    let skip: &[&str] = if gate.ids.is_own(request_id) {
+        &[super::headers::REQUEST_ID]
+    } else {
+        &[]
+    };
+    f.extend(inspect::inspect_headers_except(
+        inspect_cfg,
+        headers,
+        skip,
+        today,
+        sens,
+    ));
     if head.important_rule.is_none() {
         head.important_rule = head.rule_for_fields(f.watched_seen.iter().map(String::as_str));
     }

@@ -108,8 +108,16 @@ async fn pi_in_every_position_is_refused_and_never_forwarded() {
         Req::Get("http://u-11010519491231002x.ingest.eu.test/v1/ingest"),
         // Cookie, URL-valued and unlisted headers.
         Req::Header(URL, "cookie", "session=abc; tel=13800138000"),
-        Req::Header(URL, "referer", "https://shop.example.cn/users/13800138000/cart"),
-        Req::Header(URL, "referer", "https://shop.example.cn/cart?customer=13800138000"),
+        Req::Header(
+            URL,
+            "referer",
+            "https://shop.example.cn/users/13800138000/cart",
+        ),
+        Req::Header(
+            URL,
+            "referer",
+            "https://shop.example.cn/cart?customer=13800138000",
+        ),
         Req::Header(URL, "origin", "https://13800138000.example.cn"),
         Req::Header(URL, "x-trace-context", "user 110105 19491231 002X"),
         // Digits as people write them.
@@ -125,14 +133,24 @@ async fn pi_in_every_position_is_refused_and_never_forwarded() {
     for r in &cases {
         let (status, body) = send(&gate, r).await;
         assert_eq!(status, 451, "{}: {body}", describe(r));
-        assert!(!body.contains(id) && !body.contains("13800138000"), "no PI in the answer");
+        assert!(
+            !body.contains(id) && !body.contains("13800138000"),
+            "no PI in the answer"
+        );
     }
     assert!(
         up.received().is_empty(),
         "nothing reaches the upstream: {:?}",
-        up.received().iter().map(|r| r.target.clone()).collect::<Vec<_>>()
+        up.received()
+            .iter()
+            .map(|r| r.target.clone())
+            .collect::<Vec<_>>()
     );
-    assert_eq!(gate.entity_counts().await, (0, 0), "refused requests count nothing");
+    assert_eq!(
+        gate.entity_counts().await,
+        (0, 0),
+        "refused requests count nothing"
+    );
 }
 
 #[tokio::test]
@@ -142,11 +160,23 @@ async fn what_carries_no_pi_still_passes() {
     let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.6778.139 Safari/537.36";
     let cases = [
         Req::Json(URL, r#"{"ts": 1732700000000, "at": "1732700000000"}"#),
-        Req::Json(URL, r#"{"ts_us": 1732700000000123, "ts_ns": "1732700000000123456"}"#),
-        Req::Json(URL, r#"{"order": "12345678901234567890", "n": 12345678901234567890}"#),
+        Req::Json(
+            URL,
+            r#"{"ts_us": 1732700000000123, "ts_ns": "1732700000000123456"}"#,
+        ),
+        Req::Json(
+            URL,
+            r#"{"order": "12345678901234567890", "n": 12345678901234567890}"#,
+        ),
         Req::Json(URL, r#"{"trace": "550e8400-e29b-41d4-a716-446655440000"}"#),
-        Req::Json(URL, r#"{"550e8400-e29b-41d4-a716-446655440000": {"page": 2}}"#),
-        Req::Json(URL, r#"{"version": "131.0.6778.139", "ip": "192.168.100.200"}"#),
+        Req::Json(
+            URL,
+            r#"{"550e8400-e29b-41d4-a716-446655440000": {"page": 2}}"#,
+        ),
+        Req::Json(
+            URL,
+            r#"{"version": "131.0.6778.139", "ip": "192.168.100.200"}"#,
+        ),
         Req::Get("http://api.eu.test/v1/ingest?page=2&size=50"),
         Req::Get("http://api.eu.test/v1/orders/12345678901234567890?ts=1732700000000"),
         Req::Get("http://api.eu.test/v1/items/550e8400-e29b-41d4-a716-446655440000"),
@@ -171,15 +201,26 @@ async fn every_value_of_a_subject_field_counts() {
     let cases: [(Req<'_>, u64); 9] = [
         (Req::Header(URL, "x-user-id", "a, b, c"), 3),
         (Req::Json(URL, r#"{"user_id": [1, 2, 3]}"#), 3),
-        (Req::Json(URL, r#"{"user_id": {"primary": "o-1", "legacy": 42}}"#), 2),
+        (
+            Req::Json(URL, r#"{"user_id": {"primary": "o-1", "legacy": 42}}"#),
+            2,
+        ),
         (Req::Json(URL, r#"{"user_id": "d-1", "user_id": "d-2"}"#), 2),
         (
-            Req::Get("http://api.eu.test/v1/ingest?user_id=q1&user_id=q2&user_id[]=q3&user_id[0]=q4"),
+            Req::Get(
+                "http://api.eu.test/v1/ingest?user_id=q1&user_id=q2&user_id[]=q3&user_id[0]=q4",
+            ),
             4,
         ),
         (Req::Form(URL, "user_id[]=f1&user_id[]=f2&USER_ID=f3"), 3),
-        (Req::Json(URL, r#"{"note": "138 0013 8000 和 139 0013 9000"}"#), 2),
-        (Req::Json(URL, r#"[{"user_id": "r1"}, {"user_id": ["r2", "r3"]}]"#), 3),
+        (
+            Req::Json(URL, r#"{"note": "138 0013 8000 和 139 0013 9000"}"#),
+            2,
+        ),
+        (
+            Req::Json(URL, r#"[{"user_id": "r1"}, {"user_id": ["r2", "r3"]}]"#),
+            3,
+        ),
         (Req::Json(URL, r#"{"user_id": [[{"x": "n1"}], "n2"]}"#), 2),
     ];
     for (r, n) in &cases {
@@ -208,20 +249,29 @@ async fn categories_anywhere_mark_every_subject_of_the_request() {
     // Health data in the query, the subject in the body.
     let (status, _) = send(
         &gate,
-        &Req::Json("http://api.eu.test/v1/ingest?diagnosis=flu", r#"{"user_id": "q-1"}"#),
+        &Req::Json(
+            "http://api.eu.test/v1/ingest?diagnosis=flu",
+            r#"{"user_id": "q-1"}"#,
+        ),
     )
     .await;
     assert_eq!(status, 451);
     // Health data elsewhere in the body than the subject's record.
     let (status, _) = send(
         &gate,
-        &Req::Json(URL, r#"{"diagnosis": "flu", "items": [{"user_id": "b-1"}]}"#),
+        &Req::Json(
+            URL,
+            r#"{"diagnosis": "flu", "items": [{"user_id": "b-1"}]}"#,
+        ),
     )
     .await;
     assert_eq!(status, 451);
     let (status, _) = send(
         &gate,
-        &Req::Json(URL, r#"{"items": [{"user_id": "b-2"}], "meta": {"diagnosis": "flu"}}"#),
+        &Req::Json(
+            URL,
+            r#"{"items": [{"user_id": "b-2"}], "meta": {"diagnosis": "flu"}}"#,
+        ),
     )
     .await;
     assert_eq!(status, 451);
@@ -282,23 +332,29 @@ async fn important_data_rules_hold_however_the_path_or_field_is_spelled() {
     for p in paths {
         let url = format!("http://api.eu.test{p}");
         let proxy = proxy.clone();
-        let (code, body) = tokio::task::spawn_blocking(move || {
-            curl(&["--path-as-is", "-g", "-x", &proxy, &url])
-        })
-        .await
-        .unwrap();
+        let (code, body) =
+            tokio::task::spawn_blocking(move || curl(&["--path-as-is", "-g", "-x", &proxy, &url]))
+                .await
+                .unwrap();
         assert_eq!(code, 451, "{p}: {body}");
         assert!(body.contains("important_data"), "{p}: {body}");
     }
     // A body field with a bracket suffix.
     let (status, body) = send(&gate, &Req::Form(URL, "survey_coordinates[]=1")).await;
     assert_eq!(status, 451, "{body}");
-    let (status, body) = send(&gate, &Req::Json(URL, r#"{"a": {"survey_coordinates[0]": 1}}"#)).await;
+    let (status, body) = send(
+        &gate,
+        &Req::Json(URL, r#"{"a": {"survey_coordinates[0]": 1}}"#),
+    )
+    .await;
     assert_eq!(status, 451, "{body}");
     assert!(up.received().is_empty());
     // The audit names the rule (and the categories of what was refused).
     let d = decisions(&gate).await;
-    assert_eq!(d["decisions"][0]["important_data_rule"], "survey-geodata", "{d}");
+    assert_eq!(
+        d["decisions"][0]["important_data_rule"], "survey-geodata",
+        "{d}"
+    );
     // Paths that only look alike pass.
     let (status, _) = send(&gate, &Req::Get("http://api.eu.test/v1/geodatax/x")).await;
     assert_eq!(status, 200);
@@ -310,7 +366,10 @@ async fn audit_names_the_categories_seen() {
     let gate = counting_gate(&up).await;
     let (status, _) = send(
         &gate,
-        &Req::Json(URL, r#"{"diagnosis": "flu", "items": [{"user_id": "a-1", "note": "138 0013 8000"}]}"#),
+        &Req::Json(
+            URL,
+            r#"{"diagnosis": "flu", "items": [{"user_id": "a-1", "note": "138 0013 8000"}]}"#,
+        ),
     )
     .await;
     assert_eq!(status, 451);

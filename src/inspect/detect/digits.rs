@@ -58,7 +58,10 @@ fn digit_at(text: &[u8], i: usize) -> Option<(u8, usize)> {
     if c.is_ascii_digit() {
         return Some((c, 1));
     }
-    if c == 0xEF && i + 2 < text.len() && text[i + 1] == 0xBC && (0x90..=0x99).contains(&text[i + 2])
+    if c == 0xEF
+        && i + 2 < text.len()
+        && text[i + 1] == 0xBC
+        && (0x90..=0x99).contains(&text[i + 2])
     {
         return Some((b'0' + (text[i + 2] - 0x90), 3));
     }
@@ -210,7 +213,11 @@ fn flush(
         if !end && i + LOOK > atoms.len() {
             break;
         }
-        let prev_len = if i == 0 { chain.before } else { atoms[i - 1].len };
+        let prev_len = if i == 0 {
+            chain.before
+        } else {
+            atoms[i - 1].len
+        };
         if let Some(k) = grouping(&atoms[i..], prev_len, ctx, hit) {
             i += k;
             continue;
@@ -226,7 +233,11 @@ fn flush(
         chain.n = 0;
         chain.before = 0;
     } else {
-        chain.before = if i > 0 { chain.atoms[i - 1].len } else { chain.before };
+        chain.before = if i > 0 {
+            chain.atoms[i - 1].len
+        } else {
+            chain.before
+        };
         chain.atoms.copy_within(i..chain.n, 0);
         chain.n -= i;
     }
@@ -293,7 +304,11 @@ fn grouping(
             }
             let m = concat(&a[p..k], &mut buf);
             if let Some(phone) = mobile::check(&buf[..m]) {
-                hit(Namespace::CnMobile, phone, CategorySet::of(Category::Contact));
+                hit(
+                    Namespace::CnMobile,
+                    phone,
+                    CategorySet::of(Category::Contact),
+                );
                 return Some(k);
             }
         }
@@ -302,7 +317,10 @@ fn grouping(
         // A run of fours (the last group may be shorter), 13–19 digits in all.
         let fours = a.iter().take_while(|x| x.len == 4 && !x.open).count();
         if fours >= 3 {
-            let tail = usize::from(a.get(fours).is_some_and(|x| (1..4).contains(&x.len) && !x.open));
+            let tail = usize::from(
+                a.get(fours)
+                    .is_some_and(|x| (1..4).contains(&x.len) && !x.open),
+            );
             let k = fours + tail;
             let m = concat(&a[..k], &mut buf);
             if (13..=19).contains(&m) && bank_card::check(&buf[..m]) {

@@ -45,7 +45,10 @@ fn every_value_of_a_subject_field_counts() {
     let c = cfg();
     let n = |body: &str| json(&c, body).subject_count();
     assert_eq!(n(r#"{"user_id": [1, 2, 3]}"#), 3);
-    assert_eq!(n(r#"{"user_id": {"a": "x", "b": 7, "c": null, "d": true}}"#), 2);
+    assert_eq!(
+        n(r#"{"user_id": {"a": "x", "b": 7, "c": null, "d": true}}"#),
+        2
+    );
     assert_eq!(n(r#"{"user_id": 1, "user_id": 2}"#), 2);
     assert_eq!(n(r#"{"user_id": 1, "uid": "u-1"}"#), 2);
     assert_eq!(n(r#"{"user_id": [[{"x": "n1"}], "n2"]}"#), 2);
@@ -71,10 +74,16 @@ fn every_value_of_a_subject_field_counts() {
 #[test]
 fn categories_outside_every_record_apply_to_the_request() {
     let c = cfg();
-    let f = json(&c, r#"{"diagnosis": "flu", "items": [{"user_id": 1}, {"user_id": 2}]}"#);
+    let f = json(
+        &c,
+        r#"{"diagnosis": "flu", "items": [{"user_id": 1}, {"user_id": 2}]}"#,
+    );
     assert_eq!(f.outside(), CategorySet::of(Category::Health));
     assert_eq!(f.sensitive_count(), 2);
-    let f = json(&c, r#"[{"user_id": 1, "diagnosis": "flu"}, {"user_id": 2}]"#);
+    let f = json(
+        &c,
+        r#"[{"user_id": 1, "diagnosis": "flu"}, {"user_id": 2}]"#,
+    );
     assert!(f.outside().is_empty());
     assert_eq!(f.sensitive_count(), 1);
     // The query's category with the headers' subject: one request.
@@ -117,7 +126,11 @@ fn query_and_form_names_and_repeats() {
         false,
     )
     .unwrap();
-    assert_eq!(f.subject_count(), 2, "the phone belongs to the form's subjects");
+    assert_eq!(
+        f.subject_count(),
+        2,
+        "the phone belongs to the form's subjects"
+    );
     let f = inspect_query(&c, "page=2&ts=1732700000000", DATE, false);
     assert_eq!(f.subject_count(), 0);
 }
@@ -129,10 +142,17 @@ fn url_and_headers() {
     let phone = vec![(Namespace::CnMobile, "13800138000".to_owned())];
     assert_eq!(url("13800138000.ingest.example.eu", "/"), phone);
     assert_eq!(url("api.example.eu", "/users/13800138000"), phone);
-    assert_eq!(url("api.example.eu", "/users/%31%33%38%30%30%31%33%38%30%30%30"), phone);
+    assert_eq!(
+        url("api.example.eu", "/users/%31%33%38%30%30%31%33%38%30%30%30"),
+        phone
+    );
     assert_eq!(url("api.example.eu", "/users;id=13800138000/x"), phone);
     assert_eq!(url("api.example.eu", "/138/0013/8000"), phone);
-    assert!(url("api.example.eu", "/v1/items/550e8400-e29b-41d4-a716-446655440000").is_empty());
+    assert!(url(
+        "api.example.eu",
+        "/v1/items/550e8400-e29b-41d4-a716-446655440000"
+    )
+    .is_empty());
     let mut h = http::HeaderMap::new();
     h.append("x-user-id", http::HeaderValue::from_static("a, b, c"));
     h.append("x-user-id", http::HeaderValue::from_static("d"));
@@ -141,7 +161,10 @@ fn url_and_headers() {
         ("cookie", "session=abc; tel=13800138000"),
         ("cookie", "uid=42"),
         ("referer", "https://shop.example.cn/u/13800138000"),
-        ("referer", "https://shop.example.cn/cart?c=138%200013%208000"),
+        (
+            "referer",
+            "https://shop.example.cn/cart?c=138%200013%208000",
+        ),
         ("origin", "https://13800138000.example.cn"),
         ("x-anything", "13800138000"),
         ("authorization", "Bearer 13800138000"),
@@ -151,10 +174,17 @@ fn url_and_headers() {
             http::HeaderName::from_static(name),
             http::HeaderValue::from_static(value),
         );
-        assert_eq!(inspect_headers(&c, &h, DATE, false).subject_count(), 1, "{name}: {value}");
+        assert_eq!(
+            inspect_headers(&c, &h, DATE, false).subject_count(),
+            1,
+            "{name}: {value}"
+        );
     }
     let mut h = http::HeaderMap::new();
-    h.insert("content-length", http::HeaderValue::from_static("13800138000"));
+    h.insert(
+        "content-length",
+        http::HeaderValue::from_static("13800138000"),
+    );
     h.insert(
         "user-agent",
         http::HeaderValue::from_static("Mozilla/5.0 Chrome/131.0.6778.139 Safari/537.36"),
@@ -252,7 +282,12 @@ fn plant(v: &mut serde_json::Value, at: usize, key: String, value: serde_json::V
             _ => 0,
         }
     }
-    fn insert(v: &mut serde_json::Value, k: &mut usize, key: &str, value: &serde_json::Value) -> bool {
+    fn insert(
+        v: &mut serde_json::Value,
+        k: &mut usize,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> bool {
         match v {
             serde_json::Value::Object(m) => {
                 if *k == 0 {
