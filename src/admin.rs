@@ -14,30 +14,45 @@ use crate::shutdown::DrainWatch;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Serves the admin endpoints until `drain` fires.
+/// Open admin connections at most (Prometheus, probes and operators need few).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
+/// Serves the admin endpoints until `drain` fires, under the connection lifecycle of
+/// [`crate::listen`] (header deadline from accept, idle deadline, a connection limit, accept
+/// backoff).
 pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let history = Arc::new(History::open(&gate.snapshot().config.gate.data_dir));
+    let cfg = gate.snapshot().config.clone();
+    let builder = crate::proxy::server_builder(&cfg, false);
+    let acceptor = crate::listen::Acceptor::new(
+        listener,
+        crate::listen::Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            client_header: cfg.timeouts.client_header,
+            idle: cfg.timeouts.idle,
+        },
+        "admin",
+    );
+    let history = Arc::new(History::open(&cfg.gate.data_dir));
     let mut tick = tokio::time::interval(crate::report::history::INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => history.sample(&gate).await,
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                };
+            (io, peer) = acceptor.accept() => {
                 let gate = gate.clone();
                 let history = history.clone();
-                let svc = service_fn(move |req| handle(gate.clone(), history.clone(), peer, req));
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let activity = io.activity();
+                let svc = service_fn(move |req| {
+                    let flight = activity.request();
+                    let fut = handle(gate.clone(), history.clone(), peer, req);
+                    async move { fut.await.map(|resp| flight.attach(resp)) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });

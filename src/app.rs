@@ -105,6 +105,8 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
     let clock: Arc<dyn crate::model::Clock> = Arc::new(crate::model::SystemClock);
     let ledger = open_ledger(&cfg, clock.clone(), &hasher).await?;
     let gate = Gate::new(cfg, metrics, audit, ledger, hasher, clock).await?;
+    gate.own.add_listener(proxy_addr);
+    gate.own.add_listener(admin_addr);
     let refresher = {
         let gate = gate.clone();
         let mut drain = drain.watcher();
@@ -116,6 +118,7 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
                         let snap = gate.snapshot();
                         snap.gauges.refresh(gate.ledger.as_ref(), gate.clock.now()).await;
                         gate.ledger_up();
+                        gate.own.refresh_ledger().await;
                     }
                     _ = drain.signaled() => break,
                 }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod data_dir;
 pub mod inspect;
 pub mod ledger;
+pub mod listen;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -1,5 +1,6 @@
 //! The one place that builds synthetic responses: the 451 `transfer_blocked` JSON with its
-//! `Link` header (SPEC §5, RFC 7725), 503 `ledger_unavailable`, 413, 400, 502 and 504.
+//! `Link` header (SPEC §5, RFC 7725), 503 `ledger_unavailable`, 403 `forbidden_target`, 413,
+//! 400, 502 and 504.
 //!
 //! Handlers return a [`Refusal`] or an [`UpstreamFailure`]; they never assemble error bodies
 //! themselves. Reason codes are one enum whose strings feed the 451 body, the audit line and the
@@ -51,11 +52,14 @@ pub enum Reason {
     Exempt,
     /// Blind tunnel to a destination declared to receive no PI.
     Tunnel,
+    /// The target is the gate itself, its ledger, a denied range or a closed tunnel port
+    /// (SPEC §2 "The gate is never a way around itself"): 403.
+    ForbiddenTarget,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::UnknownDestination,
         Reason::Uninspectable,
         Reason::UnreadableBody,
@@ -72,6 +76,7 @@ impl Reason {
         Reason::Domestic,
         Reason::Exempt,
         Reason::Tunnel,
+        Reason::ForbiddenTarget,
     ];
 
     /// The exact string of the spec.
@@ -93,6 +98,7 @@ impl Reason {
             Reason::Domestic => "domestic",
             Reason::Exempt => "exempt",
             Reason::Tunnel => "tunnel",
+            Reason::ForbiddenTarget => "forbidden_target",
         }
     }
 
@@ -108,6 +114,7 @@ impl Reason {
     pub const fn status(self) -> StatusCode {
         match self {
             Reason::LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::ForbiddenTarget => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
         }
     }
@@ -131,6 +138,7 @@ impl Reason {
             Reason::Domestic => "Domestic traffic.",
             Reason::Exempt => "Exempt transfer.",
             Reason::Tunnel => "Tunnel to a destination that receives no personal information.",
+            Reason::ForbiddenTarget => "The gate does not connect to this target: its own listeners, its ledger, a denied address range, or a port closed to tunnels.",
         }
     }
 }
@@ -355,5 +363,7 @@ mod tests {
         assert_eq!(Reason::Uninspectable.status(), 451);
         assert!(Reason::Tunnel.permits());
         assert!(!Reason::ApprovalPending.permits());
+        assert_eq!(Reason::ForbiddenTarget.status(), 403);
+        assert!(!Reason::ForbiddenTarget.permits());
     }
 }

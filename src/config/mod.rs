@@ -9,6 +9,7 @@ pub mod diag;
 mod files;
 pub mod pattern;
 pub mod raw;
+pub mod targets;
 mod validate;
 
 use crate::model::{Category, Regime};
@@ -101,7 +102,16 @@ pub struct Gate {
     pub blocked_by_url: Option<String>,
     /// How long in-flight requests may run after SIGTERM.
     pub drain: Duration,
+    /// Ranges a client-chosen target may never resolve to (`gate.deny_cidrs`).
+    pub deny_cidrs: Vec<IpNet>,
+    /// The only ports a domestic `CONNECT` may name (`gate.tunnel_ports`).
+    pub tunnel_ports: Vec<u16>,
+    /// Open proxy connections at most (`gate.max_connections`); beyond it accepting waits.
+    pub max_connections: usize,
 }
+
+/// `gate.max_connections` when absent.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// `[timeouts]`, validated (not in SPEC §12: the spec asks for the timeouts, not their keys).
 #[derive(Debug, Clone, Copy)]

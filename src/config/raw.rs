@@ -38,6 +38,9 @@ pub struct RawGate {
     pub blocked_by_url: Option<String>,
     #[serde(default = "default_drain")]
     pub drain_seconds: u64,
+    pub tunnel_ports: Option<Vec<u16>>,
+    pub deny_cidrs: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
 }
 
 /// `[timeouts]` (not in SPEC §12; seconds, fractions allowed)

@@ -258,11 +258,17 @@ fn build(
             );
         }
         if !admin_listen.ip().is_loopback() && g.admin_token_file.is_none() {
-            d.warn(
+            d.error(
                 file,
                 "gate.admin_listen",
-                "not on loopback and no admin_token_file: /v1/* will refuse every caller",
+                "not a loopback address and no gate.admin_token_file: set a token file (or listen on 127.0.0.1), the admin API must not be open to the network",
             );
+        }
+        let deny_cidrs = super::targets::deny_cidrs(g.deny_cidrs.as_deref(), file, d);
+        let tunnel_ports = super::targets::tunnel_ports(g.tunnel_ports.as_deref(), file, d);
+        let max_connections = g.max_connections.unwrap_or(super::DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            d.error(file, "gate.max_connections", "must be positive");
         }
         let admin_token_file = g.admin_token_file.map(|p| resolve(path, &p));
         if let Some(p) = &admin_token_file {
@@ -297,6 +303,9 @@ fn build(
             audit_log: g.audit_log.map(|p| resolve(path, &p)),
             blocked_by_url: g.blocked_by_url,
             drain: Duration::from_secs(g.drain_seconds),
+            deny_cidrs,
+            tunnel_ports,
+            max_connections: max_connections.max(1),
         }
     });
 
@@ -359,6 +368,9 @@ fn build(
         }
     }
 
+    if let Some(g) = &gate {
+        super::targets::warn_denied_domestic(&domestic, &g.deny_cidrs, file, d);
+    }
     let destinations = validate_destinations(file, raw_dests, &domestic, regime, d);
     let important_data = validate_important(file, raw_important, &destinations, d);
 

@@ -323,6 +323,25 @@ fn full_disk_fails_reservations_then_recovers() {
         now,
     }));
     assert!(matches!(r, Err(LedgerError::Storage(_))), "{r:?}");
+    // However long the disk stays full, nothing piles up in memory: new subjects are refused
+    // before they are counted or queued for the log.
+    let entries = l.entries();
+    for i in 0..500u64 {
+        let s = plain(2_000_000 + i * 100..2_000_000 + i * 100 + 100);
+        let r = rt.block_on(l.reserve(Reservation {
+            subjects: &s,
+            scopes: &ids,
+            ceilings: &[],
+            regime: R24,
+            now,
+        }));
+        assert!(matches!(r, Err(LedgerError::Storage(_))), "{r:?}");
+    }
+    assert_eq!(l.entries(), entries);
+    assert_eq!(
+        rt.block_on(l.counts(ids[0], R24, now)).unwrap().all,
+        counted
+    );
     // Space comes back: the writer retries the kept bytes and reservations succeed again.
     std::fs::remove_file(&filler).unwrap();
     let more = plain(1_000_000..1_000_010);

@@ -42,6 +42,47 @@ pub struct MeteredBody<B> {
     remaining: u64,
     too_large: Option<Arc<AtomicBool>>,
     done: bool,
+    ended: Option<tokio::sync::oneshot::Sender<()>>,
+    progress: Option<Arc<Progress>>,
+}
+
+/// When a request body last moved on its way upstream, for the exchange's stall timer: a body
+/// that the upstream stops reading is not polled, so its own idle timer cannot fire.
+#[derive(Debug)]
+pub struct Progress {
+    origin: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Progress starting now.
+    pub fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            origin: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the body last moved.
+    pub fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Resolves once the body has not moved for `idle`.
+    pub async fn stalled(&self, idle: Duration) {
+        loop {
+            let due = self.last() + idle;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
 }
 
 impl<B> MeteredBody<B> {
@@ -67,6 +108,27 @@ impl<B> MeteredBody<B> {
             remaining,
             too_large,
             done: false,
+            ended: None,
+            progress: None,
+        }
+    }
+
+    /// Signals `tx` when the body has been read to its end (or is dropped, or fails): the
+    /// upstream's response-head timer starts then, not while the body still flows.
+    /// Every frame is recorded in `progress`.
+    pub fn signal_end(
+        mut self,
+        tx: tokio::sync::oneshot::Sender<()>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        self.ended = Some(tx);
+        self.progress = Some(progress);
+        self
+    }
+
+    fn end(&mut self) {
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(());
         }
     }
 }
@@ -110,15 +172,23 @@ where
                     this.bytes.inc_by(n);
                     let wake = next_wake(this.idle, this.deadline);
                     this.timer.as_mut().reset(wake);
+                    if let Some(p) = &this.progress {
+                        p.touch();
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.end();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.done = true;
+                this.end();
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
                 this.done = true;
+                this.end();
                 Poll::Ready(None)
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {
@@ -179,6 +249,23 @@ mod tests {
         );
         assert!(b.collect().await.is_err());
         assert!(flag.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn signals_the_end_of_the_body() {
+        let c = IntCounter::new("t", "t").unwrap();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let mut b = MeteredBody::new(
+            Full::new(Bytes::from_static(b"hello")),
+            c,
+            Duration::from_secs(5),
+            None,
+            None,
+        )
+        .signal_end(tx, Progress::new());
+        assert!(rx.try_recv().is_err(), "not before the body is read");
+        let _ = b.frame().await.unwrap().unwrap();
+        assert!(rx.try_recv().is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,10 +4,13 @@
 //! destinations with `tls = "intercept"` when the interception CA is configured
 //! ([`super::intercept`]); everything else overseas is refused `uninspectable` or
 //! `unknown_destination`. A tunnel's upstream is dialled before the client gets its `200`, so
-//! an unreachable target is a 502, not a tunnel that dies at once.
+//! an unreachable target is a 502, not a tunnel that dies at once. A target the rules of
+//! [`super::target`] refuse (the gate itself, its ledger, a denied range, a domestic port
+//! outside `gate.tunnel_ports`) gets 403 `forbidden_target` before anything is dialled.
 
 use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
 use super::forward::{count, refuse, Conn};
+use super::target::{dial, DialError};
 use super::{intercept, Gate, Snapshot};
 use crate::config::TlsMode;
 use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
@@ -44,7 +47,9 @@ pub async fn handle(
         rec.reason = reason.as_str();
         gate.audit.record_now(rec);
     };
-    let (label, dial): (&str, String) = match classify(&snap.config, auth.host()) {
+    // Where to dial: the client's host (checked by the target rules) or the operator's
+    // `connect_to` (not checked).
+    let (label, connect_to): (&str, Option<String>) = match classify(&snap.config, auth.host()) {
         Class::Unknown => {
             audit(UNKNOWN_LABEL, "block", Reason::UnknownDestination);
             return refuse(
@@ -54,19 +59,19 @@ pub async fn handle(
                 request_id,
             );
         }
-        Class::Domestic => (DOMESTIC_LABEL, auth.as_str().to_owned()),
+        Class::Domestic => {
+            if !snap.targets.tunnel_port_allowed(port) {
+                return forbidden(gate, snap, DOMESTIC_LABEL, request_id, &audit);
+            }
+            (DOMESTIC_LABEL, None)
+        }
         Class::Destination(i) => {
             let d = &snap.config.destinations[i];
             match (d.tls, &snap.intercept) {
                 (Some(TlsMode::Intercept), Some(icpt)) => {
                     return intercept::start(gate, icpt, conn, &mut req, &d.name, auth, request_id);
                 }
-                (Some(TlsMode::Tunnel), _) => (
-                    d.name.as_str(),
-                    d.connect_to
-                        .clone()
-                        .unwrap_or_else(|| auth.as_str().to_owned()),
-                ),
+                (Some(TlsMode::Tunnel), _) => (d.name.as_str(), d.connect_to.clone()),
                 _ => {
                     audit(&d.name, "block", Reason::Uninspectable);
                     return refuse(
@@ -81,15 +86,19 @@ pub async fn handle(
     };
     let host = auth.host().trim_matches(['[', ']']).to_owned();
     let connect = async {
-        if dial == auth.as_str() {
-            TcpStream::connect((host.as_str(), port)).await
-        } else {
-            TcpStream::connect(dial.as_str()).await
+        match &connect_to {
+            Some(addr) => TcpStream::connect(addr.as_str())
+                .await
+                .map_err(DialError::Io),
+            None => dial(&host, port, Some(&snap.targets)).await,
         }
     };
     let upstream = match tokio::time::timeout(snap.config.timeouts.connect, connect).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(Err(DialError::Forbidden)) => {
+            return forbidden(gate, snap, label, request_id, &audit);
+        }
+        Ok(Err(DialError::Io(e))) => {
             tracing::warn!(request_id, destination = label, error = %e, "tunnel connect failed");
             return (
                 respond::upstream_failure(UpstreamFailure::Unreachable, request_id),
@@ -120,6 +129,10 @@ pub async fn handle(
     let up = gate.metrics.bytes.with_label_values(&[label, "upstream"]);
     let down = gate.metrics.bytes.with_label_values(&[label, "downstream"]);
     let on_upgrade = hyper::upgrade::on(&mut req);
+    if let Some(a) = req.extensions().get::<Arc<crate::listen::Activity>>() {
+        // A tunnel: idle when no byte moves either way.
+        a.upgraded(false);
+    }
     let request_id = request_id.to_owned();
     tokio::spawn(async move {
         let mut upstream = upstream;
@@ -145,4 +158,21 @@ pub async fn handle(
     let mut resp = Response::new(respond::empty());
     *resp.status_mut() = StatusCode::OK;
     (resp, decision)
+}
+
+/// Refuses a forbidden target: 403 `forbidden_target`, an audit line and a decision sample.
+fn forbidden(
+    gate: &Gate,
+    snap: &Snapshot,
+    label: &str,
+    request_id: &str,
+    audit: &dyn Fn(&str, &'static str, Reason),
+) -> (Response<GateBody>, &'static str) {
+    audit(label, "block", Reason::ForbiddenTarget);
+    refuse(
+        gate,
+        snap,
+        Refusal::new(Reason::ForbiddenTarget, label),
+        request_id,
+    )
 }

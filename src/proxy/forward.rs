@@ -2,13 +2,13 @@
 //! route → classify → (inspection seam) → forward to the upstream → stream the response back.
 //! Every synthetic answer comes from [`crate::respond`].
 
-use super::body::MeteredBody;
+use super::body::{MeteredBody, Progress};
 use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
 use super::enforce::{self, Outcome};
 use super::gated::{Ctx, GatedBody, Shared, Summary};
 use super::head::inspect_head;
 use super::headers::{add_via, strip_hop_by_hop, wants_upgrade};
-use super::upstream::is_connect_timeout;
+use super::upstream::{is_connect_timeout, is_forbidden};
 use super::{Gate, Route, Snapshot};
 use crate::audit::AuditRecord;
 use crate::inspect::Scanner;
@@ -169,12 +169,14 @@ async fn route(
             "block",
         ),
         Class::Domestic => {
-            let decision = count(gate, DOMESTIC_LABEL, Reason::Domestic);
-            let resp = {
-                let (parts, body) = req.into_parts();
-                forward(gate, snap, &snap.domestic, DOMESTIC_LABEL, target.scheme, target.authority, parts, body, request_id, None).await
-            };
-            (resp, decision)
+            let rec = AuditRecord::new(request_id, conn.peer, DOMESTIC_LABEL, req.method().as_str(), req.uri().path());
+            let (parts, body) = req.into_parts();
+            match forward(gate, snap, &snap.domestic, DOMESTIC_LABEL, target.scheme, target.authority, parts, body, request_id, None).await {
+                Ok(resp) => (resp, count(gate, DOMESTIC_LABEL, Reason::Domestic)),
+                Err(Forbidden) => {
+                    refuse_audited(gate, snap, Refusal::new(Reason::ForbiddenTarget, DOMESTIC_LABEL), request_id, rec).await
+                }
+            }
         }
         Class::Destination(i) => {
             serve_destination(gate, snap, i, conn, target.scheme, target.authority, req, request_id).await
@@ -331,6 +333,13 @@ pub(crate) async fn serve_destination(
             None,
         )
         .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(Forbidden) => {
+                let refusal = forbidden_summary(&mut summary, &dest.name);
+                respond::blocked(&refusal, request_id, snap.blocked_by.as_ref())
+            }
+        };
         let decision = finish(gate, &dest.name, audit, snap, &summary).await;
         return (resp, decision);
     }
@@ -380,6 +389,14 @@ pub(crate) async fn serve_destination(
         Some(&shared),
     )
     .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(Forbidden) => {
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let refusal = forbidden_summary(&mut s, &dest.name);
+            respond::blocked(&refusal, request_id, snap.blocked_by.as_ref())
+        }
+    };
     // The body may still be streaming: the audit line waits for its end.
     let refused_now = take_refusal(&shared);
     let (g, s, sh, name) = (
@@ -402,6 +419,15 @@ pub(crate) async fn serve_destination(
         ),
         None => (resp, "allow"),
     }
+}
+
+/// Records in `s` that the destination's host resolved to a forbidden target (refused in
+/// observe mode too: it is no policy decision) and returns the refusal.
+fn forbidden_summary(s: &mut Summary, dest: &str) -> Refusal {
+    let refusal = Refusal::new(Reason::ForbiddenTarget, dest);
+    s.refusal = Some(refusal.clone());
+    s.observed = false;
+    refusal
 }
 
 /// The refusal recorded by a gated body that failed before the upstream answered.
@@ -523,7 +549,7 @@ async fn forward<B>(
     body: B,
     request_id: &str,
     gated: Option<&Shared>,
-) -> Response<GateBody>
+) -> Result<Response<GateBody>, Forbidden>
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
     B::Error: Into<crate::respond::BoxError>,
@@ -542,7 +568,12 @@ where
         .build()
     {
         Ok(u) => u,
-        Err(_) => return respond::bad_request("the request URL cannot be forwarded", request_id),
+        Err(_) => {
+            return Ok(respond::bad_request(
+                "the request URL cannot be forwarded",
+                request_id,
+            ))
+        }
     };
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
@@ -551,24 +582,55 @@ where
 
     let too_large = Arc::new(AtomicBool::new(false));
     let cap = Some((snap.config.inspection.max_body_bytes, too_large.clone()));
-    let body = MeteredBody::new(body, route.bytes_up.clone(), t.idle, deadline, cap).boxed_unsync();
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let progress = Progress::new();
+    let body = MeteredBody::new(body, route.bytes_up.clone(), t.idle, deadline, cap)
+        .signal_end(sent_tx, progress.clone())
+        .boxed_unsync();
     let upstream_req = Request::from_parts(parts, body);
 
-    let head_timeout = match deadline {
-        Some(d) => t
-            .response_header
-            .min(d.saturating_duration_since(tokio::time::Instant::now())),
+    // The response-head timer starts once the request body has been sent in full: while it
+    // flows, the body's idle timer (and the total deadline) guard the exchange, so a slow
+    // upload is never cut for an upstream that cannot answer before the body ends.
+    let head_timeout = |now: tokio::time::Instant| match deadline {
+        Some(d) => t.response_header.min(d.saturating_duration_since(now)),
         None => t.response_header,
     };
-    let result = tokio::time::timeout(head_timeout, route.client.request(upstream_req)).await;
+    let request = route.client.request(upstream_req);
+    tokio::pin!(request);
+    let result = tokio::select! {
+        r = &mut request => Ok(r),
+        _ = sent_rx => {
+            tokio::time::timeout(head_timeout(tokio::time::Instant::now()), &mut request)
+                .await
+                .map_err(|_| ())
+        }
+        // The upstream stopped reading the body (or the body stopped): idle_seconds.
+        _ = progress.stalled(t.idle) => Err(()),
+    };
     let resp = match result {
-        Err(_) => return upstream_error(gate, label, UpstreamFailure::Timeout, request_id),
+        Err(_) => {
+            return Ok(upstream_error(
+                gate,
+                label,
+                UpstreamFailure::Timeout,
+                request_id,
+            ))
+        }
         Ok(Err(e)) => {
+            if is_forbidden(&e) {
+                tracing::info!(
+                    request_id,
+                    destination = label,
+                    "target refused: forbidden_target"
+                );
+                return Err(Forbidden);
+            }
             if too_large.load(Ordering::Acquire) {
-                return respond::too_large(request_id);
+                return Ok(respond::too_large(request_id));
             }
             if let Some(r) = gated.and_then(take_refusal) {
-                return respond::blocked(&r, request_id, snap.blocked_by.as_ref());
+                return Ok(respond::blocked(&r, request_id, snap.blocked_by.as_ref()));
             }
             let kind = if is_connect_timeout(&e) {
                 UpstreamFailure::Timeout
@@ -576,7 +638,7 @@ where
                 UpstreamFailure::Unreachable
             };
             tracing::warn!(request_id, destination = label, error = %error_chain(&e), "upstream request failed");
-            return upstream_error(gate, label, kind, request_id);
+            return Ok(upstream_error(gate, label, kind, request_id));
         }
         Ok(Ok(r)) => r,
     };
@@ -588,8 +650,11 @@ where
     }
     let body =
         MeteredBody::new(body, route.bytes_down.clone(), t.idle, deadline, None).boxed_unsync();
-    Response::from_parts(parts, body)
+    Ok(Response::from_parts(parts, body))
 }
+
+/// The upstream's host resolved only to addresses the target rules refuse.
+struct Forbidden;
 
 fn upstream_error(
     gate: &Gate,

@@ -18,6 +18,7 @@ use super::classify::{classify, Class};
 use super::forward::{self, refuse, Conn};
 use super::{BuildError, Gate, Snapshot};
 use crate::config::{TlsMode, TlsSettings};
+use crate::listen::Activity;
 use crate::respond::{self, GateBody, Reason, Refusal};
 use crate::tls::ca::InterceptCa;
 use crate::tls::mint::{refusing_config, server_config, Minter};
@@ -95,7 +96,12 @@ pub(super) fn start(
         Some(443) => authority.host().parse().unwrap_or(authority),
         _ => authority,
     };
+    // The TLS handshake and the first inner request head are due within client_header.
+    let activity = req.extensions().get::<Arc<Activity>>().cloned();
     let on_upgrade = hyper::upgrade::on(req);
+    if let Some(a) = &activity {
+        a.upgraded(true);
+    }
     let (gate, icpt, destination) = (gate.clone(), icpt.clone(), destination.to_owned());
     tracing::debug!(request_id, destination, "intercepting CONNECT");
     tokio::spawn(async move {
@@ -108,6 +114,7 @@ pub(super) fn start(
                     TokioIo::new(upgraded),
                     destination,
                     authority,
+                    activity,
                 )
                 .await
             }
@@ -127,6 +134,7 @@ async fn serve<IO>(
     io: IO,
     destination: String,
     authority: Authority,
+    activity: Option<Arc<Activity>>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -180,10 +188,15 @@ async fn serve<IO>(
         }
         Err(_) => return failed(sni.as_deref(), "handshake timed out", &"timeout"),
     };
-    let builder = super::server_builder(&gate.snapshot().config);
+    let builder = super::server_builder(&gate.snapshot().config, true);
     let svc = {
         let gate = gate.clone();
-        service_fn(move |req| inner(gate.clone(), conn, host.clone(), authority.clone(), req))
+        service_fn(move |req| {
+            if let Some(a) = &activity {
+                a.inner_request();
+            }
+            inner(gate.clone(), conn, host.clone(), authority.clone(), req)
+        })
     };
     // Watched by the drain: on SIGTERM in-flight requests finish, then the connection closes.
     let watcher = match gate

@@ -14,6 +14,7 @@ pub mod gauges;
 pub mod head;
 pub mod headers;
 pub mod intercept;
+pub mod target;
 pub mod upstream;
 
 use crate::config::Config;
@@ -75,6 +76,8 @@ pub struct Snapshot {
     pub inspect: Arc<crate::inspect::InspectConfig>,
     /// TLS interception (CA, leaf minting), when `tls.ca_cert` and `tls.ca_key` are set.
     pub intercept: Option<Arc<intercept::Interceptor>>,
+    /// What a client-chosen target may not be (SPEC §2).
+    pub targets: Arc<target::TargetRules>,
 }
 
 /// Why a snapshot could not be built from a validated config.
@@ -145,12 +148,17 @@ impl Snapshot {
         config: Config,
         metrics: &Metrics,
         ledger: &dyn crate::ledger::Ledger,
+        own: Arc<target::OwnEndpoints>,
     ) -> Result<Snapshot, BuildError> {
         let roots = Arc::new(root_store(config.tls.upstream_ca_file.as_deref())?);
         let verified = client_config(roots.clone(), true)?;
         let t = config.timeouts;
+        let targets = Arc::new(target::TargetRules::new(own, &config.gate));
         let route = |name: &str, connect_to: Option<&str>, tls: Arc<rustls::ClientConfig>| Route {
-            client: client(UpstreamConnector::new(connect_to, tls, t.connect), t.idle),
+            client: client(
+                UpstreamConnector::new(connect_to, targets.clone(), tls, t.connect),
+                t.idle,
+            ),
             bytes_up: metrics.bytes.with_label_values(&[name, "upstream"]),
             bytes_down: metrics.bytes.with_label_values(&[name, "downstream"]),
             records: crate::model::Category::ALL
@@ -222,6 +230,7 @@ impl Snapshot {
             gauges,
             inspect,
             intercept,
+            targets,
         })
     }
 }
@@ -241,6 +250,9 @@ pub struct Gate {
     pub hasher: crate::ledger::SubjectHasher,
     /// The clock (injectable for tests).
     pub clock: Arc<dyn crate::model::Clock>,
+    /// The gate's own endpoints (listeners, ledger servers) that no client-chosen target may
+    /// be; a new listener registers here with [`target::OwnEndpoints::add_listener`].
+    pub own: Arc<target::OwnEndpoints>,
     /// Intercepted connections: their HTTP runs inside an upgraded `CONNECT`, outside the
     /// listener's drain, so they are watched here; `None` once the drain has started.
     pub(crate) intercepted: std::sync::Mutex<Option<GracefulShutdown>>,
@@ -259,7 +271,9 @@ impl Gate {
         hasher: crate::ledger::SubjectHasher,
         clock: Arc<dyn crate::model::Clock>,
     ) -> Result<Arc<Gate>, BuildError> {
-        let snap = Snapshot::build(config, &metrics, ledger.as_ref()).await?;
+        let own = Arc::new(target::OwnEndpoints::new(&config.ledger.backend));
+        own.refresh_ledger().await;
+        let snap = Snapshot::build(config, &metrics, ledger.as_ref(), own.clone()).await?;
         snap.gauges.refresh(ledger.as_ref(), clock.now()).await;
         metrics.ledger_errors.with_label_values(&[ledger.backend()]);
         metrics
@@ -274,6 +288,7 @@ impl Gate {
             ledger,
             hasher,
             clock,
+            own,
             intercepted: std::sync::Mutex::new(Some(GracefulShutdown::new())),
         };
         gate.publish_config_info();
@@ -302,7 +317,13 @@ impl Gate {
     /// # Errors
     /// See [`Snapshot::build`]; on error nothing changes.
     pub async fn reload(&self, config: Config) -> Result<(), BuildError> {
-        let snap = Snapshot::build(config, &self.metrics, self.ledger.as_ref()).await?;
+        let snap = Snapshot::build(
+            config,
+            &self.metrics,
+            self.ledger.as_ref(),
+            self.own.clone(),
+        )
+        .await?;
         snap.gauges
             .refresh(self.ledger.as_ref(), self.clock.now())
             .await;
@@ -327,27 +348,35 @@ impl Gate {
 }
 
 /// Accepts proxy connections on `listener` until `drain` fires, then lets in-flight
-/// connections finish for up to `gate.drain_seconds`.
+/// connections finish for up to `gate.drain_seconds`. Each connection lives under the
+/// lifecycle of [`crate::listen`]: the connection limit, the header deadline from accept, the
+/// idle deadline, and accept backoff when descriptors run out.
 pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch) {
     let graceful = GracefulShutdown::new();
-    let builder = server_builder(&gate.snapshot().config);
+    let cfg = gate.snapshot().config.clone();
+    let builder = server_builder(&cfg, false);
+    let acceptor = crate::listen::Acceptor::new(
+        listener,
+        crate::listen::Limits {
+            max_connections: cfg.gate.max_connections,
+            client_header: cfg.timeouts.client_header,
+            idle: cfg.timeouts.idle,
+        },
+        "proxy",
+    );
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().unwrap_or(peer);
+            (io, peer) = acceptor.accept() => {
+                let local = io.local_addr().unwrap_or(peer);
+                let activity = io.activity();
                 let gate = gate.clone();
-                let svc = service_fn(move |req| forward::handle(gate.clone(), forward::Conn { peer, local }, req));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    let flight = activity.request();
+                    req.extensions_mut().insert(activity.clone());
+                    let fut = forward::handle(gate.clone(), forward::Conn { peer, local }, req);
+                    async move { fut.await.map(|resp| flight.attach(resp)) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -358,7 +387,7 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
             _ = drain.signaled() => break,
         }
     }
-    drop(listener);
+    drop(acceptor);
     let wait = gate.snapshot().config.gate.drain;
     let intercepted = gate
         .intercepted
@@ -383,19 +412,38 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
 }
 
 /// The HTTP/1.1 + h2c (prior knowledge) server settings: hyper's limits give 400 on malformed
-/// requests, 431 on oversized heads, and close slow clients after `timeouts.client_header_seconds`.
-pub(crate) fn server_builder(cfg: &Config) -> auto::Builder<TokioExecutor> {
+/// requests and 431 on oversized heads. On a listener's own connections the header and idle
+/// deadlines are kept by [`crate::listen`]; `inner` connections (inside an intercepted
+/// `CONNECT`) also get hyper's header timer, so each later head is due within
+/// `timeouts.client_header_seconds` too.
+pub(crate) fn server_builder(cfg: &Config, inner: bool) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.timeouts.client_header)
+    let mut h1 = b.http1();
+    h1.timer(TokioTimer::new())
         .max_buf_size(64 * 1024)
         .max_headers(128)
         .keep_alive(true);
+    if inner {
+        h1.header_read_timeout(cfg.timeouts.client_header);
+    } else {
+        h1.header_read_timeout(None);
+    }
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_send_buf_size(H2_STREAM_WINDOW as usize)
         .max_header_list_size(64 * 1024)
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(256)
         .keep_alive_interval(std::time::Duration::from_secs(30));
     b
 }
+
+/// Concurrent h2 streams per client connection.
+pub const H2_MAX_STREAMS: u32 = 128;
+/// The h2 receive window per stream: how much a client may send ahead of the gate reading it.
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// The h2 receive window per connection, shared by its streams.
+pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;

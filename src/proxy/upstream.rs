@@ -1,7 +1,10 @@
 //! Connections to upstreams: a connector that honours a destination's `connect_to` override
 //! and originates TLS (verified, ALPN h2/http1.1), and one pooled hyper client per destination
-//! (plus one for domestic traffic), built when the configuration loads.
+//! (plus one for domestic traffic), built when the configuration loads. Without `connect_to`
+//! the client chose the host, so every address is checked by the target rules
+//! ([`super::target`]) before and after connecting.
 
+use super::target::{dial, DialError, TargetRules};
 use crate::respond::{BoxError, GateBody};
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -37,6 +40,9 @@ pub enum ConnectError {
     /// The URI has no host.
     #[error("no host in the upstream URI")]
     NoHost,
+    /// The target rules refuse every address of the host.
+    #[error("forbidden target")]
+    Forbidden,
 }
 
 /// Connects to the URI's host (or the `connect_to` override) and, for `https` URIs, runs a TLS
@@ -44,19 +50,27 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct UpstreamConnector {
     connect_to: Option<Arc<str>>,
+    rules: Option<Arc<TargetRules>>,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
 }
 
 impl UpstreamConnector {
     /// A connector; `connect_to` replaces the address (not the TLS name) of every connection.
+    /// Without it, `rules` check every address the host resolves to.
     pub fn new(
         connect_to: Option<&str>,
+        rules: Arc<TargetRules>,
         tls: Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Self {
         UpstreamConnector {
             connect_to: connect_to.map(Arc::from),
+            rules: if connect_to.is_some() {
+                None
+            } else {
+                Some(rules)
+            },
             tls,
             timeout,
         }
@@ -73,7 +87,11 @@ impl UpstreamConnector {
         let fut = async {
             let tcp = match &self.connect_to {
                 Some(addr) => TcpStream::connect(addr.as_ref()).await?,
-                None => TcpStream::connect((host.as_str(), port)).await?,
+                None => match dial(&host, port, self.rules.as_deref()).await {
+                    Ok(s) => s,
+                    Err(DialError::Forbidden) => return Err(ConnectError::Forbidden),
+                    Err(DialError::Io(e)) => return Err(ConnectError::Io(e)),
+                },
             };
             tcp.set_nodelay(true)?;
             if !https {
@@ -206,12 +224,21 @@ pub fn client(connector: UpstreamConnector, idle: Duration) -> UpstreamClient {
 
 /// Whether a client error was caused by a connect timeout (504 rather than 502).
 pub fn is_connect_timeout(err: &hyper_util::client::legacy::Error) -> bool {
+    connect_error(err, |e| matches!(e, ConnectError::Timeout))
+}
+
+/// Whether a client error was caused by the target rules (403 `forbidden_target`).
+pub fn is_forbidden(err: &hyper_util::client::legacy::Error) -> bool {
+    connect_error(err, |e| matches!(e, ConnectError::Forbidden))
+}
+
+fn connect_error(
+    err: &hyper_util::client::legacy::Error,
+    pred: impl Fn(&ConnectError) -> bool,
+) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = src {
-        if matches!(
-            e.downcast_ref::<ConnectError>(),
-            Some(ConnectError::Timeout)
-        ) {
+        if e.downcast_ref::<ConnectError>().is_some_and(&pred) {
             return true;
         }
         src = e.source();

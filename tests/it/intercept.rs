@@ -598,7 +598,7 @@ fn a_group_readable_ca_key_is_an_error_in_check_and_run() {
         .arg(&cfg)
         .output()
         .unwrap();
-    assert_eq!(check.status.code(), Some(1));
+    assert_eq!(check.status.code(), Some(2));
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(
         text.contains("tls.ca_key") && text.contains("chmod 600"),

@@ -190,7 +190,10 @@ async fn tls_origination_refuses_an_untrusted_upstream() {
 #[tokio::test]
 async fn connect_to_a_domestic_host_is_a_plain_tunnel() {
     let up = Upstream::http().await;
-    let gate = GateBuilder::new().start().await;
+    let gate = GateBuilder::new()
+        .gate_key(&format!("tunnel_ports = [443, {}]", up.addr.port()))
+        .start()
+        .await;
     let proxy = gate.proxy_url();
     let url = format!("http://127.0.0.1:{}/through-tunnel", up.addr.port());
     let (code, body) = tokio::task::spawn_blocking(move || curl(&["-p", "-x", &proxy, &url]))

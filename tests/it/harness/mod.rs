@@ -77,7 +77,14 @@ pub struct GateBuilder {
     ledger: Option<String>,
     env: Vec<(String, String)>,
     entity: String,
+    target_rules: Option<String>,
+    wrapper: Vec<String>,
 }
+
+/// The harness's `gate.deny_cidrs`: the default without loopback, because the test upstreams
+/// live on loopback (the gate's own listeners and ledger stay refused whatever this says).
+pub const TEST_DENY_CIDRS: &str =
+    "deny_cidrs = [\"169.254.0.0/16\", \"fe80::/10\", \"0.0.0.0/8\", \"::/128\"]";
 
 impl Default for GateBuilder {
     fn default() -> Self {
@@ -97,7 +104,20 @@ impl GateBuilder {
             ledger: None,
             env: vec![],
             entity: "regime = \"cac-2024\"".into(),
+            target_rules: Some(TEST_DENY_CIDRS.into()),
+            wrapper: vec![],
         }
+    }
+    /// Runs the gate under a wrapper command that execs it (e.g. `prlimit --nofile=256:256 --`),
+    /// so the gate keeps the wrapper's pid.
+    pub fn wrapper(mut self, argv: &[&str]) -> Self {
+        self.wrapper = argv.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+    /// Leaves `gate.deny_cidrs` out of the config: the shipped default (loopback refused).
+    pub fn default_deny_cidrs(mut self) -> Self {
+        self.target_rules = None;
+        self
     }
     /// The `[entity]` keys (default `regime = "cac-2024"`), e.g. `regime = "cac-2022"\nciio = true`.
     pub fn entity(mut self, toml_lines: &str) -> Self {
@@ -116,7 +136,8 @@ impl GateBuilder {
         self.sections.push(toml.into());
         self
     }
-    /// An extra `key = value` line in `[gate]`.
+    /// An extra `key = value` line in `[gate]`; `{proxy_port}` and `{admin_port}` are replaced
+    /// by the gate's ports.
     pub fn gate_key(mut self, line: &str) -> Self {
         self.gate_extra.push(line.into());
         self
@@ -164,7 +185,13 @@ impl GateBuilder {
             "blocked_by_url = \"https://compliance.example.cn/transfer-gate\""
         )
         .unwrap();
+        if let Some(rules) = &self.target_rules {
+            writeln!(s, "{rules}").unwrap();
+        }
         for l in &self.gate_extra {
+            let l = l
+                .replace("{proxy_port}", &proxy.to_string())
+                .replace("{admin_port}", &admin.to_string());
             writeln!(s, "{l}").unwrap();
         }
         writeln!(s, "\n[timeouts]\n{}", self.timeouts).unwrap();
@@ -207,13 +234,14 @@ impl GateBuilder {
         let (proxy, admin) = (free_port(), free_port());
         let cfg = self.write(proxy, admin);
         let log = self.dir.path().join("gate.log");
-        let child = spawn(&cfg, &log, &self.env);
+        let child = spawn(&cfg, &log, &self.env, &self.wrapper);
         let gate = GateProc {
             child: Some(child),
             dir: self.dir,
             config: cfg,
             log,
             env: self.env,
+            wrapper: self.wrapper,
             proxy: SocketAddr::from(([127, 0, 0, 1], proxy)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
         };
@@ -222,14 +250,22 @@ impl GateBuilder {
     }
 }
 
-fn spawn(cfg: &Path, log: &Path, env: &[(String, String)]) -> Child {
+fn spawn(cfg: &Path, log: &Path, env: &[(String, String)], wrapper: &[String]) -> Child {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
     let err = out.try_clone().unwrap();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            require_tool(program);
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
     cmd.args(["run", "-c"]).arg(cfg).stdout(out).stderr(err);
     cmd.env(
         "RUST_LOG",
@@ -248,6 +284,7 @@ pub struct GateProc {
     pub config: PathBuf,
     pub log: PathBuf,
     env: Vec<(String, String)>,
+    wrapper: Vec<String>,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
 }
@@ -436,7 +473,7 @@ impl GateProc {
     /// Starts the gate again on the same config and data directory.
     pub async fn restart(&mut self) {
         self.kill9();
-        self.child = Some(spawn(&self.config, &self.log, &self.env));
+        self.child = Some(spawn(&self.config, &self.log, &self.env, &self.wrapper));
         self.wait_ready().await;
     }
 

@@ -1,0 +1,501 @@
+//! The lifecycle of accepted connections, shared by the proxy and the admin listener (SPEC §9):
+//! - a connection limit: at most `max` connections are open at once; beyond it the listener
+//!   stops accepting (clients wait in the kernel's backlog) until one closes;
+//! - accept backoff: when accepting fails for lack of descriptors or memory (EMFILE, ENFILE,
+//!   ENOBUFS, ENOMEM) the listener pauses and retries, 10 ms doubling to 1 s, and logs at most
+//!   one line per second (with the count of failures it held back); open connections go on;
+//! - a header deadline from accept: a connection that has not delivered a complete request head
+//!   within `client_header` of being accepted is closed, whatever it is stuck in (nothing sent,
+//!   protocol detection, half an h2 preface, half a head). An HTTP/1.1 connection that starts a
+//!   new head after being idle gets the same deadline again; an intercepted `CONNECT` re-arms it
+//!   for its TLS handshake and first inner request ([`Activity::upgraded`]);
+//! - an idle deadline: a connection with no request in flight for `idle` is closed (counted from
+//!   the end of its last response, so h2 PINGs do not keep it open); an upgraded connection (a
+//!   tunnel) is closed when no byte has moved in either direction for `idle`.
+//!
+//! The deadlines live in the connection's IO ([`GuardedIo`]): its reads fail with `TimedOut`
+//! when one passes, which ends the HTTP connection, a tunnel's copy, or an intercepted session
+//! alike. The IO also holds the connection's slot of the limit, so an upgraded tunnel keeps it.
+
+use crate::proxy::intercept::LogLimiter;
+use crate::respond::{BoxError, GateBody};
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// The limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// From accept (or the start of a new head) to a complete request head.
+    pub client_header: Duration,
+    /// No request in flight (or, on a tunnel, no byte moving) for this long closes the connection.
+    pub idle: Duration,
+}
+
+/// Accepts connections with the connection limit and the accept backoff.
+pub struct Acceptor {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    limits: Limits,
+    log: LogLimiter,
+    name: &'static str,
+}
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl Acceptor {
+    /// An acceptor on `listener`; `name` names the listener in logs.
+    pub fn new(listener: TcpListener, limits: Limits, name: &'static str) -> Self {
+        Acceptor {
+            listener,
+            slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            limits,
+            log: LogLimiter::new(Duration::from_secs(1)),
+            name,
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.limits.max_connections.max(1) - self.slots.available_permits()
+    }
+
+    /// The next connection, once a slot is free; accept errors are retried (with backoff when
+    /// the process is out of descriptors or memory), never returned. Cancel-safe.
+    pub async fn accept(&self) -> (GuardedIo, SocketAddr) {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            // The semaphore is never closed.
+            return std::future::pending().await;
+        };
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let activity = Activity::new(self.limits);
+                    return (GuardedIo::new(stream, activity, slot), peer);
+                }
+                Err(e) => {
+                    let exhausted = is_exhaustion(&e);
+                    if let Some(suppressed) = self.log.admit() {
+                        tracing::warn!(listener = self.name, error = %e, suppressed, open = self.open(), "accept failed; retrying");
+                    }
+                    if exhausted {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    } else {
+                        tokio::time::sleep(BACKOFF_FIRST).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether an accept error means the process or system ran out of descriptors or memory.
+fn is_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// What a connection is doing, for its deadlines.
+#[derive(Debug)]
+struct State {
+    limits: Limits,
+    /// A complete request head is due by then.
+    head_deadline: Option<Instant>,
+    /// Requests whose response has not ended.
+    in_flight: u32,
+    /// When the last response ended (`None` before the first request).
+    idle_since: Option<Instant>,
+    /// Upgraded (a tunnel or an intercepted CONNECT): idle is measured on bytes.
+    upgraded: bool,
+    /// The last byte read or written.
+    last_io: Instant,
+    /// The first bytes were the h2 preface (`None`: nothing read yet).
+    h2: Option<bool>,
+    /// The task waiting in a read, woken when the deadlines change.
+    reader: Option<Waker>,
+}
+
+impl State {
+    fn deadline(&self) -> Option<Instant> {
+        let idle = if self.upgraded {
+            Some(self.last_io + self.limits.idle)
+        } else if self.in_flight > 0 {
+            None
+        } else {
+            self.idle_since.map(|t| t + self.limits.idle)
+        };
+        match (self.head_deadline, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The deadlines of one connection, shared by its IO and its request handlers (found in each
+/// request's extensions).
+#[derive(Debug)]
+pub struct Activity {
+    state: Mutex<State>,
+}
+
+impl Activity {
+    fn new(limits: Limits) -> Arc<Activity> {
+        let now = Instant::now();
+        Arc::new(Activity {
+            state: Mutex::new(State {
+                limits,
+                head_deadline: Some(now + limits.client_header),
+                in_flight: 0,
+                idle_since: None,
+                upgraded: false,
+                last_io: now,
+                h2: None,
+                reader: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(s: &mut State) {
+        if let Some(w) = s.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// A request head arrived: the header deadline is met; the request is in flight until the
+    /// returned guard is dropped (attach it to the response with [`InFlight::attach`]).
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        let mut s = self.lock();
+        s.head_deadline = None;
+        s.in_flight += 1;
+        drop(s);
+        InFlight {
+            activity: self.clone(),
+        }
+    }
+
+    /// The connection was upgraded (a tunnel): from now on it is idle when no byte moves.
+    /// `awaiting_head`: an inner request head is due within `client_header` (an intercepted
+    /// `CONNECT`, whose TLS handshake and first inner request must come in time).
+    pub fn upgraded(&self, awaiting_head: bool) {
+        let mut s = self.lock();
+        s.upgraded = true;
+        let now = Instant::now();
+        s.last_io = now;
+        if awaiting_head {
+            s.head_deadline = Some(now + s.limits.client_header);
+        }
+        Self::changed(&mut s);
+    }
+
+    /// An inner request head arrived on an upgraded connection.
+    pub fn inner_request(&self) {
+        self.lock().head_deadline = None;
+    }
+
+    fn finished(&self) {
+        let mut s = self.lock();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if s.in_flight == 0 {
+            s.idle_since = Some(Instant::now());
+            Self::changed(&mut s);
+        }
+    }
+
+    fn on_read(&self, data: &[u8]) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        s.last_io = now;
+        if s.h2.is_none() {
+            s.h2 = Some(data.starts_with(b"PRI "));
+        }
+        // An HTTP/1.1 client starting a new head after an idle spell gets the header deadline.
+        if !s.upgraded && s.in_flight == 0 && s.head_deadline.is_none() && s.h2 == Some(false) {
+            s.head_deadline = Some(now + s.limits.client_header);
+        }
+    }
+
+    fn on_write(&self) {
+        self.lock().last_io = Instant::now();
+    }
+
+    /// The current deadline, registering `waker` to be woken when it changes.
+    fn deadline(&self, waker: &Waker) -> Option<Instant> {
+        let mut s = self.lock();
+        match &mut s.reader {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+        s.deadline()
+    }
+}
+
+/// One request in flight on a connection; dropping it ends the request.
+#[derive(Debug)]
+pub struct InFlight {
+    activity: Arc<Activity>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.activity.finished();
+    }
+}
+
+impl InFlight {
+    /// Keeps the request in flight until `resp`'s body has been sent (or dropped).
+    pub fn attach(self, resp: Response<GateBody>) -> Response<GateBody> {
+        resp.map(|body| {
+            GuardedBody {
+                inner: body,
+                _flight: self,
+            }
+            .boxed_unsync()
+        })
+    }
+}
+
+struct GuardedBody {
+    inner: GateBody,
+    _flight: InFlight,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An accepted connection's IO: reads fail with `TimedOut` once a deadline of its
+/// [`Activity`] passes; holds the connection's slot of the limit until dropped.
+pub struct GuardedIo {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+    timer: Pin<Box<Sleep>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl GuardedIo {
+    fn new(inner: TcpStream, activity: Arc<Activity>, slot: OwnedSemaphorePermit) -> Self {
+        let first = activity.lock().deadline().unwrap_or_else(Instant::now);
+        GuardedIo {
+            inner,
+            activity,
+            timer: Box::pin(tokio::time::sleep_until(first)),
+            _slot: slot,
+        }
+    }
+
+    /// The connection's deadlines (for its request handlers).
+    pub fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
+    }
+
+    /// The gate's address the client connected to.
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let filled = &buf.filled()[before..];
+                if !filled.is_empty() {
+                    this.activity.on_read(filled);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some(deadline) = this.activity.deadline(cx.waker()) else {
+                    return Poll::Pending;
+                };
+                if this.timer.deadline() != deadline {
+                    this.timer.as_mut().reset(deadline);
+                }
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection deadline passed (client_header_seconds or idle_seconds)",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.on_write();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.on_write();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn limits() -> Limits {
+        Limits {
+            max_connections: 2,
+            client_header: Duration::from_secs(2),
+            idle: Duration::from_secs(10),
+        }
+    }
+
+    async fn pair(limits: Limits) -> (Acceptor, TcpStream, GuardedIo) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let acc = Acceptor::new(l, limits, "test");
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (io, _) = acc.accept().await;
+        (acc, client, io)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_sent_is_closed_at_the_header_deadline() {
+        let (_acc, _client, mut io) = pair(limits()).await;
+        let t0 = Instant::now();
+        let mut b = [0u8; 8];
+        let e = io.read(&mut b).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(Instant::now() - t0 <= Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_an_h2_preface_is_closed_at_the_header_deadline() {
+        let (_acc, mut client, mut io) = pair(limits()).await;
+        client.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let mut b = [0u8; 64];
+        let n = io.read(&mut b).await.unwrap();
+        assert_eq!(n, 16);
+        let e = io.read(&mut b).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_requests_have_no_deadline_then_idle_counts() {
+        let (_acc, _client, mut io) = pair(limits()).await;
+        let act = io.activity();
+        let flight = act.request();
+        let mut b = [0u8; 8];
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), io.read(&mut b))
+                .await
+                .is_err(),
+            "no deadline while a request is in flight"
+        );
+        drop(flight);
+        let t0 = Instant::now();
+        let e = io.read(&mut b).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(Instant::now() - t0, Duration::from_secs(10), "idle_seconds");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_holds_accepts_until_a_connection_closes() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let acc = Arc::new(Acceptor::new(
+            l,
+            Limits {
+                max_connections: 1,
+                ..limits()
+            },
+            "test",
+        ));
+        let _c1 = TcpStream::connect(addr).await.unwrap();
+        let (io1, _) = acc.accept().await;
+        assert_eq!(acc.open(), 1);
+        let _c2 = TcpStream::connect(addr).await.unwrap();
+        let a2 = acc.clone();
+        let second = tokio::spawn(async move { a2.accept().await.1 });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished());
+        drop(io1);
+        second.await.unwrap();
+    }
+}
