@@ -51,6 +51,10 @@ pub struct AuditRecord {
     pub entity_sensitive_subjects: u64,
     /// The approval relied on.
     pub approval: Option<String>,
+    /// The important-data rule that matched (by path or field), for the filing.
+    pub important_data_rule: Option<String>,
+    /// The PI categories the request's subjects carried (SPEC §3 names), for the filing.
+    pub categories: Vec<&'static str>,
     /// Request body bytes forwarded upstream.
     pub bytes: u64,
 }
@@ -80,6 +84,8 @@ impl AuditRecord {
             entity_subjects: 0,
             entity_sensitive_subjects: 0,
             approval: None,
+            important_data_rule: None,
+            categories: Vec::new(),
             bytes: 0,
         }
     }

@@ -118,10 +118,61 @@ impl PathGlob {
         glob_match(self.0.as_bytes(), path.as_bytes())
     }
 
+    /// Whether a request path (without query) matches, as written or normalised (see
+    /// [`normalize_path`]): a client cannot step around a rule by spelling the path otherwise.
+    pub fn matches_request(&self, path: &str) -> bool {
+        self.matches(path) || glob_match(self.0.as_bytes(), &normalize_path(path))
+    }
+
     /// The glob as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// The path a server acts on (SPEC §3 important data): percent-decoded, segment parameters
+/// (`;v=2`) removed, empty segments (repeated slashes) and `.` dropped, `..` resolved (never
+/// above the root). A trailing slash is kept.
+pub fn normalize_path(path: &str) -> Vec<u8> {
+    let raw = path.as_bytes();
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' && i + 2 < raw.len() {
+            let h = (raw[i + 1] as char).to_digit(16);
+            let l = (raw[i + 2] as char).to_digit(16);
+            if let (Some(h), Some(l)) = (h, l) {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(raw[i]);
+        i += 1;
+    }
+    let mut segs: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|c| *c == b'/') {
+        let seg = seg.split(|c| *c == b';').next().unwrap_or(&[]);
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len() + 1);
+    for s in &segs {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    let trailing = matches!(decoded.last(), Some(b'/'))
+        || decoded.ends_with(b"/.")
+        || decoded.ends_with(b"/..");
+    if out.is_empty() || trailing {
+        out.push(b'/');
+    }
+    out
 }
 
 /// Iterative wildcard matching with single-star backtracking: linear in practice, no recursion.
@@ -189,5 +240,37 @@ mod tests {
         assert!(PathGlob::parse("/a?c").unwrap().matches("/abc"));
         assert!(PathGlob::parse("v1").is_err());
         assert!(PathGlob::parse("*").unwrap().matches("/anything"));
+    }
+
+    #[test]
+    fn important_paths_match_however_spelled() {
+        let g = PathGlob::parse("/v1/geodata/*").unwrap();
+        for p in [
+            "/v1/geodata/x",
+            "/v1/%67eodata/x",
+            "/v1/%67%65%6F%64%61%74%61/x",
+            "/v1//geodata/x",
+            "//v1///geodata/x",
+            "/v1/./geodata/x",
+            "/v2/../v1/geodata/x",
+            "/v2/%2e%2e/v1/geodata/x",
+            "/v1/geodata;v=2/x",
+            "/v1;a=b/geodata/x;c",
+            "/../../v1/geodata/x",
+            "/v1%2Fgeodata/x",
+        ] {
+            assert!(g.matches_request(p), "{p}");
+        }
+        for p in [
+            "/v1/geo/x",
+            "/v1/geodata",
+            "/v1/x/../geo/x",
+            "/v2/geodata/x",
+        ] {
+            assert!(!g.matches_request(p), "{p}");
+        }
+        assert_eq!(normalize_path("/a/b/../c/"), b"/a/c/");
+        assert_eq!(normalize_path(""), b"/");
+        assert_eq!(normalize_path("/a/.."), b"/");
     }
 }

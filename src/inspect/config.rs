@@ -400,9 +400,34 @@ impl InspectConfig {
         self.len_mask = len_mask;
     }
 
-    /// Looks a field name up, case-insensitively; `None` when it means nothing.
+    /// Looks a field name up, case-insensitively; `None` when it means nothing. A bracket
+    /// suffix is removed (`user_id[]`, `user_id[0]` are `user_id`), and a PHP-style nested
+    /// name also matches by its bracketed parts (`data[user_id]`).
     #[inline]
     pub(crate) fn lookup(&self, name: &[u8]) -> Option<FieldInfo> {
+        if let Some(info) = self.lookup_exact(name) {
+            return Some(info);
+        }
+        let open = memchr::memchr(b'[', name)?;
+        self.lookup_brackets(name, open)
+    }
+
+    #[cold]
+    fn lookup_brackets(&self, name: &[u8], open: usize) -> Option<FieldInfo> {
+        let mut found: Option<FieldInfo> = self.lookup_exact(&name[..open]);
+        for part in name[open..].split(|c| *c == b'[' || *c == b']') {
+            if let Some(i) = self.lookup_exact(part) {
+                let f = found.get_or_insert_with(FieldInfo::default);
+                f.categories = f.categories.union(i.categories);
+                f.subject_rank = f.subject_rank.or(i.subject_rank);
+                f.watched = f.watched.or(i.watched);
+            }
+        }
+        found
+    }
+
+    #[inline]
+    fn lookup_exact(&self, name: &[u8]) -> Option<FieldInfo> {
         let n = name.len();
         if n == 0 || n > MAX_FIELD_NAME || self.len_mask & (1u128 << n.min(127)) == 0 {
             return None;

@@ -14,11 +14,12 @@ use super::record::{trim, Namespace};
 use super::Sink;
 use crate::model::CategorySet;
 
-/// Accumulates one form-like record: best subject field, categories, detector hits.
+/// Accumulates one form-like record: every subject value, categories, detector hits.
 #[derive(Debug, Default)]
 pub(crate) struct FormRecord {
-    best_rank: Option<u16>,
-    subject: Vec<u8>,
+    /// Subject values: ranges of `subject_bytes` (every value counts).
+    subjects: Vec<(u32, u32)>,
+    subject_bytes: Vec<u8>,
     cats: CategorySet,
     hits: Vec<(Namespace, (u32, u32), CategorySet)>,
     hit_bytes: Vec<u8>,
@@ -27,34 +28,28 @@ pub(crate) struct FormRecord {
 impl FormRecord {
     /// Whether the record holds anything that needs judging.
     pub(crate) fn is_interesting(&self) -> bool {
-        self.best_rank.is_some() || !self.hits.is_empty() || !self.cats.is_empty()
+        !self.subjects.is_empty() || !self.hits.is_empty() || !self.cats.is_empty()
     }
 
-    /// One named value of the record.
+    /// One named value of the record. The name is inspected like the value (`?<id>`,
+    /// `<id>=1`); a repeated or bracketed subject name (`user_id[]`) adds every value.
     pub(crate) fn field(&mut self, name: &[u8], value: &[u8], sink: &mut Sink<'_>) {
         let t = trim(value);
-        if let Some(info) = sink.cfg.lookup(trim(name)) {
-            if let Some(w) = info.watched {
-                sink.saw_watched(w);
-            }
-            if !t.is_empty() {
-                self.cats = self.cats.union(info.categories);
-                if let Some(r) = info.subject_rank {
-                    if self.best_rank.is_none_or(|b| r < b) {
-                        self.best_rank = Some(r);
-                        self.subject.clear();
-                        self.subject.extend_from_slice(t);
+        match sink.cfg.lookup(trim(name)) {
+            Some(info) => {
+                if let Some(w) = info.watched {
+                    sink.saw_watched(w);
+                }
+                if !t.is_empty() {
+                    self.cats = self.cats.union(info.categories);
+                    if info.subject_rank.is_some() {
+                        self.push_subject(t);
                     }
                 }
             }
+            None => self.detect(name, sink),
         }
-        let hits = &mut self.hits;
-        let hb = &mut self.hit_bytes;
-        detect::scan(value, &sink.det, &mut |ns, id, c| {
-            let a = hb.len() as u32;
-            hb.extend_from_slice(id);
-            hits.push((ns, (a, hb.len() as u32), c));
-        });
+        self.detect(value, sink);
     }
 
     /// Text that is neither a name nor a value of a field (a multipart part's header
@@ -73,28 +68,39 @@ impl FormRecord {
     pub(crate) fn subject_value(&mut self, value: &[u8], sink: &mut Sink<'_>) {
         let t = trim(value);
         if !t.is_empty() {
-            self.best_rank = Some(0);
-            self.subject.clear();
-            self.subject.extend_from_slice(t);
+            self.push_subject(t);
         }
+        self.detect(value, sink);
+    }
+
+    /// Categories that a field outside the body's structure carries (a category header).
+    pub(crate) fn add_categories(&mut self, cats: CategorySet) {
+        self.cats = self.cats.union(cats);
+    }
+
+    /// Runs the detectors over text of the record that is not a subject value.
+    pub(crate) fn detect(&mut self, text: &[u8], sink: &mut Sink<'_>) {
         let hits = &mut self.hits;
         let hb = &mut self.hit_bytes;
-        detect::scan(value, &sink.det, &mut |ns, id, c| {
+        detect::scan(text, &sink.det, &mut |ns, id, c| {
             let a = hb.len() as u32;
             hb.extend_from_slice(id);
             hits.push((ns, (a, hb.len() as u32), c));
         });
     }
 
-    /// Adds the record's subjects to the sink (without closing the record).
+    fn push_subject(&mut self, v: &[u8]) {
+        let a = self.subject_bytes.len() as u32;
+        self.subject_bytes.extend_from_slice(v);
+        self.subjects.push((a, self.subject_bytes.len() as u32));
+    }
+
+    /// Adds the record's subjects to the sink (without closing the record). Without a subject
+    /// field, each detector hit is a subject of its own and the categories are outside every
+    /// record (they apply to the whole request).
     pub(crate) fn emit(&self, sink: &mut Sink<'_>) {
-        if self.best_rank.is_some() {
-            let mut cats = self.cats;
-            for h in &self.hits {
-                cats = cats.union(h.2);
-            }
-            sink.out.subject(Namespace::Field, &self.subject, cats);
-        } else {
+        if self.subjects.is_empty() {
+            sink.out.add_outside(self.cats);
             for (ns, (a, b), c) in &self.hits {
                 sink.out.subject(
                     *ns,
@@ -102,6 +108,18 @@ impl FormRecord {
                     c.union(self.cats),
                 );
             }
+            return;
+        }
+        let mut cats = self.cats;
+        for h in &self.hits {
+            cats = cats.union(h.2);
+        }
+        for (a, b) in &self.subjects {
+            sink.out.subject(
+                Namespace::Field,
+                &self.subject_bytes[*a as usize..*b as usize],
+                cats,
+            );
         }
     }
 }

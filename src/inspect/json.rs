@@ -2,11 +2,16 @@
 //! machine that never builds a tree. Strings are found with `memchr2` and, when they hold no
 //! escape and do not cross a chunk boundary, are inspected in place without a copy.
 //!
-//! Records (SPEC §3): every open object has a *frame* that collects its subject candidate (the
-//! best-ranked subject field so far), its category fields and the detector hits of its
-//! non-record descendants. When an object closes with a subject it is a record; otherwise its
-//! hits and categories move to the enclosing object, or, at the top, become loose subjects.
-//! Frames and hits live in stacks (truncated on close), so nothing is allocated per value.
+//! Records (SPEC §3): every open object has a *frame* that collects its subject values, its
+//! category fields and the detector hits of its non-record descendants. Every value counts: each
+//! subject field (duplicate keys included), each element of an array held by a subject field
+//! and each scalar inside an object held by one is a subject value (the container is a
+//! *subject container*). An object that directly holds a subject field with a value is a record
+//! when it closes; otherwise its hits, categories and container-derived subject values move to
+//! the enclosing object, or, at the top, the hits become loose subjects and the categories apply
+//! to the whole request ([`Records::add_outside`]). Object keys are inspected like values.
+//! Frames, subject values and hits live in stacks (truncated on close), so nothing is allocated
+//! per value.
 //!
 //! Memory bound: an object that grows past `max_record_bytes` without a subject field is
 //! *decided* to be an envelope: its pending hits are emitted as loose subjects, later hits in
@@ -17,11 +22,10 @@
 use super::config::FieldInfo;
 use super::detect;
 use super::error::Unreadable;
-use super::record::{trim, Namespace};
+use super::json_lex::{find_quote_or_backslash, is_num_byte, valid_number};
+use super::record::{trim, Namespace, Records};
 use super::Sink;
 use crate::model::CategorySet;
-
-const NO_RANK: u16 = u16::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -71,8 +75,11 @@ enum Esc {
 #[derive(Debug, Clone, Copy)]
 struct Frame {
     start: u64,
-    subj_rank: u16,
-    subj: (u32, u32),
+    /// The object directly holds a subject field (with a non-`null` value).
+    direct: bool,
+    /// First of its subject values in `subjs` (later ones are its own or passed up).
+    subjs_start: u32,
+    /// Length of `subj_bytes` when the object opened.
     subj_base: u32,
     cats: CategorySet,
     hits_start: u32,
@@ -100,7 +107,11 @@ pub(crate) struct JsonScanner {
     first_undecided: usize,
     hits: Vec<Hit>,
     hit_bytes: Vec<u8>,
+    /// Subject values of open objects: ranges of `subj_bytes`.
+    subjs: Vec<(u32, u32)>,
     subj_bytes: Vec<u8>,
+    /// Stack depth inside which every scalar is a subject value (a subject container).
+    subj_container: Option<usize>,
     scratch: Vec<u8>,
     in_scratch: bool,
     esc: Esc,
@@ -122,7 +133,9 @@ impl JsonScanner {
             first_undecided: 0,
             hits: Vec::new(),
             hit_bytes: Vec::new(),
+            subjs: Vec::new(),
             subj_bytes: Vec::new(),
+            subj_container: None,
             scratch: Vec::new(),
             in_scratch: false,
             esc: Esc::None,
@@ -281,7 +294,7 @@ impl JsonScanner {
         match self.state {
             State::Value | State::ArrFirst => {
                 if c == b']' && self.state == State::ArrFirst {
-                    self.stack.pop();
+                    self.pop();
                     self.pos = at + 1;
                     self.value_done(sink);
                     return Ok(i + 1);
@@ -290,19 +303,26 @@ impl JsonScanner {
                 match c {
                     b'{' | b'[' => {
                         if !info.categories.is_empty() {
-                            if let Some(f) = self.frames.last_mut() {
-                                f.cats = f.cats.union(info.categories);
-                            }
+                            self.add_cats(info.categories, sink.out);
                         }
                         if self.stack.len() >= sink.cfg.max_depth() {
                             return Err(Unreadable::TooDeep { offset: at });
+                        }
+                        if info.subject_rank.is_some() && self.subj_container.is_none() {
+                            if let Some(f) = self.frames.last_mut() {
+                                if f.decided {
+                                    return Err(Unreadable::RecordTooLarge { offset: f.start });
+                                }
+                                f.direct = true;
+                            }
+                            self.subj_container = Some(self.stack.len() + 1);
                         }
                         if c == b'{' {
                             self.stack.push(true);
                             self.frames.push(Frame {
                                 start: at,
-                                subj_rank: NO_RANK,
-                                subj: (0, 0),
+                                direct: false,
+                                subjs_start: self.subjs.len() as u32,
                                 subj_base: self.subj_bytes.len() as u32,
                                 cats: CategorySet::EMPTY,
                                 hits_start: self.hits.len() as u32,
@@ -348,9 +368,7 @@ impl JsonScanner {
                     }
                     b't' | b'f' | b'n' => {
                         if c != b'n' && !info.categories.is_empty() {
-                            if let Some(f) = self.frames.last_mut() {
-                                f.cats = f.cats.union(info.categories);
-                            }
+                            self.add_cats(info.categories, sink.out);
                         }
                         self.tok_start = at;
                         let which = match c {
@@ -398,7 +416,7 @@ impl JsonScanner {
                         self.close_object(sink)?;
                     }
                     (b']', false) => {
-                        self.stack.pop();
+                        self.pop();
                         self.pos = at + 1;
                         self.value_done(sink);
                     }
@@ -407,6 +425,28 @@ impl JsonScanner {
                 Ok(i + 1)
             }
             State::Done | State::Str { .. } | State::Num | State::Lit { .. } => bad,
+        }
+    }
+
+    /// Closes the innermost container (and a subject container that ends with it).
+    fn pop(&mut self) {
+        self.stack.pop();
+        if self.subj_container.is_some_and(|d| self.stack.len() < d) {
+            self.subj_container = None;
+        }
+    }
+
+    /// Adds categories to the innermost object; in an envelope already decided (or outside any
+    /// object) they are outside every record and apply to the whole request.
+    fn add_cats(&mut self, cats: CategorySet, out: &mut Records) {
+        match self.frames.last_mut() {
+            Some(f) => {
+                f.cats = f.cats.union(cats);
+                if f.decided {
+                    out.add_outside(cats);
+                }
+            }
+            None => out.add_outside(cats),
         }
     }
 
@@ -576,7 +616,15 @@ impl JsonScanner {
             });
         }
         if key {
-            let info = sink.cfg.lookup(s).unwrap_or_default();
+            let info = match sink.cfg.lookup(s) {
+                Some(info) => info,
+                None => {
+                    // A key is data too (`{"<id>": {...}}`); a configured name is not an
+                    // identifier.
+                    self.detect(s, sink);
+                    FieldInfo::default()
+                }
+            };
             if let Some(w) = info.watched {
                 sink.saw_watched(w);
             }
@@ -585,10 +633,13 @@ impl JsonScanner {
             return Ok(());
         }
         let info = self.val_info;
-        if info.subject_rank.is_some() || !info.categories.is_empty() {
+        if info.subject_rank.is_some()
+            || !info.categories.is_empty()
+            || self.subj_container.is_some()
+        {
             let t = trim(s);
             if !t.is_empty() {
-                self.field_value(info, t)?;
+                self.field_value(info, t, sink.out)?;
             }
         }
         self.detect(s, sink);
@@ -603,8 +654,11 @@ impl JsonScanner {
             });
         }
         let info = self.val_info;
-        if info.subject_rank.is_some() || !info.categories.is_empty() {
-            self.field_value(info, s)?;
+        if info.subject_rank.is_some()
+            || !info.categories.is_empty()
+            || self.subj_container.is_some()
+        {
+            self.field_value(info, s, sink.out)?;
         }
         if s.len() >= 11 && s.iter().all(u8::is_ascii_digit) {
             self.detect(s, sink);
@@ -612,25 +666,33 @@ impl JsonScanner {
         Ok(())
     }
 
-    /// A scalar value of a subject or category field in the innermost object.
-    fn field_value(&mut self, info: FieldInfo, v: &[u8]) -> Result<(), Unreadable> {
+    /// A non-empty scalar that is the value of a subject or category field, or sits in a
+    /// subject container: its categories and subject value go to the innermost object.
+    fn field_value(
+        &mut self,
+        info: FieldInfo,
+        v: &[u8],
+        out: &mut Records,
+    ) -> Result<(), Unreadable> {
+        if !info.categories.is_empty() {
+            self.add_cats(info.categories, out);
+        }
+        let direct = info.subject_rank.is_some() && self.subj_container.is_none();
+        if !direct && self.subj_container.is_none() {
+            return Ok(());
+        }
         let Some(f) = self.frames.last_mut() else {
             return Ok(());
         };
-        f.cats = f.cats.union(info.categories);
-        if let Some(rank) = info.subject_rank {
-            if f.decided {
-                return Err(Unreadable::RecordTooLarge { offset: f.start });
-            }
-            if rank < f.subj_rank {
-                // The frame's candidate is on top of the subject arena (children truncate
-                // theirs on close), so it can be replaced in place.
-                self.subj_bytes.truncate(f.subj_base as usize);
-                self.subj_bytes.extend_from_slice(v);
-                f.subj = (f.subj_base, self.subj_bytes.len() as u32);
-                f.subj_rank = rank;
-            }
+        if f.decided {
+            return Err(Unreadable::RecordTooLarge { offset: f.start });
         }
+        f.direct |= direct;
+        // Children truncate their values on close (or pass them up), so the arena's top
+        // belongs to the innermost object.
+        let a = self.subj_bytes.len() as u32;
+        self.subj_bytes.extend_from_slice(v);
+        self.subjs.push((a, self.subj_bytes.len() as u32));
         Ok(())
     }
 
@@ -684,31 +746,44 @@ impl JsonScanner {
     }
 
     fn close_object(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
-        self.stack.pop();
+        self.pop();
         let Some(f) = self.frames.pop() else {
             return Err(Unreadable::Malformed { offset: self.pos });
         };
         self.first_undecided = self.first_undecided.min(self.frames.len());
         let from = f.hits_start as usize;
-        if f.subj_rank != NO_RANK {
+        let values = f.subjs_start as usize;
+        let has_values = self.subjs.len() > values;
+        if f.direct && has_values {
             let mut cats = f.cats;
             for h in &self.hits[from..] {
                 cats = cats.union(h.cats);
             }
-            let id = &self.subj_bytes[f.subj.0 as usize..f.subj.1 as usize];
-            sink.out.subject(Namespace::Field, id, cats);
+            for &(a, b) in &self.subjs[values..] {
+                let id = &self.subj_bytes[a as usize..b as usize];
+                sink.out.subject(Namespace::Field, id, cats);
+            }
             self.truncate_hits(from);
+            self.subjs.truncate(values);
             self.subj_bytes.truncate(f.subj_base as usize);
             let rel = self.frontier();
             sink.out.end_record(f.start..self.pos, rel);
         } else {
-            self.subj_bytes.truncate(f.subj_base as usize);
+            if !has_values {
+                self.subj_bytes.truncate(f.subj_base as usize);
+            }
             match self.frames.last_mut() {
                 Some(p) if !p.decided => {
-                    // Not a record: hits and categories belong to the enclosing object.
+                    // Not a record: hits, categories and the values of a subject container
+                    // belong to the enclosing object.
                     p.cats = p.cats.union(f.cats);
                 }
+                Some(p) if has_values => {
+                    return Err(Unreadable::RecordTooLarge { offset: p.start });
+                }
                 parent => {
+                    // Outside every record: the categories apply to the whole request.
+                    sink.out.add_outside(f.cats);
                     let extra = f.cats.union(parent.map_or(CategorySet::EMPTY, |p| p.cats));
                     if self.hits.len() > from {
                         self.emit_hits(from, extra, sink);
@@ -731,10 +806,17 @@ impl JsonScanner {
             if self.pos.saturating_sub(f.start) <= max {
                 break;
             }
-            if f.subj_rank != NO_RANK {
+            let idx = self.first_undecided;
+            let own_values = self
+                .frames
+                .get(idx + 1)
+                .map_or(self.subjs.len(), |g| g.subjs_start as usize)
+                > f.subjs_start as usize;
+            if f.direct || own_values {
                 return Err(Unreadable::RecordTooLarge { offset: f.start });
             }
-            let idx = self.first_undecided;
+            // An envelope: its categories are outside every record.
+            sink.out.add_outside(f.cats);
             let from = f.hits_start as usize;
             let to = self
                 .frames
@@ -761,82 +843,4 @@ impl JsonScanner {
         }
         Ok(())
     }
-}
-
-#[inline]
-fn is_num_byte(c: u8) -> bool {
-    matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-}
-
-/// JSON number grammar: `-? (0 | [1-9][0-9]*) (\.[0-9]+)? ([eE][+-]?[0-9]+)?`.
-fn valid_number(s: &[u8]) -> bool {
-    let mut i = 0;
-    let n = s.len();
-    if i < n && s[i] == b'-' {
-        i += 1;
-    }
-    let int_start = i;
-    while i < n && s[i].is_ascii_digit() {
-        i += 1;
-    }
-    let int_len = i - int_start;
-    if int_len == 0 || (int_len > 1 && s[int_start] == b'0') {
-        return false;
-    }
-    if i < n && s[i] == b'.' {
-        i += 1;
-        let f = i;
-        while i < n && s[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == f {
-            return false;
-        }
-    }
-    if i < n && (s[i] == b'e' || s[i] == b'E') {
-        i += 1;
-        if i < n && (s[i] == b'+' || s[i] == b'-') {
-            i += 1;
-        }
-        let e = i;
-        while i < n && s[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == e {
-            return false;
-        }
-    }
-    i == n
-}
-
-/// `memchr2(b'"', b'\\', hay)`, eight bytes at a time with word arithmetic over the first
-/// 64 bytes (most JSON strings are short and the SIMD search only pays off on long ones).
-#[inline]
-fn find_quote_or_backslash(hay: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const QUOTE: u64 = LO * b'"' as u64;
-    const BSLASH: u64 = LO * b'\\' as u64;
-    let mut k = 0;
-    let lim = hay.len().min(64);
-    while k + 8 <= lim {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&hay[k..k + 8]);
-        let x = u64::from_le_bytes(w);
-        let q = x ^ QUOTE;
-        let b = x ^ BSLASH;
-        // A zero byte in q or b marks a match; the lowest flagged byte is exact.
-        let m = (q.wrapping_sub(LO) & !q & HI) | (b.wrapping_sub(LO) & !b & HI);
-        if m != 0 {
-            return Some(k + (m.trailing_zeros() / 8) as usize);
-        }
-        k += 8;
-    }
-    if lim < 64 {
-        return hay[k..lim]
-            .iter()
-            .position(|c| *c == b'"' || *c == b'\\')
-            .map(|p| p + k);
-    }
-    memchr::memchr2(b'"', b'\\', &hay[k..]).map(|p| p + k)
 }

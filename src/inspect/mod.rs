@@ -8,14 +8,17 @@
 //! which bytes may be released once its subjects are reserved; [`Scanner::release_offset`]
 //! tells how far the body may go when every record so far is judged (so bodies without PI are
 //! never held). Failures are typed [`Unreadable`] outcomes (the proxy's 451
-//! `unreadable_body`). [`inspect_query`] and [`inspect_headers`] cover the request head;
-//! [`inspect_bytes`] is the whole-buffer convenience.
+//! `unreadable_body`). [`inspect_url`] (host labels, path segments), [`inspect_query`] and
+//! [`inspect_headers`] (every header value but framing) cover the request head;
+//! [`inspect_bytes`] is the whole-buffer convenience. Categories found outside every record
+//! ([`Scanner::outside_categories`], [`Findings::outside`]) apply to every subject of the
+//! request, head and body together.
 //!
 //! Submodules: [`config`] (settings, lookups), [`mediatype`] (strict `Content-Type`),
 //! `pipeline` (the decoding chain and its release mapping) with `decode` (content codings),
 //! [`charset`] and [`transfer`] (multipart transfer encodings), the formats `json` (JSON,
-//! NDJSON), `csv`, `form` (form bodies and queries), `multipart`, `detect` (one file per
-//! detector), [`record`] (outputs), [`error`].
+//! NDJSON, with `json_lex`), `csv`, `form` (form bodies and queries), `multipart`, `head` (URL
+//! and headers), `detect` (one file per detector), [`record`] (outputs), [`error`].
 
 pub mod charset;
 pub mod config;
@@ -24,7 +27,9 @@ mod decode;
 pub mod detect;
 pub mod error;
 mod form;
+mod head;
 mod json;
+mod json_lex;
 pub mod mediatype;
 mod multipart;
 mod pipeline;
@@ -43,6 +48,9 @@ pub use config::{ConfigError, DecodeLimits, Detector, DetectorSet, InspectConfig
 pub use decode::Coding;
 pub use detect::{resident_id_birth_date, resident_id_check_char, resident_id_valid};
 pub use error::Unreadable;
+pub use head::{
+    inspect_headers, inspect_headers_except, inspect_query, inspect_url, FRAMING_HEADERS,
+};
 pub use record::{Namespace, Record, RecordRef, Records, Subject, SubjectRef};
 
 use crate::model::CategorySet;
@@ -452,6 +460,12 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
         self.fed
     }
 
+    /// Categories of fields seen outside every record so far: they apply to every subject of
+    /// the request (SPEC §3), including records completed before they were seen.
+    pub fn outside_categories(&self) -> CategorySet {
+        self.records.outside()
+    }
+
     /// The watched field names (see [`InspectConfig::with_watched_fields`]) seen in the body
     /// so far, as configured.
     pub fn watched_fields_seen(&self) -> impl Iterator<Item = &str> + '_ {
@@ -472,6 +486,8 @@ pub struct Findings {
     /// Records in body order (empty for query and headers).
     pub records: Vec<Record>,
     merged: HashMap<(Namespace, Vec<u8>), (CategorySet, bool)>,
+    /// Categories seen outside every record: applied to every subject.
+    outside: CategorySet,
     /// Watched field names seen.
     pub watched_seen: Vec<String>,
 }
@@ -483,6 +499,7 @@ impl std::fmt::Debug for Findings {
             .field("subjects", &self.subject_count())
             .field("sensitive", &self.sensitive_count())
             .field("categories", &self.categories())
+            .field("outside", &self.outside)
             .field("watched_seen", &self.watched_seen)
             .finish()
     }
@@ -499,8 +516,29 @@ impl Findings {
         e.1 |= s.sensitive;
     }
 
-    /// Merges another set of findings.
+    /// Adds categories seen outside every record (they apply to every subject).
+    pub fn add_outside(&mut self, cats: CategorySet) {
+        self.outside = self.outside.union(cats);
+    }
+
+    /// Categories seen outside every record.
+    pub fn outside(&self) -> CategorySet {
+        self.outside
+    }
+
+    fn resolve(&self, cats: CategorySet, sensitive: bool) -> (CategorySet, bool) {
+        if self.merged.is_empty() {
+            return (cats, sensitive);
+        }
+        (
+            cats.union(self.outside),
+            sensitive || self.outside.is_sensitive(),
+        )
+    }
+
+    /// Merges another set of findings (of the same request).
     pub fn extend(&mut self, other: Findings) {
+        self.outside = self.outside.union(other.outside);
         for ((ns, id), (cats, sens)) in other.merged {
             let e = self
                 .merged
@@ -517,16 +555,20 @@ impl Findings {
         }
     }
 
-    /// Unique subjects, sorted by namespace and identifier.
+    /// Unique subjects (with the outside categories applied), sorted by namespace and
+    /// identifier.
     pub fn subjects(&self) -> Vec<Subject> {
         let mut v: Vec<Subject> = self
             .merged
             .iter()
-            .map(|((ns, id), (cats, sens))| Subject {
-                namespace: *ns,
-                id: id.clone(),
-                categories: *cats,
-                sensitive: *sens,
+            .map(|((ns, id), (cats, sens))| {
+                let (categories, sensitive) = self.resolve(*cats, *sens);
+                Subject {
+                    namespace: *ns,
+                    id: id.clone(),
+                    categories,
+                    sensitive,
+                }
             })
             .collect();
         v.sort_by(|a, b| (a.namespace, &a.id).cmp(&(b.namespace, &b.id)));
@@ -540,14 +582,19 @@ impl Findings {
 
     /// Number of unique sensitive subjects.
     pub fn sensitive_count(&self) -> usize {
-        self.merged.values().filter(|(_, s)| *s).count()
+        self.merged
+            .values()
+            .filter(|(c, s)| self.resolve(*c, *s).1)
+            .count()
     }
 
     /// The union of every subject's categories.
     pub fn categories(&self) -> CategorySet {
-        self.merged
+        let all = self
+            .merged
             .values()
-            .fold(CategorySet::EMPTY, |a, (c, _)| a.union(*c))
+            .fold(CategorySet::EMPTY, |a, (c, _)| a.union(*c));
+        self.resolve(all, false).0
     }
 }
 
@@ -579,77 +626,7 @@ pub fn inspect_bytes(
         }
         f.records.push(r.to_owned());
     }
+    f.outside = s.outside_categories();
     f.watched_seen = s.watched_fields_seen().map(str::to_owned).collect();
     Ok(f)
-}
-
-fn head_sink_run(
-    cfg: &InspectConfig,
-    transfer_date: time::Date,
-    destination_sensitive: bool,
-    run: impl FnOnce(&mut Sink<'_>),
-) -> Findings {
-    let mut out = Records::new(destination_sensitive);
-    let mut watched = vec![false; cfg.watched_fields().len()];
-    let mut sink = Sink {
-        cfg,
-        det: DetectCtx {
-            detectors: cfg.detectors(),
-            transfer_date,
-            resident_id_sensitive: cfg.resident_id_sensitive(),
-        },
-        out: &mut out,
-        watched: &mut watched,
-    };
-    run(&mut sink);
-    let mut f = Findings::default();
-    for r in out.iter() {
-        for s in r.subjects() {
-            f.add(s);
-        }
-    }
-    f.watched_seen = cfg
-        .watched_fields()
-        .iter()
-        .zip(&watched)
-        .filter(|(_, s)| **s)
-        .map(|(n, _)| n.clone())
-        .collect();
-    f
-}
-
-/// Inspects a URL query string (without `?`): one record; subject fields are parameter
-/// names, detectors run on every value.
-pub fn inspect_query(
-    cfg: &InspectConfig,
-    query: &str,
-    transfer_date: time::Date,
-    destination_sensitive: bool,
-) -> Findings {
-    head_sink_run(cfg, transfer_date, destination_sensitive, |sink| {
-        let mut rec = form::FormRecord::default();
-        form::parse_pairs(query.as_bytes(), &mut rec, sink);
-        rec.emit(sink);
-        sink.out.end_record(0..0, 0);
-    })
-}
-
-/// Inspects the configured subject headers: each value is a subject in the `field`
-/// namespace (detector hits in it add their categories).
-pub fn inspect_headers(
-    cfg: &InspectConfig,
-    headers: &http::HeaderMap,
-    transfer_date: time::Date,
-    destination_sensitive: bool,
-) -> Findings {
-    head_sink_run(cfg, transfer_date, destination_sensitive, |sink| {
-        for name in cfg.headers() {
-            for v in headers.get_all(name.as_str()) {
-                let mut rec = form::FormRecord::default();
-                rec.subject_value(v.as_bytes(), sink);
-                rec.emit(sink);
-                sink.out.end_record(0..0, 0);
-            }
-        }
-    })
 }

@@ -186,6 +186,9 @@ pub struct Records {
     /// Subjects added since the last `end_record`.
     open_from: u32,
     dest_sensitive: bool,
+    /// Categories of fields outside every record (SPEC §3: they apply to every subject of the
+    /// request); cumulative, not reset by [`Records::clear`].
+    outside: CategorySet,
 }
 
 impl fmt::Debug for Records {
@@ -212,6 +215,17 @@ impl Records {
             categories: s.categories,
             sensitive: s.sensitive,
         }
+    }
+
+    /// Categories seen outside every record so far (they apply to every subject of the
+    /// request, the head's included).
+    pub fn outside(&self) -> CategorySet {
+        self.outside
+    }
+
+    /// Adds categories seen outside every record.
+    pub(crate) fn add_outside(&mut self, cats: CategorySet) {
+        self.outside = self.outside.union(cats);
     }
 
     /// Number of completed records.

@@ -152,6 +152,20 @@ impl Batch {
         }
     }
 
+    /// Applies categories found outside every record of the request (SPEC §3: they belong
+    /// to every subject of the request) to the batch's subjects.
+    pub fn apply_outside(&mut self, outside: CategorySet) {
+        if self.subjects.is_empty() || outside.is_empty() {
+            return;
+        }
+        self.categories = self.categories.union(outside);
+        if outside.is_sensitive() {
+            for s in &mut self.subjects {
+                s.sensitive = true;
+            }
+        }
+    }
+
     /// Whether there is nothing to judge.
     pub fn is_empty(&self) -> bool {
         self.subjects.is_empty() && !self.important

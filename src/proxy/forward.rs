@@ -4,13 +4,14 @@
 
 use super::body::{MeteredBody, Progress};
 use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
-use super::enforce::{self, Batch, Outcome};
+use super::enforce::{self, Outcome};
 use super::gated::{Ctx, GatedBody, Shared, Summary};
+use super::head::inspect_head;
 use super::headers::{add_via, strip_hop_by_hop, wants_upgrade};
 use super::upstream::{is_connect_timeout, is_forbidden};
 use super::{Gate, Route, Snapshot};
 use crate::audit::AuditRecord;
-use crate::inspect::{self, Scanner};
+use crate::inspect::Scanner;
 use crate::model::shanghai_date;
 use crate::policy;
 use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
@@ -237,39 +238,9 @@ pub(crate) async fn serve_destination(
     let unreadable = dest.unreadable.unwrap_or(cfg.inspection.unreadable);
     let enforce = policy::enforce(cfg);
 
-    // The head: query, subject headers, important-data rules by path and query field.
-    let rules: Vec<&crate::config::ImportantData> = cfg
-        .important_data
-        .iter()
-        .filter(|r| {
-            r.destinations
-                .as_ref()
-                .is_none_or(|ds| ds.iter().any(|d| d == &dest.name))
-        })
-        .collect();
-    let important_fields: Vec<String> = rules
-        .iter()
-        .flat_map(|r| r.fields.iter().cloned())
-        .collect();
-    let mut head = Batch {
-        important: rules
-            .iter()
-            .any(|r| r.paths.iter().any(|g| g.matches(req.uri().path()))),
-        ..Batch::default()
-    };
-    if let Some(q) = req.uri().query() {
-        let f = inspect::inspect_query(&snap.inspect, q, today, dest.sensitive);
-        for s in f.subjects() {
-            head.add_owned(&gate.hasher, &s);
-        }
-        head.important |= f.watched_seen.iter().any(|w| important_fields.contains(w));
-    }
-    if !cfg.inspection.headers.is_empty() {
-        let f = inspect::inspect_headers(&snap.inspect, req.headers(), today, dest.sensitive);
-        for s in f.subjects() {
-            head.add_owned(&gate.hasher, &s);
-        }
-    }
+    // The head: host, path, query, headers, important-data rules by path and query field.
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    let head = inspect_head(gate, snap, dest, &host, &req, request_id, today);
 
     let (parts, body) = req.into_parts();
     let atomic_limit = cfg.inspection.atomic_body_bytes;
@@ -294,17 +265,24 @@ pub(crate) async fn serve_destination(
                 )
             }
         };
-        let mut summary = Summary::default();
-        let mut batch = head;
+        let mut summary = Summary {
+            important_rule: head.important_rule.clone(),
+            ..Summary::default()
+        };
+        let mut batch = head.batch.clone();
+        let mut outside = head.outside;
         if !bytes.is_empty() {
             match scanner.feed(&bytes).and_then(|()| scanner.finish()) {
                 Ok(()) => {
                     for r in scanner.records().iter() {
                         batch.add_record(&gate.hasher, r);
                     }
-                    batch.important |= scanner
-                        .watched_fields_seen()
-                        .any(|w| important_fields.iter().any(|x| x == w));
+                    outside = outside.union(scanner.outside_categories());
+                    if summary.important_rule.is_none() {
+                        summary.important_rule =
+                            head.rule_for_fields(scanner.watched_fields_seen());
+                    }
+                    batch.important = summary.important_rule.is_some();
                 }
                 Err(e) if unreadable == crate::config::Unreadable::Allow => {
                     tracing::info!(
@@ -326,6 +304,9 @@ pub(crate) async fn serve_destination(
                 }
             }
         }
+        // Head and body are one request: categories outside every record apply to all.
+        batch.apply_outside(outside);
+        summary.note_batch(&batch);
         let verdict = enforce::judge(gate, snap, i, &batch, now).await;
         summary.absorb(&verdict);
         match verdict.outcome {
@@ -365,9 +346,15 @@ pub(crate) async fn serve_destination(
     }
 
     // Streamed: judge the head first (the URL goes upstream before any body byte).
-    let mut summary = Summary::default();
-    if !head.is_empty() {
-        let verdict = enforce::judge(gate, snap, i, &head, now).await;
+    let mut summary = Summary {
+        important_rule: head.important_rule.clone(),
+        ..Summary::default()
+    };
+    let mut head_batch = head.batch.clone();
+    head_batch.apply_outside(head.outside);
+    summary.note_batch(&head_batch);
+    if !head_batch.is_empty() {
+        let verdict = enforce::judge(gate, snap, i, &head_batch, now).await;
         summary.absorb(&verdict);
         if matches!(verdict.outcome, Outcome::Block | Outcome::Unavailable) {
             let refusal = summary
@@ -382,7 +369,8 @@ pub(crate) async fn serve_destination(
         gate: gate.clone(),
         snap: snap.clone(),
         dest: i,
-        important_fields,
+        now,
+        head,
         unreadable,
         enforce,
     });
@@ -493,6 +481,8 @@ async fn fill_audit(gate: &Gate, snap: &Snapshot, audit: &mut AuditRecord, s: &S
     };
     audit.entity_subjects = entity.all;
     audit.entity_sensitive_subjects = entity.sensitive;
+    audit.important_data_rule.clone_from(&s.important_rule);
+    audit.categories = s.categories.iter().map(|c| c.as_str()).collect();
     audit.approval.clone_from(&s.approval);
     if let Some(m) = s.required {
         audit.required_mechanism = m.as_str();

@@ -5,11 +5,19 @@
 //! and the refusal is left in [`Shared`] for the handler to answer with (when no response has
 //! started). Memory stays bounded by `max_record_bytes` plus buffers: bytes are held only
 //! between the last released offset and the scanner's position.
+//!
+//! Head and body are one request (SPEC §3): categories seen outside every record of the head
+//! apply to every body record; categories seen outside every record of the body apply to the
+//! records judged from then on, and when one is sensitive the head's subjects are re-reserved
+//! as sensitive. Body records already released before such a late category was seen cannot be
+//! recalled and stay counted as they were judged (see `docs/inspection.md`).
 
 use super::enforce::{self, Batch, Outcome, Verdict};
+use super::head::Head;
 use super::{Gate, Snapshot};
 use crate::config::Unreadable as UnreadablePolicy;
 use crate::inspect::{InspectConfig, Scanner, Unreadable};
+use crate::model::CategorySet;
 use crate::respond::{BoxError, Reason, Refusal};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -43,9 +51,20 @@ pub struct Summary {
     pub unreadable_allowed: bool,
     /// Bytes released upstream.
     pub released: u64,
+    /// The important-data rule that matched.
+    pub important_rule: Option<String>,
+    /// The categories of the request's subjects (over all batches).
+    pub categories: CategorySet,
 }
 
 impl Summary {
+    /// Notes what a batch carries (before it is judged).
+    pub fn note_batch(&mut self, b: &Batch) {
+        if !b.subjects.is_empty() {
+            self.categories = self.categories.union(b.categories);
+        }
+    }
+
     /// Folds one batch verdict in.
     pub fn absorb(&mut self, v: &Verdict) {
         match v.outcome {
@@ -103,8 +122,10 @@ pub struct Ctx {
     pub snap: Arc<Snapshot>,
     /// The destination index.
     pub dest: usize,
-    /// Important-data field names that apply to this destination (lower-cased).
-    pub important_fields: Vec<String>,
+    /// The request's moment (window, dates).
+    pub now: SystemTime,
+    /// What the head carried: its subjects, outside categories and important-data rules.
+    pub head: Head,
     /// What to do with an unreadable body.
     pub unreadable: UnreadablePolicy,
     /// Whether refusals are enforced (not observe mode).
@@ -152,6 +173,10 @@ pub struct GatedBody<B> {
     done: bool,
     shared: Shared,
     finished: Option<oneshot::Sender<()>>,
+    /// Outside categories already applied to judged batches.
+    outside: CategorySet,
+    /// An important-data rule matched (head or body).
+    important: bool,
 }
 
 impl<B> GatedBody<B> {
@@ -165,7 +190,6 @@ impl<B> GatedBody<B> {
     ) -> Self {
         GatedBody {
             inner,
-            ctx,
             scanner: Some(scanner),
             held: VecDeque::new(),
             held_start: 0,
@@ -177,6 +201,9 @@ impl<B> GatedBody<B> {
             done: false,
             shared,
             finished: Some(finished),
+            outside: ctx.head.outside,
+            important: ctx.head.important_rule.is_some(),
+            ctx,
         }
     }
 
@@ -214,11 +241,31 @@ impl<B> GatedBody<B> {
             batch.add_record(&self.ctx.gate.hasher, r);
         }
         scanner.clear_records();
-        if !batch.important && !self.ctx.important_fields.is_empty() {
-            batch.important = scanner
-                .watched_fields_seen()
-                .any(|f| self.ctx.important_fields.iter().any(|x| x == f));
+        let outside = self.outside.union(scanner.outside_categories());
+        if outside.is_sensitive() && !self.outside.is_sensitive() {
+            // A sensitive category seen late: the head's subjects (already reserved) are
+            // re-reserved as sensitive; the ledger upgrades them.
+            for s in &self.ctx.head.batch.subjects {
+                batch.subjects.push(crate::ledger::Subject {
+                    key: s.key,
+                    sensitive: true,
+                });
+            }
         }
+        self.outside = outside;
+        batch.apply_outside(outside);
+        if !self.important && !self.ctx.head.important_fields.is_empty() {
+            if let Some(rule) = self.ctx.head.rule_for_fields(scanner.watched_fields_seen()) {
+                self.important = true;
+                let mut s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+                s.important_rule.get_or_insert(rule);
+            }
+        }
+        batch.important |= self.important;
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note_batch(batch);
         !batch.is_empty()
     }
 

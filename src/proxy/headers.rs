@@ -83,6 +83,16 @@ impl Default for RequestIds {
 }
 
 impl RequestIds {
+    /// Whether `id` is one this gate created (its prefix and a counter value already issued):
+    /// such a header carries no client data and is not inspected. A client-chosen value with
+    /// the same prefix but a counter not yet issued is not ours.
+    pub fn is_own(&self, id: &str) -> bool {
+        id.len() == 32
+            && u64::from_str_radix(&id[..16], 16).is_ok_and(|p| p == self.prefix)
+            && u64::from_str_radix(&id[16..], 16)
+                .is_ok_and(|n| n >= 1 && n < self.next.load(Ordering::Relaxed))
+    }
+
     /// The client's id when it sent a sane one, else a new one; written back into `h`.
     pub fn assign(&self, h: &mut HeaderMap) -> String {
         if let Some(v) = h.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
@@ -132,6 +142,9 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert_eq!(h[REQUEST_ID], a.as_str());
+        assert!(ids.is_own(&a));
+        assert!(!ids.is_own("abc-123"));
+        assert!(!ids.is_own(&format!("{}4111111111111111", &a[..16])));
     }
 
     #[test]

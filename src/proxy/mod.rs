@@ -13,6 +13,7 @@ mod enforce_props;
 pub mod forward;
 pub mod gated;
 pub mod gauges;
+pub mod head;
 pub mod headers;
 pub mod intercept;
 pub mod target;

@@ -12,6 +12,7 @@ mod harness;
 mod intercept;
 mod ledger_crash;
 mod lifecycle;
+mod positions;
 mod proxy;
 mod readiness;
 mod redis;

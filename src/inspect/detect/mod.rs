@@ -1,14 +1,13 @@
 //! The built-in identifier detectors (SPEC §3): they find identifiers inside any string value
 //! or query value, with boundaries, and hand each normalised hit to a callback (no allocation).
 //!
-//! Digit-based detectors (`cn_resident_id`, `cn_mobile`, `bank_card`) share one pass that cuts
-//! the text into *digit groups*: maximal runs of digits in which single spaces or dashes may
-//! separate digits. A group is tried whole (so `138 0013 8000` and `+86 139-0013-9000` match),
-//! and, when it has separators and matched nothing, each contiguous run inside it is tried
-//! alone (so two phone numbers separated by one space are both found). A run is never cut: a
-//! phone number inside a longer digit run is not a phone number.
+//! Digit-based detectors (`cn_resident_id`, `cn_mobile`, `bank_card`) share one pass
+//! ([`digits`]) that finds identifiers as people write them: full-width digits, groups in the
+//! usual shapes with any run of separators between them, several per string, never a piece of
+//! a longer digit run.
 
 mod bank_card;
+mod digits;
 mod email;
 mod mobile;
 mod resident_id;
@@ -17,7 +16,7 @@ pub use resident_id::{resident_id_birth_date, resident_id_check_char, resident_i
 
 use crate::inspect::config::{Detector, DetectorSet};
 use crate::inspect::record::Namespace;
-use crate::model::{Category, CategorySet};
+use crate::model::CategorySet;
 
 /// Per-request context of the detectors.
 #[derive(Debug, Clone, Copy)]
@@ -44,17 +43,18 @@ pub(crate) fn scan(
     if has_at && ctx.detectors.contains(Detector::Email) {
         email::scan(text, hit);
     }
-    let digits = ctx.detectors.contains(Detector::CnMobile)
+    let wants_digits = ctx.detectors.contains(Detector::CnMobile)
         || ctx.detectors.contains(Detector::BankCard)
         || ctx.detectors.contains(Detector::CnResidentId);
-    // Every digit identifier has at least 11 digits: most text is skipped without the group
+    // Every digit identifier has at least 11 digits: most text is skipped without the digit
     // pass.
-    if digits && digit_count >= 11 {
-        scan_digit_groups(text, ctx, hit);
+    if wants_digits && digit_count >= 11 {
+        digits::scan(text, ctx, hit);
     }
 }
 
-/// Counts ASCII digits and looks for `@` in one pass written so that it vectorises
+/// Counts ASCII digits and full-width lead bytes (`0xEF`, an upper bound of full-width
+/// digits) and looks for `@` in one pass written so that it vectorises
 /// (byte-wide lanes over 32-byte blocks).
 #[inline]
 fn profile(text: &[u8]) -> (usize, bool) {
@@ -65,7 +65,7 @@ fn profile(text: &[u8]) -> (usize, bool) {
         let mut d = 0u8;
         let mut a = 0u8;
         for c in b {
-            d += u8::from(c.wrapping_sub(b'0') < 10);
+            d += u8::from(c.wrapping_sub(b'0') < 10) | u8::from(*c == 0xEF);
             a |= u8::from(*c == b'@');
         }
         digits += usize::from(d);
@@ -75,111 +75,10 @@ fn profile(text: &[u8]) -> (usize, bool) {
     let mut d = 0u8;
     let mut a = 0u8;
     for c in blocks.remainder() {
-        d += u8::from(c.wrapping_sub(b'0') < 10);
+        d += u8::from(c.wrapping_sub(b'0') < 10) | u8::from(*c == 0xEF);
         a |= u8::from(*c == b'@');
     }
     (digits + usize::from(d), at || a != 0)
-}
-
-/// Largest digit group considered (longer groups are tried only as contiguous runs).
-const MAX_GROUP_DIGITS: usize = 24;
-
-fn scan_digit_groups(
-    text: &[u8],
-    ctx: &DetectCtx,
-    hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
-) {
-    let n = text.len();
-    let mut i = 0;
-    while i < n {
-        // Skip to the next digit; most text has few digits.
-        if !text[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        let mut digits = [0u8; MAX_GROUP_DIGITS];
-        let mut nd = 0usize;
-        let mut separated = false;
-        let mut j = i;
-        loop {
-            if j < n && text[j].is_ascii_digit() {
-                if nd < MAX_GROUP_DIGITS {
-                    digits[nd] = text[j];
-                }
-                nd += 1;
-                j += 1;
-            } else if j + 1 < n
-                && (text[j] == b' ' || text[j] == b'-')
-                && text[j + 1].is_ascii_digit()
-            {
-                separated = true;
-                j += 1;
-            } else {
-                break;
-            }
-        }
-        let end = j;
-        let mut found = false;
-        if nd <= MAX_GROUP_DIGITS {
-            let after = text.get(end).copied();
-            let plus = start > 0 && text[start - 1] == b'+';
-            found = try_group(&digits[..nd], !separated, after, plus, ctx, hit);
-        }
-        if separated && !found {
-            // Try each contiguous run alone.
-            let mut k = start;
-            while k < end {
-                let rs = k;
-                while k < end && text[k].is_ascii_digit() {
-                    k += 1;
-                }
-                let run = &text[rs..k];
-                if run.len() >= 11 && run.len() <= MAX_GROUP_DIGITS {
-                    let after = text.get(k).copied();
-                    let plus = rs > 0 && text[rs - 1] == b'+';
-                    try_group(run, true, after, plus, ctx, hit);
-                }
-                k += 1; // skip the separator
-            }
-        }
-        i = end.max(i + 1);
-    }
-}
-
-/// Tries one digit group; returns whether anything matched.
-fn try_group(
-    digits: &[u8],
-    contiguous: bool,
-    after: Option<u8>,
-    _plus: bool,
-    ctx: &DetectCtx,
-    hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
-) -> bool {
-    let mut found = false;
-    let d = ctx.detectors;
-    if d.contains(Detector::CnResidentId) && contiguous {
-        if let Some((id, cats)) = resident_id::check(digits, after, ctx) {
-            hit(Namespace::CnResidentId, &id, cats);
-            // A resident ID is not also tried as a card or phone.
-            return true;
-        }
-    }
-    if d.contains(Detector::CnMobile) {
-        if let Some(p) = mobile::check(digits) {
-            hit(Namespace::CnMobile, p, CategorySet::of(Category::Contact));
-            found = true;
-        }
-    }
-    if d.contains(Detector::BankCard) && bank_card::check(digits) {
-        hit(
-            Namespace::BankCard,
-            digits,
-            CategorySet::of(Category::Financial),
-        );
-        found = true;
-    }
-    found
 }
 
 #[cfg(test)]

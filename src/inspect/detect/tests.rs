@@ -71,3 +71,79 @@ fn emails_and_cards() {
     );
     assert!(hits("4111111111111112", &[Detector::BankCard]).is_empty());
 }
+
+#[test]
+fn digits_as_people_write_them() {
+    let all = &Detector::ALL;
+    let p = |s: &str| (Namespace::CnMobile, s.to_owned());
+    let id = |s: &str| (Namespace::CnResidentId, s.to_owned());
+    let card = |s: &str| (Namespace::BankCard, s.to_owned());
+    let cases: Vec<(&str, Vec<(Namespace, String)>)> = vec![
+        ("138  0013  8000", vec![p("13800138000")]),
+        ("138.0013.8000", vec![p("13800138000")]),
+        ("138/0013/8000", vec![p("13800138000")]),
+        ("138 - 0013 - 8000", vec![p("13800138000")]),
+        ("(138) 0013 8000", vec![p("13800138000")]),
+        ("(138)0013-8000", vec![p("13800138000")]),
+        ("(+86) 138 0013 8000", vec![p("13800138000")]),
+        ("+86 (138) 0013 8000", vec![p("13800138000")]),
+        ("138-00138000", vec![p("13800138000")]),
+        ("１３８００１３８０００", vec![p("13800138000")]),
+        ("１３８　００１３　８０００", vec![p("13800138000")]),
+        ("１３８－００１３－８０００", vec![p("13800138000")]),
+        ("\u{3000}13800138000\u{3000}", vec![p("13800138000")]),
+        (
+            "138 0013 8000 和 139 0013 9000",
+            vec![p("13800138000"), p("13900139000")],
+        ),
+        (
+            "138 0013 8000 139 0013 9000",
+            vec![p("13800138000"), p("13900139000")],
+        ),
+        (
+            "13800138000,13900139000",
+            vec![p("13800138000"), p("13900139000")],
+        ),
+        ("110105 19491231 002X", vec![id("11010519491231002X")]),
+        ("110105-1949-1231-002x", vec![id("11010519491231002X")]),
+        (
+            "１１０１０５１９４９１２３１００２Ｘ",
+            vec![id("11010519491231002X")],
+        ),
+        ("4111  1111  1111  1111", vec![card("4111111111111111")]),
+        ("4111.1111.1111.1111", vec![card("4111111111111111")]),
+        (
+            "４１１１ １１１１ １１１１ １１１１",
+            vec![card("4111111111111111")],
+        ),
+        // Not identifiers: longer runs, other groupings, timestamps, order numbers, UUIDs.
+        ("1732700000000", vec![]),
+        ("1732700000000123", vec![]),
+        ("12345678901234567890", vec![]),
+        ("138001380001", vec![]),
+        ("Chrome/131.0.6778.139 Safari/537.36", vec![]),
+        ("550e8400-e29b-41d4-a716-446655440000", vec![]),
+        ("1380 013 8000", vec![]),
+        ("13 800 138 000", vec![]),
+        ("4111 1111 1111 1111 1111", vec![]),
+        ("2024-11-27 13:80:01", vec![]),
+    ];
+    for (text, want) in cases {
+        let mut got = hits(text, all);
+        got.sort();
+        let mut want = want;
+        want.sort();
+        assert_eq!(got, want, "{text:?}");
+    }
+}
+
+#[test]
+fn long_chains_are_matched_in_windows() {
+    // Forty short groups, then two phones: the window slides without losing them.
+    let mut s = "12 ".repeat(40);
+    s.push_str("138 0013 8000 139 0013 9000");
+    assert_eq!(hits(&s, &[Detector::CnMobile]).len(), 2);
+    let mut s = "1234 ".repeat(30);
+    s.push_str("x 4111 1111 1111 1111");
+    assert_eq!(hits(&s, &[Detector::BankCard]).len(), 1);
+}

@@ -3,6 +3,7 @@
 
 mod bodies;
 mod formats;
+mod positions;
 mod props;
 mod reference;
 
@@ -164,11 +165,13 @@ fn destination_sensitive_makes_everything_sensitive() {
 }
 
 #[test]
-fn first_subject_field_in_fields_order_wins() {
+fn every_subject_field_of_a_record_is_a_subject() {
+    // A person seen under two identifiers counts twice: over-counting is safe (SPEC §3).
     let cfg = InspectConfig::for_tests(&["user_id", "uid"], &[], &[]);
     let f = json(&cfg, r#"{"uid":"a","user_id":"b","nested":{"x":1}}"#);
-    assert_eq!(f.subjects().len(), 1);
-    assert_eq!(f.subjects()[0].id, b"b");
+    assert_eq!(f.records.len(), 1);
+    let ids: Vec<Vec<u8>> = f.subjects().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, [b"a".to_vec(), b"b".to_vec()]);
     let f = json(&cfg, r#"{"UID":" a "}"#);
     assert_eq!(f.subjects()[0].id, b"a");
 }

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 
-use super::reference::{engine, reference};
+use super::reference::{engine, reference, with_outside};
 use super::*;
 
 fn cfg() -> InspectConfig {
@@ -85,7 +85,8 @@ proptest! {
         let body = serde_json::to_vec(&v).unwrap();
         let c = cfg();
         let got = chunked(&c, "application/json", None, &body, &[7]).unwrap();
-        prop_assert_eq!(engine(&got), reference(&c, &body));
+        let outside = inspect_bytes(&c, Some("application/json"), None, &body, DATE, false).unwrap().outside();
+        prop_assert_eq!(with_outside(engine(&got), outside), reference(&c, &body));
     }
 
     #[test]
@@ -106,7 +107,9 @@ proptest! {
         let whole = chunked(&c, "application/x-ndjson", None, &body, &[body.len()]).unwrap();
         let parts = chunked(&c, "application/x-ndjson", None, &body, &sizes).unwrap();
         prop_assert_eq!(&whole, &parts);
-        prop_assert_eq!(engine(&whole), want);
+        // Categories outside every record of any line apply to the whole request.
+        let outside = inspect_bytes(&c, Some("application/x-ndjson"), None, &body, DATE, false).unwrap().outside();
+        prop_assert_eq!(with_outside(engine(&whole), outside), with_outside(want, outside));
     }
 
     #[test]

@@ -18,6 +18,18 @@ struct Ctx<'a> {
 struct Pending {
     cats: CategorySet,
     hits: Vec<(Namespace, Vec<u8>, CategorySet)>,
+    /// Subject values from a subject container, for the object that holds it.
+    values: Vec<Vec<u8>>,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            cats: CategorySet::EMPTY,
+            hits: Vec::new(),
+            values: Vec::new(),
+        }
+    }
 }
 
 fn add(out: &mut Summary, ns: Namespace, id: &[u8], cats: CategorySet) {
@@ -41,29 +53,43 @@ fn scan(ctx: &Ctx<'_>, s: &[u8], p: &mut Pending) {
     });
 }
 
-fn walk(ctx: &mut Ctx<'_>, v: &serde_json::Value, p: &mut Pending) {
+fn value(p: &mut Pending, v: &[u8]) {
+    let t = record::trim(v);
+    if !t.is_empty() {
+        p.values.push(t.to_vec());
+    }
+}
+
+/// Walks `v`; `subject` says whether it sits in a subject container (every scalar counts).
+fn walk(ctx: &mut Ctx<'_>, v: &serde_json::Value, p: &mut Pending, subject: bool) {
     use serde_json::Value;
     match v {
-        Value::String(s) => scan(ctx, s.as_bytes(), p),
+        Value::String(s) => {
+            if subject {
+                value(p, s.as_bytes());
+            }
+            scan(ctx, s.as_bytes(), p);
+        }
         Value::Number(n) => {
             let t = n.to_string();
+            if subject {
+                value(p, t.as_bytes());
+            }
             if t.len() >= 11 && t.bytes().all(|b| b.is_ascii_digit()) {
                 scan(ctx, t.as_bytes(), p);
             }
         }
-        Value::Array(a) => a.iter().for_each(|x| walk(ctx, x, p)),
+        Value::Array(a) => a.iter().for_each(|x| walk(ctx, x, p, subject)),
         Value::Object(m) => {
-            let mut mine = Pending {
-                cats: CategorySet::EMPTY,
-                hits: Vec::new(),
-            };
-            let mut best: Option<(u16, Vec<u8>)> = None;
+            let mut mine = Pending::new();
+            let mut direct = false;
             for (k, x) in m {
-                let info = ctx.cfg.lookup(k.as_bytes()).unwrap_or_default();
-                let scalar = match x {
-                    Value::String(s) => Some(s.as_bytes().to_vec()),
-                    Value::Number(n) => Some(n.to_string().into_bytes()),
-                    _ => None,
+                let info = match ctx.cfg.lookup(k.as_bytes()) {
+                    Some(i) => i,
+                    None => {
+                        scan(ctx, k.as_bytes(), &mut mine);
+                        Default::default()
+                    }
                 };
                 let nonempty = match x {
                     Value::Null => false,
@@ -73,19 +99,20 @@ fn walk(ctx: &mut Ctx<'_>, v: &serde_json::Value, p: &mut Pending) {
                 if nonempty {
                     mine.cats = mine.cats.union(info.categories);
                 }
-                if let (Some(r), Some(s)) = (info.subject_rank, scalar) {
-                    let t = record::trim(&s).to_vec();
-                    if !t.is_empty() && best.as_ref().is_none_or(|(b, _)| r < *b) {
-                        best = Some((r, t));
-                    }
+                let is_subject = info.subject_rank.is_some() && !subject;
+                if is_subject && !matches!(x, Value::Null | Value::Bool(_)) {
+                    direct = true;
                 }
-                walk(ctx, x, &mut mine);
+                walk(ctx, x, &mut mine, subject || is_subject);
             }
-            if let Some((_, id)) = best {
+            if direct && !mine.values.is_empty() {
                 let cats = mine.hits.iter().fold(mine.cats, |a, h| a.union(h.2));
-                add(&mut ctx.out, Namespace::Field, &id, cats);
+                for id in &mine.values {
+                    add(&mut ctx.out, Namespace::Field, id, cats);
+                }
             } else {
                 p.cats = p.cats.union(mine.cats);
+                p.values.extend(mine.values);
                 for (ns, id, c) in mine.hits {
                     p.hits.push((ns, id, c.union(mine.cats)));
                 }
@@ -95,7 +122,8 @@ fn walk(ctx: &mut Ctx<'_>, v: &serde_json::Value, p: &mut Pending) {
     }
 }
 
-/// The reference result for a JSON document (no envelope-size effects: use a large limit).
+/// The reference result for a JSON document (no envelope-size effects: use a large limit),
+/// with the categories found outside every record applied to every subject.
 pub(super) fn reference(cfg: &InspectConfig, doc: &[u8]) -> Summary {
     let v: serde_json::Value = serde_json::from_slice(doc).unwrap();
     let mut ctx = Ctx {
@@ -107,17 +135,23 @@ pub(super) fn reference(cfg: &InspectConfig, doc: &[u8]) -> Summary {
         },
         out: Summary::new(),
     };
-    let mut top = Pending {
-        cats: CategorySet::EMPTY,
-        hits: Vec::new(),
-    };
-    walk(&mut ctx, &v, &mut top);
+    let mut top = Pending::new();
+    walk(&mut ctx, &v, &mut top, false);
     // Loose hits at the top: each its own subject, with the categories of the objects that
     // held them (already folded in on the way up).
     for (ns, id, c) in top.hits {
         add(&mut ctx.out, ns, &id, c);
     }
-    ctx.out
+    with_outside(ctx.out, top.cats)
+}
+
+/// Applies categories found outside every record to every subject.
+pub(super) fn with_outside(mut s: Summary, outside: CategorySet) -> Summary {
+    for v in s.values_mut() {
+        v.0 |= outside.bits();
+        v.1 |= outside.is_sensitive();
+    }
+    s
 }
 
 /// The engine's result in the same shape.
