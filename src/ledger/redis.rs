@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Value};
 
@@ -38,10 +37,12 @@ use super::hash::SubjectHasher;
 use super::index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
 
 mod cache;
+mod connect;
 mod reply;
 
 use crate::model::{shanghai_date, Regime};
 use cache::SubjectCache;
+pub use connect::{RedisAuth, RedisAuthError};
 use reply::{outcomes, parse_reply, parse_tallies, sum_window, Reply};
 
 /// How old the window counts may be that answer a request whose subjects are all known
@@ -225,6 +226,7 @@ struct Registry {
 /// The Redis ledger backend. Cheap to share (`Arc`); see the module documentation.
 pub struct RedisLedger {
     target: RedisTarget,
+    auth: RedisAuth,
     keys: Keys,
     timeout: Duration,
     fingerprint: String,
@@ -304,19 +306,33 @@ impl RedisLedger {
         opts: RedisOptions,
         hasher: &SubjectHasher,
     ) -> Result<Arc<RedisLedger>, RedisOpenError> {
+        Self::new_with_auth(opts, RedisAuth::none(), hasher)
+    }
+
+    /// [`RedisLedger::new`] with a password and trust roots ([`RedisAuth`]).
+    ///
+    /// # Errors
+    /// An invalid address.
+    pub fn new_with_auth(
+        opts: RedisOptions,
+        auth: RedisAuth,
+        hasher: &SubjectHasher,
+    ) -> Result<Arc<RedisLedger>, RedisOpenError> {
         match &opts.target {
             RedisTarget::Server(url) => {
-                redis::Client::open(url.as_str())
+                auth.server_client(url)
                     .map_err(|e| RedisOpenError::Address(e.to_string()))?;
             }
             RedisTarget::Cluster(nodes) => {
-                ClusterClient::new(nodes.clone())
+                auth.cluster_builder(nodes)
+                    .build()
                     .map_err(|e| RedisOpenError::Address(e.to_string()))?;
             }
         }
         let keys = Keys::new(namespace(&opts.entity));
         let l = Arc::new(RedisLedger {
             target: opts.target,
+            auth,
             keys,
             timeout: opts.timeout,
             fingerprint: key_fingerprint(hasher),
@@ -346,7 +362,19 @@ impl RedisLedger {
         opts: RedisOptions,
         hasher: &SubjectHasher,
     ) -> Result<Arc<RedisLedger>, RedisOpenError> {
-        let l = Self::new(opts, hasher)?;
+        Self::open_with_auth(opts, RedisAuth::none(), hasher).await
+    }
+
+    /// [`RedisLedger::open`] with a password and trust roots ([`RedisAuth`]).
+    ///
+    /// # Errors
+    /// An invalid address, or a namespace created with another hash key.
+    pub async fn open_with_auth(
+        opts: RedisOptions,
+        auth: RedisAuth,
+        hasher: &SubjectHasher,
+    ) -> Result<Arc<RedisLedger>, RedisOpenError> {
+        let l = Self::new_with_auth(opts, auth, hasher)?;
         match l.ping().await {
             Ok(()) => tracing::info!(namespace = %l.keys.ns, "redis ledger connected"),
             Err(e) => {
@@ -452,7 +480,7 @@ impl RedisLedger {
     async fn connect(&self) -> redis::RedisResult<Conn> {
         match &self.target {
             RedisTarget::Server(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = self.auth.server_client(url)?;
                 let cfg = ConnectionManagerConfig::new()
                     .set_connection_timeout(self.timeout)
                     .set_response_timeout(self.timeout)
@@ -463,7 +491,9 @@ impl RedisLedger {
                 ))
             }
             RedisTarget::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.clone())
+                let client = self
+                    .auth
+                    .cluster_builder(nodes)
                     .connection_timeout(self.timeout)
                     .response_timeout(self.timeout)
                     .retries(2)
