@@ -36,6 +36,8 @@ pub(crate) fn scan(
     ctx: &DetectCtx,
     hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
 ) {
+    #[cfg(test)]
+    trace::record(text);
     if text.len() < MIN_LEN || ctx.detectors.is_empty() {
         return;
     }
@@ -50,6 +52,35 @@ pub(crate) fn scan(
     // pass.
     if wants_digits && digit_count >= 11 {
         digits::scan(text, ctx, hit);
+    }
+}
+
+/// Test-only record of every text handed to the detectors (for the differential tests: what
+/// a reference parser extracts must be among what the gate inspected).
+#[cfg(test)]
+pub(crate) mod trace {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static SEEN: RefCell<Option<Vec<Vec<u8>>>> = const { RefCell::new(None) };
+    }
+
+    /// Starts recording on this thread.
+    pub(crate) fn start() {
+        SEEN.with(|s| *s.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// Stops recording and returns what was seen.
+    pub(crate) fn take() -> Vec<Vec<u8>> {
+        SEEN.with(|s| s.borrow_mut().take().unwrap_or_default())
+    }
+
+    pub(super) fn record(text: &[u8]) {
+        SEEN.with(|s| {
+            if let Some(v) = s.borrow_mut().as_mut() {
+                v.push(text.to_vec());
+            }
+        });
     }
 }
 
