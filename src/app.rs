@@ -104,13 +104,17 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
         let gate = gate.clone();
         let mut drain = drain.watcher();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+            // Counts reported by every replica are at most a second old (SPEC §4): with the
+            // Redis backend, other replicas' reservations only show up through this refresh.
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
                         let snap = gate.snapshot();
                         snap.gauges.refresh(gate.ledger.as_ref(), gate.clock.now()).await;
                         gate.ready();
+                        gate.publish_ledger_counters();
                     }
                     _ = drain.signaled() => break,
                 }
@@ -202,6 +206,7 @@ async fn open_redis(
         timeout: cfg.ledger.timeout,
         entity: cfg.entity.name.clone(),
         cache_entries: crate::ledger::redis::DEFAULT_CACHE_ENTRIES,
+        journal_dir: Some(cfg.gate.data_dir.join(crate::ledger::redis::JOURNAL_DIR)),
     };
     match RedisLedger::open(opts, hasher).await {
         Ok(l) => Ok(l),

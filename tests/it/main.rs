@@ -9,4 +9,5 @@ mod intercept;
 mod ledger_crash;
 mod proxy;
 mod redis;
+mod redis_loss;
 mod report;
