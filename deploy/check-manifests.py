@@ -94,11 +94,17 @@ check(gate_cfg["gate"]["data_dir"] in mounts, "gate.data_dir is not a mounted vo
 secret_dir = "/run/transfer-gate/secrets"
 named = {gate_cfg["gate"]["admin_token_file"], gate_cfg["ledger"]["hash_key_file"],
          gate_cfg["tls"]["ca_cert"], gate_cfg["tls"]["ca_key"]}
+# The Redis password comes from the Secret too, never from the ConfigMap.
+check("redis_password_file" in gate_cfg["ledger"], "k8s gate.toml: no ledger.redis_password_file")
+check("@" not in gate_cfg["ledger"].get("redis_url", ""), "k8s gate.toml: credentials in redis_url")
+named.add(gate_cfg["ledger"].get("redis_password_file", ""))
 check(all(p.startswith(secret_dir + "/") for p in named), "k8s gate.toml: secrets outside " + secret_dir)
 init_script = " ".join(" ".join(c["command"]) for c in pod["initContainers"])
 secret_vol = next(v for v in pod["volumes"] if v["name"] == "secrets-src")
 items = {i["key"] for i in secret_vol["secret"]["items"]}
-example = set(docs["secret.example.yaml"][0]["data"])
+secret_example = docs["secret.example.yaml"][0]
+check("data" not in secret_example, "secret.example.yaml: use stringData (data needs real base64)")
+example = set(secret_example.get("stringData", {}))
 for p in named:
     f = p.rsplit("/", 1)[1]
     check(f in init_script, f"init container does not copy {f}")
@@ -115,6 +121,68 @@ svc = next(o for o in by_kind["Service"] if o["metadata"]["name"] == "transfer-g
 check({p["port"] for p in svc["spec"]["ports"]} == {3128, 9464}, "Service: ports must be 3128 and 9464")
 check("PodDisruptionBudget" in by_kind, "no PodDisruptionBudget")
 
+# The kit's Redis requires the password the gate reads: requirepass from the same Secret key.
+redis_sts = next(o for o in by_kind["StatefulSet"] if o["metadata"]["name"] == "transfer-gate-redis")
+redis_pod = redis_sts["spec"]["template"]["spec"]
+redis_c = redis_pod["containers"][0]
+redis_script = " ".join(redis_c.get("command", []) + redis_c.get("args", []))
+redis_secret = next((v["secret"] for v in redis_pod.get("volumes", []) if "secret" in v), None)
+check(redis_secret is not None and redis_secret["secretName"] == secret_vol["secret"]["secretName"]
+      and [i["key"] for i in redis_secret["items"]] == ["redis.password"],
+      "redis.yaml: must mount only redis.password of the gate's Secret")
+check(re.search(r"^\s*requirepass \$\(cat /run/redis/secret/redis\.password\)$", redis_script, re.M) is not None,
+      "redis.yaml: requirepass must come from the Secret's redis.password")
+for flag in ("appendonly yes", "appendfsync always", "maxmemory-policy noeviction"):
+    check(flag in redis_script, f"redis.yaml: {flag} missing")
+
+# NetworkPolicy: 3128 only from labelled client namespaces, 9464 only from the monitoring
+# namespace, Redis only from the gate's pods.
+pols = {o["metadata"]["name"]: o["spec"] for o in by_kind.get("NetworkPolicy", [])}
+gate_pol = next((p for p in pols.values() if p["podSelector"].get("matchLabels", {}).items() <= pod_labels.items()
+                 and p["podSelector"].get("matchLabels")), None)
+check(gate_pol is not None, "NetworkPolicy: none selects the gate pods")
+if gate_pol is not None:
+    check(gate_pol.get("policyTypes") == ["Ingress"], "NetworkPolicy (gate): policyTypes must be [Ingress]")
+    admitted = {}
+    for rule in gate_pol.get("ingress", []):
+        ports = [p["port"] for p in rule.get("ports", [])]
+        check(ports != [], "NetworkPolicy (gate): a rule without ports admits every port")
+        for peer in rule.get("from", []):
+            check(set(peer) == {"namespaceSelector"}, f"NetworkPolicy (gate): peer {peer} is not a namespace selector")
+            sel = peer.get("namespaceSelector", {}).get("matchLabels", {})
+            check(sel != {}, "NetworkPolicy (gate): an empty namespaceSelector admits every namespace")
+            for port in ports:
+                admitted.setdefault(port, []).append(sel)
+    check(set(admitted) == {3128, 9464}, f"NetworkPolicy (gate): admits ports {sorted(admitted)}, expected 3128 and 9464")
+    check(all("transfer-gate/client" in s for s in admitted.get(3128, [None])),
+          "NetworkPolicy (gate): 3128 must be admitted from namespaces labelled transfer-gate/client only")
+    check(admitted.get(9464) == [{"kubernetes.io/metadata.name": "monitoring"}],
+          "NetworkPolicy (gate): 9464 must be admitted from the monitoring namespace only")
+redis_pol = pols.get("transfer-gate-redis")
+check(redis_pol is not None, "NetworkPolicy: none for Redis")
+if redis_pol is not None:
+    check(redis_pol["podSelector"]["matchLabels"] == redis_sts["spec"]["template"]["metadata"]["labels"],
+          "NetworkPolicy (redis): does not select the Redis pods")
+    peers = [peer for rule in redis_pol["ingress"] for peer in rule["from"]]
+    check(peers and all(set(p) == {"podSelector"} and p["podSelector"]["matchLabels"].items() <= pod_labels.items()
+                        and p["podSelector"]["matchLabels"] for p in peers),
+          "NetworkPolicy (redis): must admit the gate's pods only")
+
+# The ServiceMonitor is part of the kustomization and selects the gate's Service.
+check("servicemonitor.yaml" in kust["resources"], "kustomization: servicemonitor.yaml missing")
+for sm in by_kind.get("ServiceMonitor", []):
+    check(sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(),
+          "ServiceMonitor: selector does not match the gate Service")
+    check("release" in sm["metadata"]["labels"], "ServiceMonitor: no release label (kube-prometheus-stack selects on it)")
+
+# The kit's approvals ship empty: an example approval would be used as if it were real.
+approvals = tomllib.loads((K8S / "approvals.toml").read_text(encoding="utf-8"))
+check(approvals.get("approval", []) == [], "kubernetes/approvals.toml: must ship without approvals")
+
+# The Containerfile pulls no frontend image.
+containerfile = (ROOT / "Containerfile").read_text(encoding="utf-8")
+check(not re.search(r"^#\s*syntax\s*=", containerfile, re.M | re.I), "Containerfile: `# syntax=` pulls a frontend image")
+
 # systemd: drain fits in TimeoutStopSec; the credentials gate.toml names are loaded.
 unit = (ROOT / "systemd" / "transfer-gate.service").read_text(encoding="utf-8")
 sd_cfg = tomllib.loads((ROOT / "systemd" / "gate.toml").read_text(encoding="utf-8"))
@@ -129,6 +197,25 @@ for key in (sd_cfg["gate"].get("admin_token_file"), sd_cfg["tls"].get("ca_cert")
 for d, key in (("StateDirectory=transfer-gate", "data_dir"),):
     check(d in unit and sd_cfg["gate"][key] == "/var/lib/transfer-gate", "systemd: data_dir is not the StateDirectory")
 check(re.search(r"^ExecReload=.*-HUP \$MAINPID$", unit, re.M) is not None, "systemd: ExecReload must send SIGHUP")
+# Documentation= names files the install steps (deploy/README.md) create.
+deploy_readme = (ROOT / "README.md").read_text(encoding="utf-8")
+for doc in re.findall(r"^Documentation=(.+)$", unit, re.M):
+    for url in doc.split():
+        if url.startswith("file://"):
+            path = pathlib.PurePosixPath(url[len("file://"):])
+            installed = re.search(r"install -D -m 0644 -t " + re.escape(str(path.parent)) + r" (\S+)", deploy_readme)
+            check(installed is not None and installed.group(1) == path.name and (ROOT.parent / path.name).is_file(),
+                  f"systemd: Documentation={url} is not installed by deploy/README.md")
+# logrotate: the file gate.toml writes, reopened through the unit's reload (SIGHUP).
+logrotate = (ROOT / "systemd" / "transfer-gate.logrotate").read_text(encoding="utf-8")
+check(re.search(r"^" + re.escape(sd_cfg["gate"]["audit_log"]) + r" \{$", logrotate, re.M) is not None,
+      "logrotate: does not rotate gate.audit_log")
+check(re.search(r"^\s*systemctl reload transfer-gate\.service", logrotate, re.M) is not None,
+      "logrotate: postrotate must reload the unit (SIGHUP reopens the audit log)")
+check(re.search(r"^\s*(copytruncate|create)\b", logrotate, re.M) is None,
+      "logrotate: the gate reopens the file itself (no copytruncate, no create)")
+check("transfer-gate.logrotate /etc/logrotate.d/transfer-gate" in deploy_readme,
+      "deploy/README.md: the systemd install does not install the logrotate file")
 
 # Every alert has a `runbook` annotation pointing at its own heading in README.md.
 readme = (ROOT.parent / "README.md").read_text(encoding="utf-8")

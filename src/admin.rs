@@ -1,5 +1,6 @@
 //! The admin listener, separate from the proxy: `GET /metrics` (Prometheus text),
-//! `GET /healthz` (process alive), `GET /readyz` (config loaded, ledger reachable), and the
+//! `GET /healthz` (process alive), `GET /readyz` (config loaded, listeners serving; not the
+//! ledger, whose state is `transfer_gate_ledger_up` and `/v1/status`), and the
 //! `/v1/*` API (`status`, `decisions`, `reload`, `report`, `history`) behind a bearer token
 //! compared in constant time — or, without a token file, answering loopback clients only.
 //! The admin task also samples the activity history that `report` and `assess` read
@@ -117,9 +118,12 @@ async fn handle(
     }
     Ok(match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if gate.ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "ledger not writable\n"),
+        // The config is loaded and both listeners are bound before this listener serves. A
+        // ledger outage does not make the gate unready: behind a Service that would take every
+        // replica out at once, and PI-free and domestic egress with them.
+        "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
+            gate.ledger_up();
             let mut r = Response::new(respond::full(gate.metrics.render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -33,6 +33,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Another gate holds the data directory (or it cannot be locked).
+    #[error(transparent)]
+    Locked(#[from] crate::data_dir::LockError),
     /// The audit log could not be opened.
     #[error("cannot open audit log {path}: {source}")]
     Audit {
@@ -73,6 +76,8 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
         path: cfg.gate.data_dir.clone(),
         source,
     })?;
+    // Before anything in it is opened: a second gate on the same directory stops here.
+    let dir_lock = crate::data_dir::lock(&cfg.gate.data_dir)?;
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry)?;
     let bind = |addr: SocketAddr| async move {
@@ -113,7 +118,7 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
                     _ = tick.tick() => {
                         let snap = gate.snapshot();
                         snap.gauges.refresh(gate.ledger.as_ref(), gate.clock.now()).await;
-                        gate.ready();
+                        gate.ledger_up();
                         gate.publish_ledger_counters();
                     }
                     _ = drain.signaled() => break,
@@ -125,6 +130,8 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
     let a = tokio::spawn(crate::admin::serve(gate.clone(), admin_l, drain.watcher()));
     let g = gate.clone();
     let done = tokio::spawn(async move {
+        // Held until the gate has stopped.
+        let _dir_lock = dir_lock;
         let _ = p.await;
         let _ = a.await;
         let _ = refresher.await;
@@ -208,10 +215,24 @@ async fn open_redis(
         cache_entries: crate::ledger::redis::DEFAULT_CACHE_ENTRIES,
         journal_dir: Some(cfg.gate.data_dir.join(crate::ledger::redis::JOURNAL_DIR)),
     };
-    match RedisLedger::open(opts, hasher).await {
+    let auth = redis_auth(cfg)?;
+    match RedisLedger::open_with_auth(opts, auth, hasher).await {
         Ok(l) => Ok(l),
         Err(e) => Err(StartError::Ledger(e.to_string())),
     }
+}
+
+/// The Redis password (`ledger.redis_password_file`) and extra trust roots
+/// (`ledger.redis_ca_file`) of `cfg`.
+///
+/// # Errors
+/// [`StartError::Ledger`] when a file cannot be used.
+pub fn redis_auth(cfg: &Config) -> Result<crate::ledger::RedisAuth, StartError> {
+    crate::ledger::RedisAuth::load(
+        cfg.ledger.redis_password_file.as_deref(),
+        cfg.ledger.redis_ca_file.as_deref(),
+    )
+    .map_err(|e| StartError::Ledger(e.to_string()))
 }
 
 /// Loads the configuration at `path` off the async runtime.
@@ -278,22 +299,36 @@ async fn signals(gate: Arc<Gate>, path: PathBuf, drain: Drain, _watch: DrainWatc
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match reload(&gate, &path).await {
-                Ok(warnings) => {
-                    for w in warnings {
-                        tracing::warn!("{w}");
-                    }
-                    tracing::info!("configuration reloaded");
-                }
-                Err(errors) => {
-                    for e in &errors {
-                        tracing::error!("{e}");
-                    }
-                    tracing::error!(errors = errors.len(), "reload refused; the previous configuration stays");
-                }
-            },
+            _ = hup.recv() => {
+                // logrotate moved the audit file: reopen it (a failure keeps the old file and
+                // is logged by the writer).
+                let _ = gate.audit.reopen().await;
+                hup_reload(&gate, &path).await;
+            }
         }
     }
     tracing::info!("shutdown signal: draining");
     drain.trigger();
+}
+
+/// The configuration reload of `SIGHUP`.
+#[cfg(unix)]
+async fn hup_reload(gate: &Gate, path: &Path) {
+    match reload(gate, path).await {
+        Ok(warnings) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!("configuration reloaded");
+        }
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            tracing::error!(
+                errors = errors.len(),
+                "reload refused; the previous configuration stays"
+            );
+        }
+    }
 }

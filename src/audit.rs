@@ -1,7 +1,10 @@
 //! The audit trail: one JSON line per decision on an overseas request (SPEC §6) — never an
-//! identifier — written by a background task to `gate.audit_log` (or stdout), buffered and
-//! flushed at least every second and on shutdown. The most recent decisions are also kept in
-//! memory for `GET /v1/decisions`.
+//! identifier — written by a background task ([`sink`]) to `gate.audit_log` (or stdout),
+//! buffered and flushed at least every second and on shutdown; the file is reopened on
+//! `SIGHUP` ([`Audit::reopen`]) so that logrotate can move it. The most recent decisions are
+//! also kept in memory for `GET /v1/decisions`.
+
+mod sink;
 
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -9,7 +12,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot};
 
 /// How many recent decisions `/v1/decisions` can return.
@@ -122,6 +125,7 @@ pub struct Audit {
 enum Msg {
     Record(Arc<AuditRecord>),
     Flush(oneshot::Sender<()>),
+    Reopen(oneshot::Sender<Result<(), String>>),
 }
 
 impl Audit {
@@ -131,20 +135,11 @@ impl Audit {
     /// When the file cannot be opened for appending.
     pub fn start(path: Option<PathBuf>) -> std::io::Result<Audit> {
         let out: Box<dyn Write + Send> = match &path {
-            Some(p) => {
-                if let Some(dir) = p.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let mut o = std::fs::OpenOptions::new();
-                o.create(true).append(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o640);
-                Box::new(o.open(p)?)
-            }
+            Some(p) => Box::new(sink::open(p)?),
             None => Box::new(std::io::stdout()),
         };
         let (tx, rx) = mpsc::channel(65_536);
-        tokio::spawn(write_loop(rx, out));
+        tokio::spawn(sink::write_loop(rx, sink::Writer::new(out, path)));
         Ok(Audit {
             tx,
             recent: Arc::new(Mutex::new(VecDeque::with_capacity(RECENT))),
@@ -191,59 +186,27 @@ impl Audit {
         }
     }
 
+    /// Reopens the audit file at its configured path (after logrotate moved it): every line
+    /// recorded before this call is in the old file, every line after it in the new one.
+    /// Nothing to do on stdout.
+    ///
+    /// # Errors
+    /// When the file cannot be opened (the old one stays in use).
+    pub async fn reopen(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Reopen(tx)).await.is_err() {
+            return Err("audit writer stopped".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("audit writer stopped".into()))
+    }
+
     /// The most recent decisions, newest first.
     pub fn recent(&self, limit: usize) -> Vec<Arc<AuditRecord>> {
         match self.recent.lock() {
             Ok(q) => q.iter().rev().take(limit).cloned().collect(),
             Err(_) => Vec::new(),
         }
-    }
-}
-
-async fn write_loop(mut rx: mpsc::Receiver<Msg>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut line = Vec::with_capacity(512);
-    let mut dirty = false;
-    loop {
-        let msg = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(_) => {
-                if dirty {
-                    flush(&mut out);
-                    dirty = false;
-                }
-                continue;
-            }
-        };
-        match msg {
-            Msg::Record(rec) => {
-                write(&mut out, &mut line, &rec);
-                dirty = true;
-            }
-            Msg::Flush(done) => {
-                flush(&mut out);
-                dirty = false;
-                let _ = done.send(());
-            }
-        }
-    }
-    flush(&mut out);
-}
-
-fn write(out: &mut impl Write, line: &mut Vec<u8>, rec: &AuditRecord) {
-    line.clear();
-    if serde_json::to_writer(&mut *line, rec).is_ok() {
-        line.push(b'\n');
-        if let Err(e) = out.write_all(line) {
-            tracing::error!(error = %e, "audit log write failed");
-        }
-    }
-}
-
-fn flush(out: &mut impl Write) {
-    if let Err(e) = out.flush() {
-        tracing::error!(error = %e, "audit log flush failed");
     }
 }
 

@@ -14,6 +14,7 @@
 //!   the CLI from the running gate's admin API.
 //! - [`model`]: the shared vocabulary (categories, regimes, the Shanghai calendar).
 //! - [`shutdown`]: the drain signal every connection watches.
+//! - [`data_dir`]: the lock that keeps a second gate off the same `gate.data_dir`.
 
 pub mod admin;
 pub mod admin_client;
@@ -21,6 +22,7 @@ pub mod app;
 pub mod assess;
 pub mod audit;
 pub mod config;
+pub mod data_dir;
 pub mod inspect;
 pub mod ledger;
 pub mod metrics;

@@ -33,7 +33,9 @@ enum Command {
         #[arg(short, long, default_value = "config/gate.toml")]
         config: PathBuf,
     },
-    /// Validate the configuration and approvals; print every error and warning.
+    /// Validate the configuration, approvals and the files they name (key modes, CA pair,
+    /// writable data_dir and audit log, Redis password and CA files); print every error and
+    /// warning. Exit code 0: usable (warnings allowed); 2: errors (`run` would refuse it).
     Check {
         /// The gate configuration file.
         #[arg(short, long, default_value = "config/gate.toml")]
@@ -400,7 +402,8 @@ fn check(path: &std::path::Path) -> ExitCode {
     let warnings = diags.len() - errors;
     println!("{errors} errors, {warnings} warnings");
     if errors > 0 {
-        ExitCode::from(1)
+        // The same code as `run` on the same config.
+        ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     }

@@ -45,8 +45,8 @@ pub const CONFIG_INFO: &str = "transfer_gate_config_info";
 /// `transfer_gate_approval_max_subjects` (not in the spec table; the declared volume, for the
 /// remaining-volume alert)
 pub const APPROVAL_MAX: &str = "transfer_gate_approval_max_subjects";
-/// `transfer_gate_ready` (not in the spec table; 1 when `/readyz` would answer 200)
-pub const READY: &str = "transfer_gate_ready";
+/// `transfer_gate_ledger_up`
+pub const LEDGER_UP: &str = "transfer_gate_ledger_up";
 /// `transfer_gate_upstream_errors_total` (not in the spec table; 502/504 by kind)
 pub const UPSTREAM_ERRORS: &str = "transfer_gate_upstream_errors_total";
 /// `transfer_gate_tls_client_errors_total` (not in the spec table; failed or refused client
@@ -90,8 +90,8 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// Declared approval volume by approval and class.
     pub approval_max: IntGaugeVec,
-    /// 1 when ready (config loaded, ledger reachable), else 0.
-    pub ready: prometheus::IntGauge,
+    /// 1 when the ledger backend is reachable and writable, else 0 (by backend).
+    pub ledger_up: IntGaugeVec,
     /// Upstream failures by destination and kind (`unreachable`, `timeout`).
     pub upstream_errors: IntCounterVec,
     /// Failed client handshakes of intercepted connections, by destination.
@@ -193,7 +193,10 @@ impl Metrics {
                 opts(APPROVAL_MAX, "Data subjects an approval's declared volume allows in total."),
                 &["approval", "class"],
             )?,
-            ready: prometheus::IntGauge::with_opts(opts(READY, "1 when the gate is ready: configuration loaded and ledger reachable."))?,
+            ledger_up: IntGaugeVec::new(
+                opts(LEDGER_UP, "1 when the ledger backend is reachable and writable, 0 when transfers with personal information get 503 ledger_unavailable."),
+                &["backend"],
+            )?,
             upstream_errors: IntCounterVec::new(
                 opts(UPSTREAM_ERRORS, "Upstream exchanges that failed, by kind."),
                 &["destination", "kind"],
@@ -222,7 +225,7 @@ impl Metrics {
         registry.register(Box::new(m.config_info.clone()))?;
         registry.register(Box::new(m.upstream_errors.clone()))?;
         registry.register(Box::new(m.approval_max.clone()))?;
-        registry.register(Box::new(m.ready.clone()))?;
+        registry.register(Box::new(m.ledger_up.clone()))?;
         registry.register(Box::new(m.tls_client_errors.clone()))?;
         Ok(m)
     }
@@ -271,6 +274,7 @@ mod tests {
         m.duration("allow").observe(0.001);
         m.ledger_commit.with_label_values(&["local"]).observe(0.001);
         m.ledger_errors.with_label_values(&["local"]).inc();
+        m.ledger_up.with_label_values(&["local"]).set(1);
         m.tunnels.with_label_values(&["domestic"]).inc();
         m.tls_client_errors.with_label_values(&["eu"]).inc();
         m.config_info
@@ -290,6 +294,7 @@ mod tests {
             REQUEST_DURATION,
             LEDGER_COMMIT,
             LEDGER_ERRORS,
+            LEDGER_UP,
             TUNNELS_TOTAL,
             CONFIG_INFO,
             TLS_CLIENT_ERRORS,

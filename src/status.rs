@@ -78,7 +78,9 @@ pub async fn status(gate: &Gate) -> Value {
         "mode": c.gate.mode.as_str(),
         "today": today.to_string(),
         "window_start": date(window_start),
-        "ledger": {"backend": ledger.backend(), "ready": ledger.is_ready() && ledger_ok},
+        // `up`: reachable and writable (the gauge transfer_gate_ledger_up); when false, PI
+        // transfers get 503 and the counts above may be stale or zero.
+        "ledger": {"backend": ledger.backend(), "up": gate.ledger_up() && ledger_ok},
         "entity_subjects": {"all": entity.all, "sensitive": entity.sensitive},
         "required_mechanism": need.as_str(),
         "required_because": threshold.map(|t| t.as_str()),
@@ -126,10 +128,10 @@ pub fn render(s: &Value) -> String {
         v(&s["regime"]),
         v(&s["mode"]),
         v(&s["ledger"]["backend"]),
-        if s["ledger"]["ready"] == true {
-            "ready"
+        if s["ledger"]["up"] == true {
+            "up"
         } else {
-            "NOT READY"
+            "DOWN: transfers with personal information get 503, counts may be stale"
         }
     );
     let _ = writeln!(

@@ -6,6 +6,7 @@
 //! the async runtime and swap the result in only when it has no errors.
 
 pub mod diag;
+mod files;
 pub mod pattern;
 pub mod raw;
 mod validate;
@@ -169,6 +170,11 @@ pub struct LedgerSettings {
     pub hash_key_file: PathBuf,
     /// Backend operation timeout.
     pub timeout: Duration,
+    /// The Redis password, read from this file (kept out of the config; an ACL user name
+    /// stays in the URL).
+    pub redis_password_file: Option<PathBuf>,
+    /// Extra trust roots (PEM) for `rediss://`.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 /// `[inspection]`, validated.

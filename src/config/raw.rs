@@ -71,6 +71,8 @@ pub struct RawLedger {
     pub hash_key_file: Option<String>,
     pub redis_url: Option<String>,
     pub redis_cluster: Option<Vec<String>>,
+    pub redis_password_file: Option<String>,
+    pub redis_ca_file: Option<String>,
     pub timeout_ms: Option<u64>,
 }
 

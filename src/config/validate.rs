@@ -32,6 +32,11 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut hasher = Sha256::new();
     let table = read_table(path, &file, &mut d, &mut hasher);
     let cfg = table.and_then(|t| build(path, &file, &t, &mut d, &mut hasher));
+    if let Some(cfg) = &cfg {
+        // The files and directories `run` opens at start, checked the same way here, so
+        // that `check` and `run` agree.
+        super::files::check(cfg, &file, &mut d);
+    }
     match cfg {
         Some(mut cfg) if !d.has_errors() => {
             cfg.sha256 = hex(&hasher.finalize());
@@ -374,15 +379,6 @@ fn build(
             Err(e) => d.error(file, e.config_key(), e.to_string()),
         }
     }
-    if let Some(p) = &tls.upstream_ca_file {
-        if let Err(e) = std::fs::metadata(p) {
-            d.error(
-                file,
-                "tls.upstream_ca_file",
-                format!("cannot read {}: {e}", p.display()),
-            );
-        }
-    }
     if destinations
         .iter()
         .any(|x| x.tls == Some(TlsMode::Intercept))
@@ -462,6 +458,8 @@ fn validate_ledger(path: &Path, file: &str, raw: RawLedger, d: &mut Diagnostics)
                 .unwrap_or("secrets/subject-hash.key"),
         ),
         timeout: Duration::from_millis(timeout_ms.max(1)),
+        redis_password_file: raw.redis_password_file.map(|p| resolve(path, &p)),
+        redis_ca_file: raw.redis_ca_file.map(|p| resolve(path, &p)),
     }
 }
 

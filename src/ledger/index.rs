@@ -123,6 +123,9 @@ pub(crate) struct Journal {
     pub shutdown: bool,
     /// Set when a snapshot wants the writer to start a new segment.
     pub rotate: bool,
+    /// Set by the writer while log writes fail (the error): changes that would add frames
+    /// are refused, so nothing piles up in memory however long the disk stays full.
+    pub refuse: Option<Arc<str>>,
 }
 
 /// A monthly tally's key: (scope id, year, month).
@@ -237,6 +240,9 @@ impl Index {
             }
             if core.scopes.len() >= MAX_SCOPES {
                 return Err(LedgerError::Limit("too many scopes"));
+            }
+            if let Some(e) = core.journal.as_ref().and_then(|j| j.refuse.clone()) {
+                return Err(LedgerError::Storage(e.to_string()));
             }
             let id = core.scopes.len() as u32;
             self.define(&mut core, id, scope.clone());
@@ -503,6 +509,11 @@ impl Index {
                     0,
                 ));
             }
+        }
+        if let Some(e) = core.journal.as_ref().and_then(|j| j.refuse.clone()) {
+            // The log cannot be written: refuse before counting (nothing forwarded, nothing
+            // kept in memory waiting for the disk).
+            return Err(LedgerError::Storage(e.to_string()));
         }
         // Commit: counts, tallies, sequence, journal; then the tables.
         for (i, s) in subjects.iter().enumerate() {

@@ -13,7 +13,10 @@
 //! [`LedgerError::Storage`]; the subjects stay counted in memory (over-counting is the safe
 //! side: the data was not forwarded, so at worst a later request is judged against a count
 //! that is too high) and the writer keeps the bytes and retries them, so memory and disk agree
-//! again as soon as the disk recovers.
+//! again as soon as the disk recovers. While writes fail, changes that would add frames are
+//! refused before they count anything (the journal's `refuse`), so the kept bytes are only
+//! those of the batch in flight when the failure began: memory stays bounded however long the
+//! disk stays full.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -489,6 +492,7 @@ impl Writer {
                     Ok(()) => {
                         if failing {
                             tracing::info!("ledger log writes recovered");
+                            self.refuse(None);
                         }
                         failing = false;
                         self.shared.durable.store(pending_seq, Ordering::Release);
@@ -501,6 +505,7 @@ impl Writer {
                         }
                         failing = true;
                         let msg: Arc<str> = Arc::from(e.to_string());
+                        self.refuse(Some(msg.clone()));
                         self.shared.status.send_modify(|s| {
                             s.failed_through = pending_seq;
                             s.error = Some(msg);
@@ -533,6 +538,14 @@ impl Writer {
                 }
                 return;
             }
+        }
+    }
+
+    /// Sets (or clears) the journal's refusal of new frames.
+    fn refuse(&self, error: Option<Arc<str>>) {
+        let mut core = self.shared.index.lock_core();
+        if let Some(j) = core.journal.as_mut() {
+            j.refuse = error;
         }
     }
 

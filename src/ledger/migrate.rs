@@ -280,6 +280,12 @@ pub async fn import_redis(
 pub async fn export_file(cfg: &Config, out: &Path) -> Result<Moved, MigrateError> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = cfg.gate.data_dir.clone();
+    // A running gate holds the directory: its log would change under the export.
+    let _lock = if dir.is_dir() {
+        Some(crate::data_dir::lock(&dir).map_err(|e| MigrateError::Setup(e.to_string()))?)
+    } else {
+        None
+    };
     let local = tokio::task::spawn_blocking(move || {
         LocalLedger::open_in_data_dir(&dir, super::LocalOptions::default())
     })
@@ -323,7 +329,8 @@ pub async fn import_file(cfg: &Config, input: &Path) -> Result<Moved, MigrateErr
         // The import only writes through pipelines; a running gate may own the journal.
         journal_dir: None,
     };
-    let ledger = RedisLedger::open(opts, &hasher)
+    let auth = crate::app::redis_auth(cfg).map_err(|e| MigrateError::Setup(e.to_string()))?;
+    let ledger = RedisLedger::open_with_auth(opts, auth, &hasher)
         .await
         .map_err(|e| MigrateError::Setup(e.to_string()))?;
     let file = std::io::BufReader::new(std::fs::File::open(input)?);

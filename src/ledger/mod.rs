@@ -37,7 +37,9 @@ pub use api::{
 pub use hash::{HashKeyError, SubjectHasher, SubjectKey, HASH_KEY_LEN};
 pub use index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
 pub use local::{LocalLedger, LocalOptions, RecoveryReport};
-pub use redis::{RedisLedger, RedisOpenError, RedisOptions, RedisTarget};
+pub use redis::{
+    RedisAuth, RedisAuthError, RedisLedger, RedisOpenError, RedisOptions, RedisTarget,
+};
 
 use crate::model::Regime;
 use index::Index;

@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Value};
 
@@ -39,12 +38,14 @@ use super::hash::SubjectHasher;
 use super::index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
 
 mod cache;
+mod connect;
 mod journal;
 mod loss;
 mod reply;
 
 use crate::model::{shanghai_date, Regime};
 use cache::SubjectCache;
+pub use connect::{RedisAuth, RedisAuthError};
 use journal::Journal;
 pub use journal::DIR_NAME as JOURNAL_DIR;
 use loss::{parse_seen, LossState};
@@ -241,6 +242,7 @@ struct Registry {
 /// The Redis ledger backend. Cheap to share (`Arc`); see the module documentation.
 pub struct RedisLedger {
     target: RedisTarget,
+    auth: RedisAuth,
     keys: Keys,
     timeout: Duration,
     fingerprint: String,
@@ -326,13 +328,26 @@ impl RedisLedger {
         opts: RedisOptions,
         hasher: &SubjectHasher,
     ) -> Result<Arc<RedisLedger>, RedisOpenError> {
+        Self::new_with_auth(opts, RedisAuth::none(), hasher)
+    }
+
+    /// [`RedisLedger::new`] with a password and trust roots ([`RedisAuth`]).
+    ///
+    /// # Errors
+    /// An invalid address.
+    pub fn new_with_auth(
+        opts: RedisOptions,
+        auth: RedisAuth,
+        hasher: &SubjectHasher,
+    ) -> Result<Arc<RedisLedger>, RedisOpenError> {
         match &opts.target {
             RedisTarget::Server(url) => {
-                redis::Client::open(url.as_str())
+                auth.server_client(url)
                     .map_err(|e| RedisOpenError::Address(e.to_string()))?;
             }
             RedisTarget::Cluster(nodes) => {
-                ClusterClient::new(nodes.clone())
+                auth.cluster_builder(nodes)
+                    .build()
                     .map_err(|e| RedisOpenError::Address(e.to_string()))?;
             }
         }
@@ -343,6 +358,7 @@ impl RedisLedger {
         };
         let l = Arc::new_cyclic(|this| RedisLedger {
             target: opts.target,
+            auth,
             keys,
             timeout: opts.timeout,
             fingerprint: key_fingerprint(hasher),
@@ -375,7 +391,19 @@ impl RedisLedger {
         opts: RedisOptions,
         hasher: &SubjectHasher,
     ) -> Result<Arc<RedisLedger>, RedisOpenError> {
-        let l = Self::new(opts, hasher)?;
+        Self::open_with_auth(opts, RedisAuth::none(), hasher).await
+    }
+
+    /// [`RedisLedger::open`] with a password and trust roots ([`RedisAuth`]).
+    ///
+    /// # Errors
+    /// An invalid address, or a namespace created with another hash key.
+    pub async fn open_with_auth(
+        opts: RedisOptions,
+        auth: RedisAuth,
+        hasher: &SubjectHasher,
+    ) -> Result<Arc<RedisLedger>, RedisOpenError> {
+        let l = Self::new_with_auth(opts, auth, hasher)?;
         match l.ping().await {
             Ok(()) => tracing::info!(namespace = %l.keys.ns, "redis ledger connected"),
             Err(e) => {
@@ -481,7 +509,7 @@ impl RedisLedger {
     async fn connect(&self) -> redis::RedisResult<Conn> {
         match &self.target {
             RedisTarget::Server(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = self.auth.server_client(url)?;
                 let cfg = ConnectionManagerConfig::new()
                     .set_connection_timeout(self.timeout)
                     .set_response_timeout(self.timeout)
@@ -492,7 +520,9 @@ impl RedisLedger {
                 ))
             }
             RedisTarget::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.clone())
+                let client = self
+                    .auth
+                    .cluster_builder(nodes)
                     .connection_timeout(self.timeout)
                     .response_timeout(self.timeout)
                     .retries(2)

@@ -265,7 +265,10 @@ impl Gate {
         metrics
             .ledger_reasserted
             .with_label_values(&[ledger.backend()]);
-        metrics.ready.set(i64::from(ledger.is_ready()));
+        metrics
+            .ledger_up
+            .with_label_values(&[ledger.backend()])
+            .set(i64::from(ledger.is_ready()));
         let gate = Gate {
             snapshot: ArcSwap::from_pointee(snap),
             metrics,
@@ -280,11 +283,15 @@ impl Gate {
         Ok(Arc::new(gate))
     }
 
-    /// Whether the gate can serve PI-carrying transfers: the ledger can make reservations
-    /// durable. Also published as `transfer_gate_ready`.
-    pub fn ready(&self) -> bool {
+    /// Whether the ledger can make reservations durable now (reachable and writable), so that
+    /// PI-carrying transfers can be counted; published as `transfer_gate_ledger_up{backend}`.
+    /// Readiness (`/readyz`) does not depend on it: PI-free and domestic traffic go on.
+    pub fn ledger_up(&self) -> bool {
         let ok = self.ledger.is_ready();
-        self.metrics.ready.set(i64::from(ok));
+        self.metrics
+            .ledger_up
+            .with_label_values(&[self.ledger.backend()])
+            .set(i64::from(ok));
         ok
     }
 

@@ -112,7 +112,7 @@ destinations = ["eu"]
 valid_from = "2025-13-01"
 "#;
     let (code, out) = check(dir.path(), gate, approvals);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 2, "{out}");
     for expected in [
         "error: gate.toml: gate.proxy_listen: `127.0.0.1:99999` is not an address:port",
         "error: gate.toml: gate.admin_listen: `not-an-address`",
@@ -148,11 +148,11 @@ valid_from = "2025-13-01"
 fn syntax_errors_and_missing_sections() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out) = check(dir.path(), "[gate\nproxy_listen = 1", "");
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(out.contains("error: gate.toml: not valid TOML"), "{out}");
 
     let (code, out) = check(dir.path(), "[mystery]\nx = 1\n", "");
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     for expected in [
         "gate.toml: mystery: unknown section",
         "gate.toml: gate: missing section",
@@ -169,7 +169,7 @@ fn syntax_errors_and_missing_sections() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text.contains("approvals.toml: cannot read"), "{text}");
 }
 

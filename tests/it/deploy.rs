@@ -8,12 +8,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs `scripts/test-deploy` with `args`, one at a time (it may run apt-get, which takes a lock).
-fn test_deploy(args: &[&str]) -> std::process::Output {
+pub(crate) fn test_deploy(args: &[&str]) -> std::process::Output {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     Command::new(repo().join("scripts/test-deploy"))
@@ -23,7 +23,7 @@ fn test_deploy(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn dashboard() -> serde_json::Value {
+pub(crate) fn dashboard() -> serde_json::Value {
     let text = std::fs::read_to_string(repo().join("deploy/grafana/transfer-gate.json")).unwrap();
     serde_json::from_str(&text).expect("deploy/grafana/transfer-gate.json is not valid JSON")
 }
@@ -276,7 +276,7 @@ fn metric_names_are_extracted_by_family() {
 }
 
 /// Writes what the shipped configs expect to find at deploy time: a 32-byte hash key (0600),
-/// an admin token, and an interception CA (key 0600).
+/// an admin token, the Redis password, and an interception CA (key 0600).
 fn write_secrets(dir: &Path) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     use std::os::unix::fs::PermissionsExt;
@@ -288,6 +288,7 @@ fn write_secrets(dir: &Path) {
     };
     private("subject-hash.key", &[7u8; 32]);
     private("admin.token", b"0123456789abcdef0123456789abcdef\n");
+    private("redis.password", b"Zq7requirepass3f9c\n");
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params
         .distinguished_name

@@ -1,14 +1,19 @@
 //! The integration test binary: every suite is a module here, so the suite links once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+mod audit_log;
 mod bodies;
 mod check;
+mod dashboard;
 mod deploy;
 mod enforce;
 mod harness;
 mod intercept;
 mod ledger_crash;
 mod proxy;
+mod readiness;
 mod redis;
+mod redis_auth;
 mod redis_loss;
 mod report;
+mod startup;

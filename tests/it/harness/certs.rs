@@ -27,6 +27,22 @@ impl TestCa {
         }
     }
 
+    /// A leaf certificate for `names` signed by this CA and its private key, both PEM (for
+    /// servers configured by file, e.g. redis-server's `--tls-cert-file`).
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// The CA's private key in PEM.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// A server config for `names`, signed by this CA, with ALPN h2 and http/1.1.
     pub fn server_config(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
         let params =

@@ -286,6 +286,49 @@ impl GateProc {
         }
     }
 
+    /// Waits until `transfer_gate_ledger_up` reads 1 (panics with the log after 30 s).
+    pub async fn wait_ledger_up(&self) {
+        self.wait_ledger(true).await;
+    }
+
+    /// Waits until `transfer_gate_ledger_up` reads `up` (panics with the log after 30 s).
+    pub async fn wait_ledger(&self, up: bool) {
+        let want = if up { 1.0 } else { 0.0 };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.metrics().await;
+            let v = text
+                .lines()
+                .find(|l| l.starts_with("transfer_gate_ledger_up{"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            if v == Some(want) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "transfer_gate_ledger_up is not {want} after 30 s ({v:?}); log:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `GET /readyz` status code.
+    pub async fn readyz(&self) -> u16 {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(self.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// A reqwest client that sends everything through the gate as an HTTP proxy.
     pub fn client(&self) -> reqwest::Client {
         reqwest::Client::builder()
