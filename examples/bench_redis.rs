@@ -44,14 +44,16 @@ async fn run(
         Scope::Destination("eu".into()),
         Scope::Approval("SC-1".into()),
     ];
+    let journals = tempfile::tempdir().unwrap();
     let mut ledgers = Vec::new();
-    for _ in 0..replicas {
+    for r in 0..replicas {
         let l = RedisLedger::open(
             RedisOptions {
                 target: RedisTarget::Server(url.into()),
                 timeout: Duration::from_secs(2),
                 entity: entity.into(),
                 cache_entries: 1 << 20,
+                journal_dir: Some(journals.path().join(format!("replica-{r}"))),
             },
             &hasher,
         )
@@ -154,8 +156,9 @@ async fn main() {
     }
     // Memory per subject: a fresh namespace, 100,000 subjects in 2 and in 3 scopes.
     println!();
-    println!("| scopes per subject | subjects | used_memory growth | bytes per subject |");
-    println!("|---:|---:|---:|---:|");
+    println!("| scopes per subject | subjects | used_memory growth | bytes per subject | journal on disk per subject | journal heap per subject |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let journals = tempfile::tempdir().unwrap();
     for (name, n_scopes) in [("Mem Two", 2usize), ("Mem Three", 3)] {
         let hasher = SubjectHasher::from_key([9; 32]);
         let l = RedisLedger::open(
@@ -164,6 +167,7 @@ async fn main() {
                 timeout: Duration::from_secs(5),
                 entity: name.into(),
                 cache_entries: 1,
+                journal_dir: Some(journals.path().join(name)),
             },
             &hasher,
         )
@@ -194,9 +198,18 @@ async fn main() {
             .unwrap();
         }
         let grown = used_memory(&server).saturating_sub(before);
+        let disk: u64 = std::fs::read_dir(journals.path().join(name))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        let (_, heap) = l.journal_stats().unwrap();
         println!(
-            "| {n_scopes} | {n} | {grown} | {:.0} |",
-            grown as f64 / n as f64
+            "| {n_scopes} | {n} | {grown} | {:.0} | {:.1} | {:.1} |",
+            grown as f64 / n as f64,
+            disk as f64 / n as f64,
+            heap as f64 / n as f64
         );
     }
 }

@@ -111,14 +111,23 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
         let gate = gate.clone();
         let mut drain = drain.watcher();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+            // Counts reported by every replica are at most a second old (SPEC §4): with the
+            // Redis backend, other replicas' reservations only show up through this refresh.
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The ledger servers' addresses (target rules) are looked up again every 15 ticks.
+            let mut ticks: u64 = 0;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
                         let snap = gate.snapshot();
                         snap.gauges.refresh(gate.ledger.as_ref(), gate.clock.now()).await;
                         gate.ledger_up();
-                        gate.own.refresh_ledger().await;
+                        if ticks % 15 == 0 {
+                            gate.own.refresh_ledger().await;
+                        }
+                        ticks = ticks.wrapping_add(1);
+                        gate.publish_ledger_counters();
                     }
                     _ = drain.signaled() => break,
                 }
@@ -212,6 +221,7 @@ async fn open_redis(
         timeout: cfg.ledger.timeout,
         entity: cfg.entity.name.clone(),
         cache_entries: crate::ledger::redis::DEFAULT_CACHE_ENTRIES,
+        journal_dir: Some(cfg.gate.data_dir.join(crate::ledger::redis::JOURNAL_DIR)),
     };
     let auth = redis_auth(cfg)?;
     match RedisLedger::open_with_auth(opts, auth, hasher).await {

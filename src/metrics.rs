@@ -32,6 +32,12 @@ pub const REQUEST_DURATION: &str = "transfer_gate_request_duration_seconds";
 pub const LEDGER_COMMIT: &str = "transfer_gate_ledger_commit_seconds";
 /// `transfer_gate_ledger_errors_total`
 pub const LEDGER_ERRORS: &str = "transfer_gate_ledger_errors_total";
+/// `transfer_gate_ledger_losses_total` (not in the spec table; losses of the shared backend's
+/// data detected by this replica: a Redis restart without the data, a flush, a failover)
+pub const LEDGER_LOSSES: &str = "transfer_gate_ledger_losses_total";
+/// `transfer_gate_ledger_reasserted_subjects_total` (not in the spec table; (scope, subject)
+/// entries of this replica's journal re-asserted after losses)
+pub const LEDGER_REASSERTED: &str = "transfer_gate_ledger_reasserted_subjects_total";
 /// `transfer_gate_tunnels_total`
 pub const TUNNELS_TOTAL: &str = "transfer_gate_tunnels_total";
 /// `transfer_gate_config_info`
@@ -74,6 +80,10 @@ pub struct Metrics {
     pub ledger_commit: HistogramVec,
     /// Ledger errors by backend.
     pub ledger_errors: IntCounterVec,
+    /// Losses of the backend's data detected, by backend.
+    pub ledger_losses: IntCounterVec,
+    /// Journal entries re-asserted after losses, by backend.
+    pub ledger_reasserted: IntCounterVec,
     /// Tunnels opened by destination.
     pub tunnels: IntCounterVec,
     /// Constant 1 labelled with the config hash, regime and mode.
@@ -163,6 +173,14 @@ impl Metrics {
                 opts(LEDGER_ERRORS, "Ledger operations that failed (each one refused a transfer with 503)."),
                 &["backend"],
             )?,
+            ledger_losses: IntCounterVec::new(
+                opts(LEDGER_LOSSES, "Losses of the shared ledger's data detected by this replica (Redis restarted empty, flushed, failed over, a Cluster node replaced); PI is refused until its journal is re-asserted."),
+                &["backend"],
+            )?,
+            ledger_reasserted: IntCounterVec::new(
+                opts(LEDGER_REASSERTED, "(scope, subject) entries of this replica's journal re-asserted into the shared ledger after losses."),
+                &["backend"],
+            )?,
             tunnels: IntCounterVec::new(
                 opts(TUNNELS_TOTAL, "CONNECT tunnels opened without inspection."),
                 &["destination"],
@@ -201,6 +219,8 @@ impl Metrics {
         registry.register(Box::new(m.request_duration.clone()))?;
         registry.register(Box::new(m.ledger_commit.clone()))?;
         registry.register(Box::new(m.ledger_errors.clone()))?;
+        registry.register(Box::new(m.ledger_losses.clone()))?;
+        registry.register(Box::new(m.ledger_reasserted.clone()))?;
         registry.register(Box::new(m.tunnels.clone()))?;
         registry.register(Box::new(m.config_info.clone()))?;
         registry.register(Box::new(m.upstream_errors.clone()))?;

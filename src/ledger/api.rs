@@ -306,4 +306,15 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
     fn is_ready(&self) -> bool {
         true
     }
+
+    /// Losses of the backend's data detected so far (a shared backend that restarted empty,
+    /// was flushed or failed over); 0 for backends that cannot lose acknowledged data.
+    fn losses_detected(&self) -> u64 {
+        0
+    }
+
+    /// (scope, subject) entries re-asserted into the backend after losses.
+    fn reasserted_subjects(&self) -> u64 {
+        0
+    }
 }

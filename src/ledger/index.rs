@@ -746,6 +746,16 @@ impl Index {
         Ok(())
     }
 
+    /// Visits shard `i` under its write lock (journal re-assertion).
+    pub(crate) fn for_shard<E>(
+        &self,
+        i: usize,
+        f: impl FnOnce(&mut Shard) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut shard = self.write_shard(i);
+        f(&mut shard)
+    }
+
     /// Heap bytes held by the tables (memory probe).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.shards

@@ -326,6 +326,8 @@ pub async fn import_file(cfg: &Config, input: &Path) -> Result<Moved, MigrateErr
         timeout: cfg.ledger.timeout.max(Duration::from_secs(10)),
         entity: cfg.entity.name.clone(),
         cache_entries: 1,
+        // The import only writes through pipelines; a running gate may own the journal.
+        journal_dir: None,
     };
     let auth = crate::app::redis_auth(cfg).map_err(|e| MigrateError::Setup(e.to_string()))?;
     let ledger = RedisLedger::open_with_auth(opts, auth, &hasher)
@@ -371,11 +373,13 @@ mod tests {
         assert!(text.starts_with("{\"format\":\"transfer-gate-ledger\""));
 
         let server = RedisServer::start();
+        let journal = tempfile::tempdir().unwrap();
         let opts = RedisOptions {
             target: RedisTarget::Server(server.url()),
             timeout: Duration::from_secs(2),
             entity: "Migrated Co".into(),
             cache_entries: 1024,
+            journal_dir: Some(journal.path().to_path_buf()),
         };
         let hasher = SubjectHasher::from_key([3; 32]);
         let redis = RedisLedger::open(opts.clone(), &hasher).await.unwrap();

@@ -32,8 +32,101 @@
 --   this year as sensitive; a scope not counted into reports new_all = new_sensitive = 0;
 -- or (reserve refused, nothing written): {0, ceiling index (1-based), count_before, new}:
 --   a common ceiling, else the first refusal on an alternative's own scope, else the first.
+--
+-- Loss detection (every mode). The last key is always the namespace's meta hash, whose field
+-- `gen` (the namespace generation, created with the namespace and again after a loss) is the
+-- namespace marker and whose field `v` counts the writing calls. The last three ARGV are what
+-- the caller last asserted into: gen, the server's run id (INFO server; a restart or failover
+-- changes it), and the `v` it last saw. When any differs (marker gone or changed, another
+-- server process, fewer writes than already seen) the reply is {2, gen, run id, v} and
+-- nothing is read or written: the caller must first re-assert its journal.
+-- Mode "i" (KEYS = {meta}, ARGV = {"i"}) only replies {3, gen, run id, v}.
+-- Mode "a" re-asserts journal entries of one scope, never refused by ceilings (they are
+-- subjects that were already counted and forwarded): KEYS = {M, Y(s, cur), Y(s, cur - 1),
+-- N(s), meta}; ARGV[2] cur year, ARGV[3] EXPIREAT for Y(s, cur), ARGV[4] EXPIREAT for
+-- Y(s, cur - 1), ARGV[5] subject keys, ARGV[6] two chars per subject: its last year and last
+-- sensitive year in the journal, "c" = cur, "p" = cur - 1, "n" = never (sensitive only); then
+-- gen, run id, v. Each subject ends with the later of Redis's and the journal's years, per
+-- class; counters move with it. Reply {1, subjects added, sensitive subjects added}.
 
 local mode = ARGV[1]
+
+local function reassert()
+  local cur = tonumber(ARGV[2])
+  local years = {tostring(cur - 1), tostring(cur)}
+  local yc, yp, cnt = KEYS[2], KEYS[3], KEYS[4]
+  local blob, marks = ARGV[5], ARGV[6]
+  local rank = {n = 0, p = 1, c = 2}
+  local added_all, added_sens, touched_c, touched_p = 0, 0, false, false
+  for j = 1, #marks / 2 do
+    local k = string.sub(blob, 16 * j - 15, 16 * j)
+    local c = redis.call('HGET', yc, k)
+    local p = redis.call('HGET', yp, k)
+    -- 2 = this year, 1 = last year, 0 = never (in this window)
+    local had_all = c and 2 or (p and 1 or 0)
+    local had_sens = (c == '1') and 2 or ((p == '1') and 1 or 0)
+    local all = math.max(had_all, rank[string.sub(marks, 2 * j - 1, 2 * j - 1)])
+    local sens = math.max(had_sens, rank[string.sub(marks, 2 * j, 2 * j)])
+    if all == 2 then
+      local want = (sens == 2) and '1' or '0'
+      if c ~= want then
+        redis.call('HSET', yc, k, want)
+        touched_c = true
+      end
+    end
+    local want_p = p
+    if sens == 1 then
+      want_p = '1'
+    elseif all == 1 and not p then
+      want_p = '0'
+    end
+    if want_p ~= p then
+      redis.call('HSET', yp, k, want_p)
+      touched_p = true
+    end
+    if all ~= had_all then
+      if had_all > 0 then
+        redis.call('HINCRBY', cnt, 'a:' .. years[had_all], -1)
+      else
+        added_all = added_all + 1
+      end
+      redis.call('HINCRBY', cnt, 'a:' .. years[all], 1)
+    end
+    if sens ~= had_sens then
+      if had_sens > 0 then
+        redis.call('HINCRBY', cnt, 's:' .. years[had_sens], -1)
+      else
+        added_sens = added_sens + 1
+      end
+      redis.call('HINCRBY', cnt, 's:' .. years[sens], 1)
+    end
+  end
+  if touched_c then
+    redis.call('EXPIREAT', yc, ARGV[3])
+  end
+  if touched_p then
+    redis.call('EXPIREAT', yp, ARGV[4])
+  end
+  redis.call('HINCRBY', KEYS[#KEYS], 'v', 1)
+  return {1, added_all, added_sens}
+end
+
+do
+  local meta = KEYS[#KEYS]
+  local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+  local gen = redis.call('HGET', meta, 'gen') or ''
+  local v = tonumber(redis.call('HGET', meta, 'v') or '0')
+  if mode == 'i' then
+    return {3, gen, run_id, v}
+  end
+  if gen == '' or gen ~= ARGV[#ARGV - 2] or run_id ~= ARGV[#ARGV - 1]
+      or v < tonumber(ARGV[#ARGV]) then
+    return {2, gen, run_id, v}
+  end
+  if mode == 'a' then
+    return reassert()
+  end
+end
 local cur = tonumber(ARGV[2])
 local start = tonumber(ARGV[3])
 local month = ARGV[4]
@@ -208,6 +301,10 @@ for i = 1, ns do
       redis.call('HINCRBY', KEYS[1], field .. '|s', new_sens[i])
     end
   end
+end
+
+if mode == 'r' then
+  redis.call('HINCRBY', KEYS[#KEYS], 'v', 1)
 end
 
 local reply = {1, table.concat(states)}

@@ -21,6 +21,7 @@
 //! their stored names (`entity`, `destination:<name>`, …). See `docs/ledger.md`, section Redis.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,12 +39,17 @@ use super::index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
 
 mod cache;
 mod connect;
+mod journal;
+mod loss;
 mod reply;
 
 use crate::model::{shanghai_date, Regime};
 use cache::SubjectCache;
 pub use connect::{RedisAuth, RedisAuthError};
-use reply::{outcomes, parse_reply, parse_tallies, sum_window, Reply};
+use journal::Journal;
+pub use journal::DIR_NAME as JOURNAL_DIR;
+use loss::{parse_seen, LossState};
+use reply::{outcomes, parse_reply, parse_tallies, Reply};
 
 /// How old the window counts may be that answer a request whose subjects are all known
 /// locally (the counts only grow; a fresher value costs one round trip).
@@ -95,6 +101,10 @@ pub struct RedisOptions {
     pub entity: String,
     /// Size of the local cache of known subjects, in (scope, subject) entries.
     pub cache_entries: usize,
+    /// The replica's durable journal directory (`<data_dir>/redis-journal`): every subject
+    /// it reserved, re-asserted after Redis loses data. `None` only for tools that never
+    /// reserve (`ledger import`): reservations are then refused.
+    pub journal_dir: Option<PathBuf>,
 }
 
 /// Why a [`RedisLedger`] could not be opened.
@@ -110,6 +120,9 @@ pub enum RedisOpenError {
         /// The namespace (`tg:{slug}`).
         namespace: String,
     },
+    /// The replica's journal cannot be opened.
+    #[error("the Redis ledger journal cannot be opened: {0}")]
+    Journal(LedgerError),
 }
 
 /// The Redis namespace (with its hash tag) of an entity: `tg:{<slug>}`, the slug being the
@@ -154,7 +167,8 @@ impl Keys {
     pub fn new(ns: String) -> Self {
         Keys { ns }
     }
-    /// `<ns>:meta`: hash key fingerprint, format version.
+    /// `<ns>:meta`: hash key fingerprint, format version, the namespace generation `gen`
+    /// (its marker) and the write counter `v`.
     pub fn meta(&self) -> String {
         format!("{}:meta", self.ns)
     }
@@ -220,6 +234,8 @@ impl Conn {
 struct Registry {
     scopes: Vec<Scope>,
     names: Vec<String>,
+    /// The journal's id of each scope (empty without a journal).
+    journal: Vec<ScopeId>,
     by_scope: HashMap<Scope, ScopeId>,
 }
 
@@ -243,6 +259,12 @@ pub struct RedisLedger {
     cache: SubjectCache,
     /// (scope, window start year) → (counts, when read).
     counts: Mutex<HashMap<(u32, i32), (ScopeCounts, Instant)>>,
+    /// The replica's durable journal (see [`RedisOptions::journal_dir`]).
+    journal: Option<Journal>,
+    /// Loss detection and re-assertion state.
+    loss: LossState,
+    /// This ledger, for the tasks it spawns.
+    this: Weak<RedisLedger>,
 }
 
 impl std::fmt::Debug for RedisLedger {
@@ -340,7 +362,11 @@ impl RedisLedger {
             }
         }
         let keys = Keys::new(namespace(&opts.entity));
-        let l = Arc::new(RedisLedger {
+        let journal = match &opts.journal_dir {
+            Some(dir) => Some(Journal::open(dir).map_err(RedisOpenError::Journal)?),
+            None => None,
+        };
+        let l = Arc::new_cyclic(|this| RedisLedger {
             target: opts.target,
             auth,
             keys,
@@ -355,6 +381,9 @@ impl RedisLedger {
             healthy: AtomicBool::new(false),
             cache: SubjectCache::new(opts.cache_entries),
             counts: Mutex::new(HashMap::new()),
+            journal,
+            loss: LossState::default(),
+            this: this.clone(),
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(health_loop(Arc::downgrade(&l)));
@@ -524,6 +553,12 @@ impl RedisLedger {
         let mut cmd = redis::cmd("HSETNX");
         cmd.arg(&meta).arg("format").arg(1);
         c.query::<i64>(&cmd).await.map_err(|e| unavailable(&e))?;
+        let mut gen = [0u8; 16];
+        getrandom::fill(&mut gen)
+            .map_err(|e| LedgerError::Unavailable(format!("no randomness for the marker: {e}")))?;
+        let mut cmd = redis::cmd("HSETNX");
+        cmd.arg(&meta).arg("gen").arg(hex(&gen));
+        c.query::<i64>(&cmd).await.map_err(|e| unavailable(&e))?;
         let mut cmd = redis::cmd("HGET");
         cmd.arg(&meta).arg("key_fingerprint");
         let stored: Option<String> = c.query(&cmd).await.map_err(|e| unavailable(&e))?;
@@ -546,6 +581,19 @@ impl RedisLedger {
                 reg.names
                     .get(s.0 as usize)
                     .cloned()
+                    .ok_or(LedgerError::UnknownScope(s.0))
+            })
+            .collect()
+    }
+
+    fn journal_ids(&self, scopes: &[ScopeId]) -> Result<Vec<ScopeId>, LedgerError> {
+        let reg = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        scopes
+            .iter()
+            .map(|s| {
+                reg.journal
+                    .get(s.0 as usize)
+                    .copied()
                     .ok_or(LedgerError::UnknownScope(s.0))
             })
             .collect()
@@ -584,6 +632,8 @@ impl RedisLedger {
         when: When,
     ) -> Option<Vec<ScopeOutcome>> {
         if !self.healthy.load(Ordering::Acquire)
+            || self.recovering()
+            || !self.epoch_known()
             || !self.cache.all_current(subjects, scopes, when.cache_year())
         {
             return None;
@@ -616,6 +666,7 @@ impl RedisLedger {
         alternatives: &[Option<usize>],
         when: When,
     ) -> Result<Reply, LedgerError> {
+        let (epoch, v_seen) = self.expected().await?;
         let mut inv = self.script.prepare_invoke();
         inv.key(self.keys.monthly());
         for name in names {
@@ -623,6 +674,7 @@ impl RedisLedger {
             inv.key(self.keys.year(name, when.year - 1));
             inv.key(self.keys.counters(name));
         }
+        inv.key(self.keys.meta());
         let mut blob = Vec::with_capacity(16 * subjects.len());
         let mut flags = Vec::with_capacity(subjects.len());
         for s in subjects {
@@ -654,7 +706,15 @@ impl RedisLedger {
         for name in names {
             inv.arg(name);
         }
+        inv.arg(&epoch.gen).arg(&epoch.run_id).arg(v_seen);
         let v = self.run(|mut c| async move { c.eval(&inv).await }).await?;
+        if let Some(seen) = parse_seen(&v, 2) {
+            self.on_refused_epoch(&seen, &epoch);
+            return Err(LedgerError::Unavailable(
+                "redis ledger lost data: re-asserting this replica's journal before counting again"
+                    .into(),
+            ));
+        }
         let reply = parse_reply(v, names.len())?;
         if let Reply::Done(states, per, _) = &reply {
             let year = when.cache_year();
@@ -711,8 +771,24 @@ impl RedisLedger {
             .collect();
         let ceiling_scopes: Vec<ScopeId> = all_ceilings.iter().map(|(_, c)| c.scope).collect();
         self.check_scopes(&ceiling_scopes)?;
+        let Some(journal) = &self.journal else {
+            return Err(LedgerError::Unavailable(
+                "redis ledger opened without a journal: it does not reserve".into(),
+            ));
+        };
+        // Held until the subjects are journaled: a re-assertion waits for it.
+        let Ok(_inflight) = self.loss.inflight.try_read() else {
+            return Err(LedgerError::Unavailable(
+                "redis ledger lost data: re-asserting this replica's journal before counting again"
+                    .into(),
+            ));
+        };
         let when = When::new(req.regime, req.now);
-        if let Some(o) = self.cached_choice(&req, when) {
+        if let Some((scopes, o)) = self.cached_choice(&req, when) {
+            let ids = self.journal_ids(&scopes)?;
+            journal
+                .record(req.subjects, &ids, req.regime, req.now)
+                .await?;
             return Ok(ReserveOutcome::Reserved(o));
         }
         let subjects = dedup(req.subjects);
@@ -764,7 +840,11 @@ impl RedisLedger {
                     new,
                 }))
             }
-            Reply::Done(_, per, chosen) => {
+            Reply::Done(states, per, chosen) => {
+                let ids = self.journal_ids(&scopes)?;
+                journal
+                    .record_states(&subjects, &ids, &states, req.regime, req.now)
+                    .await?;
                 let extra = chosen
                     .and_then(|k| req.alternatives.get(k))
                     .and_then(|a| a.scope);
@@ -777,7 +857,11 @@ impl RedisLedger {
     /// The fast path of a reservation: every subject known locally as counted this year in
     /// every common scope and, when there are alternatives, in the scope of one of them (the
     /// first such is chosen: it costs no volume).
-    fn cached_choice(&self, req: &Reservation<'_>, when: When) -> Option<Vec<ScopeOutcome>> {
+    fn cached_choice(
+        &self,
+        req: &Reservation<'_>,
+        when: When,
+    ) -> Option<(Vec<ScopeId>, Vec<ScopeOutcome>)> {
         let extra = if req.alternatives.is_empty() {
             None
         } else {
@@ -790,7 +874,8 @@ impl RedisLedger {
             })?
         };
         let scopes: Vec<ScopeId> = req.scopes.iter().copied().chain(extra).collect();
-        self.cached_outcomes(req.subjects, &scopes, when)
+        let o = self.cached_outcomes(req.subjects, &scopes, when)?;
+        Some((scopes, o))
     }
 
     async fn probe_inner(
@@ -830,17 +915,20 @@ impl RedisLedger {
             .pop()
             .ok_or(LedgerError::UnknownScope(scope.0))?;
         let when = When::new(regime, now);
-        let key = self.keys.counters(&name);
-        let fields: HashMap<String, i64> = self
-            .run(|mut c| async move {
-                let mut cmd = redis::cmd("HGETALL");
-                cmd.arg(key);
-                c.query(&cmd).await
-            })
-            .await?;
-        let c = sum_window(&fields, when.start);
-        self.store_counts(scope, when.start, c);
-        Ok(c)
+        // The read-only step with no subject: its loss check covers this path too.
+        match self
+            .call(false, &[], (&[scope], &[name]), &[], &[], when)
+            .await?
+        {
+            Reply::Done(_, per, _) => {
+                let p = per.first().copied().unwrap_or_default();
+                Ok(ScopeCounts {
+                    all: p[2],
+                    sensitive: p[3],
+                })
+            }
+            Reply::Refused(..) => Err(LedgerError::Unavailable("redis: probe refused".into())),
+        }
     }
 
     async fn monthly_inner(&self) -> Result<Vec<MonthlyTally>, LedgerError> {
@@ -905,7 +993,23 @@ async fn health_loop(weak: Weak<RedisLedger>) {
         if l.mismatch.load(Ordering::Acquire) {
             return;
         }
-        let _ = l.ping().await;
+        // Also establishes the epoch on first contact and notices a loss without traffic.
+        let _ = l.check_loss().await;
+        if l.journal
+            .as_ref()
+            .is_some_and(|j| j.compaction_due(SystemTime::now()))
+        {
+            let l = l.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                l.journal
+                    .as_ref()
+                    .map_or(Ok(()), |j| j.compact(SystemTime::now()))
+            })
+            .await;
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "redis ledger journal: compaction failed");
+            }
+        }
     }
 }
 
@@ -916,6 +1020,10 @@ impl Ledger for RedisLedger {
 
     fn register_scopes<'a>(&'a self, scopes: &'a [Scope]) -> LedgerFuture<'a, Vec<ScopeId>> {
         Box::pin(async move {
+            let journal_ids = match &self.journal {
+                Some(j) => Some(j.register(scopes).await?),
+                None => None,
+            };
             let mut reg = self
                 .registry
                 .write()
@@ -934,6 +1042,9 @@ impl Ledger for RedisLedger {
                     return Err(LedgerError::Limit("too many scopes"));
                 }
                 let id = ScopeId(reg.scopes.len() as u32);
+                if let Some(j) = journal_ids.as_ref().and_then(|v| v.get(ids.len())) {
+                    reg.journal.push(*j);
+                }
                 reg.scopes.push(s.clone());
                 reg.names.push(name);
                 reg.by_scope.insert(s.clone(), id);
@@ -988,10 +1099,20 @@ impl Ledger for RedisLedger {
         Box::pin(self.monthly_inner())
     }
 
+    fn losses_detected(&self) -> u64 {
+        RedisLedger::losses_detected(self)
+    }
+
+    fn reasserted_subjects(&self) -> u64 {
+        RedisLedger::reasserted_subjects(self)
+    }
+
     fn is_ready(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
             && self.verified.load(Ordering::Acquire)
             && !self.mismatch.load(Ordering::Acquire)
+            && self.epoch_known()
+            && !self.recovering()
     }
 }
 
@@ -1002,3 +1123,7 @@ pub(crate) mod server;
 #[cfg(test)]
 #[path = "redis_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "redis_loss_tests.rs"]
+mod loss_tests;

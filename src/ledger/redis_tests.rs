@@ -14,13 +14,25 @@ use crate::ledger::{Ceiling, Class, Ledger, LedgerError, ReserveOutcome, Scope, 
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-fn opts(target: RedisTarget) -> RedisOptions {
+/// Options with a fresh namespace (the suite wants empty backends) and a fresh journal in
+/// `tmp`.
+fn opts(target: RedisTarget, tmp: &std::path::Path) -> RedisOptions {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     RedisOptions {
         target,
         timeout: Duration::from_millis(500),
-        // A fresh namespace per ledger: the suite wants empty backends.
-        entity: format!("Test Co {}", NEXT.fetch_add(1, Ordering::Relaxed)),
+        entity: format!("Test Co {n}"),
         cache_entries: DEFAULT_CACHE_ENTRIES,
+        journal_dir: Some(tmp.join(format!("journal-{n}"))),
+    }
+}
+
+/// `o` with another journal (another replica of the same namespace).
+fn replica(o: &RedisOptions, tmp: &std::path::Path) -> RedisOptions {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    RedisOptions {
+        journal_dir: Some(tmp.join(format!("journal-{n}"))),
+        ..o.clone()
     }
 }
 
@@ -33,8 +45,13 @@ async fn suite_on_a_redis_server() {
     let server = RedisServer::start();
     let url = server.url();
     let make = move || -> suite::Made {
-        let l = RedisLedger::new(opts(RedisTarget::Server(url.clone())), &hasher()).unwrap();
-        (l, Box::new(()))
+        let tmp = tempfile::tempdir().unwrap();
+        let l = RedisLedger::new(
+            opts(RedisTarget::Server(url.clone()), tmp.path()),
+            &hasher(),
+        )
+        .unwrap();
+        (l, Box::new(tmp))
     };
     suite::run_all(&make).await;
 }
@@ -44,8 +61,13 @@ async fn suite_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
     let urls = cluster.urls();
     let make = move || -> suite::Made {
-        let l = RedisLedger::new(opts(RedisTarget::Cluster(urls.clone())), &hasher()).unwrap();
-        (l, Box::new(()))
+        let tmp = tempfile::tempdir().unwrap();
+        let l = RedisLedger::new(
+            opts(RedisTarget::Cluster(urls.clone()), tmp.path()),
+            &hasher(),
+        )
+        .unwrap();
+        (l, Box::new(tmp))
     };
     suite::run_all(&make).await;
 }
@@ -53,8 +75,11 @@ async fn suite_on_a_redis_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_one_exact_count() {
     let server = RedisServer::start();
-    let o = opts(RedisTarget::Server(server.url()));
-    let a = RedisLedger::open(o.clone(), &hasher()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(RedisTarget::Server(server.url()), tmp.path());
+    let a = RedisLedger::open(replica(&o, tmp.path()), &hasher())
+        .await
+        .unwrap();
     let b = RedisLedger::open(o, &hasher()).await.unwrap();
     // Registration order differs: ids are local, the stored names are shared.
     let ia = a
@@ -111,8 +136,11 @@ async fn two_replicas_share_one_exact_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_hash_key_is_refused() {
     let server = RedisServer::start();
-    let o = opts(RedisTarget::Server(server.url()));
-    RedisLedger::open(o.clone(), &hasher()).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(RedisTarget::Server(server.url()), tmp.path());
+    RedisLedger::open(replica(&o, tmp.path()), &hasher())
+        .await
+        .unwrap();
     let other = SubjectHasher::from_key([8; 32]);
     match RedisLedger::open(o, &other).await {
         Err(RedisOpenError::KeyMismatch { namespace }) => assert!(namespace.starts_with("tg:{")),
@@ -137,10 +165,14 @@ fn evals(server: &RedisServer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_subjects_need_no_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
     let server = RedisServer::start();
-    let l = RedisLedger::open(opts(RedisTarget::Server(server.url())), &hasher())
-        .await
-        .unwrap();
+    let l = RedisLedger::open(
+        opts(RedisTarget::Server(server.url()), tmp.path()),
+        &hasher(),
+    )
+    .await
+    .unwrap();
     let ids = l
         .register_scopes(&[Scope::Entity, Scope::Destination("eu".into())])
         .await
@@ -170,18 +202,25 @@ async fn known_subjects_need_no_round_trip() {
     }
     assert_eq!(evals(&server), before + 2);
     // Another replica's subjects are learnt from one probe, then served locally.
-    let other = RedisLedger::open(opts(RedisTarget::Server(server.url())), &hasher())
-        .await
-        .unwrap();
+    let other = RedisLedger::open(
+        opts(RedisTarget::Server(server.url()), tmp.path()),
+        &hasher(),
+    )
+    .await
+    .unwrap();
     drop(other);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_unavailable_then_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
     let mut server = RedisServer::start();
-    let l = RedisLedger::open(opts(RedisTarget::Server(server.url())), &hasher())
-        .await
-        .unwrap();
+    let l = RedisLedger::open(
+        opts(RedisTarget::Server(server.url()), tmp.path()),
+        &hasher(),
+    )
+    .await
+    .unwrap();
     let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
     let now = at(2026, 6, 1);
     suite::reserve(&*l, &plain(0..5), &ids, &[], Regime::Cac2024, now).await;
@@ -238,10 +277,14 @@ fn namespaces_are_hash_tags() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_or_erroring_redis_is_unavailable_then_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
     let server = RedisServer::start();
-    let l = RedisLedger::open(opts(RedisTarget::Server(server.url())), &hasher())
-        .await
-        .unwrap();
+    let l = RedisLedger::open(
+        opts(RedisTarget::Server(server.url()), tmp.path()),
+        &hasher(),
+    )
+    .await
+    .unwrap();
     let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
     let now = at(2026, 6, 1);
     let try_reserve = |range: std::ops::Range<u64>| {
@@ -287,6 +330,7 @@ async fn slow_or_erroring_redis_is_unavailable_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_and_acl_user_in_the_url() {
+    let tmp = tempfile::tempdir().unwrap();
     let server = RedisServer::with_args(&["--requirepass", "s3cret"]);
     let acl = server.cli(&[
         "--no-auth-warning",
@@ -304,7 +348,9 @@ async fn password_and_acl_user_in_the_url() {
     let url =
         |auth: &str| RedisTarget::Server(format!("redis://{auth}@127.0.0.1:{}/", server.port));
     for auth in [":s3cret", "gate:gate-pw"] {
-        let l = RedisLedger::open(opts(url(auth)), &hasher()).await.unwrap();
+        let l = RedisLedger::open(opts(url(auth), tmp.path()), &hasher())
+            .await
+            .unwrap();
         let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
         suite::reserve(
             &*l,
@@ -318,7 +364,7 @@ async fn password_and_acl_user_in_the_url() {
         assert!(l.is_ready());
     }
     // A wrong password: the gate starts, not ready, and refuses to count.
-    let l = RedisLedger::open(opts(url("gate:wrong")), &hasher())
+    let l = RedisLedger::open(opts(url("gate:wrong"), tmp.path()), &hasher())
         .await
         .unwrap();
     assert!(!l.is_ready());

@@ -369,7 +369,6 @@ pub(crate) async fn serve_destination(
         gate: gate.clone(),
         snap: snap.clone(),
         dest: i,
-        now,
         head,
         unreadable,
         enforce,

@@ -122,8 +122,6 @@ pub struct Ctx {
     pub snap: Arc<Snapshot>,
     /// The destination index.
     pub dest: usize,
-    /// The request's moment (window, dates).
-    pub now: SystemTime,
     /// What the head carried: its subjects, outside categories and important-data rules.
     pub head: Head,
     /// What to do with an unreadable body.

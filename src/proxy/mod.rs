@@ -278,6 +278,10 @@ impl Gate {
         let snap = Snapshot::build(config, &metrics, ledger.as_ref(), own.clone()).await?;
         snap.gauges.refresh(ledger.as_ref(), clock.now()).await;
         metrics.ledger_errors.with_label_values(&[ledger.backend()]);
+        metrics.ledger_losses.with_label_values(&[ledger.backend()]);
+        metrics
+            .ledger_reasserted
+            .with_label_values(&[ledger.backend()]);
         metrics
             .ledger_up
             .with_label_values(&[ledger.backend()])
@@ -307,6 +311,24 @@ impl Gate {
             .with_label_values(&[self.ledger.backend()])
             .set(i64::from(ok));
         ok
+    }
+
+    /// Publishes the ledger's loss counters (`transfer_gate_ledger_losses_total`,
+    /// `…_reasserted_subjects_total`). Called by the one periodic refresher only.
+    pub fn publish_ledger_counters(&self) {
+        let b = self.ledger.backend();
+        for (c, v) in [
+            (&self.metrics.ledger_losses, self.ledger.losses_detected()),
+            (
+                &self.metrics.ledger_reasserted,
+                self.ledger.reasserted_subjects(),
+            ),
+        ] {
+            let c = c.with_label_values(&[b]);
+            if v > c.get() {
+                c.inc_by(v - c.get());
+            }
+        }
     }
 
     /// The current snapshot (one atomic load).

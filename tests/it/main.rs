@@ -17,6 +17,7 @@ mod proxy;
 mod readiness;
 mod redis;
 mod redis_auth;
+mod redis_loss;
 mod report;
 mod security;
 mod startup;

@@ -19,17 +19,17 @@ use transfer_gate::ledger::{
 };
 use transfer_gate::model::Regime;
 
-const KEY: [u8; 32] = [0x5a; 32];
+pub(crate) const KEY: [u8; 32] = [0x5a; 32];
 
 /// One hash key file shared by every replica (mode 0600).
-fn shared_key(dir: &Path) -> PathBuf {
+pub(crate) fn shared_key(dir: &Path) -> PathBuf {
     let p = dir.join("subject-hash.key");
     std::fs::write(&p, KEY).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
 
-fn ledger_toml(redis: &RedisServer, key: &Path) -> String {
+pub(crate) fn ledger_toml(redis: &RedisServer, key: &Path) -> String {
     format!(
         "backend = \"redis\"\nredis_url = \"{}\"\nhash_key_file = \"{}\"\ntimeout_ms = 300",
         redis.url(),
@@ -63,13 +63,31 @@ async fn replicas(
 }
 
 async fn replicas_on(n: usize, ledger: &str, up: &Upstream, volume: bool) -> Vec<GateProc> {
+    replicas_with(
+        n,
+        ledger,
+        up,
+        volume,
+        if volume { APPROVAL_500 } else { "" },
+    )
+    .await
+}
+
+/// [`replicas_on`] with other approvals.
+pub(crate) async fn replicas_with(
+    n: usize,
+    ledger: &str,
+    up: &Upstream,
+    volume: bool,
+    approvals: &str,
+) -> Vec<GateProc> {
     let mut gates = Vec::new();
     for _ in 0..n {
         gates.push(
             GateBuilder::new()
                 .regime(if volume { "cac-2022" } else { "cac-2024" })
                 .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
-                .approvals(if volume { APPROVAL_500 } else { "" })
+                .approvals(approvals)
                 .ledger_toml(ledger)
                 .start()
                 .await,
@@ -79,7 +97,7 @@ async fn replicas_on(n: usize, ledger: &str, up: &Upstream, volume: bool) -> Vec
 }
 
 /// The user ids the upstream received in complete bodies.
-fn received_ids(up: &Upstream) -> Vec<u64> {
+pub(crate) fn received_ids(up: &Upstream) -> Vec<u64> {
     up.received()
         .iter()
         .filter(|r| r.complete && !r.body.is_empty())
@@ -88,7 +106,7 @@ fn received_ids(up: &Upstream) -> Vec<u64> {
         .collect()
 }
 
-async fn send(client: &reqwest::Client, id: u64) -> Option<(u16, String)> {
+pub(crate) async fn send(client: &reqwest::Client, id: u64) -> Option<(u16, String)> {
     let r = client
         .post("http://api.eu.test/v1/events")
         .header("content-type", "application/json")
@@ -263,6 +281,7 @@ async fn redis_killed_mid_load_fails_closed_then_traffic_resumes() {
             timeout: Duration::from_secs(2),
             entity: "Test Co.".into(),
             cache_entries: 1024,
+            journal_dir: None,
         },
         &hasher,
     )

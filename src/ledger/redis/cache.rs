@@ -62,6 +62,13 @@ impl SubjectCache {
         e.1 = e.1.max(sens);
     }
 
+    /// Forgets everything (after a loss: entries may name subjects Redis no longer holds).
+    pub(super) fn clear(&self) {
+        for s in self.shards.iter() {
+            s.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.shards
             .iter()

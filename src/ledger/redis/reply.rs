@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use redis::{FromRedisValue, Value};
 
-use crate::ledger::api::{LedgerError, MonthlyTally, Scope, ScopeCounts, ScopeId, ScopeOutcome};
+use crate::ledger::api::{LedgerError, MonthlyTally, Scope, ScopeId, ScopeOutcome};
 
 /// What the script answered.
 pub(super) enum Reply {
@@ -56,28 +56,6 @@ pub(super) fn parse_reply(v: Value, ns: usize) -> Result<Reply, LedgerError> {
         )),
         _ => Err(bad()),
     }
-}
-
-/// Sums a scope's per-year counters over the years from `start` on.
-pub(super) fn sum_window(fields: &HashMap<String, i64>, start: i32) -> ScopeCounts {
-    let mut c = ScopeCounts::default();
-    for (f, v) in fields {
-        let Some((class, year)) = f.split_once(':') else {
-            continue;
-        };
-        let (Ok(year), Ok(v)) = (year.parse::<i32>(), u64::try_from(*v)) else {
-            continue;
-        };
-        if year < start {
-            continue;
-        }
-        match class {
-            "a" => c.all += v,
-            "s" => c.sensitive += v,
-            _ => {}
-        }
-    }
-    c
 }
 
 /// Parses the monthly tally hash (`<scope>|<year>|<month>|a|s`).

@@ -191,6 +191,22 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// SIGKILL, then start again on the same port with its data gone (AOF and RDB files
+    /// deleted; a Cluster node keeps its `nodes.conf`, so it rejoins owning the same slots,
+    /// empty): a server or node replaced by an empty one.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "appendonlydir" {
+                std::fs::remove_dir_all(e.path()).unwrap();
+            } else if name.ends_with(".rdb") || name.ends_with(".aof") {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+        self.spawn();
+    }
+
     /// A field of `INFO <section>` (e.g. `used_memory`).
     pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
         let r = raw_command(self.port, &format!("INFO {section}"))?;

@@ -1,0 +1,213 @@
+//! Redis losing data under real gate replicas (the issue's scenario): two gates on one
+//! `redis-server` without persistence and an approval of 400 subjects; Redis restarted empty,
+//! then flushed, then 400 more subjects offered → the upstream receives at most 400 distinct
+//! subjects and Redis counts every one of them. Also a loss during concurrent traffic, a
+//! replica that was down during the loss, and counts every replica reports within a second.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::harness::redis::RedisServer;
+use crate::harness::upstream::Upstream;
+use crate::harness::GateProc;
+use crate::redis::{ledger_toml, received_ids, replicas_with, send, shared_key, KEY};
+use transfer_gate::ledger::{
+    Ledger, RedisLedger, RedisOptions, RedisTarget, Scope, Subject, SubjectHasher,
+};
+use transfer_gate::model::Regime;
+
+const APPROVAL_400: &str = r#"
+[[approval]]
+id = "SC-2026-0400"
+mechanism = "standard_contract"
+status = "active"
+destinations = ["eu"]
+categories = ["basic"]
+max_subjects = 400
+valid_from = "2026-01-01"
+valid_until = "2099-12-31"
+"#;
+
+/// Sends `id` until the gate answers something else than 503 `ledger_unavailable` (the
+/// replica may be re-asserting its journal); bounded.
+async fn send_settled(client: &reqwest::Client, id: u64) -> (u16, String) {
+    for _ in 0..400 {
+        match send(client, id).await {
+            Some((503, r)) if r == "ledger_unavailable" => {}
+            Some(r) => return r,
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("subject {id}: the gate kept answering 503");
+}
+
+/// What Redis holds for the forwarded subjects: (how many of them are missing, entity count).
+async fn redis_view(redis: &RedisServer, forwarded: &HashSet<u64>) -> (u64, u64) {
+    let hasher = SubjectHasher::from_key(KEY);
+    let l = RedisLedger::open(
+        RedisOptions {
+            target: RedisTarget::Server(redis.url()),
+            timeout: Duration::from_secs(2),
+            entity: "Test Co.".into(),
+            cache_entries: 1,
+            journal_dir: None,
+        },
+        &hasher,
+    )
+    .await
+    .unwrap();
+    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
+    let subjects: Vec<Subject> = forwarded
+        .iter()
+        .map(|id| Subject {
+            key: hasher.hash("field", id.to_string().as_bytes()),
+            sensitive: false,
+        })
+        .collect();
+    let p = l
+        .probe(&subjects, &ids, Regime::Cac2022, SystemTime::now())
+        .await
+        .unwrap();
+    (p[0].new_all, p[0].all_after - p[0].new_all)
+}
+
+async fn wait_metric_at_least(g: &GateProc, series: &str, min: f64) {
+    for _ in 0..200 {
+        if g.metric(series).await >= min {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} stayed below {min}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_a_redis_without_persistence_never_exceed_the_volume() {
+    let mut redis = RedisServer::with_args(&["--appendonly", "no"]);
+    let keys = tempfile::tempdir().unwrap();
+    let key = shared_key(keys.path());
+    let up = Upstream::http().await;
+    let gates = replicas_with(2, &ledger_toml(&redis, &key), &up, true, APPROVAL_400).await;
+    let clients: Vec<reqwest::Client> = gates.iter().map(GateProc::client).collect();
+    // 120 subjects, then Redis killed and restarted empty.
+    for id in 0..120u64 {
+        assert_eq!(send_settled(&clients[(id % 2) as usize], id).await.0, 200);
+    }
+    redis.restart_empty();
+    // 80 more (and some of the first ones again), then FLUSHALL.
+    for id in 120..200u64 {
+        assert_eq!(send_settled(&clients[(id % 2) as usize], id).await.0, 200);
+        let again = send_settled(&clients[(id % 2) as usize], id - 120).await;
+        assert_eq!(again.0, 200, "an already counted subject passes");
+    }
+    assert!(redis.cli(&["FLUSHALL"]).contains("OK"));
+    // 400 more offered: only 200 fit in the approval's volume.
+    let mut statuses = Vec::new();
+    for id in 200..600u64 {
+        statuses.push(send_settled(&clients[(id % 2) as usize], id).await);
+    }
+    let allowed = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(allowed, 200, "{:?}", &statuses[..3]);
+    assert!(statuses
+        .iter()
+        .all(|(s, r)| *s == 200 || (*s == 451 && r == "approval_volume_exceeded")));
+    let forwarded: HashSet<u64> = received_ids(&up).into_iter().collect();
+    assert_eq!(forwarded.len(), 400, "distinct subjects upstream");
+    let (missing, count) = redis_view(&redis, &forwarded).await;
+    assert_eq!(missing, 0, "forwarded subjects missing from Redis");
+    assert!(count >= forwarded.len() as u64);
+    for g in &gates {
+        wait_metric_at_least(
+            g,
+            "transfer_gate_ledger_losses_total{backend=\"redis\"}",
+            2.0,
+        )
+        .await;
+        assert!(
+            g.metric("transfer_gate_ledger_reasserted_subjects_total{backend=\"redis\"}")
+                .await
+                > 0.0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_loss_during_traffic_and_a_replica_down_during_it() {
+    let redis = RedisServer::with_args(&["--appendonly", "no"]);
+    let keys = tempfile::tempdir().unwrap();
+    let key = shared_key(keys.path());
+    let up = Upstream::http().await;
+    let mut gates = replicas_with(3, &ledger_toml(&redis, &key), &up, false, "").await;
+    // Replica 2 counts some subjects alone, then goes down.
+    for id in 1_000_000..1_000_050u64 {
+        assert_eq!(send_settled(&gates[2].client(), id).await.0, 200);
+    }
+    gates[2].kill9();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for g in &gates[..2] {
+        for _ in 0..4 {
+            let (client, next) = (g.client(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                loop {
+                    let id = next.fetch_add(1, Ordering::Relaxed);
+                    if id >= 800 {
+                        break;
+                    }
+                    if let Some(r) = send(&client, id).await {
+                        out.push(r);
+                    }
+                }
+                out
+            }));
+        }
+    }
+    // The loss lands while the clients send.
+    for _ in 0..400 {
+        if next.load(Ordering::Relaxed) >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(redis.cli(&["FLUSHALL"]).contains("OK"));
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.extend(t.await.unwrap());
+    }
+    assert!(statuses
+        .iter()
+        .all(|(s, r)| *s == 200 || (*s == 503 && r == "ledger_unavailable")));
+    // Replica 2 comes back: it re-asserts before it serves.
+    gates[2].restart().await;
+    assert_eq!(send_settled(&gates[2].client(), 1_000_000).await.0, 200);
+    let forwarded: HashSet<u64> = received_ids(&up).into_iter().collect();
+    let (missing, count) = redis_view(&redis, &forwarded).await;
+    assert_eq!(missing, 0, "forwarded subjects missing from Redis");
+    assert!(count >= forwarded.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_reports_the_shared_count_within_a_second() {
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let key = shared_key(keys.path());
+    let up = Upstream::http().await;
+    let gates = replicas_with(2, &ledger_toml(&redis, &key), &up, false, "").await;
+    for id in 0..30u64 {
+        assert_eq!(send_settled(&gates[0].client(), id).await.0, 200);
+    }
+    // The other replica saw none of these requests; its gauge follows the shared count (the
+    // refresh runs every second; the bound here is generous, far below the old 15 s).
+    let series = "transfer_gate_entity_subjects{class=\"all\"}";
+    for _ in 0..60 {
+        if gates[1].metric(series).await >= 30.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gates[1].metric(series).await, 30.0);
+}
