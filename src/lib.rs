@@ -21,6 +21,7 @@ pub mod app;
 pub mod assess;
 pub mod audit;
 pub mod config;
+pub mod icap;
 pub mod inspect;
 pub mod ledger;
 pub mod metrics;

@@ -7,6 +7,7 @@ use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
 use super::enforce::{self, Batch, Outcome};
 use super::gated::{Ctx, GatedBody, Shared, Summary};
 use super::headers::{add_via, strip_hop_by_hop, wants_upgrade};
+use super::sink::{SendCtx, Sink, Upstream};
 use super::upstream::is_connect_timeout;
 use super::{Gate, Route, Snapshot};
 use crate::audit::AuditRecord;
@@ -16,7 +17,6 @@ use crate::policy;
 use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
-use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -26,10 +26,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Where a plain-HTTP request is going.
-struct Target {
-    scheme: Scheme,
-    host: String,
-    authority: Authority,
+pub(crate) struct Target {
+    /// `http`, or `https` for an absolute-form `https://` URL.
+    pub scheme: Scheme,
+    /// The host, without port.
+    pub host: String,
+    /// Host and port.
+    pub authority: Authority,
 }
 
 /// The client connection a request arrived on.
@@ -73,7 +76,7 @@ pub async fn handle(
 }
 
 /// Records a decision in `transfer_gate_decisions_total`.
-pub(super) fn count(gate: &Gate, destination: &str, reason: Reason) -> &'static str {
+pub(crate) fn count(gate: &Gate, destination: &str, reason: Reason) -> &'static str {
     let decision = if reason.permits() { "allow" } else { "block" };
     gate.metrics
         .decisions
@@ -83,7 +86,7 @@ pub(super) fn count(gate: &Gate, destination: &str, reason: Reason) -> &'static 
 }
 
 /// Refuses with the 451/503 JSON of SPEC §5 and counts the decision.
-pub(super) fn refuse(
+pub(crate) fn refuse(
     gate: &Gate,
     snap: &Snapshot,
     refusal: Refusal,
@@ -116,7 +119,9 @@ fn is_self(auth: &Authority, local: SocketAddr) -> bool {
             .is_ok_and(|ip| ip == local.ip() || (ip.is_loopback() && local.ip().is_loopback()))
 }
 
-fn target(req: &Request<Incoming>, local: SocketAddr) -> Result<Target, &'static str> {
+/// The target of a request: its absolute-form URL's authority (unless that names the gate's
+/// own listener at `local`), else its `Host` header.
+pub(crate) fn target<B>(req: &Request<B>, local: SocketAddr) -> Result<Target, &'static str> {
     let uri = req.uri();
     if let Some(auth) = uri.authority().filter(|a| !is_self(a, local)) {
         let scheme = match uri.scheme_str() {
@@ -199,6 +204,26 @@ pub(crate) async fn serve_destination(
     req: Request<Incoming>,
     request_id: &str,
 ) -> (Response<GateBody>, &'static str) {
+    let sink = Upstream { scheme, authority };
+    serve_destination_with(gate, snap, dest_index, conn, req, request_id, &sink).await
+}
+
+/// [`serve_destination`] for any request body, sending what the gate releases to `sink` (the
+/// upstream for the proxy listener, the ICAP client for the ICAP listener).
+pub(crate) async fn serve_destination_with<B, S>(
+    gate: &Arc<Gate>,
+    snap: &Arc<Snapshot>,
+    dest_index: usize,
+    conn: Conn,
+    req: Request<B>,
+    request_id: &str,
+    sink: &S,
+) -> (Response<GateBody>, &'static str)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<crate::respond::BoxError>,
+    S: Sink,
+{
     let i = dest_index;
     let dest = &snap.config.destinations[i];
     let mut audit = AuditRecord::new(
@@ -208,6 +233,7 @@ pub(crate) async fn serve_destination(
         req.method().as_str(),
         req.uri().path(),
     );
+    audit.origin = sink.origin();
     if wants_upgrade(req.headers()) {
         return refuse_audited(
             gate,
@@ -223,11 +249,6 @@ pub(crate) async fn serve_destination(
             return (respond::too_large(request_id), "block");
         }
     }
-    let scheme = if dest.upstream_https {
-        Scheme::HTTPS
-    } else {
-        scheme
-    };
     let now = gate.clock.now();
     let today = shanghai_date(now);
     let cfg = &snap.config;
@@ -352,19 +373,14 @@ pub(crate) async fn serve_destination(
         }
         audit.bytes = bytes.len() as u64;
         let body = respond::full(bytes);
-        let resp = forward(
+        let cx = SendCtx {
             gate,
             snap,
-            &snap.routes[i],
-            &dest.name,
-            scheme,
-            authority,
-            parts,
-            body,
+            dest: i,
             request_id,
-            None,
-        )
-        .await;
+            gated: None,
+        };
+        let resp = sink.send(cx, parts, body).await;
         let decision = finish(gate, &dest.name, audit, snap, &summary).await;
         return (resp, decision);
     }
@@ -395,19 +411,14 @@ pub(crate) async fn serve_destination(
     });
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let body = GatedBody::new(body, ctx, scanner, shared.clone(), done_tx).boxed_unsync();
-    let resp = forward(
+    let cx = SendCtx {
         gate,
         snap,
-        &snap.routes[i],
-        &dest.name,
-        scheme,
-        authority,
-        parts,
-        body,
+        dest: i,
         request_id,
-        Some(&shared),
-    )
-    .await;
+        gated: Some(&shared),
+    };
+    let resp = sink.send(cx, parts, body).await;
     // The body may still be streaming: the audit line waits for its end.
     let refused_now = take_refusal(&shared);
     let (g, s, sh, name) = (
@@ -448,11 +459,14 @@ enum ReadError {
 }
 
 /// Reads a body of at most `limit` bytes, with the idle timeout between frames.
-async fn read_whole(
-    mut body: Incoming,
+async fn read_whole<B>(
+    mut body: B,
     limit: u64,
     idle: std::time::Duration,
-) -> Result<bytes::Bytes, ReadError> {
+) -> Result<bytes::Bytes, ReadError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
     let mut buf = bytes::BytesMut::new();
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
@@ -515,7 +529,7 @@ async fn finish(
 }
 
 /// Refuses with the 451/503 JSON, counts the decision and writes the audit line.
-pub(super) async fn refuse_audited(
+pub(crate) async fn refuse_audited(
     gate: &Gate,
     snap: &Snapshot,
     refusal: Refusal,
@@ -530,7 +544,7 @@ pub(super) async fn refuse_audited(
     refuse(gate, snap, refusal, request_id)
 }
 
-fn content_length(req: &Request<Incoming>) -> Option<u64> {
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -538,7 +552,7 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn forward<B>(
+pub(super) async fn forward<B>(
     gate: &Gate,
     snap: &Snapshot,
     route: &Route,

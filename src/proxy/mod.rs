@@ -13,6 +13,7 @@ pub mod gated;
 pub mod gauges;
 pub mod headers;
 pub mod intercept;
+pub mod sink;
 pub mod upstream;
 
 use crate::config::Config;

@@ -5,6 +5,7 @@ mod check;
 mod deploy;
 mod enforce;
 mod harness;
+mod icap;
 mod intercept;
 mod ledger_crash;
 mod proxy;
