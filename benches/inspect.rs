@@ -207,11 +207,37 @@ fn cpu_rate(bytes: usize, mut f: impl FnMut()) -> f64 {
     (bytes as f64 * iters as f64) / secs / 1e6
 }
 
+/// The CPU model and the SIMD extensions it offers, printed with every figure: the same commit
+/// gives different figures on hosts with and without AVX-512.
+fn cpu_line() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".to_string())
+    };
+    let flags = field("flags");
+    let simd: Vec<&str> = flags
+        .split_whitespace()
+        .filter(|f| {
+            f.starts_with("sse")
+                || f.starts_with("ssse")
+                || f.starts_with("avx")
+                || *f == "pclmulqdq"
+                || *f == "bmi2"
+        })
+        .collect();
+    format!("cpu: {} | simd: {}", field("model name"), simd.join(" "))
+}
+
 /// Prints the side-by-side CPU-time table recorded in BENCHMARKS.md.
 fn cpu_table(cfg: &Arc<InspectConfig>, json: &[u8], ndjson: &[u8], csv: &[u8], gz: &[u8]) {
     if std::env::var_os("INSPECT_CPU_TABLE").is_none() {
         return;
     }
+    println!("{}", cpu_line());
     println!("format   bytes     engine MB/s(cpu)  serde_json::Value MB/s(cpu)  ratio");
     for (name, ct, body) in [
         ("json", "application/json", json),

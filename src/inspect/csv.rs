@@ -1,6 +1,8 @@
 //! Streaming `text/csv` scanner (RFC 4180): quoted fields with `""` escapes and line breaks,
-//! CRLF or LF rows, an optional BOM. The header row gives the field names (looked up once);
-//! every later row is a record, emitted as soon as its line ends.
+//! CRLF or LF rows, an optional BOM. The header row gives the field names (looked up once)
+//! unless the type says `header=absent`; every later row is a record, emitted as soon as its
+//! line ends. The header row's cells are values too: the detectors run on them, and their hits
+//! are subjects of their own (a one-line body is all header).
 //!
 //! Lenient where leniency cannot hide PI: a quote inside an unquoted field, or text after a
 //! closing quote, is kept as data. Invalid UTF-8 in a row is unreadable; an unterminated quote
@@ -46,12 +48,13 @@ pub(crate) struct CsvScanner {
 }
 
 impl CsvScanner {
-    pub(crate) fn new() -> Self {
+    /// `header`: whether the first row names the columns (`header=absent` says it does not).
+    pub(crate) fn new(header: bool) -> Self {
         CsvScanner {
             state: State::FieldStart,
             row: Vec::new(),
             ends: Vec::new(),
-            header: None,
+            header: if header { None } else { Some(Vec::new()) },
             row_start: 0,
             in_row: false,
             skip_lf: false,
@@ -199,12 +202,16 @@ impl CsvScanner {
             None => {
                 let mut cols = Vec::with_capacity(self.ends.len());
                 for k in 0..self.ends.len() {
-                    let info = sink.cfg.lookup(trim(self.field(k))).unwrap_or_default();
+                    let cell = field_of(&self.row, &self.ends, k);
+                    let info = sink.cfg.lookup(trim(cell)).unwrap_or_default();
                     if let Some(w) = info.watched {
                         sink.saw_watched(w);
                     }
                     cols.push(info);
+                    let out = &mut *sink.out;
+                    detect::scan(cell, &sink.det, &mut |ns, id, c| out.subject(ns, id, c));
                 }
+                sink.out.end_record(self.row_start..self.pos, self.pos);
                 self.header = Some(cols);
             }
             Some(cols) => {

@@ -8,6 +8,25 @@ pub enum Unreadable {
     /// The `Content-Type` is missing or not one the engine reads.
     #[error("content type not inspectable")]
     UnknownContentType,
+    /// The `Content-Type` breaks RFC 9110, repeats a parameter, is sent twice, or names a
+    /// multipart type without a valid boundary.
+    #[error("content type malformed or ambiguous")]
+    BadContentType,
+    /// The `charset` is not one the engine decodes, or a byte order mark contradicts it.
+    #[error("charset not supported or contradicted by a byte order mark")]
+    UnsupportedCharset,
+    /// A byte sequence that is not valid in the declared charset.
+    #[error("invalid sequence for the charset at offset {offset}")]
+    InvalidCharset {
+        /// Offset of the sequence in the body before charset decoding.
+        offset: u64,
+    },
+    /// A NUL byte in a text body (binary data, or UTF-16 sent without saying so).
+    #[error("NUL byte in a text body at offset {offset}")]
+    NotText {
+        /// Offset in the decoded text.
+        offset: u64,
+    },
     /// The `Content-Encoding` is not one the engine decodes.
     #[error("content encoding not supported")]
     UnknownEncoding,
@@ -66,6 +85,10 @@ impl Unreadable {
     pub const fn kind(&self) -> &'static str {
         match self {
             Unreadable::UnknownContentType => "unknown_content_type",
+            Unreadable::BadContentType => "bad_content_type",
+            Unreadable::UnsupportedCharset => "unsupported_charset",
+            Unreadable::InvalidCharset { .. } => "invalid_charset",
+            Unreadable::NotText { .. } => "not_text",
             Unreadable::UnknownEncoding => "unknown_encoding",
             Unreadable::Malformed { .. } => "malformed",
             Unreadable::Truncated { .. } => "truncated",

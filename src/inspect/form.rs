@@ -1,10 +1,15 @@
 //! `application/x-www-form-urlencoded` bodies and URL query strings. Each is one record
 //! (SPEC §3): the whole form, the whole query. A form body is buffered (it is one record, so
 //! it is bounded by `max_record_bytes`) and judged at its end; the same pair parser serves the
-//! query string.
+//! query string. Every name and every value of every pair goes to the [`FormRecord`].
+//!
+//! A JSON document labelled as a form (its first non-blank byte `{` or `[`, which a form
+//! encoder never leaves raw) is what a server that ignores the label would read as JSON: it is
+//! inspected as JSON as well as a form, and if it is not valid JSON either it is unreadable.
 
 use super::detect;
 use super::error::Unreadable;
+use super::json::JsonScanner;
 use super::record::{trim, Namespace};
 use super::Sink;
 use crate::model::CategorySet;
@@ -46,6 +51,18 @@ impl FormRecord {
         let hits = &mut self.hits;
         let hb = &mut self.hit_bytes;
         detect::scan(value, &sink.det, &mut |ns, id, c| {
+            let a = hb.len() as u32;
+            hb.extend_from_slice(id);
+            hits.push((ns, (a, hb.len() as u32), c));
+        });
+    }
+
+    /// Text that is neither a name nor a value of a field (a multipart part's header
+    /// parameters): only the detectors run on it, and their hits belong to the record.
+    pub(crate) fn free_text(&mut self, text: &[u8], sink: &mut Sink<'_>) {
+        let hits = &mut self.hits;
+        let hb = &mut self.hit_bytes;
+        detect::scan(text, &sink.det, &mut |ns, id, c| {
             let a = hb.len() as u32;
             hb.extend_from_slice(id);
             hits.push((ns, (a, hb.len() as u32), c));
@@ -159,8 +176,13 @@ impl FormScanner {
                 offset: e.valid_up_to() as u64,
             });
         }
-        let mut rec = FormRecord::default();
         let body = std::mem::take(&mut self.buf);
+        if matches!(body.trim_ascii_start().first(), Some(b'{' | b'[')) {
+            let mut json = JsonScanner::new(false);
+            json.feed(&body, sink)?;
+            json.finish(sink)?;
+        }
+        let mut rec = FormRecord::default();
         parse_pairs(&body, &mut rec, sink);
         rec.emit(sink);
         let end = body.len() as u64;

@@ -11,10 +11,13 @@
 //! `unreadable_body`). [`inspect_query`] and [`inspect_headers`] cover the request head;
 //! [`inspect_bytes`] is the whole-buffer convenience.
 //!
-//! Submodules: [`config`] (settings, lookups), `json` (JSON, NDJSON), `csv`, `form` (form
-//! bodies and queries), `multipart`, `decode` (content codings, release mapping), `detect`
-//! (one file per detector), [`record`] (outputs), [`error`].
+//! Submodules: [`config`] (settings, lookups), [`mediatype`] (strict `Content-Type`),
+//! `pipeline` (the decoding chain and its release mapping) with `decode` (content codings),
+//! [`charset`] and [`transfer`] (multipart transfer encodings), the formats `json` (JSON,
+//! NDJSON), `csv`, `form` (form bodies and queries), `multipart`, `detect` (one file per
+//! detector), [`record`] (outputs), [`error`].
 
+pub mod charset;
 pub mod config;
 mod csv;
 mod decode;
@@ -22,8 +25,11 @@ pub mod detect;
 pub mod error;
 mod form;
 mod json;
+pub mod mediatype;
 mod multipart;
+mod pipeline;
 pub mod record;
+pub mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -32,6 +38,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use charset::Charset;
 pub use config::{ConfigError, DecodeLimits, Detector, DetectorSet, InspectConfig};
 pub use decode::Coding;
 pub use detect::{resident_id_birth_date, resident_id_check_char, resident_id_valid};
@@ -40,6 +47,7 @@ pub use record::{Namespace, Record, RecordRef, Records, Subject, SubjectRef};
 
 use crate::model::CategorySet;
 use detect::DetectCtx;
+use mediatype::MediaType;
 
 /// Everything a format scanner writes to while it runs.
 pub(crate) struct Sink<'a> {
@@ -68,37 +76,76 @@ pub enum BodyKind {
     Form,
     /// `multipart/form-data` with its boundary.
     Multipart(Vec<u8>),
-    /// `text/csv`.
-    Csv,
+    /// `text/csv`; `header` is false for `header=absent` (no row gives field names).
+    Csv {
+        /// Whether the first row is a header row.
+        header: bool,
+    },
 }
 
-/// Maps a `Content-Type` value to a body format; `None` when it is not inspectable.
-pub fn classify_content_type(value: Option<&str>) -> Option<BodyKind> {
-    let v = value?;
-    let mut parts = v.split(';');
-    let essence = parts.next()?.trim().to_ascii_lowercase();
-    match essence.as_str() {
-        "application/json" => Some(BodyKind::Json),
+/// How a body is read: its format and charset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyType {
+    /// The format.
+    pub kind: BodyKind,
+    /// The charset of the text (UTF-8 unless the type says otherwise).
+    pub charset: Charset,
+}
+
+/// Reads one `Content-Type` value (RFC 9110): the format and charset of the body.
+///
+/// # Errors
+/// [`Unreadable::BadContentType`] when the value breaks the grammar, repeats a parameter, or
+/// is a multipart type without a valid boundary; [`Unreadable::UnknownContentType`] for a
+/// type the engine does not read; [`Unreadable::UnsupportedCharset`] for another charset.
+pub fn body_type(value: &[u8]) -> Result<BodyType, Unreadable> {
+    let mt = MediaType::parse(value).map_err(|_| Unreadable::BadContentType)?;
+    let kind = match mt.essence() {
+        "application/json" => BodyKind::Json,
         "application/x-ndjson"
         | "application/ndjson"
         | "application/jsonl"
         | "application/x-jsonlines"
         | "application/jsonlines"
-        | "application/json-seq" => Some(BodyKind::JsonSeq),
-        "application/x-www-form-urlencoded" => Some(BodyKind::Form),
-        "text/csv" => Some(BodyKind::Csv),
+        | "application/json-seq" => BodyKind::JsonSeq,
+        "application/x-www-form-urlencoded" => BodyKind::Form,
+        "text/csv" => BodyKind::Csv {
+            header: match mt
+                .param("header")
+                .map(<[u8]>::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some(b"present") => true,
+                Some(b"absent") => false,
+                Some(_) => return Err(Unreadable::BadContentType),
+            },
+        },
         "multipart/form-data" => {
-            let boundary = parts.find_map(|p| {
-                let (k, val) = p.split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("boundary")
-                    .then(|| val.trim().trim_matches('"').as_bytes().to_vec())
-            })?;
-            (!boundary.is_empty() && boundary.len() <= 200).then_some(BodyKind::Multipart(boundary))
+            let b = mt.param("boundary").ok_or(Unreadable::BadContentType)?;
+            if !valid_boundary(b) {
+                return Err(Unreadable::BadContentType);
+            }
+            BodyKind::Multipart(b.to_vec())
         }
-        e if e.starts_with("application/") && e.ends_with("+json") => Some(BodyKind::Json),
-        _ => None,
+        e if e.starts_with("application/") && e.ends_with("+json") => BodyKind::Json,
+        _ => return Err(Unreadable::UnknownContentType),
+    };
+    let charset = match mt.param("charset") {
+        None => Charset::Utf8,
+        Some(l) => Charset::from_label(l).ok_or(Unreadable::UnsupportedCharset)?,
+    };
+    // A multipart body's parts carry their own charsets; a charset on the whole would be read
+    // by some servers and ignored by others.
+    if matches!(kind, BodyKind::Multipart(_)) && charset != Charset::Utf8 {
+        return Err(Unreadable::UnsupportedCharset);
     }
+    Ok(BodyType { kind, charset })
+}
+
+/// RFC 2046 §5.1.1: 1 to 70 of `bchars`, not ending in a space.
+fn valid_boundary(b: &[u8]) -> bool {
+    let bchar = |c: &u8| c.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(c);
+    (1..=70).contains(&b.len()) && b.iter().all(bchar) && b.last() != Some(&b' ')
 }
 
 /// A body format scanner.
@@ -108,6 +155,8 @@ pub(crate) enum Format {
     Csv(csv::CsvScanner),
     Form(form::FormScanner),
     Multipart(Box<multipart::MultipartScanner>),
+    /// A multipart text field's value, collected whole.
+    Text(multipart::TextValue),
 }
 
 impl Format {
@@ -116,7 +165,7 @@ impl Format {
             BodyKind::Json => Format::Json(json::JsonScanner::new(false)),
             BodyKind::JsonSeq => Format::Json(json::JsonScanner::new(true)),
             BodyKind::Form => Format::Form(form::FormScanner::default()),
-            BodyKind::Csv => Format::Csv(csv::CsvScanner::new()),
+            BodyKind::Csv { header } => Format::Csv(csv::CsvScanner::new(*header)),
             BodyKind::Multipart(b) => {
                 Format::Multipart(Box::new(multipart::MultipartScanner::new(b)))
             }
@@ -129,6 +178,7 @@ impl Format {
             Format::Csv(s) => s.feed(data, sink),
             Format::Form(s) => s.feed(data, sink),
             Format::Multipart(s) => s.feed(data, sink),
+            Format::Text(s) => s.feed(data, sink),
         }
     }
 
@@ -138,17 +188,40 @@ impl Format {
             Format::Csv(s) => s.finish(sink),
             Format::Form(s) => s.finish(sink),
             Format::Multipart(s) => s.finish(sink),
+            Format::Text(s) => s.finish(),
         }
     }
 
-    pub(crate) fn frontier(&self) -> u64 {
+    pub(crate) fn frontier(&mut self) -> u64 {
         match self {
             Format::Json(s) => s.frontier(),
             Format::Csv(s) => s.frontier(),
             Format::Form(s) => s.frontier(),
             Format::Multipart(s) => s.frontier(),
+            Format::Text(_) => 0,
         }
     }
+}
+
+/// The decoding stages and format for a body or part: content coding, then charset.
+pub(crate) fn pipeline(
+    format: Format,
+    charset: Charset,
+    coding: Option<Coding>,
+    limits: DecodeLimits,
+    transfer: Option<transfer::TransferEncoding>,
+) -> Result<pipeline::Pipeline, Unreadable> {
+    let mut stages = Vec::new();
+    if let Some(t) = transfer {
+        stages.push(pipeline::Stage::Transfer(transfer::TransferDecoder::new(t)));
+    }
+    if let Some(c) = coding {
+        stages.push(pipeline::Stage::Content(decode::Decoder::new(c, limits)?));
+    }
+    if charset.needs_decoding() {
+        stages.push(pipeline::Stage::Charset(charset::Transcoder::new(charset)));
+    }
+    Ok(pipeline::Pipeline::new(stages, format))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,8 +242,7 @@ enum Phase {
 pub struct Scanner<C: Borrow<InspectConfig> = Arc<InspectConfig>> {
     cfg: C,
     det: DetectCtx,
-    format: Option<Format>,
-    decoder: Option<decode::Decoder>,
+    pipe: Option<pipeline::Pipeline>,
     records: Records,
     watched: Vec<bool>,
     fed: u64,
@@ -183,7 +255,7 @@ impl<C: Borrow<InspectConfig>> std::fmt::Debug for Scanner<C> {
             .field("phase", &self.phase)
             .field("bytes_fed", &self.fed)
             .field("records", &self.records)
-            .field("encoded", &self.decoder.is_some())
+            .field("decoded", &self.pipe.as_ref().is_some_and(|p| p.decodes()))
             .finish_non_exhaustive()
     }
 }
@@ -200,6 +272,51 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
         transfer_date: time::Date,
         destination_sensitive: bool,
     ) -> Self {
+        let ct = content_type.map(str::as_bytes);
+        Self::build(
+            cfg,
+            Ok(ct),
+            Ok(content_encoding),
+            transfer_date,
+            destination_sensitive,
+        )
+    }
+
+    /// A scanner for a request's body, from its headers: like [`Scanner::new`], and a body
+    /// whose `Content-Type` or `Content-Encoding` field is sent more than once (readers
+    /// disagree on which one counts) is unreadable.
+    pub fn for_headers(
+        cfg: C,
+        headers: &http::HeaderMap,
+        transfer_date: time::Date,
+        destination_sensitive: bool,
+    ) -> Self {
+        let single = |name: http::header::HeaderName| {
+            let mut all = headers.get_all(name).iter();
+            match (all.next(), all.next()) {
+                (first, None) => Ok(first),
+                _ => Err(()),
+            }
+        };
+        let ct = single(http::header::CONTENT_TYPE)
+            .map(|v| v.map(http::HeaderValue::as_bytes))
+            .map_err(|()| Unreadable::BadContentType);
+        let ce = single(http::header::CONTENT_ENCODING)
+            .map_err(|()| Unreadable::UnknownEncoding)
+            .and_then(|v| {
+                v.map(|v| v.to_str().map_err(|_| Unreadable::UnknownEncoding))
+                    .transpose()
+            });
+        Self::build(cfg, ct, ce, transfer_date, destination_sensitive)
+    }
+
+    fn build(
+        cfg: C,
+        content_type: Result<Option<&[u8]>, Unreadable>,
+        content_encoding: Result<Option<&str>, Unreadable>,
+        transfer_date: time::Date,
+        destination_sensitive: bool,
+    ) -> Self {
         let c: &InspectConfig = cfg.borrow();
         let det = DetectCtx {
             detectors: c.detectors(),
@@ -207,29 +324,21 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
             resident_id_sensitive: c.resident_id_sensitive(),
         };
         let watched = vec![false; c.watched_fields().len()];
-        let mut phase = Phase::Open;
-        let format = match classify_content_type(content_type) {
-            Some(k) => Some(Format::new(&k)),
-            None => {
-                phase = Phase::Deferred(Unreadable::UnknownContentType);
-                None
-            }
-        };
         let limits = c.decode_limits();
-        let decoder = match Coding::parse(content_encoding)
-            .and_then(|k| k.map(|k| decode::Decoder::new(k, limits)).transpose())
-        {
-            Ok(d) => d,
-            Err(e) => {
-                phase = Phase::Deferred(e);
-                None
-            }
+        let pipe = content_type
+            .and_then(|ct| body_type(ct.ok_or(Unreadable::UnknownContentType)?))
+            .and_then(|bt| {
+                let coding = Coding::parse(content_encoding?)?;
+                pipeline(Format::new(&bt.kind), bt.charset, coding, limits, None)
+            });
+        let (pipe, phase) = match pipe {
+            Ok(p) => (Some(p), Phase::Open),
+            Err(e) => (None, Phase::Deferred(e)),
         };
         Scanner {
             cfg,
             det,
-            format,
-            decoder,
+            pipe,
             records: Records::new(destination_sensitive),
             watched,
             fed: 0,
@@ -252,10 +361,9 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
             Phase::Deferred(_) => return Ok(()),
             Phase::Failed | Phase::Finished => return Err(Unreadable::Closed),
         }
-        let before = self.records.len();
         let r = self.run(Some(chunk));
         self.fed += chunk.len() as u64;
-        self.after_run(before, r)
+        self.after_run(r)
     }
 
     /// Ends the body: completes the last record.
@@ -273,7 +381,7 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
         }
         let before = self.records.len();
         let r = self.run(None);
-        let r = self.after_run(before, r);
+        let r = self.after_run(r);
         if r.is_ok() {
             self.phase = Phase::Finished;
             let end = self.fed;
@@ -283,7 +391,7 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
     }
 
     fn run(&mut self, chunk: Option<&[u8]>) -> Result<(), Unreadable> {
-        let Some(format) = self.format.as_mut() else {
+        let Some(pipe) = self.pipe.as_mut() else {
             return Ok(());
         };
         let mut sink = Sink {
@@ -292,25 +400,16 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
             out: &mut self.records,
             watched: &mut self.watched,
         };
-        match (self.decoder.as_mut(), chunk) {
-            (None, Some(c)) => format.feed(c, &mut sink),
-            (None, None) => format.finish(&mut sink),
-            (Some(d), Some(c)) => d.feed(c, &mut |out| format.feed(out, &mut sink)),
-            (Some(d), None) => {
-                d.finish(&mut |out| format.feed(out, &mut sink))?;
-                format.finish(&mut sink)
-            }
+        match chunk {
+            Some(c) => pipe.feed(c, &mut sink),
+            None => pipe.finish(&mut sink),
         }
     }
 
-    fn after_run(&mut self, before: usize, r: Result<(), Unreadable>) -> Result<(), Unreadable> {
+    fn after_run(&mut self, r: Result<(), Unreadable>) -> Result<(), Unreadable> {
         if let Err(e) = r {
             self.phase = Phase::Failed;
             return Err(e);
-        }
-        if let Some(d) = self.decoder.as_mut() {
-            // Decoded release offsets become original-body offsets.
-            self.records.map_release(before, |f| d.release_for(f));
         }
         Ok(())
     }
@@ -342,13 +441,9 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
             Phase::Deferred(_) => return 0,
             Phase::Open => {}
         }
-        let Some(format) = self.format.as_ref() else {
-            return 0;
-        };
-        let f = format.frontier();
-        match self.decoder.as_mut() {
-            None => f,
-            Some(d) => d.release_for(f).min(d.encoded_len()),
+        match self.pipe.as_mut() {
+            Some(p) => p.frontier(),
+            None => 0,
         }
     }
 

@@ -1,14 +1,32 @@
-//! Streaming `multipart/form-data` scanner. Text fields (parts without a `Content-Type`, or
-//! `text/plain`) are values of one form record (SPEC §3: the whole form is a record), judged at
-//! the end of the body. Every other part is inspected by its own type with a nested scanner
-//! (JSON, NDJSON, CSV, form), whose records stream out shifted to body offsets; a part of any
-//! other type (or a nested multipart) is unreadable.
+//! Streaming `multipart/form-data` scanner (RFC 2046 §5.1, RFC 7578), exactly as strict as
+//! the RFC wherever a lenient server could find other parts than the gate:
+//! - a delimiter is `CRLF--boundary` (or `--boundary` at the very start), followed by optional
+//!   transport padding and CRLF, or by `--` for the close delimiter; the boundary string
+//!   anywhere else in the body (inside a part, mid-line in the preamble: what a JSON body
+//!   labelled multipart holds) is *unreadable*, since some parsers split there;
+//! - part headers are CRLF lines of `name: value`, no folding, each of `Content-Disposition`,
+//!   `Content-Type`, `Content-Transfer-Encoding`, `Content-Encoding` at most once;
+//!   `Content-Disposition` is `form-data` with RFC 9110 parameters, each name once (RFC 2231
+//!   continuations are unreadable; `name*` / `filename*` ext-values are decoded).
 //!
-//! The boundary may be split across chunks: the scanner keeps the last `delimiter - 1` bytes of
-//! a part back until it knows they are not the start of the delimiter.
+//! What is inspected: the preamble and the epilogue as free text (their detector hits are
+//! subjects of their own); every part header value (raw, and each parameter unquoted) with
+//! the detectors; text fields (parts without a `Content-Type`, or `text/plain`) as values of
+//! one form record (SPEC §3: the whole form is a record), judged at the end of the body; every
+//! other part by its own type with a nested pipeline (transfer encoding, content encoding,
+//! charset, then JSON, NDJSON, CSV or form), whose records stream out with release offsets of
+//! the body as sent. A part of any other type (or a nested multipart) is unreadable.
+//!
+//! The boundary may be split across chunks: the scanner keeps the last `delimiter + 1` bytes
+//! back until it knows they are not the start of a delimiter.
 
+use super::charset::Charset;
+use super::decode::Coding;
 use super::error::Unreadable;
 use super::form::FormRecord;
+use super::mediatype::{self, MediaType};
+use super::pipeline::Pipeline;
+use super::transfer::TransferEncoding;
 use super::{BodyKind, Format, Sink};
 
 const MAX_HEADERS: usize = 16 * 1024;
@@ -16,58 +34,98 @@ const MAX_HEADERS: usize = 16 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Preamble,
-    AfterBoundary,
+    AfterDelimiter,
     Headers,
     Body,
-    End,
+    Epilogue,
+}
+
+/// A multipart text field's value, collected whole (bounded by `max_record_bytes`).
+#[derive(Debug, Default)]
+pub(crate) struct TextValue {
+    value: Vec<u8>,
+}
+
+impl TextValue {
+    pub(crate) fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        if self.value.len() + data.len() > sink.cfg.max_record_bytes() {
+            return Err(Unreadable::RecordTooLarge { offset: 0 });
+        }
+        self.value.extend_from_slice(data);
+        Ok(())
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<(), Unreadable> {
+        match std::str::from_utf8(&self.value) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Unreadable::InvalidUtf8 {
+                offset: e.valid_up_to() as u64,
+            }),
+        }
+    }
 }
 
 #[derive(Debug)]
-enum Part {
-    Text { name: Vec<u8>, value: Vec<u8> },
-    File(Box<Format>),
+struct Part {
+    name: Vec<u8>,
+    pipe: Pipeline,
+    text: bool,
 }
 
 /// The streaming multipart scanner.
 #[derive(Debug)]
 pub(crate) struct MultipartScanner {
-    /// `\r\n--boundary`.
-    delim: Vec<u8>,
+    /// `--boundary`.
+    dash: Vec<u8>,
     state: State,
     buf: Vec<u8>,
     /// Offset of `buf[0]`.
     buf_start: u64,
     part: Option<Part>,
+    /// Where the current part's header block and its data start.
+    head_start: u64,
     part_start: u64,
     form: FormRecord,
+    /// Start of the first part that made the form record interesting (held until the end).
     held_from: Option<u64>,
+    /// Preamble or epilogue text collected so far, and where it starts.
+    text: Vec<u8>,
+    text_start: u64,
 }
 
 impl MultipartScanner {
     pub(crate) fn new(boundary: &[u8]) -> Self {
-        let mut delim = b"\r\n--".to_vec();
-        delim.extend_from_slice(boundary);
+        let mut dash = b"--".to_vec();
+        dash.extend_from_slice(boundary);
         MultipartScanner {
-            delim,
+            dash,
             state: State::Preamble,
             buf: Vec::new(),
             buf_start: 0,
             part: None,
+            head_start: 0,
             part_start: 0,
             form: FormRecord::default(),
             held_from: None,
+            text: Vec::new(),
+            text_start: 0,
         }
     }
 
-    pub(crate) fn frontier(&self) -> u64 {
+    pub(crate) fn frontier(&mut self) -> u64 {
         let mut f = self.buf_start;
         if let Some(h) = self.held_from {
             f = f.min(h);
         }
-        match &self.part {
-            Some(Part::Text { .. }) => f = f.min(self.part_start),
-            Some(Part::File(sub)) => f = f.min(self.part_start + sub.frontier()),
-            None => {}
+        if matches!(self.state, State::Preamble | State::Epilogue) {
+            f = f.min(self.text_start);
+        }
+        if let Some(p) = &mut self.part {
+            f = f.min(if p.text {
+                self.head_start
+            } else {
+                self.part_start + p.pipe.frontier()
+            });
         }
         f
     }
@@ -83,60 +141,104 @@ impl MultipartScanner {
         self.buf_start += k as u64;
     }
 
-    pub(crate) fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
-        if self.state == State::End {
-            return Ok(());
+    /// Bytes kept back at the end of the buffer while no delimiter is found: enough that a
+    /// later match has its two preceding bytes in the buffer.
+    fn keep(&self) -> usize {
+        (self.dash.len() + 1).min(self.buf.len())
+    }
+
+    /// Where the next `--boundary` is, and whether it is a delimiter (at the very start, or
+    /// after CRLF). Anything else is unreadable.
+    fn find_delimiter(&self) -> Result<Option<usize>, Unreadable> {
+        match memchr::memmem::find(&self.buf, &self.dash) {
+            None => Ok(None),
+            Some(0) if self.buf_start == 0 => Ok(Some(0)),
+            Some(k) if k >= 2 && &self.buf[k - 2..k] == b"\r\n" => Ok(Some(k)),
+            Some(k) => Err(Unreadable::BadMultipart {
+                offset: self.buf_start + k as u64,
+            }),
         }
+    }
+
+    fn collect_text(&mut self, upto: usize, sink: &Sink<'_>) -> Result<(), Unreadable> {
+        if self.text.len() + upto > sink.cfg.max_record_bytes() {
+            return Err(Unreadable::RecordTooLarge {
+                offset: self.text_start,
+            });
+        }
+        self.text.extend_from_slice(&self.buf[..upto]);
+        Ok(())
+    }
+
+    /// Emits the preamble or epilogue: its detector hits are subjects of their own.
+    fn emit_text(&mut self, end: u64, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        let text = std::mem::take(&mut self.text);
+        if let Some(k) = memchr::memchr(0, &text) {
+            return Err(Unreadable::NotText {
+                offset: self.text_start + k as u64,
+            });
+        }
+        if let Err(e) = std::str::from_utf8(&text) {
+            return Err(Unreadable::InvalidUtf8 {
+                offset: self.text_start + e.valid_up_to() as u64,
+            });
+        }
+        let mut rec = FormRecord::default();
+        rec.free_text(&text, sink);
+        rec.emit(sink);
+        sink.out.end_record(self.text_start..end, end);
+        Ok(())
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
         self.buf.extend_from_slice(data);
         loop {
             match self.state {
-                State::Preamble => {
-                    let first = &self.delim[2..];
-                    match memchr::memmem::find(&self.buf, first) {
-                        Some(k) => {
-                            let l = first.len();
-                            self.consume(k + l);
-                            self.state = State::AfterBoundary;
-                        }
-                        None => {
-                            let keep = first.len().saturating_sub(1).min(self.buf.len());
-                            self.consume(self.buf.len() - keep);
-                            return Ok(());
-                        }
+                State::Preamble => match self.find_delimiter()? {
+                    Some(k) => {
+                        self.collect_text(k.saturating_sub(2), sink)?;
+                        let end = self.buf_start + k as u64;
+                        self.emit_text(end, sink)?;
+                        let l = self.dash.len();
+                        self.consume(k + l);
+                        self.state = State::AfterDelimiter;
                     }
-                }
-                State::AfterBoundary => {
+                    None => {
+                        let upto = self.buf.len() - self.keep();
+                        self.collect_text(upto, sink)?;
+                        self.consume(upto);
+                        return Ok(());
+                    }
+                },
+                State::AfterDelimiter => {
                     let b = &self.buf;
                     let mut k = 0;
                     while k < b.len() && (b[k] == b' ' || b[k] == b'\t') {
                         k += 1;
                     }
-                    if b.len() < k + 2 {
-                        if b.len() > 256 {
-                            return Err(self.bad());
-                        }
-                        return Ok(());
-                    }
-                    if &b[k..k + 2] == b"--" {
-                        self.consume(k + 2);
-                        self.state = State::End;
-                        self.buf.clear();
-                        return Ok(());
-                    }
-                    if &b[k..k + 2] == b"\r\n" {
-                        self.consume(k + 2);
-                    } else if b[k] == b'\n' {
-                        self.consume(k + 1);
-                    } else {
+                    if k > 256 {
                         return Err(self.bad());
                     }
+                    if b.len() < k + 2 {
+                        return Ok(());
+                    }
+                    if k == 0 && &b[..2] == b"--" {
+                        self.consume(2);
+                        self.state = State::Epilogue;
+                        self.text_start = self.buf_start;
+                        continue;
+                    }
+                    if &b[k..k + 2] != b"\r\n" {
+                        return Err(self.bad());
+                    }
+                    self.consume(k + 2);
                     self.state = State::Headers;
                 }
                 State::Headers => {
                     let (hlen, skip) = if self.buf.starts_with(b"\r\n") {
                         (0, 2)
                     } else if let Some(k) = memchr::memmem::find(&self.buf, b"\r\n\r\n") {
-                        (k, k + 4)
+                        (k + 2, k + 4)
                     } else if self.buf.len() > MAX_HEADERS {
                         return Err(self.bad());
                     } else {
@@ -145,25 +247,32 @@ impl MultipartScanner {
                     if hlen > MAX_HEADERS {
                         return Err(self.bad());
                     }
-                    let part = self.start_part(hlen)?;
+                    let head = self.buf[..hlen].to_vec();
+                    self.head_start = self.buf_start;
+                    let part = self.start_part(&head, sink)?;
+                    if self.held_from.is_none() && self.form.is_interesting() {
+                        self.held_from = Some(self.head_start);
+                    }
                     self.consume(skip);
                     self.part = Some(part);
                     self.part_start = self.buf_start;
                     self.state = State::Body;
                 }
-                State::Body => match memchr::memmem::find(&self.buf, &self.delim) {
+                State::Body => match self.find_delimiter()? {
                     Some(k) => {
-                        let data = self.buf[..k].to_vec();
+                        if k < 2 {
+                            return Err(self.bad());
+                        }
+                        let data = self.buf[..k - 2].to_vec();
                         self.part_data(&data, sink)?;
-                        self.consume(k);
+                        self.consume(k - 2);
                         self.end_part(sink)?;
-                        let l = self.delim.len();
-                        self.consume(l);
-                        self.state = State::AfterBoundary;
+                        let l = self.dash.len();
+                        self.consume(2 + l);
+                        self.state = State::AfterDelimiter;
                     }
                     None => {
-                        let keep = (self.delim.len() - 1).min(self.buf.len());
-                        let upto = self.buf.len() - keep;
+                        let upto = self.buf.len() - self.keep();
                         if upto > 0 {
                             let data = self.buf[..upto].to_vec();
                             self.part_data(&data, sink)?;
@@ -172,75 +281,137 @@ impl MultipartScanner {
                         return Ok(());
                     }
                 },
-                State::End => return Ok(()),
+                State::Epilogue => {
+                    let n = self.buf.len();
+                    self.collect_text(n, sink)?;
+                    self.consume(n);
+                    return Ok(());
+                }
             }
         }
     }
 
-    fn start_part(&self, hlen: usize) -> Result<Part, Unreadable> {
-        let head = &self.buf[..hlen];
-        let mut name: Option<Vec<u8>> = None;
-        let mut ctype: Option<String> = None;
-        for line in head.split(|c| *c == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let Some(colon) = memchr::memchr(b':', line) else {
-                if line.is_empty() {
-                    continue;
-                }
-                return Err(self.bad());
-            };
-            let hname = line[..colon].trim_ascii().to_ascii_lowercase();
-            let value = line[colon + 1..].trim_ascii();
-            if hname == b"content-disposition" {
-                name = param(value, b"name");
-            } else if hname == b"content-type" {
-                ctype = Some(String::from_utf8_lossy(value).into_owned());
-            }
-        }
-        let text = match &ctype {
-            None => true,
-            Some(t) => {
-                let essence = t
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                essence == "text/plain"
-            }
-        };
-        if text {
-            return Ok(Part::Text {
-                name: name.unwrap_or_default(),
-                value: Vec::new(),
+    /// Reads a part's header block (CRLF-terminated lines) into a part to scan.
+    fn start_part(&mut self, head: &[u8], sink: &mut Sink<'_>) -> Result<Part, Unreadable> {
+        let bad = self.bad();
+        if std::str::from_utf8(head).is_err() {
+            return Err(Unreadable::InvalidUtf8 {
+                offset: self.buf_start,
             });
         }
-        match super::classify_content_type(ctype.as_deref()) {
-            Some(BodyKind::Multipart(_)) | None => Err(Unreadable::UnknownContentType),
-            Some(kind) => Ok(Part::File(Box::new(Format::new(&kind)))),
+        let mut disposition: Option<&[u8]> = None;
+        let mut ctype: Option<&[u8]> = None;
+        let mut cte: Option<&[u8]> = None;
+        let mut ce: Option<&[u8]> = None;
+        let mut rest = head;
+        while !rest.is_empty() {
+            let Some(eol) = memchr::memmem::find(rest, b"\r\n") else {
+                return Err(bad);
+            };
+            let line = &rest[..eol];
+            rest = &rest[eol + 2..];
+            let n = mediatype::token_len(line);
+            if n == 0
+                || line.get(n) != Some(&b':')
+                || line.contains(&b'\r')
+                || line.contains(&b'\n')
+            {
+                return Err(bad);
+            }
+            let value = line[n + 1..].trim_ascii();
+            // Every header value is text a server may keep: the detectors see it raw.
+            self.form.free_text(value, sink);
+            let slot = match line[..n].to_ascii_lowercase().as_slice() {
+                b"content-disposition" => &mut disposition,
+                b"content-type" => &mut ctype,
+                b"content-transfer-encoding" => &mut cte,
+                b"content-encoding" => &mut ce,
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return Err(bad);
+            }
+        }
+        let name = match disposition {
+            Some(d) => self.disposition(d, sink)?,
+            None => Vec::new(),
+        };
+        let (text, kind, charset) = match ctype {
+            None => (true, None, Charset::Utf8),
+            Some(t) => {
+                let mt = MediaType::parse(t).map_err(|_| Unreadable::BadContentType)?;
+                let charset = match mt.param("charset") {
+                    None => Charset::Utf8,
+                    Some(l) => Charset::from_label(l).ok_or(Unreadable::UnsupportedCharset)?,
+                };
+                if mt.essence() == "text/plain" {
+                    (true, None, charset)
+                } else {
+                    match super::body_type(t)? {
+                        super::BodyType {
+                            kind: BodyKind::Multipart(_),
+                            ..
+                        } => return Err(Unreadable::UnknownContentType),
+                        bt => (false, Some(bt.kind), bt.charset),
+                    }
+                }
+            }
+        };
+        let transfer = cte.map(TransferEncoding::parse).transpose()?.flatten();
+        let coding = match ce {
+            Some(v) => Coding::parse(Some(
+                std::str::from_utf8(v).map_err(|_| Unreadable::UnknownEncoding)?,
+            ))?,
+            None => None,
+        };
+        let format = match &kind {
+            Some(k) => Format::new(k),
+            None => Format::Text(TextValue::default()),
+        };
+        let pipe = super::pipeline(format, charset, coding, sink.cfg.decode_limits(), transfer)?;
+        Ok(Part { name, pipe, text })
+    }
+
+    /// Parses `form-data; name=…; filename=…`: returns the field name; every parameter value
+    /// goes to the detectors.
+    fn disposition(&mut self, d: &[u8], sink: &mut Sink<'_>) -> Result<Vec<u8>, Unreadable> {
+        let bad = self.bad();
+        let n = mediatype::token_len(d);
+        if !d[..n].eq_ignore_ascii_case(b"form-data") {
+            return Err(bad);
+        }
+        let params = mediatype::parse_params(d, n).map_err(|_| bad.clone())?;
+        let mut name: Option<Vec<u8>> = None;
+        let mut ext_name: Option<Vec<u8>> = None;
+        for (k, v) in &params {
+            let v = match k.strip_suffix('*') {
+                Some("name" | "filename") => ext_value(v).ok_or_else(|| bad.clone())?,
+                Some(_) => return Err(bad),
+                None if k.contains('*') => return Err(bad),
+                None => v.clone(),
+            };
+            self.form.free_text(&v, sink);
+            match k.as_str() {
+                "name" => name = Some(v),
+                "name*" => ext_name = Some(v),
+                _ => {}
+            }
+        }
+        match (name, ext_name) {
+            (Some(a), Some(b)) if a != b => Err(bad),
+            (a, b) => Ok(a.or(b).unwrap_or_default()),
         }
     }
 
     fn part_data(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
-        match &mut self.part {
-            Some(Part::Text { value, .. }) => {
-                if value.len() + data.len() > sink.cfg.max_record_bytes() {
-                    return Err(Unreadable::RecordTooLarge {
-                        offset: self.part_start,
-                    });
-                }
-                value.extend_from_slice(data);
+        if let Some(p) = &mut self.part {
+            let before = sink.out.len();
+            let r = p.pipe.feed(data, sink);
+            sink.out.shift(before, self.part_start);
+            if let Some(h) = self.held_from {
+                sink.out.clamp_release(before, h);
             }
-            Some(Part::File(sub)) => {
-                let before = sink.out.len();
-                let r = sub.feed(data, sink);
-                sink.out.shift(before, self.part_start);
-                if let Some(h) = self.held_from {
-                    sink.out.clamp_release(before, h);
-                }
-                r?;
-            }
-            None => {}
+            r?;
         }
         if let Some(h) = self.held_from {
             if self.buf_start.saturating_sub(h) > sink.cfg.max_record_bytes() as u64 {
@@ -251,40 +422,40 @@ impl MultipartScanner {
     }
 
     fn end_part(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
-        match self.part.take() {
-            Some(Part::Text { name, value }) => {
-                if std::str::from_utf8(&value).is_err() {
-                    return Err(Unreadable::InvalidUtf8 {
-                        offset: self.part_start,
-                    });
-                }
-                self.form.field(&name, &value, sink);
-                if self.held_from.is_none() && self.form.is_interesting() {
-                    self.held_from = Some(self.part_start);
-                }
+        let Some(mut p) = self.part.take() else {
+            return Ok(());
+        };
+        let before = sink.out.len();
+        let r = p.pipe.finish(sink);
+        sink.out.shift(before, self.part_start);
+        if let Some(h) = self.held_from {
+            sink.out.clamp_release(before, h);
+        }
+        r?;
+        if p.text {
+            if let Format::Text(t) = p.pipe.format_mut() {
+                let value = std::mem::take(&mut t.value);
+                self.form.field(&p.name, &value, sink);
             }
-            Some(Part::File(mut sub)) => {
-                let before = sink.out.len();
-                let r = sub.finish(sink);
-                sink.out.shift(before, self.part_start);
-                if let Some(h) = self.held_from {
-                    sink.out.clamp_release(before, h);
-                }
-                r?;
-            }
-            None => {}
+        }
+        // Text fields are the form record's: hold from this part's headers on.
+        if self.held_from.is_none() && self.form.is_interesting() {
+            self.held_from = Some(self.head_start);
         }
         Ok(())
     }
 
     pub(crate) fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
-        if self.state != State::End {
+        if self.state != State::Epilogue {
             return Err(Unreadable::BadMultipart {
                 offset: self.buf_start + self.buf.len() as u64,
             });
         }
+        let end = self.buf_start;
+        if !self.text.is_empty() {
+            self.emit_text(end, sink)?;
+        }
         if self.form.is_interesting() {
-            let end = self.buf_start;
             self.form.emit(sink);
             sink.out.end_record(self.held_from.unwrap_or(0)..end, end);
         }
@@ -292,21 +463,26 @@ impl MultipartScanner {
     }
 }
 
-/// The value of parameter `key` (`name="x"` or `name=x`) in a header value.
-fn param(value: &[u8], key: &[u8]) -> Option<Vec<u8>> {
-    for p in value.split(|c| *c == b';').skip(1) {
-        let p = p.trim_ascii();
-        let Some(eq) = memchr::memchr(b'=', p) else {
-            continue;
-        };
-        if p[..eq].trim_ascii().eq_ignore_ascii_case(key) {
-            let v = p[eq + 1..].trim_ascii();
-            let v = v
-                .strip_prefix(b"\"")
-                .and_then(|v| v.strip_suffix(b"\""))
-                .unwrap_or(v);
-            return Some(v.to_vec());
+/// Decodes an RFC 8187 ext-value (`UTF-8''%e5%90%8d`); only UTF-8 (and its ASCII subset).
+fn ext_value(v: &[u8]) -> Option<Vec<u8>> {
+    let mut it = v.splitn(3, |c| *c == b'\'');
+    let charset = it.next()?;
+    let _lang = it.next()?;
+    let pct = it.next()?;
+    if !(charset.eq_ignore_ascii_case(b"utf-8") || charset.eq_ignore_ascii_case(b"us-ascii")) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(pct.len());
+    let mut i = 0;
+    while i < pct.len() {
+        if pct[i] == b'%' {
+            let h = std::str::from_utf8(pct.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(pct[i]);
+            i += 1;
         }
     }
-    None
+    String::from_utf8(out).ok().map(String::into_bytes)
 }

@@ -290,16 +290,6 @@ where
     }
 
     let (parts, body) = req.into_parts();
-    let ct = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let ce = parts
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let atomic_limit = cfg.inspection.atomic_body_bytes;
     let declared = parts
         .headers
@@ -307,13 +297,8 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let atomic = body.is_end_stream() || declared.is_some_and(|n| n <= atomic_limit);
-    let mut scanner = Scanner::new(
-        snap.inspect.clone(),
-        ct.as_deref(),
-        ce.as_deref(),
-        today,
-        dest.sensitive,
-    );
+    let mut scanner =
+        Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
 
     if atomic {
         // Judged whole: nothing is forwarded until the decision.

@@ -1,6 +1,7 @@
 //! The integration test binary: every suite is a module here, so the suite links once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+mod bodies;
 mod check;
 mod deploy;
 mod enforce;

@@ -258,7 +258,7 @@ fn multipart_body() -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(b"preamble\r\n--XyZ\r\n");
     b.extend_from_slice(b"Content-Disposition: form-data; name=\"uid\"\r\n\r\n42\r\n--XyZ\r\n");
-    b.extend_from_slice(b"Content-Disposition: form-data; name=\"note\"\r\n\r\n--XyZ is not the end 13800138000\r\n--XyZ\r\n");
+    b.extend_from_slice(b"Content-Disposition: form-data; name=\"note\"\r\n\r\n- XyZ is not the end 13800138000\r\n--XyZ\r\n");
     b.extend_from_slice(b"Content-Disposition: form-data; name=\"f\"; filename=\"a.json\"\r\nContent-Type: application/json\r\n\r\n[{\"user_id\":9},{\"user_id\":10}]\r\n--XyZ\r\n");
     b.extend_from_slice(b"Content-Disposition: form-data; name=\"g\"; filename=\"a.csv\"\r\nContent-Type: text/csv\r\n\r\nuid,x\r\n11,y\r\n\r\n--XyZ--\r\nepilogue");
     b

@@ -1,6 +1,7 @@
 //! Unit tests of the inspection engine: SPEC §11 examples, per-format tricky cases, property
 //! tests (chunking invariance, agreement with a `serde_json::Value` reference, arbitrary bytes).
 
+mod bodies;
 mod formats;
 mod props;
 mod reference;
