@@ -117,7 +117,10 @@ async fn options_advertise_the_reqmod_service_and_the_istag_changes_on_reload() 
         assert!(r.contains(h), "OPTIONS lacks {h:?}: {r}");
     }
     let tag = istag_of(&r);
-    assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() <= 34, "{tag}");
+    assert!(
+        tag.starts_with('"') && tag.ends_with('"') && tag.len() <= 34,
+        "{tag}"
+    );
     // A reload that changes the approvals changes the ISTag.
     std::fs::write(
         gate.dir().join("approvals.toml"),
@@ -158,7 +161,13 @@ fn curl_via(proxy: &str, url: &str, body: &str) -> (u16, String, String) {
     let out = Command::new("curl")
         .args(["-s", "-S", "--max-time", "60", "-D", "-", "-o", "-"])
         .args(["-x", proxy])
-        .args(["-H", "content-type: application/json", "--data-binary", body, url])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+            url,
+        ])
         .env_remove("http_proxy")
         .env_remove("HTTP_PROXY")
         .output()
@@ -243,7 +252,11 @@ async fn curl_and_python_requests_through_squid_are_judged_by_the_gate() {
         assert_eq!(v["error"], "transfer_blocked", "{name}");
         assert_eq!(v["reason"], "approval_required", "{name}");
         assert_eq!(v["destination"], "us", "{name}");
-        assert_eq!(up.received().len(), before + 1, "{name}: a refused request was forwarded");
+        assert_eq!(
+            up.received().len(),
+            before + 1,
+            "{name}: a refused request was forwarded"
+        );
         // An unknown host is refused before anything leaves.
         let (status, reason, _) = run(
             &format!("http://api.eu.test.invalid:{}/x", up.addr.port()),
@@ -251,7 +264,11 @@ async fn curl_and_python_requests_through_squid_are_judged_by_the_gate() {
         )
         .await
         .unwrap();
-        assert_eq!((status, reason.as_str()), (451, "unknown_destination"), "{name}");
+        assert_eq!(
+            (status, reason.as_str()),
+            (451, "unknown_destination"),
+            "{name}"
+        );
         next_user += 10;
     }
     // Counted exactly once each, sensitive (health), on the gate's own counters.
@@ -265,8 +282,10 @@ async fn curl_and_python_requests_through_squid_are_judged_by_the_gate() {
         .iter()
         .any(|l| l["destination"] == "us" && l["reason"] == "approval_required"));
     assert_eq!(
-        gate.metric(r#"transfer_gate_decisions_total{decision="allow",destination="eu",reason="allowed"}"#)
-            .await,
+        gate.metric(
+            r#"transfer_gate_decisions_total{decision="allow",destination="eu",reason="allowed"}"#
+        )
+        .await,
         2.0
     );
 }
@@ -291,15 +310,20 @@ async fn spec_examples_count_exactly_the_same_through_squid() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(gate.entity_counts().await, (2, 1));
-    let r = post(r#"{"batch":[{"user_id":7,"phone":"138 0013 8000"}],"contact":"+86 139-0013-9000"}"#)
+    let r =
+        post(r#"{"batch":[{"user_id":7,"phone":"138 0013 8000"}],"contact":"+86 139-0013-9000"}"#)
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gate.entity_counts().await, (4, 1));
+    let r = post(r#"{"name":"x","id_no":"11010519491231002X"}"#)
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(gate.entity_counts().await, (4, 1));
-    let r = post(r#"{"name":"x","id_no":"11010519491231002X"}"#).await.unwrap();
-    assert_eq!(r.status(), 200);
     assert_eq!(gate.entity_counts().await, (5, 2));
-    let r = post(r#"{"name":"x","id_no":"110105194912310021"}"#).await.unwrap();
+    let r = post(r#"{"name":"x","id_no":"110105194912310021"}"#)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(gate.entity_counts().await, (5, 2));
     // The same subjects again: nothing new.
@@ -327,13 +351,20 @@ async fn the_icap_listener_down_fails_closed() {
     let squid = Squid::start(free_port(), &["api.eu.test"]).await;
     let url = format!("http://api.eu.test:{}/v1/ingest", up.addr.port());
     let (proxy, u) = (squid.proxy_url(), url.clone());
-    let (status, _, _) = tokio::task::spawn_blocking(move || curl_via(&proxy, &u, r#"{"user_id":1}"#))
-        .await
-        .unwrap();
-    assert!(status >= 500, "status {status}: bypass=off must fail the request");
+    let (status, _, _) =
+        tokio::task::spawn_blocking(move || curl_via(&proxy, &u, r#"{"user_id":1}"#))
+            .await
+            .unwrap();
+    assert!(
+        status >= 500,
+        "status {status}: bypass=off must fail the request"
+    );
     let r = squid.client().get(&url).send().await.unwrap();
     assert!(r.status().as_u16() >= 500);
-    assert!(up.received().is_empty(), "nothing may be forwarded unjudged");
+    assert!(
+        up.received().is_empty(),
+        "nothing may be forwarded unjudged"
+    );
 }
 
 /// A chunked NDJSON body through Squid: `allowed` records without PI, then `tail`.
@@ -349,7 +380,9 @@ async fn stream_via_squid(
     let body = futures_util::stream::iter(
         (0..allowed_chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
     )
-    .chain(futures_util::stream::iter([Ok(bytes::Bytes::from_static(tail))]));
+    .chain(futures_util::stream::iter([Ok(bytes::Bytes::from_static(
+        tail,
+    ))]));
     squid
         .client()
         .post(url)
@@ -404,7 +437,10 @@ async fn a_late_refused_record_in_a_streamed_body_never_completes_upstream() {
             !r.complete,
             "the upstream must see a broken body, never a clean end"
         );
-        assert!(r.body_len < allowed_len + 64, "bytes of the refused record went upstream");
+        assert!(
+            r.body_len < allowed_len + 64,
+            "bytes of the refused record went upstream"
+        );
     }
     assert_eq!(gate.entity_counts().await, (0, 0));
     let lines = wait_audit(&gate, 2).await;
