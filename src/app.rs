@@ -1,4 +1,4 @@
-//! Starting and stopping a gate: load the config, bind both listeners, serve until the drain
+//! Starting and stopping a gate: load the config, bind the listeners (proxy, admin, ICAP when configured), serve until the drain
 //! signal, reload on `SIGHUP`. `main` calls [`run`]; tests can call [`start`] with their own
 //! drain handle.
 
@@ -63,6 +63,8 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     /// The admin listener's address.
     pub admin_addr: SocketAddr,
+    /// The ICAP listener's address, when `gate.icap_listen` is set.
+    pub icap_addr: Option<SocketAddr>,
     /// Resolves when both listeners have stopped and the drain is over.
     pub done: tokio::task::JoinHandle<()>,
 }
@@ -95,6 +97,17 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
         addr: cfg.gate.admin_listen,
         source,
     })?;
+    let icap_l = match cfg.gate.icap_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let icap_addr = match (&icap_l, cfg.gate.icap_listen) {
+        (Some(l), Some(addr)) => Some(
+            l.local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?,
+        ),
+        _ => None,
+    };
     let audit = crate::audit::Audit::start(cfg.gate.audit_log.clone()).map_err(|source| {
         StartError::Audit {
             path: cfg.gate.audit_log.clone().unwrap_or_default(),
@@ -136,12 +149,16 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
     };
     let p = tokio::spawn(proxy::serve(gate.clone(), proxy_l, drain.watcher()));
     let a = tokio::spawn(crate::admin::serve(gate.clone(), admin_l, drain.watcher()));
+    let i = icap_l.map(|l| tokio::spawn(crate::icap::serve(gate.clone(), l, drain.watcher())));
     let g = gate.clone();
     let done = tokio::spawn(async move {
         // Held until the gate has stopped.
         let _dir_lock = dir_lock;
         let _ = p.await;
         let _ = a.await;
+        if let Some(i) = i {
+            let _ = i.await;
+        }
         let _ = refresher.await;
         g.audit.flush().await;
     });
@@ -149,6 +166,7 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
         gate,
         proxy_addr,
         admin_addr,
+        icap_addr,
         done,
     })
 }

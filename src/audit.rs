@@ -27,6 +27,9 @@ pub struct AuditRecord {
     pub request_id: String,
     /// The client's address.
     pub client: String,
+    /// The listener the request came through: `proxy`, or `icap` (a request an ICAP client
+    /// such as Squid passed to the gate's REQMOD service).
+    pub origin: &'static str,
     /// Destination name (or `unknown`).
     pub destination: String,
     /// HTTP method (`CONNECT` for tunnels).
@@ -72,6 +75,7 @@ impl AuditRecord {
             time: rfc3339(SystemTime::now()),
             request_id: request_id.to_owned(),
             client: client.to_string(),
+            origin: "proxy",
             destination: destination.to_owned(),
             method: method.to_owned(),
             path: redact_path(path),

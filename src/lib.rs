@@ -23,6 +23,7 @@ pub mod assess;
 pub mod audit;
 pub mod config;
 pub mod data_dir;
+pub mod icap;
 pub mod inspect;
 pub mod ledger;
 pub mod listen;

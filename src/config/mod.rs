@@ -88,6 +88,8 @@ pub struct Gate {
     pub proxy_listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
+    /// ICAP REQMOD listener (`None`: off).
+    pub icap_listen: Option<SocketAddr>,
     /// Bearer token file for `/v1/*`.
     pub admin_token_file: Option<PathBuf>,
     /// Enforce or observe.

@@ -27,6 +27,7 @@ fn default_true() -> bool {
 pub struct RawGate {
     pub proxy_listen: String,
     pub admin_listen: String,
+    pub icap_listen: Option<String>,
     pub admin_token_file: Option<String>,
     #[serde(default = "default_mode")]
     pub mode: String,

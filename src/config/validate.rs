@@ -257,6 +257,26 @@ fn build(
                 "must differ from gate.proxy_listen",
             );
         }
+        let icap_listen = g
+            .icap_listen
+            .as_deref()
+            .map(|v| socket(v, file, "gate.icap_listen", d));
+        if let Some(i) = icap_listen.filter(|i| i.port() != 0) {
+            if i == proxy_listen || i == admin_listen {
+                d.error(
+                    file,
+                    "gate.icap_listen",
+                    "must differ from gate.proxy_listen and gate.admin_listen",
+                );
+            }
+            if !i.ip().is_loopback() {
+                d.warn(
+                    file,
+                    "gate.icap_listen",
+                    "not on loopback: ICAP has no authentication, so any host that reaches this address can have requests judged and counted; restrict it to the proxies by network policy",
+                );
+            }
+        }
         if !admin_listen.ip().is_loopback() && g.admin_token_file.is_none() {
             d.error(
                 file,
@@ -296,6 +316,7 @@ fn build(
         Gate {
             proxy_listen,
             admin_listen,
+            icap_listen,
             admin_token_file,
             mode,
             data_dir: resolve(path, &g.data_dir),

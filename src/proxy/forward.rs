@@ -8,6 +8,7 @@ use super::enforce::{self, Outcome};
 use super::gated::{Ctx, GatedBody, Shared, Summary};
 use super::head::inspect_head;
 use super::headers::{add_via, strip_hop_by_hop, wants_upgrade};
+use super::sink::{SendCtx, Sink, Upstream};
 use super::upstream::{is_connect_timeout, is_forbidden};
 use super::{Gate, Route, Snapshot};
 use crate::audit::AuditRecord;
@@ -17,7 +18,6 @@ use crate::policy;
 use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
-use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -27,10 +27,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Where a plain-HTTP request is going.
-struct Target {
-    scheme: Scheme,
-    host: String,
-    authority: Authority,
+pub(crate) struct Target {
+    /// `http`, or `https` for an absolute-form `https://` URL.
+    pub scheme: Scheme,
+    /// The host, without port.
+    pub host: String,
+    /// Host and port.
+    pub authority: Authority,
 }
 
 /// The client connection a request arrived on.
@@ -74,7 +77,7 @@ pub async fn handle(
 }
 
 /// Records a decision in `transfer_gate_decisions_total`.
-pub(super) fn count(gate: &Gate, destination: &str, reason: Reason) -> &'static str {
+pub(crate) fn count(gate: &Gate, destination: &str, reason: Reason) -> &'static str {
     let decision = if reason.permits() { "allow" } else { "block" };
     gate.metrics
         .decisions
@@ -84,7 +87,7 @@ pub(super) fn count(gate: &Gate, destination: &str, reason: Reason) -> &'static 
 }
 
 /// Refuses with the 451/503 JSON of SPEC §5 and counts the decision.
-pub(super) fn refuse(
+pub(crate) fn refuse(
     gate: &Gate,
     snap: &Snapshot,
     refusal: Refusal,
@@ -117,7 +120,9 @@ fn is_self(auth: &Authority, local: SocketAddr) -> bool {
             .is_ok_and(|ip| ip == local.ip() || (ip.is_loopback() && local.ip().is_loopback()))
 }
 
-fn target(req: &Request<Incoming>, local: SocketAddr) -> Result<Target, &'static str> {
+/// The target of a request: its absolute-form URL's authority (unless that names the gate's
+/// own listener at `local`), else its `Host` header.
+pub(crate) fn target<B>(req: &Request<B>, local: SocketAddr) -> Result<Target, &'static str> {
     let uri = req.uri();
     if let Some(auth) = uri.authority().filter(|a| !is_self(a, local)) {
         let scheme = match uri.scheme_str() {
@@ -202,6 +207,30 @@ pub(crate) async fn serve_destination(
     req: Request<Incoming>,
     request_id: &str,
 ) -> (Response<GateBody>, &'static str) {
+    let host = authority.host().to_owned();
+    let sink = Upstream { scheme, authority };
+    serve_destination_with(gate, snap, dest_index, conn, &host, req, request_id, &sink).await
+}
+
+/// [`serve_destination`] for any request body, sending what the gate releases to `sink` (the
+/// upstream for the proxy listener, the ICAP client for the ICAP listener). `host` is the host
+/// the request is for (its labels are inspected).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_destination_with<B, S>(
+    gate: &Arc<Gate>,
+    snap: &Arc<Snapshot>,
+    dest_index: usize,
+    conn: Conn,
+    host: &str,
+    req: Request<B>,
+    request_id: &str,
+    sink: &S,
+) -> (Response<GateBody>, &'static str)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<crate::respond::BoxError>,
+    S: Sink,
+{
     let i = dest_index;
     let dest = &snap.config.destinations[i];
     let mut audit = AuditRecord::new(
@@ -211,6 +240,7 @@ pub(crate) async fn serve_destination(
         req.method().as_str(),
         req.uri().path(),
     );
+    audit.origin = sink.origin();
     if wants_upgrade(req.headers()) {
         return refuse_audited(
             gate,
@@ -227,11 +257,6 @@ pub(crate) async fn serve_destination(
             return (respond::too_large(request_id), "block");
         }
     }
-    let scheme = if dest.upstream_https {
-        Scheme::HTTPS
-    } else {
-        scheme
-    };
     let now = gate.clock.now();
     let today = shanghai_date(now);
     let cfg = &snap.config;
@@ -239,7 +264,7 @@ pub(crate) async fn serve_destination(
     let enforce = policy::enforce(cfg);
 
     // The head: host, path, query, headers, important-data rules by path and query field.
-    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
     let head = inspect_head(gate, snap, dest, &host, &req, request_id, today);
 
     let (parts, body) = req.into_parts();
@@ -321,20 +346,14 @@ pub(crate) async fn serve_destination(
         }
         audit.bytes = bytes.len() as u64;
         let body = respond::full(bytes);
-        let resp = forward(
+        let cx = SendCtx {
             gate,
             snap,
-            &snap.routes[i],
-            &dest.name,
-            scheme,
-            authority,
-            parts,
-            body,
+            dest: i,
             request_id,
-            None,
-        )
-        .await;
-        let resp = match resp {
+            gated: None,
+        };
+        let resp = match sink.send(cx, parts, body).await {
             Ok(r) => r,
             Err(Forbidden) => {
                 let refusal = forbidden_summary(&mut summary, &dest.name);
@@ -375,20 +394,14 @@ pub(crate) async fn serve_destination(
     });
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let body = GatedBody::new(body, ctx, scanner, shared.clone(), done_tx).boxed_unsync();
-    let resp = forward(
+    let cx = SendCtx {
         gate,
         snap,
-        &snap.routes[i],
-        &dest.name,
-        scheme,
-        authority,
-        parts,
-        body,
+        dest: i,
         request_id,
-        Some(&shared),
-    )
-    .await;
-    let resp = match resp {
+        gated: Some(&shared),
+    };
+    let resp = match sink.send(cx, parts, body).await {
         Ok(r) => r,
         Err(Forbidden) => {
             let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -445,11 +458,14 @@ enum ReadError {
 }
 
 /// Reads a body of at most `limit` bytes, with the idle timeout between frames.
-async fn read_whole(
-    mut body: Incoming,
+async fn read_whole<B>(
+    mut body: B,
     limit: u64,
     idle: std::time::Duration,
-) -> Result<bytes::Bytes, ReadError> {
+) -> Result<bytes::Bytes, ReadError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
     let mut buf = bytes::BytesMut::new();
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
@@ -519,7 +535,7 @@ async fn finish(
 
 /// Refuses with the 451/503 JSON, counts the decision and writes the audit line (with what
 /// the request's `summary` holds so far).
-pub(super) async fn refuse_audited(
+pub(crate) async fn refuse_audited(
     gate: &Gate,
     snap: &Snapshot,
     refusal: Refusal,
@@ -536,7 +552,7 @@ pub(super) async fn refuse_audited(
     refuse(gate, snap, refusal, request_id)
 }
 
-fn content_length(req: &Request<Incoming>) -> Option<u64> {
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -544,7 +560,7 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn forward<B>(
+pub(super) async fn forward<B>(
     gate: &Gate,
     snap: &Snapshot,
     route: &Route,
@@ -660,7 +676,8 @@ where
 }
 
 /// The upstream's host resolved only to addresses the target rules refuse.
-struct Forbidden;
+#[derive(Debug)]
+pub struct Forbidden;
 
 fn upstream_error(
     gate: &Gate,

@@ -16,6 +16,7 @@ pub mod gauges;
 pub mod head;
 pub mod headers;
 pub mod intercept;
+pub mod sink;
 pub mod target;
 pub mod upstream;
 

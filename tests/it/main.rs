@@ -9,6 +9,7 @@ mod dashboard;
 mod deploy;
 mod enforce;
 mod harness;
+mod icap;
 mod intercept;
 mod ledger_crash;
 mod lifecycle;

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod redis;
+pub mod squid;
 pub mod upstream;
 
 use std::fmt::Write as _;

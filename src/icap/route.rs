@@ -1,0 +1,123 @@
+//! Where an encapsulated request goes — the proxy listener's classification, applied to the
+//! request's URI and `Host`: an unknown host is refused `unknown_destination`, a domestic one
+//! passes uninspected, a registered destination takes the gate's request path
+//! ([`crate::proxy::forward::serve_destination_with`]) with the ICAP client as its sink. A
+//! `CONNECT` follows SPEC §2: a tunnel only to a domestic host or a destination declared
+//! `tls = "tunnel"`; anything else overseas is refused `uninspectable` (the gate cannot see what
+//! the ICAP client will send inside it).
+
+use super::body::IcapBody;
+use super::sink::IcapSink;
+use crate::audit::AuditRecord;
+use crate::config::TlsMode;
+use crate::proxy::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
+use crate::proxy::forward::{count, refuse_audited, serve_destination_with, target, Conn};
+use crate::proxy::gated::Summary;
+use crate::proxy::{Gate, Snapshot};
+use crate::respond::{self, BoxError, GateBody, Reason, Refusal};
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+
+/// The origin label of requests that come through the ICAP listener.
+pub const ORIGIN: &str = "icap";
+
+/// Routes one encapsulated request; the answer either went to the ICAP client through `sink`
+/// already, or is the returned response (a refusal to encapsulate).
+pub async fn route(
+    gate: &Arc<Gate>,
+    snap: &Arc<Snapshot>,
+    conn: Conn,
+    req: Request<IcapBody>,
+    request_id: &str,
+    sink: &IcapSink,
+) -> (Response<GateBody>, &'static str) {
+    if req.method() == Method::CONNECT {
+        return connect(gate, snap, conn, req, request_id, sink).await;
+    }
+    let target = match target(&req, conn.local) {
+        Ok(t) => t,
+        Err(msg) => return (respond::bad_request(msg, request_id), "block"),
+    };
+    match classify(&snap.config, &target.host) {
+        Class::Unknown => {
+            let mut rec = AuditRecord::new(
+                request_id,
+                conn.peer,
+                UNKNOWN_LABEL,
+                req.method().as_str(),
+                req.uri().path(),
+            );
+            rec.origin = ORIGIN;
+            let refusal = Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL);
+            refuse_audited(gate, snap, refusal, request_id, rec, &Summary::default()).await
+        }
+        Class::Domestic => {
+            let decision = count(gate, DOMESTIC_LABEL, Reason::Domestic);
+            let body = req.into_body().map_err(BoxError::from).boxed_unsync();
+            (sink.pass(body, &snap.domestic.bytes_up).await, decision)
+        }
+        Class::Destination(i) => {
+            serve_destination_with(gate, snap, i, conn, &target.host, req, request_id, sink).await
+        }
+    }
+}
+
+async fn connect(
+    gate: &Arc<Gate>,
+    snap: &Arc<Snapshot>,
+    conn: Conn,
+    req: Request<IcapBody>,
+    request_id: &str,
+    sink: &IcapSink,
+) -> (Response<GateBody>, &'static str) {
+    let Some(auth) = req
+        .uri()
+        .authority()
+        .cloned()
+        .filter(|a| a.port_u16().is_some())
+    else {
+        return (
+            respond::bad_request("CONNECT needs host:port", request_id),
+            "block",
+        );
+    };
+    let mut rec = AuditRecord::new(request_id, conn.peer, UNKNOWN_LABEL, "CONNECT", "");
+    rec.origin = ORIGIN;
+    rec.path = auth.as_str().to_owned();
+    let none = Summary::default();
+    let refused = |rec: AuditRecord, reason: Reason, dest: &str| {
+        refuse_audited(
+            gate,
+            snap,
+            Refusal::new(reason, dest.to_owned()),
+            request_id,
+            rec,
+            &none,
+        )
+    };
+    match classify(&snap.config, auth.host()) {
+        Class::Unknown => refused(rec, Reason::UnknownDestination, UNKNOWN_LABEL).await,
+        Class::Domestic => {
+            let decision = count(gate, DOMESTIC_LABEL, Reason::Domestic);
+            let body = req.into_body().map_err(BoxError::from).boxed_unsync();
+            (sink.pass(body, &snap.domestic.bytes_up).await, decision)
+        }
+        Class::Destination(i) => {
+            let d = &snap.config.destinations[i];
+            rec.destination = d.name.clone();
+            if d.tls != Some(TlsMode::Tunnel) {
+                return refused(rec, Reason::Uninspectable, &d.name).await;
+            }
+            gate.metrics
+                .tunnels
+                .with_label_values(&[d.name.as_str()])
+                .inc();
+            let decision = count(gate, &d.name, Reason::Tunnel);
+            rec.reason = Reason::Tunnel.as_str();
+            gate.audit.record(rec).await;
+            let body = req.into_body().map_err(BoxError::from).boxed_unsync();
+            (sink.pass(body, &snap.routes[i].bytes_up).await, decision)
+        }
+    }
+}

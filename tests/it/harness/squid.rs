@@ -1,0 +1,132 @@
+//! A real Squid (the Debian `squid` package) in front of the gate's ICAP listener: a generated
+//! `squid.conf` in a temporary directory (loopback `http_port` on a free port, no cache, pid and
+//! logs in the directory, test host names in its own `hosts_file`), `icap_service …
+//! reqmod_precache bypass=off icap://127.0.0.1:<port>/reqmod` and `adaptation_access … allow
+//! all`. Started with `squid -N` (no daemon); killed when dropped. Run as root, Squid drops
+//! to its `cache_effective_user` (Debian: `proxy`), so the directory is world-writable.
+
+use super::{free_port, require_tool};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running Squid.
+pub struct Squid {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// Squid's `http_port`.
+    pub addr: SocketAddr,
+}
+
+impl Squid {
+    /// Starts Squid with its ICAP REQMOD service at `127.0.0.1:icap_port`, resolving each of
+    /// `hosts` to 127.0.0.1; waits until it accepts connections.
+    pub async fn start(icap_port: u16, hosts: &[&str]) -> Squid {
+        Self::start_with(icap_port, hosts, "").await
+    }
+
+    /// [`Squid::start`] with extra `squid.conf` lines.
+    pub async fn start_with(icap_port: u16, hosts: &[&str], extra: &str) -> Squid {
+        require_tool("squid");
+        let dir = tempfile::tempdir().unwrap();
+        set_mode(dir.path(), 0o777);
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "http_port 127.0.0.1:{port}\n\
+             pid_filename {d}/squid.pid\n\
+             cache_log {d}/cache.log\n\
+             access_log stdio:{d}/access.log\n\
+             coredump_dir {d}\n\
+             hosts_file {d}/hosts\n\
+             cache deny all\n\
+             cache_mem 8 MB\n\
+             http_access allow localhost\n\
+             http_access deny all\n\
+             visible_hostname transfer-gate-test\n\
+             pinger_enable off\n\
+             logfile_rotate 0\n\
+             shutdown_lifetime 0 seconds\n\
+             icap_enable on\n\
+             icap_send_client_ip on\n\
+             icap_service_failure_limit -1\n\
+             icap_service svc reqmod_precache bypass=off icap://127.0.0.1:{icap_port}/reqmod\n\
+             adaptation_access svc allow all\n\
+             {extra}\n"
+        );
+        std::fs::write(dir.path().join("squid.conf"), conf).unwrap();
+        let hosts_file: String = hosts.iter().map(|h| format!("127.0.0.1 {h}\n")).collect();
+        std::fs::write(dir.path().join("hosts"), hosts_file).unwrap();
+        let out = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new("squid")
+            .arg("-N")
+            .arg("-f")
+            .arg(dir.path().join("squid.conf"))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let mut squid = Squid {
+            child: Some(child),
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        squid.wait_listening().await;
+        squid
+    }
+
+    async fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("squid exited with {st}; log:\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "squid not listening after 30 s; log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`, for clients' proxy settings.
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Squid's cache.log and stderr.
+    pub fn logs(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!("{}\n{}", read("stderr.log"), read("cache.log"))
+    }
+
+    /// A reqwest client that uses this Squid as its HTTP proxy.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.proxy_url()).unwrap())
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
+    }
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+impl Drop for Squid {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The ICAP REQMOD service behind a real Squid: clients (curl, Python `requests`, reqwest) use
+//! Squid as their proxy, Squid asks the gate over ICAP (`bypass=off`), and the gate judges each
+//! request on its own path — the same counts, refusals, audit lines and streaming guarantees as
+//! the proxy listener. Also the ICAP protocol itself over raw TCP (OPTIONS, ISTag on reload,
+//! preview, malformed input).
+
+use crate::harness::squid::Squid;
+use crate::harness::upstream::Upstream;
+use crate::harness::{free_port, require_tool, Dest, GateBuilder, GateProc};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CATEGORIES: &str = "[inspection.categories]\nhealth = [\"diagnosis\"]\ncontact = [\"phone\"]";
+
+fn approval(id: &str, mechanism: &str, dest: &str, cats: &str) -> String {
+    format!(
+        "[[approval]]\nid = \"{id}\"\nmechanism = \"{mechanism}\"\nstatus = \"active\"\ndestinations = [\"{dest}\"]\ncategories = [{cats}]\nvalid_from = \"2024-01-01\"\nvalid_until = \"2099-12-31\"\n"
+    )
+}
+
+/// A gate with an ICAP listener; returns it with the ICAP port.
+async fn gate_with_icap(b: GateBuilder) -> (GateProc, u16) {
+    let port = free_port();
+    let gate = b
+        .gate_key(&format!("icap_listen = \"127.0.0.1:{port}\""))
+        .start()
+        .await;
+    (gate, port)
+}
+
+/// `eu` (approved: security assessment for basic, contact, health) and `us` (no approval),
+/// both served by `up` through Squid (their names resolve to loopback in Squid's hosts file).
+fn two_destinations(up: &Upstream) -> GateBuilder {
+    GateBuilder::new()
+        .entity("regime = \"cac-2024\"\nciio = true")
+        .section(CATEGORIES)
+        .approvals(&approval(
+            "SA-1",
+            "security_assessment",
+            "eu",
+            "\"basic\", \"contact\", \"health\", \"identity\"",
+        ))
+        .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+        .destination(Dest::new("us", "api.us.test").connect_to(up.addr))
+}
+
+fn audit_lines(gate: &GateProc) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(gate.dir().join("data/audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Polls until `n` audit lines are written (the audit log is flushed at least every second).
+async fn wait_audit(gate: &GateProc, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = audit_lines(gate);
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends raw bytes to the ICAP port and reads the answer until the peer closes or `until`
+/// appears in it (bounded by 10 s).
+async fn icap_raw(port: u16, msg: &[u8], until: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(msg).await.unwrap();
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if !until.is_empty() && String::from_utf8_lossy(&buf).contains(until) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn options_msg(port: u16) -> Vec<u8> {
+    format!("OPTIONS icap://127.0.0.1:{port}/reqmod ICAP/1.0\r\nHost: 127.0.0.1:{port}\r\nEncapsulated: null-body=0\r\n\r\n").into_bytes()
+}
+
+fn istag_of(resp: &str) -> String {
+    resp.lines()
+        .find_map(|l| l.strip_prefix("ISTag: "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn options_advertise_the_reqmod_service_and_the_istag_changes_on_reload() {
+    let up = Upstream::http().await;
+    let (gate, port) = gate_with_icap(two_destinations(&up)).await;
+    let r = icap_raw(port, &options_msg(port), "\r\n\r\n").await;
+    assert!(r.starts_with("ICAP/1.0 200 OK\r\n"), "{r}");
+    for h in [
+        "Methods: REQMOD\r\n",
+        "Allow: 204\r\n",
+        "Transfer-Preview: *\r\n",
+        "Encapsulated: null-body=0\r\n",
+        "Max-Connections: ",
+        "Options-TTL: ",
+        "Preview: ",
+    ] {
+        assert!(r.contains(h), "OPTIONS lacks {h:?}: {r}");
+    }
+    let tag = istag_of(&r);
+    assert!(
+        tag.starts_with('"') && tag.ends_with('"') && tag.len() <= 34,
+        "{tag}"
+    );
+    // A reload that changes the approvals changes the ISTag.
+    std::fs::write(
+        gate.dir().join("approvals.toml"),
+        approval("SC-9", "standard_contract", "us", "\"basic\""),
+    )
+    .unwrap();
+    let reload = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(gate.admin_url("/v1/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 200);
+    let r2 = icap_raw(port, &options_msg(port), "\r\n\r\n").await;
+    assert_ne!(istag_of(&r2), tag, "the ISTag must change on reload");
+    // Other services and methods are refused at the ICAP level.
+    let r = icap_raw(
+        port,
+        format!("OPTIONS icap://127.0.0.1:{port}/respmod ICAP/1.0\r\nHost: x\r\n\r\n").as_bytes(),
+        "",
+    )
+    .await;
+    assert!(r.starts_with("ICAP/1.0 404 "), "{r}");
+    let r = icap_raw(
+        port,
+        format!("RESPMOD icap://127.0.0.1:{port}/reqmod ICAP/1.0\r\nHost: x\r\nEncapsulated: null-body=0\r\n\r\n").as_bytes(),
+        "",
+    )
+    .await;
+    assert!(r.starts_with("ICAP/1.0 405 "), "{r}");
+}
+
+/// Runs curl through Squid; returns (status, reason header, body).
+fn curl_via(proxy: &str, url: &str, body: &str) -> (u16, String, String) {
+    require_tool("curl");
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "60", "-D", "-", "-o", "-"])
+        .args(["-x", proxy])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+            url,
+        ])
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let reason = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-transfer-gate-reason: ")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, reason, body.to_owned())
+}
+
+/// Runs Python `requests` through Squid; returns (status, reason header, body).
+fn python_via(proxy: &str, url: &str, body: &str) -> (u16, String, String) {
+    require_tool("python3");
+    let script = "import sys, requests\n\
+        r = requests.post(sys.argv[2], data=sys.argv[3].encode(), headers={'content-type': 'application/json'}, proxies={'http': sys.argv[1]}, timeout=60)\n\
+        print(r.status_code)\n\
+        print(r.headers.get('x-transfer-gate-reason', ''))\n\
+        sys.stdout.write(r.text)\n";
+    let out = Command::new("python3")
+        .args(["-c", script, proxy, url, body])
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python3 with requests is required (scripts/test installs python3-requests): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut it = text.splitn(3, '\n');
+    let status = it.next().unwrap_or("0").trim().parse().unwrap_or(0);
+    let reason = it.next().unwrap_or("").trim().to_owned();
+    (status, reason, it.next().unwrap_or("").to_owned())
+}
+
+#[tokio::test]
+async fn curl_and_python_requests_through_squid_are_judged_by_the_gate() {
+    let up = Upstream::http().await;
+    let (gate, port) = gate_with_icap(two_destinations(&up)).await;
+    let squid = Squid::start(port, &["api.eu.test", "api.us.test"]).await;
+    let eu = format!("http://api.eu.test:{}/v1/ingest", up.addr.port());
+    let us = format!("http://api.us.test:{}/v1/ingest", up.addr.port());
+    type Client = fn(&str, &str, &str) -> (u16, String, String);
+    let clients: [(&str, Client); 2] = [("curl", curl_via), ("python", python_via)];
+    let mut next_user = 1;
+    for (name, client) in clients {
+        // Allowed: forwarded by Squid with the body unchanged.
+        let body = format!("{{\"user_id\":{next_user},\"diagnosis\":\"flu\"}}");
+        let before = up.received().len();
+        // The clients block: they run off the runtime thread that serves the upstream.
+        let run = |url: &str, body: &str| {
+            let (proxy, url, body) = (squid.proxy_url(), url.to_owned(), body.to_owned());
+            tokio::task::spawn_blocking(move || client(&proxy, &url, &body))
+        };
+        let (status, _, text) = run(&eu, &body).await.unwrap();
+        assert_eq!(status, 200, "{name}: {text}\n{}", squid.logs());
+        assert_eq!(text, "upstream-ok", "{name}");
+        let got = up.received();
+        assert_eq!(got.len(), before + 1, "{name}");
+        assert_eq!(got[before].body, body.as_bytes(), "{name}");
+        assert!(got[before].complete, "{name}");
+        // Refused: the 451 JSON and the reason header, nothing forwarded.
+        let (status, reason, text) = run(&us, &format!("{{\"user_id\":{}}}", next_user + 1))
+            .await
+            .unwrap();
+        assert_eq!(status, 451, "{name}: {text}");
+        assert_eq!(reason, "approval_required", "{name}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"], "transfer_blocked", "{name}");
+        assert_eq!(v["reason"], "approval_required", "{name}");
+        assert_eq!(v["destination"], "us", "{name}");
+        assert_eq!(
+            up.received().len(),
+            before + 1,
+            "{name}: a refused request was forwarded"
+        );
+        // An unknown host is refused before anything leaves.
+        let (status, reason, _) = run(
+            &format!("http://api.eu.test.invalid:{}/x", up.addr.port()),
+            "{}",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (status, reason.as_str()),
+            (451, "unknown_destination"),
+            "{name}"
+        );
+        next_user += 10;
+    }
+    // Counted exactly once each, sensitive (health), on the gate's own counters.
+    assert_eq!(gate.entity_counts().await, (2, 2));
+    let lines = wait_audit(&gate, 6).await;
+    assert!(lines.len() >= 6, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["origin"], "icap", "{l}");
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l["destination"] == "us" && l["reason"] == "approval_required"));
+    assert_eq!(
+        gate.metric(
+            r#"transfer_gate_decisions_total{decision="allow",destination="eu",reason="allowed"}"#
+        )
+        .await,
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn spec_examples_count_exactly_the_same_through_squid() {
+    let up = Upstream::http().await;
+    let (gate, port) = gate_with_icap(two_destinations(&up)).await;
+    let squid = Squid::start(port, &["api.eu.test"]).await;
+    let url = format!("http://api.eu.test:{}/v1/ingest", up.addr.port());
+    let client = squid.client();
+    let post = |body: &'static str| {
+        client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // The same corpus and expectations as the proxy listener's SPEC §11 test.
+    let r = post(r#"[{"user_id":1,"diagnosis":"x"},{"user_id":"1"},{"user_id":2}]"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gate.entity_counts().await, (2, 1));
+    let r =
+        post(r#"{"batch":[{"user_id":7,"phone":"138 0013 8000"}],"contact":"+86 139-0013-9000"}"#)
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gate.entity_counts().await, (4, 1));
+    let r = post(r#"{"name":"x","id_no":"11010519491231002X"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gate.entity_counts().await, (5, 2));
+    let r = post(r#"{"name":"x","id_no":"110105194912310021"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gate.entity_counts().await, (5, 2));
+    // The same subjects again: nothing new.
+    let r = post(r#"[{"user_id":1,"diagnosis":"x"},{"user_id":"1"},{"user_id":2}]"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gate.entity_counts().await, (5, 2));
+    // A subject in the query string and in a subject header count too.
+    let r = client
+        .get(format!("{url}?user_id=900"))
+        .header("x-user-id", "901")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gate.entity_counts().await, (7, 2));
+    assert_eq!(up.received().len(), 6);
+}
+
+#[tokio::test]
+async fn the_icap_listener_down_fails_closed() {
+    let up = Upstream::http().await;
+    // Squid points at an ICAP port where nothing listens (the gate is not running).
+    let squid = Squid::start(free_port(), &["api.eu.test"]).await;
+    let url = format!("http://api.eu.test:{}/v1/ingest", up.addr.port());
+    let (proxy, u) = (squid.proxy_url(), url.clone());
+    let (status, _, _) =
+        tokio::task::spawn_blocking(move || curl_via(&proxy, &u, r#"{"user_id":1}"#))
+            .await
+            .unwrap();
+    assert!(
+        status >= 500,
+        "status {status}: bypass=off must fail the request"
+    );
+    let r = squid.client().get(&url).send().await.unwrap();
+    assert!(r.status().as_u16() >= 500);
+    assert!(
+        up.received().is_empty(),
+        "nothing may be forwarded unjudged"
+    );
+}
+
+/// A chunked NDJSON body through Squid: `allowed` records without PI, then `tail`.
+async fn stream_via_squid(
+    squid: &Squid,
+    url: &str,
+    allowed_chunks: u64,
+    tail: &'static [u8],
+) -> Result<reqwest::Response, reqwest::Error> {
+    use futures_util::StreamExt as _;
+    let line = format!("{{\"event\":\"view\",\"pad\":\"{}\"}}\n", "p".repeat(100));
+    let chunk = bytes::Bytes::from(line.repeat((64 << 10) / line.len()));
+    let body = futures_util::stream::iter(
+        (0..allowed_chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    )
+    .chain(futures_util::stream::iter([Ok(bytes::Bytes::from_static(
+        tail,
+    ))]));
+    squid
+        .client()
+        .post(url)
+        .header("content-type", "application/x-ndjson")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn a_late_refused_record_in_a_streamed_body_never_completes_upstream() {
+    let up = Upstream::builder().sink().start().await;
+    let (gate, port) = gate_with_icap(
+        GateBuilder::new()
+            .section(CATEGORIES)
+            .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr)),
+    )
+    .await;
+    let squid = Squid::start(port, &["api.eu.test"]).await;
+    let url = format!("http://api.eu.test:{}/v1/ingest", up.addr.port());
+    // 32 MiB without PI, streamed (chunked, over atomic_body_bytes): released as it is judged.
+    let ok = stream_via_squid(&squid, &url, 512, b"{\"event\":\"end\"}\n")
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "{}", squid.logs());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.received().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = up.received();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].complete);
+    let allowed_len = got[0].body_len;
+    // The same, then one record with sensitive data and no contract: refused after most of
+    // the body went on. Squid must never complete the upstream request.
+    let r = stream_via_squid(
+        &squid,
+        &url,
+        512,
+        b"{\"user_id\":42,\"diagnosis\":\"flu\"}\n{\"event\":\"after\"}\n",
+    )
+    .await;
+    if let Ok(r) = &r {
+        assert_ne!(r.status(), 200, "a refused stream must not succeed");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while up.received().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for r in up.received().iter().skip(1) {
+        assert!(
+            !r.complete,
+            "the upstream must see a broken body, never a clean end"
+        );
+        assert!(
+            r.body_len < allowed_len + 64,
+            "bytes of the refused record went upstream"
+        );
+    }
+    assert_eq!(gate.entity_counts().await, (0, 0));
+    let lines = wait_audit(&gate, 2).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["origin"] == "icap" && l["reason"] == "approval_required"),
+        "{lines:?}"
+    );
+}
