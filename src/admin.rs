@@ -139,6 +139,8 @@ async fn handle(
         "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => {
             gate.ledger_up();
+            let held = i64::try_from(gate.budget.in_use()).unwrap_or(i64::MAX);
+            gate.metrics.buffered_bytes.set(held);
             let mut r = Response::new(respond::full(gate.metrics.render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

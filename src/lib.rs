@@ -13,6 +13,7 @@
 //! - [`report`], [`assess`]: the data-flow inventory and the filing/renewal planner, built by
 //!   the CLI from the running gate's admin API.
 //! - [`model`]: the shared vocabulary (categories, regimes, the Shanghai calendar).
+//! - [`redact`]: client-chosen text made safe for the audit log and logs.
 //! - [`shutdown`]: the drain signal every connection watches.
 //! - [`data_dir`]: the lock that keeps a second gate off the same `gate.data_dir`.
 
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod proxy;
+pub mod redact;
 pub mod report;
 pub mod respond;
 pub mod shutdown;

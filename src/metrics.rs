@@ -4,7 +4,8 @@
 //! data, so the number of series stays bounded.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts,
     Registry, TextEncoder,
 };
 
@@ -53,6 +54,10 @@ pub const UPSTREAM_ERRORS: &str = "transfer_gate_upstream_errors_total";
 /// handshakes of intercepted connections: untrusted CA, pinning, missing or mismatched SNI)
 pub const TLS_CLIENT_ERRORS: &str = "transfer_gate_tls_client_errors_total";
 
+/// `transfer_gate_buffered_bytes` (not in the spec table; bytes held for requests against
+/// `inspection.max_buffered_bytes`)
+pub const BUFFERED_BYTES: &str = "transfer_gate_buffered_bytes";
+
 /// Every family the gate exports. Cheap to clone (each family is an `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -96,6 +101,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Failed client handshakes of intercepted connections, by destination.
     pub tls_client_errors: IntCounterVec,
+    /// Bytes held for requests now, charged to `inspection.max_buffered_bytes`.
+    pub buffered_bytes: IntGauge,
     registry: Registry,
 }
 
@@ -201,6 +208,10 @@ impl Metrics {
                 opts(UPSTREAM_ERRORS, "Upstream exchanges that failed, by kind."),
                 &["destination", "kind"],
             )?,
+            buffered_bytes: IntGauge::with_opts(opts(
+                BUFFERED_BYTES,
+                "Bytes held for requests before release (whole-read bodies, unjudged records, decoder windows), against inspection.max_buffered_bytes.",
+            ))?,
             tls_client_errors: IntCounterVec::new(
                 opts(TLS_CLIENT_ERRORS, "Client TLS handshakes of intercepted CONNECTs that failed or were refused (nothing was forwarded)."),
                 &["destination"],
@@ -227,6 +238,7 @@ impl Metrics {
         registry.register(Box::new(m.approval_max.clone()))?;
         registry.register(Box::new(m.ledger_up.clone()))?;
         registry.register(Box::new(m.tls_client_errors.clone()))?;
+        registry.register(Box::new(m.buffered_bytes.clone()))?;
         Ok(m)
     }
 

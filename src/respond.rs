@@ -312,6 +312,21 @@ pub fn too_large(request_id: &str) -> Response<GateBody> {
     )
 }
 
+/// 503 with `Retry-After: 1` when the process's buffered-bytes budget
+/// (`inspection.max_buffered_bytes`) stayed spent for `timeouts.idle_seconds` while the request
+/// waited for room, or a record could never fit it.
+pub fn busy(request_id: &str) -> Response<GateBody> {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "gate_busy",
+        "The gate holds as many request bytes as it may (inspection.max_buffered_bytes); retry shortly.",
+        request_id,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 /// 400 for a request the gate cannot route.
 pub fn bad_request(message: &str, request_id: &str) -> Response<GateBody> {
     error(StatusCode::BAD_REQUEST, "bad_request", message, request_id)

@@ -198,6 +198,9 @@ pub struct Inspection {
     pub atomic_body_bytes: u64,
     /// A record larger than this is unreadable.
     pub max_record_bytes: u64,
+    /// All bytes the process holds for requests before releasing them (whole-read bodies,
+    /// unjudged records, decoder windows), together.
+    pub max_buffered_bytes: u64,
     /// Nesting deeper than this is unreadable.
     pub max_depth: u32,
     /// Decoded (decompressed) size cap.

@@ -99,6 +99,7 @@ pub struct RawInspection {
     pub max_body_bytes: Option<u64>,
     pub atomic_body_bytes: Option<u64>,
     pub max_record_bytes: Option<u64>,
+    pub max_buffered_bytes: Option<u64>,
     pub max_depth: Option<u32>,
     pub max_decoded_bytes: Option<u64>,
     pub max_decompression_ratio: Option<u64>,

@@ -500,16 +500,30 @@ fn validate_inspection(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
     let max_body_bytes = raw.max_body_bytes.unwrap_or(1 << 30);
     let atomic_body_bytes = raw.atomic_body_bytes.unwrap_or(1 << 20);
     let max_record_bytes = raw.max_record_bytes.unwrap_or(1 << 20);
+    let max_buffered_bytes = raw.max_buffered_bytes.unwrap_or(256 << 20);
     let max_depth = raw.max_depth.unwrap_or(64);
     for (k, v) in [
         ("inspection.max_body_bytes", max_body_bytes),
         ("inspection.atomic_body_bytes", atomic_body_bytes),
         ("inspection.max_record_bytes", max_record_bytes),
+        ("inspection.max_buffered_bytes", max_buffered_bytes),
         ("inspection.max_depth", u64::from(max_depth)),
     ] {
         if v == 0 {
             d.error(file, k, "must be positive");
         }
+    }
+    // One streamed record of the largest size, with the largest decoder window, must fit:
+    // otherwise such a request could never be judged.
+    let one_request = max_record_bytes + crate::inspect::decoder_cost(crate::inspect::Coding::Zstd);
+    if max_buffered_bytes > 0 && max_buffered_bytes < one_request {
+        d.error(
+            file,
+            "inspection.max_buffered_bytes",
+            format!(
+                "must hold at least one record of max_record_bytes plus a decoder window: at least {one_request}"
+            ),
+        );
     }
     if atomic_body_bytes > max_body_bytes {
         d.error(
@@ -614,6 +628,7 @@ fn validate_inspection(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
         max_body_bytes,
         atomic_body_bytes,
         max_record_bytes,
+        max_buffered_bytes,
         max_depth,
         max_decoded_bytes: raw
             .max_decoded_bytes

@@ -84,7 +84,7 @@ async fn connect(
     };
     let mut rec = AuditRecord::new(request_id, conn.peer, UNKNOWN_LABEL, "CONNECT", "");
     rec.origin = ORIGIN;
-    rec.path = auth.as_str().to_owned();
+    rec.path = crate::redact::authority(auth.as_str());
     let none = Summary::default();
     let refused = |rec: AuditRecord, reason: Reason, dest: &str| {
         refuse_audited(

@@ -283,6 +283,13 @@ impl Decoder {
                 if *done {
                     return Ok((0, 0));
                 }
+                if self.enc == 0 {
+                    if let Some(&first) = input.first() {
+                        if brotli_window_bits(first) > MAX_BROTLI_WINDOW_BITS {
+                            return Err(Unreadable::WindowTooLarge);
+                        }
+                    }
+                }
                 let mut avail_in = input.len();
                 let mut in_off = 0;
                 let mut avail_out = out.len();
@@ -376,11 +383,49 @@ impl Decoder {
     }
 }
 
+/// The largest brotli window the gate decodes, in bits (4 MiB: the default of the reference
+/// encoder and of every common library, `lgwin` 22). The brotli decoder's window cannot be
+/// capped once a stream declares it, so a stream declaring more (up to 16 MiB; large-window
+/// brotli is never enabled) is unreadable before any of it is decoded.
+pub const MAX_BROTLI_WINDOW_BITS: u32 = 22;
+
+/// Decoder memory charged to the process's buffered-bytes budget per content-coding layer
+/// (`inspection.max_buffered_bytes`): the largest window the decoder may allocate, plus its
+/// tables and the output step.
+pub const fn decoder_cost(coding: Coding) -> u64 {
+    const SLACK: u64 = 128 * 1024;
+    match coding {
+        Coding::Gzip | Coding::Deflate => SLACK,
+        Coding::Brotli => (1 << MAX_BROTLI_WINDOW_BITS) + SLACK,
+        Coding::Zstd => (1 << ZSTD_WINDOW_LOG_MAX) + SLACK,
+    }
+}
+
+/// The window size (bits) a brotli stream declares in its first byte (RFC 7932 §9.1); 30 for
+/// the large-window extension's escape.
+pub(crate) fn brotli_window_bits(first: u8) -> u32 {
+    if first & 1 == 0 {
+        return 16;
+    }
+    let n = u32::from((first >> 1) & 7);
+    if n != 0 {
+        return 17 + n;
+    }
+    match u32::from((first >> 4) & 7) {
+        0 => 17,
+        1 => 30,
+        m => 8 + m,
+    }
+}
+
+/// The zstd window limit, in bits.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 /// A zstd decoder limited to an 8 MiB window (RFC 9659 §3: the limit for the HTTP `zstd`
 /// content coding), so a frame cannot make the gate allocate a huge window per request.
 fn zstd_decoder() -> Result<zstd::stream::raw::Decoder<'static>, Unreadable> {
     let mut d = zstd::stream::raw::Decoder::new().map_err(|_| Unreadable::UnknownEncoding)?;
-    d.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(23))
+    d.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
         .map_err(|_| Unreadable::UnknownEncoding)?;
     Ok(d)
 }

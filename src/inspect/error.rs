@@ -63,6 +63,11 @@ pub enum Unreadable {
     /// The compressed body decodes to more than the size or ratio limit.
     #[error("decoded body over the size or ratio limit")]
     Bomb,
+    /// A compressed stream that declares a window larger than the gate decodes (a brotli
+    /// window over [`crate::inspect::MAX_BROTLI_WINDOW_BITS`] bits): its decoder state
+    /// alone would be bigger than the gate budgets for one body.
+    #[error("compressed stream window larger than the gate decodes")]
+    WindowTooLarge,
     /// The compressed stream is corrupt.
     #[error("corrupt compressed stream at encoded offset {offset}")]
     Corrupt {
@@ -96,6 +101,7 @@ impl Unreadable {
             Unreadable::TooDeep { .. } => "too_deep",
             Unreadable::RecordTooLarge { .. } => "record_too_large",
             Unreadable::Bomb => "bomb",
+            Unreadable::WindowTooLarge => "window_too_large",
             Unreadable::Corrupt { .. } => "corrupt_encoding",
             Unreadable::BadMultipart { .. } => "bad_multipart",
             Unreadable::Closed => "closed",

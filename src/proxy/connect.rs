@@ -44,7 +44,7 @@ pub async fn handle(
     let entity = super::enforce::entity_now(gate, snap, gate.clock.now()).await;
     let audit = |dest: &str, decision: &'static str, reason: Reason| {
         let mut rec = crate::audit::AuditRecord::new(request_id, conn.peer, dest, "CONNECT", "");
-        rec.path = auth.as_str().to_owned();
+        rec.path = crate::redact::authority(auth.as_str());
         rec.decision = decision;
         rec.reason = reason.as_str();
         rec.entity_subjects = entity.all;

@@ -12,7 +12,8 @@ use super::sink::{SendCtx, Sink, Upstream};
 use super::upstream::{is_connect_timeout, is_forbidden};
 use super::{Gate, Route, Snapshot};
 use crate::audit::AuditRecord;
-use crate::inspect::Scanner;
+use super::budget::{Budget, Charge};
+use crate::inspect::{decoder_cost, Coding, Scanner};
 use crate::model::shanghai_date;
 use crate::policy;
 use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
@@ -274,7 +275,24 @@ where
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let atomic = body.is_end_stream() || declared.is_some_and(|n| n <= atomic_limit);
+    // The buffered-bytes budget (SPEC §9): a decoder's window is charged first, waiting for
+    // room up to idle_seconds; a body read whole takes its length now or is gated record by
+    // record instead; a gated body charges what it holds as it goes.
+    let decode_cost = parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Coding::parse(Some(v)).ok().flatten())
+        .map_or(0, decoder_cost);
+    let mut charge = Charge::default();
+    if decode_cost > 0 {
+        match tokio::time::timeout(cfg.timeouts.idle, gate.budget.grow(decode_cost)).await {
+            Ok(Some(p)) => Budget::add(&mut charge, p),
+            _ => return (respond::busy(request_id), "block"),
+        }
+    }
+    let atomic = body.is_end_stream()
+        || declared.is_some_and(|n| n <= atomic_limit && gate.budget.try_grow(&mut charge, n));
     let mut scanner =
         Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
 
@@ -393,7 +411,7 @@ where
         enforce,
     });
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let body = GatedBody::new(body, ctx, scanner, shared.clone(), done_tx).boxed_unsync();
+    let body = GatedBody::new(body, ctx, scanner, shared.clone(), done_tx, charge).boxed_unsync();
     let cx = SendCtx {
         gate,
         snap,
@@ -440,6 +458,11 @@ fn forbidden_summary(s: &mut Summary, dest: &str) -> Refusal {
     s.refusal = Some(refusal.clone());
     s.observed = false;
     refusal
+}
+
+/// Whether a gated body is waiting for (or failed for want of) room in the budget.
+fn is_busy(shared: &Shared) -> bool {
+    shared.lock().unwrap_or_else(|p| p.into_inner()).busy
 }
 
 /// The refusal recorded by a gated body that failed before the upstream answered.
@@ -631,6 +654,7 @@ where
         _ = progress.stalled(t.idle) => Err(()),
     };
     let resp = match result {
+        Err(_) if gated.is_some_and(is_busy) => return Ok(respond::busy(request_id)),
         Err(_) => {
             return Ok(upstream_error(
                 gate,
@@ -653,6 +677,9 @@ where
             }
             if let Some(r) = gated.and_then(take_refusal) {
                 return Ok(respond::blocked(&r, request_id, snap.blocked_by.as_ref()));
+            }
+            if gated.is_some_and(is_busy) {
+                return Ok(respond::busy(request_id));
             }
             let kind = if is_connect_timeout(&e) {
                 UpstreamFailure::Timeout

@@ -12,6 +12,7 @@
 //! as sensitive. Body records already released before such a late category was seen cannot be
 //! recalled and stay counted as they were judged (see `docs/inspection.md`).
 
+use super::budget::{Budget, Charge};
 use super::enforce::{self, Batch, Outcome, Verdict};
 use super::head::Head;
 use super::{Gate, Snapshot};
@@ -51,6 +52,9 @@ pub struct Summary {
     pub unreadable_allowed: bool,
     /// Bytes released upstream.
     pub released: u64,
+    /// The body is waiting for room in the buffered-bytes budget, or failed for want of it
+    /// (the client gets 503 `gate_busy`).
+    pub busy: bool,
     /// The important-data rule that matched.
     pub important_rule: Option<String>,
     /// The categories of the request's subjects (over all batches).
@@ -156,6 +160,14 @@ async fn judge_now(ctx: &Ctx, batch: &Batch) -> Verdict {
     }
 }
 
+/// Room asked of the budget beyond what is held, so that small chunks do not each take the
+/// semaphore.
+const GROW_STEP: u64 = 64 * 1024;
+
+/// A wait for room in the budget.
+type BudgetWait =
+    Pin<Box<dyn Future<Output = Option<tokio::sync::OwnedSemaphorePermit>> + Send + 'static>>;
+
 /// The gated body.
 pub struct GatedBody<B> {
     inner: B,
@@ -163,6 +175,11 @@ pub struct GatedBody<B> {
     scanner: Option<Scanner<Arc<InspectConfig>>>,
     held: VecDeque<Bytes>,
     held_start: u64,
+    /// What the body holds in the process's buffered-bytes budget: `base` (the decoder's
+    /// window) plus the held bytes, charged before more are read.
+    charge: Charge,
+    base: u64,
+    waiting: Option<BudgetWait>,
     fed: u64,
     ready: VecDeque<Bytes>,
     batch: Option<Batch>,
@@ -179,18 +196,24 @@ pub struct GatedBody<B> {
 
 impl<B> GatedBody<B> {
     /// Wraps `inner`; `finished` fires when the body is dropped (complete, failed or abandoned).
+    /// `charge` is what the request already holds in the budget (its decoder's window); the
+    /// body charges its held bytes on top of it.
     pub fn new(
         inner: B,
         ctx: Arc<Ctx>,
         scanner: Scanner<Arc<InspectConfig>>,
         shared: Shared,
         finished: oneshot::Sender<()>,
+        charge: Charge,
     ) -> Self {
         GatedBody {
             inner,
             scanner: Some(scanner),
             held: VecDeque::new(),
             held_start: 0,
+            base: charge.bytes(),
+            charge,
+            waiting: None,
             fed: 0,
             ready: VecDeque::new(),
             batch: Some(Batch::default()),
@@ -221,6 +244,46 @@ impl<B> GatedBody<B> {
                 let part = front.split_to(n);
                 self.held_start += n as u64;
                 self.ready.push_back(part);
+            }
+        }
+        let keep = self.base + self.held_bytes() + GROW_STEP;
+        self.charge.shrink_to(keep);
+    }
+
+    /// Bytes held (read from the client, not yet released).
+    fn held_bytes(&self) -> u64 {
+        self.fed - self.held_start
+    }
+
+    /// Makes sure the budget covers what is held before more is read: `Ready(true)` when it
+    /// does, `Pending` while waiting for room, `Ready(false)` when the held bytes can never fit.
+    fn charge_held(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let budget: &Budget = &self.ctx.gate.budget;
+        loop {
+            let want = self.base + self.held_bytes();
+            let have = self.charge.bytes();
+            if want <= have {
+                return Poll::Ready(true);
+            }
+            let Some(wait) = self.waiting.as_mut() else {
+                let more = want - have + GROW_STEP;
+                if !budget.try_grow(&mut self.charge, more) {
+                    self.waiting = Some(Box::pin(budget.grow(more)));
+                    self.lock().busy = true;
+                }
+                continue;
+            };
+            match wait.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    self.waiting = None;
+                    return Poll::Ready(false);
+                }
+                Poll::Ready(Some(p)) => {
+                    self.waiting = None;
+                    Budget::add(&mut self.charge, p);
+                    self.lock().busy = false;
+                }
             }
         }
     }
@@ -314,6 +377,8 @@ impl<B> GatedBody<B> {
         self.done = true;
         self.held.clear();
         self.ready.clear();
+        self.waiting = None;
+        self.charge = Charge::default();
         Poll::Ready(Some(Err(Box::new(Refused(why)))))
     }
 }
@@ -372,6 +437,12 @@ where
                 this.release_all();
                 this.done = this.ready.is_empty();
                 continue;
+            }
+            // Nothing more is read from the client until the budget covers what is held.
+            match this.charge_held(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(false) => return this.fail("buffered-bytes budget"),
+                Poll::Ready(true) => {}
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,

@@ -93,10 +93,12 @@ impl RequestIds {
                 .is_ok_and(|n| n >= 1 && n < self.next.load(Ordering::Relaxed))
     }
 
-    /// The client's id when it sent a sane one, else a new one; written back into `h`.
+    /// The client's id when it is a plain token free of identifiers
+    /// ([`crate::redact::request_id_ok`]), else a new one written into `h` in its place (an
+    /// id holding an identifier does not travel on either: SPEC §9).
     pub fn assign(&self, h: &mut HeaderMap) -> String {
         if let Some(v) = h.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-            if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
+            if crate::redact::request_id_ok(v) || self.is_own(v) {
                 return v.to_owned();
             }
         }
@@ -145,6 +147,12 @@ mod tests {
         assert!(ids.is_own(&a));
         assert!(!ids.is_own("abc-123"));
         assert!(!ids.is_own(&format!("{}4111111111111111", &a[..16])));
+        // An id holding an identifier is replaced, in the header too.
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, HeaderValue::from_static("11010519491231002X"));
+        let c = ids.assign(&mut h);
+        assert!(ids.is_own(&c));
+        assert_eq!(h[REQUEST_ID], c.as_str());
     }
 
     #[test]

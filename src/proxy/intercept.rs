@@ -146,7 +146,9 @@ async fn serve<IO>(
             .with_label_values(&[destination.as_str()])
             .inc();
         if let Some(suppressed) = icpt.client_errors.admit() {
-            tracing::warn!(client = %conn.peer, destination, connect_host = &*host, sni = sni.unwrap_or("-"), suppressed, error = %error, "TLS client error: {what}; nothing forwarded");
+            let connect_host = crate::redact::host(&host);
+            let sni = sni.map_or_else(|| "-".to_owned(), crate::redact::host);
+            tracing::warn!(client = %conn.peer, destination, connect_host, sni, suppressed, error = %error, "TLS client error: {what}; nothing forwarded");
         }
     };
     let lazy = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);

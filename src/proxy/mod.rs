@@ -5,6 +5,7 @@
 //! requests of an intercepted `CONNECT`) → [`upstream`].
 
 pub mod body;
+pub mod budget;
 pub mod classify;
 pub mod connect;
 pub mod enforce;
@@ -256,6 +257,8 @@ pub struct Gate {
     /// The gate's own endpoints (listeners, ledger servers) that no client-chosen target may
     /// be; a new listener registers here with [`target::OwnEndpoints::add_listener`].
     pub own: Arc<target::OwnEndpoints>,
+    /// The process-wide budget of buffered request bytes (`inspection.max_buffered_bytes`).
+    pub budget: budget::Budget,
     /// Intercepted connections: their HTTP runs inside an upgraded `CONNECT`, outside the
     /// listener's drain, so they are watched here; `None` once the drain has started.
     pub(crate) intercepted: std::sync::Mutex<Option<GracefulShutdown>>,
@@ -287,7 +290,9 @@ impl Gate {
             .ledger_up
             .with_label_values(&[ledger.backend()])
             .set(i64::from(ledger.is_ready()));
+        let budget = budget::Budget::new(snap.config.inspection.max_buffered_bytes);
         let gate = Gate {
+            budget,
             snapshot: ArcSwap::from_pointee(snap),
             metrics,
             ids: headers::RequestIds::default(),
@@ -352,6 +357,7 @@ impl Gate {
         snap.gauges
             .refresh(self.ledger.as_ref(), self.clock.now())
             .await;
+        self.budget.resize(snap.config.inspection.max_buffered_bytes);
         self.snapshot.store(Arc::new(snap));
         self.publish_config_info();
         Ok(())

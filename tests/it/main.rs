@@ -4,6 +4,7 @@
 mod approvals;
 mod audit_log;
 mod bodies;
+mod budget;
 mod check;
 mod dashboard;
 mod deploy;

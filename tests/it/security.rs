@@ -266,3 +266,77 @@ fn check_refuses_an_open_admin_listener_without_a_token() {
     assert!(text.contains("gate.deny_cidrs[0]"), "{text}");
     assert!(text.contains("gate.tunnel_ports[0]"), "{text}");
 }
+
+/// SPEC §9: client-chosen text reaches the audit log, the logs and `/v1/decisions` only with its
+/// identifier-like parts replaced by `*`; an `X-Request-Id` holding an identifier is replaced
+/// by the gate's own id, in the request sent on too.
+#[tokio::test]
+async fn client_chosen_text_is_redacted_before_it_rests() {
+    const ID: &str = "11010519491231002X";
+    const PHONE: &str = "13800138000";
+    let up = Upstream::http().await;
+    let gate = GateBuilder::new()
+        .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+        .start()
+        .await;
+    // A CONNECT authority carrying an ID number (unknown destination: refused, audited).
+    let (code, text) = connect(gate.proxy, &format!("{ID}.unknown.example.org:443")).await;
+    assert_eq!(code, 451, "{text}");
+    // A request id carrying a phone number, on a request with no PI anywhere else.
+    let r = gate
+        .client()
+        .get("http://api.eu.test/v1/events")
+        .header("x-request-id", format!("req-{PHONE}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = up.received();
+    assert_eq!(got.len(), 1);
+    let sent_id = got[0].headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(!sent_id.contains(PHONE), "the upstream got {sent_id}");
+    // A plain request id is kept as the client chose it.
+    let r = gate
+        .client()
+        .get("http://api.eu.test/v1/events")
+        .header("x-request-id", "order-77.retry:2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.received()[1].headers["x-request-id"], "order-77.retry:2");
+
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        lines = audit_lines(&gate);
+        if lines.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["path"], "*.unknown.example.org:443");
+    assert_eq!(lines[1]["request_id"], sent_id.as_str());
+    assert_eq!(lines[2]["request_id"], "order-77.retry:2");
+    let decisions = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(gate.admin_url("/v1/decisions?limit=10"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let audit = std::fs::read_to_string(gate.dir().join("data/audit.jsonl")).unwrap();
+    for (what, text) in [
+        ("audit log", audit),
+        ("/v1/decisions", decisions),
+        ("logs", gate.logs()),
+    ] {
+        for pi in [ID, &ID.to_ascii_lowercase(), PHONE] {
+            assert!(!text.contains(pi), "{what} holds client PI: {text}");
+        }
+    }
+}

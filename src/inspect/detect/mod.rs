@@ -26,6 +26,20 @@ pub(crate) struct DetectCtx {
     pub resident_id_sensitive: bool,
 }
 
+/// Whether any detector finds an identifier in `text` (all detectors, today's date in
+/// Asia/Shanghai). For deciding what client-chosen text may rest in logs
+/// ([`crate::redact`]), not for counting.
+pub fn holds_identifier(text: &[u8]) -> bool {
+    let ctx = DetectCtx {
+        detectors: DetectorSet::ALL,
+        transfer_date: crate::model::shanghai_date(std::time::SystemTime::now()),
+        resident_id_sensitive: true,
+    };
+    let mut found = false;
+    scan(text, &ctx, &mut |_, _, _| found = true);
+    found
+}
+
 /// The smallest text that can hold any identifier (`a@b.c`).
 const MIN_LEN: usize = 5;
 

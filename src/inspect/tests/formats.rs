@@ -544,3 +544,36 @@ fn empty_chunks_change_nothing() {
     assert_eq!(s.feed(b"x"), Err(Unreadable::UnknownContentType));
     assert_eq!(s.feed(b"x"), Err(Unreadable::Closed));
 }
+
+#[test]
+fn brotli_windows_over_the_bound_are_unreadable_before_decoding() {
+    use crate::inspect::decode::brotli_window_bits;
+    use std::io::Write;
+    // RFC 7932 §9.1: the first bits of the stream name the window.
+    assert_eq!(brotli_window_bits(0x00), 16);
+    assert_eq!(brotli_window_bits(0x0B), 22);
+    assert_eq!(brotli_window_bits(0x0F), 24);
+    assert_eq!(brotli_window_bits(0x01), 17);
+    assert_eq!(brotli_window_bits(0x21), 10);
+    assert_eq!(brotli_window_bits(0x11), 30);
+    let body = br#"{"user_id": 7, "note": "a window of sixteen MiB"}"#;
+    let encode_with = |lgwin: u32| {
+        let mut out = Vec::new();
+        {
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, lgwin);
+            w.write_all(body).unwrap();
+        }
+        out
+    };
+    let big = encode_with(24);
+    assert_eq!(brotli_window_bits(big[0]), 24);
+    let r = inspect_bytes(&cfg(), Some("application/json"), Some("br"), &big, DATE, false);
+    assert_eq!(r.unwrap_err(), Unreadable::WindowTooLarge);
+    // The common default (22) and anything smaller decode.
+    for lgwin in [16, 20, 22] {
+        let enc = encode_with(lgwin);
+        let f = inspect_bytes(&cfg(), Some("application/json"), Some("br"), &enc, DATE, false)
+            .unwrap();
+        assert_eq!(f.subject_count(), 1, "lgwin {lgwin}");
+    }
+}
