@@ -27,6 +27,9 @@ enum State {
     QuoteInQuoted,
 }
 
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
+
 /// The streaming CSV scanner.
 #[derive(Debug)]
 pub(crate) struct CsvScanner {
@@ -42,7 +45,10 @@ pub(crate) struct CsvScanner {
     /// A `\r` ended the last row: skip one `\n`.
     skip_lf: bool,
     pos: u64,
-    bom: u8,
+    /// Whether the question of a leading UTF-8 byte order mark is settled.
+    bom_settled: bool,
+    /// The first bytes while they could still be a byte order mark (fewer than three).
+    head: Vec<u8>,
     hits: Vec<(Namespace, (u32, u32), CategorySet)>,
     hit_bytes: Vec<u8>,
 }
@@ -59,7 +65,8 @@ impl CsvScanner {
             in_row: false,
             skip_lf: false,
             pos: 0,
-            bom: 0,
+            bom_settled: false,
+            head: Vec::new(),
             hits: Vec::new(),
             hit_bytes: Vec::new(),
         }
@@ -74,16 +81,36 @@ impl CsvScanner {
     }
 
     pub(crate) fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        if self.bom_settled {
+            return self.scan(data, sink);
+        }
+        // A leading UTF-8 BOM is skipped; bytes that only begin like one are data (they are
+        // held, not consumed, until the question is settled).
+        if self.head.is_empty() && data.len() >= BOM.len() {
+            return self.settle_bom(data, sink);
+        }
+        self.head.extend_from_slice(data);
+        if self.head.len() < BOM.len() && BOM.starts_with(&self.head) {
+            return Ok(());
+        }
+        let head = std::mem::take(&mut self.head);
+        self.settle_bom(&head, sink)
+    }
+
+    fn settle_bom(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        self.bom_settled = true;
+        match data.strip_prefix(BOM) {
+            Some(rest) => {
+                self.pos = BOM.len() as u64;
+                self.scan(rest, sink)
+            }
+            None => self.scan(data, sink),
+        }
+    }
+
+    fn scan(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), Unreadable> {
         let base = self.pos;
         let mut i = 0usize;
-        while self.bom < 3 && base + i as u64 == u64::from(self.bom) && i < data.len() {
-            if data[i] == [0xEF, 0xBB, 0xBF][self.bom as usize] {
-                self.bom += 1;
-                i += 1;
-            } else {
-                self.bom = 3;
-            }
-        }
         let n = data.len();
         while i < n {
             let c = data[i];
@@ -173,6 +200,12 @@ impl CsvScanner {
     }
 
     pub(crate) fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        if !self.bom_settled {
+            // A body shorter than a BOM that began like one: its bytes are data.
+            let head = std::mem::take(&mut self.head);
+            self.bom_settled = true;
+            self.scan(&head, sink)?;
+        }
         match self.state {
             State::Quoted => Err(Unreadable::Truncated { offset: self.pos }),
             _ if self.in_row => {

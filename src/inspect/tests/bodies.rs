@@ -254,6 +254,29 @@ fn csv_header_row_one_line_and_header_absent() {
 }
 
 #[test]
+fn csv_bytes_that_only_begin_like_a_bom_are_data() {
+    // U+FFFC starts with 0xEF as the UTF-8 BOM does: it is text, not half a BOM (found by the
+    // differential test).
+    for body in [
+        format!("\u{fffc}{PHONE}\n"),
+        format!("\u{fffc}\nx,{PHONE}\n"),
+        format!("\u{feff}\u{feff}{PHONE}\n"),
+    ] {
+        let recs = read("text/csv", None, body.as_bytes()).unwrap();
+        assert!(has_phone(&recs), "{body:?}");
+    }
+    // A real BOM is skipped: the header name is found.
+    let recs = read("text/csv", None, "\u{feff}uid\n7\n".as_bytes()).unwrap();
+    assert!(ids(&recs).contains(&(Namespace::Field, "7".to_owned())));
+    // Bodies shorter than a BOM.
+    assert!(read("text/csv", None, "\u{fffc}".as_bytes()).is_ok());
+    assert!(read("text/csv", None, &[0xEF, 0xBB]).is_err());
+    assert!(read("text/csv", None, &[0xEF, 0xBB, 0xBF])
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
 fn a_json_document_labelled_as_a_form_is_read_as_json_too() {
     let ct = "application/x-www-form-urlencoded";
     let recs = read(ct, None, br#"{"user_id":"u-1","x":[1,2]}"#).unwrap();
