@@ -54,10 +54,9 @@ async fn upstream(received: Arc<AtomicU64>) -> Result<SocketAddr> {
                                 received.fetch_add(d.len() as u64, Ordering::Relaxed);
                             }
                         }
-                        Ok::<_, Infallible>(hyper::Response::new(http_body_util::Empty::<
-                            Bytes,
-                        >::new(
-                        )))
+                        Ok::<_, Infallible>(hyper::Response::new(
+                            http_body_util::Empty::<Bytes>::new(),
+                        ))
                     }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())

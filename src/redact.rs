@@ -115,7 +115,7 @@ mod tests {
             authority("11010519491231002x.unknown.example.org:443"),
             "*.unknown.example.org:443"
         );
-        assert_eq!(authority("a.b%40c.example:80"), "*.*.example:80");
+        assert_eq!(authority("a.b%40c.example:80"), "a.*.example:80");
         assert_eq!(authority("10.1.2.3:5432"), "10.1.2.3:5432");
         assert_eq!(authority("[2001:db8::1]:443"), "[2001:db8::1]:443");
         assert_eq!(authority("[2001:db8::1]"), "[2001:db8::1]");

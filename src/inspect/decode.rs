@@ -425,8 +425,10 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// content coding), so a frame cannot make the gate allocate a huge window per request.
 fn zstd_decoder() -> Result<zstd::stream::raw::Decoder<'static>, Unreadable> {
     let mut d = zstd::stream::raw::Decoder::new().map_err(|_| Unreadable::UnknownEncoding)?;
-    d.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))
-        .map_err(|_| Unreadable::UnknownEncoding)?;
+    d.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(
+        ZSTD_WINDOW_LOG_MAX,
+    ))
+    .map_err(|_| Unreadable::UnknownEncoding)?;
     Ok(d)
 }
 

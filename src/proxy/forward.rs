@@ -3,6 +3,7 @@
 //! Every synthetic answer comes from [`crate::respond`].
 
 use super::body::{MeteredBody, Progress};
+use super::budget::{Budget, Charge};
 use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
 use super::enforce::{self, Outcome};
 use super::gated::{Ctx, GatedBody, Shared, Summary};
@@ -12,7 +13,6 @@ use super::sink::{SendCtx, Sink, Upstream};
 use super::upstream::{is_connect_timeout, is_forbidden};
 use super::{Gate, Route, Snapshot};
 use crate::audit::AuditRecord;
-use super::budget::{Budget, Charge};
 use crate::inspect::{decoder_cost, Coding, Scanner};
 use crate::model::shanghai_date;
 use crate::policy;
@@ -298,7 +298,9 @@ where
 
     if atomic {
         // Judged whole: nothing is forwarded until the decision.
-        let bytes = match read_whole(body, atomic_limit, cfg.timeouts.idle).await {
+        // Charged for its declared length (0 for an empty body): allocated once, at that size.
+        let size = declared.unwrap_or(0).min(atomic_limit);
+        let bytes = match read_whole(body, size, cfg.timeouts.idle).await {
             Ok(b) => b,
             Err(ReadError::TooLarge) => return (respond::too_large(request_id), "block"),
             Err(ReadError::Client) => {
@@ -480,7 +482,8 @@ enum ReadError {
     Client,
 }
 
-/// Reads a body of at most `limit` bytes, with the idle timeout between frames.
+/// Reads a body of at most `limit` bytes (its declared length: the buffer is allocated once),
+/// with the idle timeout between frames.
 async fn read_whole<B>(
     mut body: B,
     limit: u64,
@@ -489,7 +492,7 @@ async fn read_whole<B>(
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin,
 {
-    let mut buf = bytes::BytesMut::new();
+    let mut buf = bytes::BytesMut::with_capacity(usize::try_from(limit).unwrap_or(0));
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(ReadError::Client),

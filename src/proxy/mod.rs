@@ -357,7 +357,8 @@ impl Gate {
         snap.gauges
             .refresh(self.ledger.as_ref(), self.clock.now())
             .await;
-        self.budget.resize(snap.config.inspection.max_buffered_bytes);
+        self.budget
+            .resize(snap.config.inspection.max_buffered_bytes);
         self.snapshot.store(Arc::new(snap));
         self.publish_config_info();
         Ok(())

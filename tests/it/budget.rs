@@ -135,7 +135,10 @@ async fn flooded_h2_streams_stay_within_the_buffered_bytes_budget() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(up.received().iter().all(|r| !r.complete || r.body_len < MIB));
+    assert!(up
+        .received()
+        .iter()
+        .all(|r| !r.complete || r.body_len < MIB));
 }
 
 #[tokio::test]

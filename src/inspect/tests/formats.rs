@@ -567,13 +567,27 @@ fn brotli_windows_over_the_bound_are_unreadable_before_decoding() {
     };
     let big = encode_with(24);
     assert_eq!(brotli_window_bits(big[0]), 24);
-    let r = inspect_bytes(&cfg(), Some("application/json"), Some("br"), &big, DATE, false);
+    let r = inspect_bytes(
+        &cfg(),
+        Some("application/json"),
+        Some("br"),
+        &big,
+        DATE,
+        false,
+    );
     assert_eq!(r.unwrap_err(), Unreadable::WindowTooLarge);
     // The common default (22) and anything smaller decode.
     for lgwin in [16, 20, 22] {
         let enc = encode_with(lgwin);
-        let f = inspect_bytes(&cfg(), Some("application/json"), Some("br"), &enc, DATE, false)
-            .unwrap();
+        let f = inspect_bytes(
+            &cfg(),
+            Some("application/json"),
+            Some("br"),
+            &enc,
+            DATE,
+            false,
+        )
+        .unwrap();
         assert_eq!(f.subject_count(), 1, "lgwin {lgwin}");
     }
 }
