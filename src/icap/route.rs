@@ -39,7 +39,37 @@ pub async fn route(
         Ok(t) => t,
         Err(msg) => return (respond::bad_request(msg, request_id), "block"),
     };
-    match classify(&snap.config, &target.host) {
+    let class = classify(&snap.config, &target.host);
+    // SPEC §2: the ICAP client dials what the gate allows; never the gate itself, its ledger,
+    // or a denied range (checked on every address the name resolves to here).
+    if !matches!(class, Class::Unknown) {
+        let port =
+            target
+                .authority
+                .port_u16()
+                .unwrap_or(if target.scheme == http::uri::Scheme::HTTPS {
+                    443
+                } else {
+                    80
+                });
+        if snap.targets.any_forbidden(&target.host, port).await {
+            let label = match class {
+                Class::Destination(i) => snap.config.destinations[i].name.clone(),
+                _ => DOMESTIC_LABEL.to_owned(),
+            };
+            let mut rec = AuditRecord::new(
+                request_id,
+                conn.peer,
+                &label,
+                req.method().as_str(),
+                req.uri().path(),
+            );
+            rec.origin = ORIGIN;
+            let refusal = Refusal::new(Reason::ForbiddenTarget, label);
+            return refuse_audited(gate, snap, refusal, request_id, rec, &Summary::default()).await;
+        }
+    }
+    match class {
         Class::Unknown => {
             let mut rec = AuditRecord::new(
                 request_id,
@@ -96,7 +126,23 @@ async fn connect(
             &none,
         )
     };
-    match classify(&snap.config, auth.host()) {
+    let class = classify(&snap.config, auth.host());
+    let port = auth.port_u16().unwrap_or(443);
+    let forbidden = match class {
+        Class::Unknown => false,
+        // A domestic tunnel only to gate.tunnel_ports, decided before any lookup.
+        Class::Domestic if !snap.targets.tunnel_port_allowed(port) => true,
+        _ => snap.targets.any_forbidden(auth.host(), port).await,
+    };
+    if forbidden {
+        let label = match class {
+            Class::Destination(i) => snap.config.destinations[i].name.clone(),
+            _ => DOMESTIC_LABEL.to_owned(),
+        };
+        rec.destination.clone_from(&label);
+        return refused(rec, Reason::ForbiddenTarget, &label).await;
+    }
+    match class {
         Class::Unknown => refused(rec, Reason::UnknownDestination, UNKNOWN_LABEL).await,
         Class::Domestic => {
             let decision = count(gate, DOMESTIC_LABEL, Reason::Domestic);

@@ -174,6 +174,21 @@ impl TargetRules {
         Ok(())
     }
 
+    /// For a target another party dials (an ICAP client such as Squid connects by itself, and
+    /// may pick any address of the name): whether **any** address `host:port` resolves to is
+    /// refused. A name that does not resolve here is not refused (the dialler will fail too).
+    pub async fn any_forbidden(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return self.check(SocketAddr::new(ip, port)).is_err();
+        }
+        let lookup = tokio::net::lookup_host((host, port));
+        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+            Ok(Ok(mut addrs)) => addrs.any(|a| self.check(a).is_err()),
+            _ => false,
+        }
+    }
+
     /// Checks a connected socket: a connection whose local and peer addresses are equal goes to
     /// this very host, whatever address it was dialled on.
     fn check_connected(&self, s: &TcpStream) -> Result<(), Forbidden> {

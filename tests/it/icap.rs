@@ -451,3 +451,50 @@ async fn a_late_refused_record_in_a_streamed_body_never_completes_upstream() {
         "{lines:?}"
     );
 }
+
+/// A REQMOD message encapsulating a request head without a body.
+fn reqmod_head(port: u16, head: &str) -> Vec<u8> {
+    format!(
+        "REQMOD icap://127.0.0.1:{port}/reqmod ICAP/1.0\r\nHost: 127.0.0.1:{port}\r\nAllow: 204\r\nEncapsulated: req-hdr=0, null-body={}\r\n\r\n{head}",
+        head.len()
+    )
+    .into_bytes()
+}
+
+/// SPEC §2 through ICAP: the ICAP client dials what the gate allows, so a request or tunnel to
+/// the gate's own listeners, or a domestic tunnel to a port outside `tunnel_ports`, is refused
+/// `forbidden_target` (encapsulated 403, audited with origin `icap`), while other domestic
+/// traffic passes.
+#[tokio::test]
+async fn targets_the_gate_refuses_are_refused_through_icap_too() {
+    let (gate, port) =
+        gate_with_icap(GateBuilder::new().section("[[domestic]]\ncidrs = [\"10.0.0.0/8\"]")).await;
+    let admin = gate
+        .admin_url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let cases = [
+        format!("GET http://{admin}/v1/status HTTP/1.1\r\nHost: {admin}\r\n\r\n"),
+        format!("CONNECT {admin} HTTP/1.1\r\nHost: {admin}\r\n\r\n"),
+        format!("CONNECT {p} HTTP/1.1\r\nHost: {p}\r\n\r\n", p = gate.proxy),
+        "CONNECT 10.1.2.3:5432 HTTP/1.1\r\nHost: 10.1.2.3:5432\r\n\r\n".to_owned(),
+    ];
+    for head in &cases {
+        let resp = icap_raw(port, &reqmod_head(port, head), "}").await;
+        assert!(resp.starts_with("ICAP/1.0 200"), "{head}: {resp}");
+        assert!(resp.contains("HTTP/1.1 403"), "{head}: {resp}");
+        assert!(resp.contains("forbidden_target"), "{head}: {resp}");
+    }
+    // A domestic request elsewhere (loopback is open in the harness's deny_cidrs; port 9 is
+    // none of the gate's) passes unmodified (204).
+    let head = "GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n";
+    let resp = icap_raw(port, &reqmod_head(port, head), "\r\n\r\n").await;
+    assert!(resp.starts_with("ICAP/1.0 204"), "{resp}");
+    let lines = wait_audit(&gate, cases.len()).await;
+    let refused: Vec<_> = lines
+        .iter()
+        .filter(|l| l["reason"] == "forbidden_target" && l["origin"] == "icap")
+        .collect();
+    assert_eq!(refused.len(), cases.len(), "{lines:?}");
+}
