@@ -217,16 +217,16 @@ check(re.search(r"^\s*(copytruncate|create)\b", logrotate, re.M) is None,
 check("transfer-gate.logrotate /etc/logrotate.d/transfer-gate" in deploy_readme,
       "deploy/README.md: the systemd install does not install the logrotate file")
 
-# Every alert has a `runbook` annotation pointing at its own heading in README.md.
-readme = (ROOT.parent / "README.md").read_text(encoding="utf-8")
+# Every alert has a `runbook` annotation pointing at its own heading in docs/operations.md.
+readme = (ROOT.parent / "docs" / "operations.md").read_text(encoding="utf-8")
 anchors = {re.sub(r"[^a-z0-9_ -]", "", h.strip().lower()).replace(" ", "-")
            for h in re.findall(r"^#+ (.+)$", readme, re.M)}
 for group in docs["alerts.yml"][0]["groups"]:
     for rule in group["rules"]:
         name = rule["alert"]
         runbook = rule.get("annotations", {}).get("runbook", "")
-        check(runbook == f"README.md#{name.lower()}", f"alert {name}: runbook must be README.md#{name.lower()}")
-        check(name.lower() in anchors, f"alert {name}: README.md has no heading `#### {name}`")
+        check(runbook == f"docs/operations.md#{name.lower()}", f"alert {name}: runbook must be docs/operations.md#{name.lower()}")
+        check(name.lower() in anchors, f"alert {name}: docs/operations.md has no heading `### {name}`")
         check(rule["labels"].get("severity") in ("warning", "critical"), f"alert {name}: severity")
 
 if errors:
