@@ -2,18 +2,27 @@
 //! leaves the country, counts them exactly in the legal window, and refuses (HTTP 451) transfers
 //! that would cross a threshold the company holds no approval for.
 //!
-//! Module map, in the order a request meets them:
-//! - [`config`]: raw file structs, validation with diagnostics, the validated [`config::Config`].
-//! - [`proxy`]: listeners, destination classification, forwarding, CONNECT tunnels, upstream pool.
+//! Module map, in the order a request meets them (the phases: `docs/architecture.md`):
+//! - [`app`]: start-up and wiring — load the configuration, open the ledger, bind the
+//!   listeners, background tasks, signals, drain.
+//! - [`listen`]: the connection lifecycle shared by every listener (limit, deadlines, backoff).
+//! - [`proxy`]: the proxy listener's request path — routing, target rules, head and body
+//!   inspection, judging, sending, the outcome.
+//! - [`icap`]: the ICAP REQMOD listener, onto the same request path.
+//! - [`tls`]: the interception CA, minted leaves, upstream TLS.
 //! - [`inspect`]: the streaming inspection engine (records, subjects, categories, detectors).
-//! - [`ledger`]: keyed hashing and the durable, atomic subject counts.
-//! - [`respond`]: the one place that builds synthetic responses (451, 502, 503, 504, 413).
+//! - [`policy`]: the pure decision (regimes, thresholds, approvals → choices with ceilings).
+//! - [`ledger`]: keyed hashing and the durable, atomic subject counts (local or Redis).
+//! - [`respond`]: the one place that builds synthetic responses (451, 403, 502, 503, 504, 413).
+//! - [`audit`]: the audit log (one JSON line per decision) and its file.
+//! - [`redact`]: client-chosen text made safe for the audit log and logs.
 //! - [`metrics`]: the Prometheus families (names are part of the contract).
-//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/v1/*`).
+//! - [`admin`], [`status`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/v1/*`)
+//!   and the status document; [`admin_client`]: the CLI's client of it.
 //! - [`report`], [`assess`]: the data-flow inventory and the filing/renewal planner, built by
 //!   the CLI from the running gate's admin API.
+//! - [`config`]: raw file structs, validation with diagnostics, the validated [`config::Config`].
 //! - [`model`]: the shared vocabulary (categories, regimes, the Shanghai calendar).
-//! - [`redact`]: client-chosen text made safe for the audit log and logs.
 //! - [`shutdown`]: the drain signal every connection watches.
 //! - [`data_dir`]: the lock that keeps a second gate off the same `gate.data_dir`.
 
