@@ -1,4 +1,4 @@
-//! The streaming inspection engine (issue 4, SPEC §3): finds records, data subjects and PI
+//! The streaming inspection engine (SPEC §3): finds records, data subjects and PI
 //! categories in a request's query, headers and body while it streams.
 //!
 //! Flow: the proxy builds one [`InspectConfig`] per configuration (lookup tables built once),

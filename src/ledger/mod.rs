@@ -1,4 +1,4 @@
-//! The subject ledger (issue 5): keyed hashing and exact, atomic, durable counting of distinct
+//! The subject ledger: keyed hashing and exact, atomic, durable counting of distinct
 //! data subjects in the legal window (SPEC §4).
 //!
 //! - [`hash`]: identifiers → 128-bit [`SubjectKey`]s under a secret key file.

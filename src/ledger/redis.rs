@@ -1,4 +1,4 @@
-//! The shared ledger on Redis (issue 8, SPEC §4 `backend = "redis"`): several gate replicas
+//! The shared ledger on Redis (SPEC §4 `backend = "redis"`): several gate replicas
 //! count into one Redis server or Redis Cluster, exactly.
 //!
 //! - One atomic server-side step per request that carries subjects not known locally: the Lua
