@@ -9,7 +9,7 @@
 use crate::proxy::Gate;
 use crate::report::history::History;
 use crate::report::Month;
-use crate::respond::{self, GateBody};
+use crate::respond::{self, Failure, GateBody};
 use crate::shutdown::DrainWatch;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -118,18 +118,12 @@ async fn handle(
     if path.starts_with("/v1/") {
         let snap = gate.snapshot();
         if !authorized(snap.admin_token.as_deref(), peer, &req) {
-            let mut r = json(
-                StatusCode::UNAUTHORIZED,
-                &serde_json::json!({"error": "unauthorized", "message": "send Authorization: Bearer <token from gate.admin_token_file>"}),
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Ok(r);
+            return Ok(respond::failure(Failure::Unauthorized, ""));
         }
         return Ok(v1(&gate, &history, &path, req).await);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+        return Ok(respond::failure(Failure::MethodNotAllowed, ""));
     }
     Ok(match path.as_str() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
@@ -148,7 +142,7 @@ async fn handle(
             );
             r
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => respond::failure(Failure::NotFound, ""),
     })
 }
 
@@ -175,10 +169,12 @@ async fn v1(
                     match Month::parse(v) {
                         Some(m) => *slot = Some(m),
                         None => {
-                            return json(
-                                StatusCode::BAD_REQUEST,
-                                &serde_json::json!({"error": "bad_request", "message": format!("`{name}` must be a month YYYY-MM")}),
-                            )
+                            let message = if name == "from" {
+                                "`from` must be a month YYYY-MM"
+                            } else {
+                                "`to` must be a month YYYY-MM"
+                            };
+                            return respond::failure(Failure::BadRequest(message), "");
                         }
                     }
                 }
@@ -229,9 +225,9 @@ async fn v1(
             }
         }
         (_, "/v1/status" | "/v1/decisions" | "/v1/reload" | "/v1/report" | "/v1/history") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            respond::failure(Failure::MethodNotAllowed, "")
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => respond::failure(Failure::NotFound, ""),
     }
 }
 

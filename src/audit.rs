@@ -6,6 +6,7 @@
 
 mod sink;
 
+use crate::policy::{Decision, Mechanism, Reason};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::io::Write;
@@ -37,11 +38,11 @@ pub struct AuditRecord {
     /// Path without query, with segments that look like identifiers redacted.
     pub path: String,
     /// `allow`, `block` or `would_block`.
-    pub decision: &'static str,
+    pub decision: Decision,
     /// The reason code.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// The mechanism the counts required.
-    pub required_mechanism: &'static str,
+    pub required_mechanism: Mechanism,
     /// The crossed threshold, if any.
     pub threshold: Option<&'static str>,
     /// Subjects counted for the first time in the window by this request.
@@ -79,9 +80,9 @@ impl AuditRecord {
             destination: destination.to_owned(),
             method: method.to_owned(),
             path: crate::redact::path(path),
-            decision: "allow",
-            reason: "allowed",
-            required_mechanism: "none",
+            decision: Decision::Allow,
+            reason: Reason::Allowed,
+            required_mechanism: Mechanism::None,
             threshold: None,
             new_subjects: 0,
             new_sensitive_subjects: 0,

@@ -1,15 +1,16 @@
-//! The one place that builds synthetic responses: the 451 `transfer_blocked` JSON with its
-//! `Link` header (SPEC §5, RFC 7725), 503 `ledger_unavailable`, 403 `forbidden_target`, 413,
-//! 400, 502 and 504.
-//!
-//! Handlers return a [`Refusal`] or an [`UpstreamFailure`]; they never assemble error bodies
-//! themselves. Reason codes are one enum whose strings feed the 451 body, the audit line and the
-//! metric labels, so every label stays bounded by the code, never by request data.
+//! Rendering only: turns a decision's [`Refusal`] into the 451/403/503 `transfer_blocked` JSON
+//! with its `Link` header (SPEC §5, RFC 7725) — [`blocked`] — and every other synthetic answer
+//! of the proxy and admin listeners (502, 504, 413, 503 `gate_busy`, 400, 421, 508, 401, 404,
+//! 405) from one enum, [`Failure`] — [`failure`]. The vocabulary itself (`Reason`,
+//! `Mechanism`, `Refusal`, `Decision`) lives in `crate::policy`; callers never assemble an
+//! error response themselves.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use serde::Serialize;
+
+use crate::policy::{Reason, Refusal};
 
 /// Any error a body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -17,183 +18,35 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every request and response the gate sends.
 pub type GateBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Why a request was let through or refused (SPEC §5 "Value sets: reason").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// The host is neither domestic nor a registered destination.
-    UnknownDestination,
-    /// The gate cannot see inside the traffic (CONNECT without interception, WebSocket).
-    Uninspectable,
-    /// The body could not be read.
-    UnreadableBody,
-    /// An important-data rule matched without a security assessment.
-    ImportantData,
-    /// No valid approval for the required mechanism.
-    ApprovalRequired,
-    /// The only approval is pending.
-    ApprovalPending,
-    /// The only approval has expired (or is not yet valid).
-    ApprovalExpired,
-    /// The only approval was revoked (or rejected).
-    ApprovalRevoked,
-    /// A category of the request is not covered by the approval.
-    CategoryNotApproved,
-    /// The approval's declared volume would be exceeded.
-    ApprovalVolumeExceeded,
-    /// The ledger could not durably count the request's subjects (503).
-    LedgerUnavailable,
-    /// Allowed and counted.
-    Allowed,
-    /// No PI found.
-    NoPi,
-    /// Domestic traffic: not a cross-border transfer.
-    Domestic,
-    /// Exempt destination (cac-2024).
-    Exempt,
-    /// Blind tunnel to a destination declared to receive no PI.
-    Tunnel,
-    /// The target is the gate itself, its ledger, a denied range or a closed tunnel port
-    /// (SPEC §2 "The gate is never a way around itself"): 403.
-    ForbiddenTarget,
-}
-
-impl Reason {
-    /// Every reason, for pre-registering metric series.
-    pub const ALL: [Reason; 17] = [
-        Reason::UnknownDestination,
-        Reason::Uninspectable,
-        Reason::UnreadableBody,
-        Reason::ImportantData,
-        Reason::ApprovalRequired,
-        Reason::ApprovalPending,
-        Reason::ApprovalExpired,
-        Reason::ApprovalRevoked,
-        Reason::CategoryNotApproved,
-        Reason::ApprovalVolumeExceeded,
-        Reason::LedgerUnavailable,
-        Reason::Allowed,
-        Reason::NoPi,
-        Reason::Domestic,
-        Reason::Exempt,
-        Reason::Tunnel,
-        Reason::ForbiddenTarget,
-    ];
-
-    /// The exact string of the spec.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Reason::UnknownDestination => "unknown_destination",
-            Reason::Uninspectable => "uninspectable",
-            Reason::UnreadableBody => "unreadable_body",
-            Reason::ImportantData => "important_data",
-            Reason::ApprovalRequired => "approval_required",
-            Reason::ApprovalPending => "approval_pending",
-            Reason::ApprovalExpired => "approval_expired",
-            Reason::ApprovalRevoked => "approval_revoked",
-            Reason::CategoryNotApproved => "category_not_approved",
-            Reason::ApprovalVolumeExceeded => "approval_volume_exceeded",
-            Reason::LedgerUnavailable => "ledger_unavailable",
-            Reason::Allowed => "allowed",
-            Reason::NoPi => "no_pi",
-            Reason::Domestic => "domestic",
-            Reason::Exempt => "exempt",
-            Reason::Tunnel => "tunnel",
-            Reason::ForbiddenTarget => "forbidden_target",
-        }
-    }
-
-    /// Whether this reason lets the traffic through.
-    pub const fn permits(self) -> bool {
-        matches!(
-            self,
-            Reason::Allowed | Reason::NoPi | Reason::Domestic | Reason::Exempt | Reason::Tunnel
-        )
-    }
-
-    /// The HTTP status of a refusal with this reason.
-    pub const fn status(self) -> StatusCode {
-        match self {
-            Reason::LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Reason::ForbiddenTarget => StatusCode::FORBIDDEN,
-            _ => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
-        }
-    }
-
-    /// One human sentence for the response body; never contains request data.
-    pub const fn message(self) -> &'static str {
-        match self {
-            Reason::UnknownDestination => "The destination host is not registered for cross-border transfers; ask the security team to register it.",
-            Reason::Uninspectable => "The gate cannot inspect this traffic to an overseas host, so it may not leave the country.",
-            Reason::UnreadableBody => "The request body could not be inspected for personal information, so it may not leave the country.",
-            Reason::ImportantData => "The request matches an important-data rule and no security assessment covers this destination.",
-            Reason::ApprovalRequired => "This transfer needs a cross-border mechanism that the company does not hold for this destination.",
-            Reason::ApprovalPending => "The approval this transfer needs is still pending; transfers must wait until it is granted.",
-            Reason::ApprovalExpired => "The approval this transfer relies on is not in its validity period.",
-            Reason::ApprovalRevoked => "The approval this transfer relies on has been revoked or rejected.",
-            Reason::CategoryNotApproved => "The request carries a category of personal information that the approval does not cover.",
-            Reason::ApprovalVolumeExceeded => "The transfer would exceed the number of data subjects the approval was granted for.",
-            Reason::LedgerUnavailable => "The gate cannot durably count the data subjects of this transfer right now; retry later.",
-            Reason::Allowed => "Allowed.",
-            Reason::NoPi => "No personal information found.",
-            Reason::Domestic => "Domestic traffic.",
-            Reason::Exempt => "Exempt transfer.",
-            Reason::Tunnel => "Tunnel to a destination that receives no personal information.",
-            Reason::ForbiddenTarget => "The gate does not connect to this target: its own listeners, its ledger, a denied address range, or a port closed to tunnels.",
-        }
+/// The HTTP status of a refusal with this reason.
+pub const fn status_of(reason: Reason) -> StatusCode {
+    match reason {
+        Reason::LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Reason::ForbiddenTarget => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
     }
 }
 
-/// The mechanism a transfer requires (SPEC §5 "required_mechanism").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Mechanism {
-    /// No mechanism needed.
-    None,
-    /// A filed standard contract or a certification.
-    StandardContractOrCertification,
-    /// A CAC security assessment.
-    SecurityAssessment,
-}
-
-impl Mechanism {
-    /// Every value, for metric series.
-    pub const ALL: [Mechanism; 3] = [
-        Mechanism::None,
-        Mechanism::StandardContractOrCertification,
-        Mechanism::SecurityAssessment,
-    ];
-
-    /// The exact string of the spec.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Mechanism::None => "none",
-            Mechanism::StandardContractOrCertification => "standard_contract_or_certification",
-            Mechanism::SecurityAssessment => "security_assessment",
-        }
-    }
-}
-
-/// A refusal to be sent to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// Why.
-    pub reason: Reason,
-    /// The destination name, or the host's class (`unknown`, `domestic`).
-    pub destination: String,
-    /// The mechanism the transfer needed.
-    pub required_mechanism: Mechanism,
-    /// The crossed threshold's name, if any.
-    pub threshold: Option<&'static str>,
-}
-
-impl Refusal {
-    /// A refusal with no mechanism or threshold attached.
-    pub fn new(reason: Reason, destination: impl Into<String>) -> Self {
-        Refusal {
-            reason,
-            destination: destination.into(),
-            required_mechanism: Mechanism::None,
-            threshold: None,
-        }
+/// One human sentence for the response body; never contains request data.
+pub const fn message_of(reason: Reason) -> &'static str {
+    match reason {
+        Reason::UnknownDestination => "The destination host is not registered for cross-border transfers; ask the security team to register it.",
+        Reason::Uninspectable => "The gate cannot inspect this traffic to an overseas host, so it may not leave the country.",
+        Reason::UnreadableBody => "The request body could not be inspected for personal information, so it may not leave the country.",
+        Reason::ImportantData => "The request matches an important-data rule and no security assessment covers this destination.",
+        Reason::ApprovalRequired => "This transfer needs a cross-border mechanism that the company does not hold for this destination.",
+        Reason::ApprovalPending => "The approval this transfer needs is still pending; transfers must wait until it is granted.",
+        Reason::ApprovalExpired => "The approval this transfer relies on is not in its validity period.",
+        Reason::ApprovalRevoked => "The approval this transfer relies on has been revoked or rejected.",
+        Reason::CategoryNotApproved => "The request carries a category of personal information that the approval does not cover.",
+        Reason::ApprovalVolumeExceeded => "The transfer would exceed the number of data subjects the approval was granted for.",
+        Reason::LedgerUnavailable => "The gate cannot durably count the data subjects of this transfer right now; retry later.",
+        Reason::Allowed => "Allowed.",
+        Reason::NoPi => "No personal information found.",
+        Reason::Domestic => "Domestic traffic.",
+        Reason::Exempt => "Exempt transfer.",
+        Reason::Tunnel => "Tunnel to a destination that receives no personal information.",
+        Reason::ForbiddenTarget => "The gate does not connect to this target: its own listeners, its ledger, a denied address range, or a port closed to tunnels.",
     }
 }
 
@@ -224,11 +77,11 @@ pub fn blocked(
         required_mechanism: refusal.required_mechanism.as_str(),
         threshold: refusal.threshold,
         request_id,
-        message: refusal.reason.message(),
+        message: message_of(refusal.reason),
     };
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let mut resp = Response::new(full(json));
-    *resp.status_mut() = refusal.reason.status();
+    *resp.status_mut() = status_of(refusal.reason);
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -264,72 +117,122 @@ pub enum UpstreamFailure {
     Timeout,
 }
 
-/// A plain error response with a short JSON body: `{"error": code, "message": ..}`.
-pub fn error(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    request_id: &str,
-) -> Response<GateBody> {
-    let json = serde_json::json!({ "error": code, "message": message, "request_id": request_id });
-    let mut resp = Response::new(full(json.to_string()));
+/// Every synthetic answer that is not a transfer refusal (those are [`blocked`]), for the proxy
+/// listeners and the admin listener alike: each kind has one status, one code and one message
+/// here, and callers never assemble an error response themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure<'a> {
+    /// The upstream failed: 502 or 504.
+    Upstream(UpstreamFailure),
+    /// A body over `inspection.max_body_bytes`: 413.
+    TooLarge,
+    /// The buffered-bytes budget (`inspection.max_buffered_bytes`) stayed spent for
+    /// `timeouts.idle_seconds` while the request waited for room, or a record could never fit
+    /// it: 503 with `Retry-After: 1`.
+    Busy,
+    /// A request the gate cannot route or read: 400 with this message (never request data).
+    BadRequest(&'a str),
+    /// The request already passed through this gate (`Via`): 508.
+    LoopDetected,
+    /// A request on an intercepted connection that the connection cannot serve: 421 with this
+    /// message.
+    Misdirected(&'a str),
+    /// An admin `/v1/*` request without the right bearer token: 401.
+    Unauthorized,
+    /// An admin path that does not exist: 404 (plain text).
+    NotFound,
+    /// An admin path with a method it does not take: 405 (plain text).
+    MethodNotAllowed,
+}
+
+impl<'a> Failure<'a> {
+    fn parts(self) -> (StatusCode, &'static str) {
+        match self {
+            Failure::Upstream(UpstreamFailure::Unreachable) => {
+                (StatusCode::BAD_GATEWAY, "upstream_unreachable")
+            }
+            Failure::Upstream(UpstreamFailure::Timeout) => {
+                (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+            }
+            Failure::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Failure::Busy => (StatusCode::SERVICE_UNAVAILABLE, "gate_busy"),
+            Failure::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Failure::LoopDetected => (StatusCode::LOOP_DETECTED, "loop_detected"),
+            Failure::Misdirected(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_request"),
+            Failure::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Failure::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Failure::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        }
+    }
+
+    fn message(self) -> &'a str {
+        match self {
+            Failure::BadRequest(m) | Failure::Misdirected(m) => m,
+            Failure::Upstream(UpstreamFailure::Unreachable) => {
+                "The upstream could not be reached or failed during the exchange."
+            }
+            Failure::Upstream(UpstreamFailure::Timeout) => "The upstream did not answer in time.",
+            Failure::TooLarge => {
+                "The request body is larger than the gate inspects (inspection.max_body_bytes)."
+            }
+            Failure::Busy => "The gate holds as many request bytes as it may (inspection.max_buffered_bytes); retry shortly.",
+            Failure::LoopDetected => {
+                "the request already passed through this gate (Via); refusing a forwarding loop"
+            }
+            Failure::Unauthorized => {
+                "send Authorization: Bearer <token from gate.admin_token_file>"
+            }
+            Failure::NotFound => "not found\n",
+            Failure::MethodNotAllowed => "method not allowed\n",
+        }
+    }
+}
+
+/// Renders a [`Failure`]: a short JSON body `{"error": code, "message": .., "request_id": ..}`
+/// (or plain text for the admin listener's 404 and 405), with the request id echoed when there
+/// is one.
+pub fn failure(f: Failure<'_>, request_id: &str) -> Response<GateBody> {
+    let (status, code) = f.parts();
+    let message = f.message();
+    let mut resp = match f {
+        Failure::NotFound | Failure::MethodNotAllowed => {
+            let mut r = Response::new(full(Bytes::copy_from_slice(message.as_bytes())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+        _ => {
+            let mut json = serde_json::json!({ "error": code, "message": message });
+            if !request_id.is_empty() {
+                json["request_id"] = serde_json::Value::from(request_id);
+            }
+            let mut r = Response::new(full(json.to_string()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+    };
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+    let h = resp.headers_mut();
+    if !request_id.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-request-id", v);
+        }
+    }
+    match f {
+        Failure::Busy => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        Failure::Unauthorized => {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        _ => {}
     }
     resp
-}
-
-/// 502 or 504 for an upstream failure.
-pub fn upstream_failure(kind: UpstreamFailure, request_id: &str) -> Response<GateBody> {
-    match kind {
-        UpstreamFailure::Unreachable => error(
-            StatusCode::BAD_GATEWAY,
-            "upstream_unreachable",
-            "The upstream could not be reached or failed during the exchange.",
-            request_id,
-        ),
-        UpstreamFailure::Timeout => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            "The upstream did not answer in time.",
-            request_id,
-        ),
-    }
-}
-
-/// 413 for a body over `inspection.max_body_bytes`.
-pub fn too_large(request_id: &str) -> Response<GateBody> {
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        "The request body is larger than the gate inspects (inspection.max_body_bytes).",
-        request_id,
-    )
-}
-
-/// 503 with `Retry-After: 1` when the process's buffered-bytes budget
-/// (`inspection.max_buffered_bytes`) stayed spent for `timeouts.idle_seconds` while the request
-/// waited for room, or a record could never fit it.
-pub fn busy(request_id: &str) -> Response<GateBody> {
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "gate_busy",
-        "The gate holds as many request bytes as it may (inspection.max_buffered_bytes); retry shortly.",
-        request_id,
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
-}
-
-/// 400 for a request the gate cannot route.
-pub fn bad_request(message: &str, request_id: &str) -> Response<GateBody> {
-    error(StatusCode::BAD_REQUEST, "bad_request", message, request_id)
 }
 
 /// A complete in-memory body.
@@ -347,6 +250,7 @@ pub fn empty() -> GateBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Mechanism;
 
     #[tokio::test]
     async fn blocked_response_matches_spec() {
@@ -374,11 +278,11 @@ mod tests {
 
     #[test]
     fn ledger_unavailable_is_503() {
-        assert_eq!(Reason::LedgerUnavailable.status(), 503);
-        assert_eq!(Reason::Uninspectable.status(), 451);
+        assert_eq!(status_of(Reason::LedgerUnavailable), 503);
+        assert_eq!(status_of(Reason::Uninspectable), 451);
         assert!(Reason::Tunnel.permits());
         assert!(!Reason::ApprovalPending.permits());
-        assert_eq!(Reason::ForbiddenTarget.status(), 403);
+        assert_eq!(status_of(Reason::ForbiddenTarget), 403);
         assert!(!Reason::ForbiddenTarget.permits());
     }
 }

@@ -193,7 +193,7 @@ async fn reqmod(
     };
     let (resp, decision) = route(gate, &snap, conn, req, &request_id, &sink).await;
     gate.metrics
-        .duration(decision)
+        .duration(decision.as_str())
         .observe(started.elapsed().as_secs_f64());
     match sink.answer() {
         Answer::Aborted => {

@@ -156,7 +156,7 @@ mod tests {
     #[tokio::test]
     async fn encapsulated_response_offsets() {
         let resp = crate::respond::blocked(
-            &crate::respond::Refusal::new(crate::respond::Reason::ApprovalRequired, "eu"),
+            &crate::policy::Refusal::new(crate::policy::Reason::ApprovalRequired, "eu"),
             "rid-1",
             None,
         );

@@ -10,11 +10,12 @@ use super::body::IcapBody;
 use super::sink::IcapSink;
 use crate::audit::AuditRecord;
 use crate::config::TlsMode;
+use crate::policy::{Decision, Reason, Refusal};
 use crate::proxy::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
 use crate::proxy::forward::{count, refuse_audited, serve_destination_with, target, Conn};
 use crate::proxy::gated::Summary;
 use crate::proxy::{Gate, Snapshot};
-use crate::respond::{self, BoxError, GateBody, Reason, Refusal};
+use crate::respond::{self, BoxError, Failure, GateBody};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use std::sync::Arc;
@@ -31,13 +32,18 @@ pub async fn route(
     req: Request<IcapBody>,
     request_id: &str,
     sink: &IcapSink,
-) -> (Response<GateBody>, &'static str) {
+) -> (Response<GateBody>, Decision) {
     if req.method() == Method::CONNECT {
         return connect(gate, snap, conn, req, request_id, sink).await;
     }
     let target = match target(&req, conn.local) {
         Ok(t) => t,
-        Err(msg) => return (respond::bad_request(msg, request_id), "block"),
+        Err(msg) => {
+            return (
+                respond::failure(Failure::BadRequest(msg), request_id),
+                Decision::Block,
+            )
+        }
     };
     let class = classify(&snap.config, &target.host);
     // SPEC §2: the ICAP client dials what the gate allows; never the gate itself, its ledger,
@@ -100,7 +106,7 @@ async fn connect(
     req: Request<IcapBody>,
     request_id: &str,
     sink: &IcapSink,
-) -> (Response<GateBody>, &'static str) {
+) -> (Response<GateBody>, Decision) {
     let Some(auth) = req
         .uri()
         .authority()
@@ -108,8 +114,8 @@ async fn connect(
         .filter(|a| a.port_u16().is_some())
     else {
         return (
-            respond::bad_request("CONNECT needs host:port", request_id),
-            "block",
+            respond::failure(Failure::BadRequest("CONNECT needs host:port"), request_id),
+            Decision::Block,
         );
     };
     let mut rec = AuditRecord::new(request_id, conn.peer, UNKNOWN_LABEL, "CONNECT", "");
@@ -160,7 +166,7 @@ async fn connect(
                 .with_label_values(&[d.name.as_str()])
                 .inc();
             let decision = count(gate, &d.name, Reason::Tunnel);
-            rec.reason = Reason::Tunnel.as_str();
+            rec.reason = Reason::Tunnel;
             gate.audit.record(rec).await;
             let body = req.into_body().map_err(BoxError::from).boxed_unsync();
             (sink.pass(body, &snap.routes[i].bytes_up).await, decision)

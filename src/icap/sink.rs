@@ -9,7 +9,7 @@ use super::body::{BodyState, Writer};
 use super::response;
 use crate::proxy::forward::Forbidden;
 use crate::proxy::sink::{SendCtx, Sink};
-use crate::respond::{self, GateBody};
+use crate::respond::{self, Failure, GateBody};
 use bytes::Bytes;
 use http::Response;
 use http_body_util::BodyExt;
@@ -164,7 +164,10 @@ impl IcapSink {
                     if started {
                         self.abort().await;
                     }
-                    return respond::bad_request("the request body could not be read", "");
+                    return respond::failure(
+                        Failure::BadRequest("the request body could not be read"),
+                        "",
+                    );
                 }
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else {
@@ -179,7 +182,7 @@ impl IcapSink {
                             self.abort().await;
                             return placeholder();
                         }
-                        return respond::too_large("");
+                        return respond::failure(Failure::TooLarge, "");
                     }
                     let mut msg = Vec::with_capacity(data.len() + 256);
                     if !started {

@@ -5,7 +5,7 @@
 
 use crate::config::{Approval, ApprovalMechanism, ApprovalStatus, Config};
 use crate::model::{Category, CategorySet};
-use crate::respond::{Mechanism, Reason};
+use crate::policy::{Mechanism, Reason};
 
 /// Whether an approval is in force on `today` (active and inside its dates).
 pub fn in_force(a: &Approval, today: time::Date) -> bool {

@@ -11,6 +11,7 @@
 
 mod approvals;
 mod thresholds;
+mod vocab;
 
 #[cfg(test)]
 mod reason_table;
@@ -19,9 +20,9 @@ mod tests;
 
 use crate::config::{Config, Destination, Mode};
 use crate::model::{CategorySet, Regime};
-use crate::respond::{Mechanism, Reason, Refusal};
 pub use approvals::{approvals_for, covers, in_force, missing_reason, preference, satisfies};
 pub use thresholds::{entity_ceilings, required, utilization, Threshold};
+pub use vocab::{Decision, Mechanism, Reason, Refusal};
 
 /// Distinct-subject counts of one scope.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use super::{CountClass, Counts};
 use crate::model::Regime;
-use crate::respond::Mechanism;
+use crate::policy::Mechanism;
 
 /// A named threshold (SPEC §5 value set `threshold`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -13,7 +13,8 @@ use super::forward::{count, refuse, Conn};
 use super::target::{dial, DialError};
 use super::{intercept, Gate, Snapshot};
 use crate::config::TlsMode;
-use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
+use crate::policy::{Decision, Reason, Refusal};
+use crate::respond::{self, Failure, GateBody, UpstreamFailure};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -27,26 +28,26 @@ pub async fn handle(
     conn: Conn,
     mut req: Request<Incoming>,
     request_id: &str,
-) -> (Response<GateBody>, &'static str) {
+) -> (Response<GateBody>, Decision) {
     let Some(auth) = req.uri().authority().cloned() else {
         return (
-            respond::bad_request("CONNECT needs host:port", request_id),
-            "block",
+            respond::failure(Failure::BadRequest("CONNECT needs host:port"), request_id),
+            Decision::Block,
         );
     };
     let Some(port) = auth.port_u16() else {
         return (
-            respond::bad_request("CONNECT needs host:port", request_id),
-            "block",
+            respond::failure(Failure::BadRequest("CONNECT needs host:port"), request_id),
+            Decision::Block,
         );
     };
     // The entity's counts for the audit line, as the ledger has them (a tunnel counts nothing).
     let entity = super::enforce::entity_now(gate, snap, gate.clock.now()).await;
-    let audit = |dest: &str, decision: &'static str, reason: Reason| {
+    let audit = |dest: &str, decision: Decision, reason: Reason| {
         let mut rec = crate::audit::AuditRecord::new(request_id, conn.peer, dest, "CONNECT", "");
         rec.path = crate::redact::authority(auth.as_str());
         rec.decision = decision;
-        rec.reason = reason.as_str();
+        rec.reason = reason;
         rec.entity_subjects = entity.all;
         rec.entity_sensitive_subjects = entity.sensitive;
         gate.audit.record_now(rec);
@@ -55,7 +56,7 @@ pub async fn handle(
     // `connect_to` (not checked).
     let (label, connect_to): (&str, Option<String>) = match classify(&snap.config, auth.host()) {
         Class::Unknown => {
-            audit(UNKNOWN_LABEL, "block", Reason::UnknownDestination);
+            audit(UNKNOWN_LABEL, Decision::Block, Reason::UnknownDestination);
             return refuse(
                 gate,
                 snap,
@@ -77,7 +78,7 @@ pub async fn handle(
                 }
                 (Some(TlsMode::Tunnel), _) => (d.name.as_str(), d.connect_to.clone()),
                 _ => {
-                    audit(&d.name, "block", Reason::Uninspectable);
+                    audit(&d.name, Decision::Block, Reason::Uninspectable);
                     return refuse(
                         gate,
                         snap,
@@ -105,14 +106,14 @@ pub async fn handle(
         Ok(Err(DialError::Io(e))) => {
             tracing::warn!(request_id, destination = label, error = %e, "tunnel connect failed");
             return (
-                respond::upstream_failure(UpstreamFailure::Unreachable, request_id),
-                "block",
+                respond::failure(Failure::Upstream(UpstreamFailure::Unreachable), request_id),
+                Decision::Block,
             );
         }
         Err(_) => {
             return (
-                respond::upstream_failure(UpstreamFailure::Timeout, request_id),
-                "block",
+                respond::failure(Failure::Upstream(UpstreamFailure::Timeout), request_id),
+                Decision::Block,
             )
         }
     };
@@ -127,7 +128,7 @@ pub async fn handle(
     let audited = reason == Reason::Tunnel;
     if audited {
         audit(label, decision, reason);
-        tracing::info!(target: "transfer_gate::audit", request_id, client = %peer, destination = label, method = "CONNECT", decision, reason = reason.as_str(), "tunnel opened");
+        tracing::info!(target: "transfer_gate::audit", request_id, client = %peer, destination = label, method = "CONNECT", decision = decision.as_str(), reason = reason.as_str(), "tunnel opened");
     }
     let destination = label.to_owned();
     let up = gate.metrics.bytes.with_label_values(&[label, "upstream"]);
@@ -170,9 +171,9 @@ fn forbidden(
     snap: &Snapshot,
     label: &str,
     request_id: &str,
-    audit: &dyn Fn(&str, &'static str, Reason),
-) -> (Response<GateBody>, &'static str) {
-    audit(label, "block", Reason::ForbiddenTarget);
+    audit: &dyn Fn(&str, Decision, Reason),
+) -> (Response<GateBody>, Decision) {
+    audit(label, Decision::Block, Reason::ForbiddenTarget);
     refuse(
         gate,
         snap,

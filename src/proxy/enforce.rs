@@ -13,7 +13,7 @@ use crate::ledger::{
 };
 use crate::model::{shanghai_date, Category, CategorySet};
 use crate::policy::{self, CeilingScope, CeilingSpec, CountClass, Counts, Facts, Plan};
-use crate::respond::{Mechanism, Reason, Refusal};
+use crate::policy::{Mechanism, Reason, Refusal};
 use std::time::{Instant, SystemTime};
 
 /// The ledger scope ids of a configuration, registered when it loads.

@@ -16,7 +16,8 @@ use crate::audit::AuditRecord;
 use crate::inspect::{decoder_cost, Coding, Scanner};
 use crate::model::shanghai_date;
 use crate::policy;
-use crate::respond::{self, GateBody, Reason, Refusal, UpstreamFailure};
+use crate::policy::{Decision, Reason, Refusal};
+use crate::respond::{self, Failure, GateBody, UpstreamFailure};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
@@ -56,15 +57,9 @@ pub async fn handle(
     let request_id = gate.ids.assign(req.headers_mut());
     let snap = gate.snapshot();
     let (resp, decision) = if looped(req.headers()) {
-        let msg = "the request already passed through this gate (Via); refusing a forwarding loop";
         (
-            respond::error(
-                http::StatusCode::LOOP_DETECTED,
-                "loop_detected",
-                msg,
-                &request_id,
-            ),
-            "block",
+            respond::failure(Failure::LoopDetected, &request_id),
+            Decision::Block,
         )
     } else if req.method() == Method::CONNECT {
         super::connect::handle(&gate, &snap, conn, req, &request_id).await
@@ -72,17 +67,21 @@ pub async fn handle(
         route(&gate, &snap, conn, req, &request_id).await
     };
     gate.metrics
-        .duration(decision)
+        .duration(decision.as_str())
         .observe(started.elapsed().as_secs_f64());
     Ok(resp)
 }
 
 /// Records a decision in `transfer_gate_decisions_total`.
-pub(crate) fn count(gate: &Gate, destination: &str, reason: Reason) -> &'static str {
-    let decision = if reason.permits() { "allow" } else { "block" };
+pub(crate) fn count(gate: &Gate, destination: &str, reason: Reason) -> Decision {
+    let decision = if reason.permits() {
+        Decision::Allow
+    } else {
+        Decision::Block
+    };
     gate.metrics
         .decisions
-        .with_label_values(&[destination, decision, reason.as_str()])
+        .with_label_values(&[destination, decision.as_str(), reason.as_str()])
         .inc();
     decision
 }
@@ -93,7 +92,7 @@ pub(crate) fn refuse(
     snap: &Snapshot,
     refusal: Refusal,
     request_id: &str,
-) -> (Response<GateBody>, &'static str) {
+) -> (Response<GateBody>, Decision) {
     let decision = count(gate, &refusal.destination, refusal.reason);
     tracing::info!(request_id, destination = %refusal.destination, reason = refusal.reason.as_str(), "transfer refused");
     (
@@ -156,11 +155,16 @@ async fn route(
     conn: Conn,
     req: Request<Incoming>,
     request_id: &str,
-) -> (Response<GateBody>, &'static str) {
+) -> (Response<GateBody>, Decision) {
     let origin_form = req.uri().authority().is_none_or(|a| is_self(a, conn.local));
     let target = match target(&req, conn.local) {
         Ok(t) => t,
-        Err(msg) => return (respond::bad_request(msg, request_id), "block"),
+        Err(msg) => {
+            return (
+                respond::failure(Failure::BadRequest(msg), request_id),
+                Decision::Block,
+            )
+        }
     };
     match classify(&snap.config, &target.host) {
         Class::Unknown => {
@@ -168,11 +172,8 @@ async fn route(
             refuse_audited(gate, snap, Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL), request_id, rec, &Summary::default()).await
         }
         Class::Domestic if origin_form => (
-            respond::bad_request(
-                "origin-form requests are routed only to registered destinations; send absolute-form requests through the proxy",
-                request_id,
-            ),
-            "block",
+            respond::failure(Failure::BadRequest("origin-form requests are routed only to registered destinations; send absolute-form requests through the proxy"), request_id),
+            Decision::Block,
         ),
         Class::Domestic => {
             let rec = AuditRecord::new(request_id, conn.peer, DOMESTIC_LABEL, req.method().as_str(), req.uri().path());
@@ -207,7 +208,7 @@ pub(crate) async fn serve_destination(
     authority: Authority,
     req: Request<Incoming>,
     request_id: &str,
-) -> (Response<GateBody>, &'static str) {
+) -> (Response<GateBody>, Decision) {
     let host = authority.host().to_owned();
     let sink = Upstream { scheme, authority };
     serve_destination_with(gate, snap, dest_index, conn, &host, req, request_id, &sink).await
@@ -226,7 +227,7 @@ pub(crate) async fn serve_destination_with<B, S>(
     req: Request<B>,
     request_id: &str,
     sink: &S,
-) -> (Response<GateBody>, &'static str)
+) -> (Response<GateBody>, Decision)
 where
     B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
     B::Error: Into<crate::respond::BoxError>,
@@ -255,7 +256,10 @@ where
     }
     if let Some(len) = content_length(&req) {
         if len > snap.config.inspection.max_body_bytes {
-            return (respond::too_large(request_id), "block");
+            return (
+                respond::failure(Failure::TooLarge, request_id),
+                Decision::Block,
+            );
         }
     }
     let now = gate.clock.now();
@@ -288,7 +292,7 @@ where
     if decode_cost > 0 {
         match tokio::time::timeout(cfg.timeouts.idle, gate.budget.grow(decode_cost)).await {
             Ok(Some(p)) => Budget::add(&mut charge, p),
-            _ => return (respond::busy(request_id), "block"),
+            _ => return (respond::failure(Failure::Busy, request_id), Decision::Block),
         }
     }
     let atomic = body.is_end_stream()
@@ -302,11 +306,19 @@ where
         let size = declared.unwrap_or(0).min(atomic_limit);
         let bytes = match read_whole(body, size, cfg.timeouts.idle).await {
             Ok(b) => b,
-            Err(ReadError::TooLarge) => return (respond::too_large(request_id), "block"),
+            Err(ReadError::TooLarge) => {
+                return (
+                    respond::failure(Failure::TooLarge, request_id),
+                    Decision::Block,
+                )
+            }
             Err(ReadError::Client) => {
                 return (
-                    respond::bad_request("the request body could not be read", request_id),
-                    "block",
+                    respond::failure(
+                        Failure::BadRequest("the request body could not be read"),
+                        request_id,
+                    ),
+                    Decision::Block,
                 )
             }
         };
@@ -447,9 +459,9 @@ where
     match refused_now {
         Some(r) => (
             respond::blocked(&r, request_id, snap.blocked_by.as_ref()),
-            "block",
+            Decision::Block,
         ),
-        None => (resp, "allow"),
+        None => (resp, Decision::Allow),
     }
 }
 
@@ -526,7 +538,7 @@ async fn fill_audit(gate: &Gate, snap: &Snapshot, audit: &mut AuditRecord, s: &S
     audit.categories = s.categories.iter().map(|c| c.as_str()).collect();
     audit.approval.clone_from(&s.approval);
     if let Some(m) = s.required {
-        audit.required_mechanism = m.as_str();
+        audit.required_mechanism = m;
     }
 }
 
@@ -537,23 +549,23 @@ async fn finish(
     mut audit: AuditRecord,
     snap: &Snapshot,
     s: &Summary,
-) -> &'static str {
+) -> Decision {
     fill_audit(gate, snap, &mut audit, s).await;
     let (decision, reason) = match (&s.refusal, s.observed) {
-        (Some(r), true) => ("would_block", r.reason),
-        (Some(r), false) => ("block", r.reason),
-        (None, _) if s.reserved => ("allow", s.reason.unwrap_or(Reason::Allowed)),
-        (None, _) => ("allow", Reason::NoPi),
+        (Some(r), true) => (Decision::WouldBlock, r.reason),
+        (Some(r), false) => (Decision::Block, r.reason),
+        (None, _) if s.reserved => (Decision::Allow, s.reason.unwrap_or(Reason::Allowed)),
+        (None, _) => (Decision::Allow, Reason::NoPi),
     };
     if let Some(r) = &s.refusal {
         audit.threshold = r.threshold;
-        audit.required_mechanism = r.required_mechanism.as_str();
+        audit.required_mechanism = r.required_mechanism;
     }
     audit.decision = decision;
-    audit.reason = reason.as_str();
+    audit.reason = reason;
     gate.metrics
         .decisions
-        .with_label_values(&[dest, decision, reason.as_str()])
+        .with_label_values(&[dest, decision.as_str(), reason.as_str()])
         .inc();
     gate.audit.record(audit).await;
     decision
@@ -568,12 +580,12 @@ pub(crate) async fn refuse_audited(
     request_id: &str,
     mut audit: AuditRecord,
     summary: &Summary,
-) -> (Response<GateBody>, &'static str) {
+) -> (Response<GateBody>, Decision) {
     fill_audit(gate, snap, &mut audit, summary).await;
-    audit.decision = "block";
-    audit.reason = refusal.reason.as_str();
+    audit.decision = Decision::Block;
+    audit.reason = refusal.reason;
     audit.threshold = refusal.threshold;
-    audit.required_mechanism = refusal.required_mechanism.as_str();
+    audit.required_mechanism = refusal.required_mechanism;
     gate.audit.record(audit).await;
     refuse(gate, snap, refusal, request_id)
 }
@@ -617,8 +629,8 @@ where
     {
         Ok(u) => u,
         Err(_) => {
-            return Ok(respond::bad_request(
-                "the request URL cannot be forwarded",
+            return Ok(respond::failure(
+                Failure::BadRequest("the request URL cannot be forwarded"),
                 request_id,
             ))
         }
@@ -657,7 +669,9 @@ where
         _ = progress.stalled(t.idle) => Err(()),
     };
     let resp = match result {
-        Err(_) if gated.is_some_and(is_busy) => return Ok(respond::busy(request_id)),
+        Err(_) if gated.is_some_and(is_busy) => {
+            return Ok(respond::failure(Failure::Busy, request_id))
+        }
         Err(_) => {
             return Ok(upstream_error(
                 gate,
@@ -676,13 +690,13 @@ where
                 return Err(Forbidden);
             }
             if too_large.load(Ordering::Acquire) {
-                return Ok(respond::too_large(request_id));
+                return Ok(respond::failure(Failure::TooLarge, request_id));
             }
             if let Some(r) = gated.and_then(take_refusal) {
                 return Ok(respond::blocked(&r, request_id, snap.blocked_by.as_ref()));
             }
             if gated.is_some_and(is_busy) {
-                return Ok(respond::busy(request_id));
+                return Ok(respond::failure(Failure::Busy, request_id));
             }
             let kind = if is_connect_timeout(&e) {
                 UpstreamFailure::Timeout
@@ -723,7 +737,7 @@ fn upstream_error(
         .upstream_errors
         .with_label_values(&[label, k])
         .inc();
-    respond::upstream_failure(kind, request_id)
+    respond::failure(Failure::Upstream(kind), request_id)
 }
 
 /// An error and its sources on one line (for logs; upstream errors carry no request data).

@@ -19,7 +19,8 @@ use super::{Gate, Snapshot};
 use crate::config::Unreadable as UnreadablePolicy;
 use crate::inspect::{InspectConfig, Scanner, Unreadable};
 use crate::model::CategorySet;
-use crate::respond::{BoxError, Reason, Refusal};
+use crate::policy::{Reason, Refusal};
+use crate::respond::BoxError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
@@ -43,7 +44,7 @@ pub struct Summary {
     /// The id of the approval relied on (by the last batch that relied on one).
     pub approval: Option<String>,
     /// The mechanism the counts required.
-    pub required: Option<crate::respond::Mechanism>,
+    pub required: Option<crate::policy::Mechanism>,
     /// New subjects over all batches.
     pub new: crate::policy::Counts,
     /// Entity counts after the last batch judged with PI, as the ledger gave them.

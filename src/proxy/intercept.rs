@@ -19,7 +19,8 @@ use super::forward::{self, refuse, Conn};
 use super::{BuildError, Gate, Snapshot};
 use crate::config::{TlsMode, TlsSettings};
 use crate::listen::Activity;
-use crate::respond::{self, GateBody, Reason, Refusal};
+use crate::policy::{Decision, Reason, Refusal};
+use crate::respond::{self, Failure, GateBody};
 use crate::tls::ca::InterceptCa;
 use crate::tls::mint::{refusing_config, server_config, Minter};
 use http::uri::{Authority, Scheme};
@@ -89,7 +90,7 @@ pub(super) fn start(
     destination: &str,
     authority: Authority,
     request_id: &str,
-) -> (Response<GateBody>, &'static str) {
+) -> (Response<GateBody>, Decision) {
     // `host:443` → `host`, as an absolute-form `https://host/` URL would name it (the upstream
     // sees the same `Host` / `:authority` either way).
     let authority = match authority.port_u16() {
@@ -123,7 +124,7 @@ pub(super) fn start(
     });
     let mut resp = Response::new(respond::empty());
     *resp.status_mut() = StatusCode::OK;
-    (resp, "allow")
+    (resp, Decision::Allow)
 }
 
 /// The TLS handshake and the inner HTTP connection.
@@ -235,13 +236,11 @@ async fn inner(
             refuse(&gate, &snap, Refusal::new(Reason::Uninspectable, name), &request_id)
         }
         Some(_) if !names_host(&req, &host) => (
-            respond::error(
-                StatusCode::MISDIRECTED_REQUEST,
-                "misdirected_request",
-                "This connection was opened for another host; send the request through a CONNECT to its own host.",
+            respond::failure(
+                Failure::Misdirected("This connection was opened for another host; send the request through a CONNECT to its own host."),
                 &request_id,
             ),
-            "block",
+            Decision::Block,
         ),
         Some(i) => {
             forward::serve_destination(&gate, &snap, i, conn, Scheme::HTTPS, authority, req, &request_id)
@@ -250,17 +249,17 @@ async fn inner(
         // The configuration changed under the open connection: the client must reconnect and
         // get what a CONNECT to this host gets now.
         None => (
-            respond::error(
-                StatusCode::MISDIRECTED_REQUEST,
-                "misdirected_request",
-                "The gate's configuration for this host changed; open a new connection.",
+            respond::failure(
+                Failure::Misdirected(
+                    "The gate's configuration for this host changed; open a new connection.",
+                ),
                 &request_id,
             ),
-            "block",
+            Decision::Block,
         ),
     };
     gate.metrics
-        .duration(decision)
+        .duration(decision.as_str())
         .observe(started.elapsed().as_secs_f64());
     Ok(resp)
 }
