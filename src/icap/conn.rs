@@ -7,9 +7,9 @@
 use super::body::{pump, BodyState, IcapBody, Out, Reader, Writer, CHANNEL_FRAMES, MAX_PREVIEW};
 use super::response::{self, istag, Options};
 use super::route::route;
-use super::sink::{Answer, IcapSink};
+use super::sink::{Answer, Encapsulated, IcapSink};
 use super::wire::{self, IcapHead, WireError};
-use crate::proxy::forward::Conn;
+use crate::proxy::request::Conn;
 use crate::proxy::Gate;
 use crate::shutdown::DrainWatch;
 use std::net::{IpAddr, SocketAddr};
@@ -177,11 +177,14 @@ async fn reqmod(
         .header("x-client-ip")
         .and_then(|v| v.trim().parse::<IpAddr>().ok())
         .map_or(peer, |ip| SocketAddr::new(ip, 0));
+    let encapsulated = Encapsulated {
+        http_head: raw,
+        had_body: enc.body,
+        allow_204: head.allows_204(),
+    };
     let sink = IcapSink::new(
         out.clone(),
-        raw,
-        enc.body,
-        head.allows_204(),
+        encapsulated,
         state.clone(),
         tag.to_owned(),
         t.idle,

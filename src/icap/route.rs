@@ -1,7 +1,7 @@
 //! Where an encapsulated request goes — the proxy listener's classification, applied to the
 //! request's URI and `Host`: an unknown host is refused `unknown_destination`, a domestic one
 //! passes uninspected, a registered destination takes the gate's request path
-//! ([`crate::proxy::forward::serve_destination_with`]) with the ICAP client as its sink. A
+//! ([`crate::proxy::destination::serve_with`]) with the ICAP client as its sink. A
 //! `CONNECT` follows SPEC §2: a tunnel only to a domestic host or a destination declared
 //! `tls = "tunnel"`; anything else overseas is refused `uninspectable` (the gate cannot see what
 //! the ICAP client will send inside it).
@@ -12,8 +12,11 @@ use crate::audit::AuditRecord;
 use crate::config::TlsMode;
 use crate::policy::{Decision, Reason, Refusal};
 use crate::proxy::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
-use crate::proxy::forward::{count, refuse_audited, serve_destination_with, target, Conn};
+use crate::proxy::destination::serve_with;
 use crate::proxy::gated::Summary;
+use crate::proxy::outcome::{count, refuse_audited};
+use crate::proxy::request::{Conn, RequestCx};
+use crate::proxy::route::target;
 use crate::proxy::{Gate, Snapshot};
 use crate::respond::{self, BoxError, Failure, GateBody};
 use http::{Method, Request, Response};
@@ -94,7 +97,13 @@ pub async fn route(
             (sink.pass(body, &snap.domestic.bytes_up).await, decision)
         }
         Class::Destination(i) => {
-            serve_destination_with(gate, snap, i, conn, &target.host, req, request_id, sink).await
+            let cx = RequestCx {
+                gate,
+                snap,
+                conn,
+                request_id,
+            };
+            serve_with(cx, i, &target.host, req, sink).await
         }
     }
 }

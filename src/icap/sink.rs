@@ -7,7 +7,7 @@
 
 use super::body::{BodyState, Writer};
 use super::response;
-use crate::proxy::forward::Forbidden;
+use crate::proxy::sink::Forbidden;
 use crate::proxy::sink::{SendCtx, Sink};
 use crate::respond::{self, Failure, GateBody};
 use bytes::Bytes;
@@ -43,19 +43,32 @@ pub struct IcapSink {
     answer: AtomicU8,
 }
 
+/// What the ICAP client said about the request it encapsulated.
+#[derive(Debug, Clone)]
+pub struct Encapsulated {
+    /// The raw HTTP request head, as received.
+    pub http_head: Bytes,
+    /// Whether the request has a body.
+    pub had_body: bool,
+    /// Whether the client accepts `204 No Content` outside a preview (`Allow: 204`).
+    pub allow_204: bool,
+}
+
 impl IcapSink {
-    /// A sink answering on `out` for the request whose raw HTTP head is `http_head`.
-    #[allow(clippy::too_many_arguments)]
+    /// A sink answering on `out` for the encapsulated request `req`.
     pub fn new(
         out: Writer,
-        http_head: Bytes,
-        had_body: bool,
-        allow_204: bool,
+        req: Encapsulated,
         body: Arc<BodyState>,
         istag: String,
         idle: Duration,
         max_body: u64,
     ) -> Self {
+        let Encapsulated {
+            http_head,
+            had_body,
+            allow_204,
+        } = req;
         IcapSink {
             out,
             http_head,

@@ -168,6 +168,17 @@ pub enum ConfigError {
     ZeroLimit(&'static str),
 }
 
+/// The engine's bounds on one body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Nesting deeper than this is unreadable.
+    pub max_depth: usize,
+    /// A record larger than this is unreadable.
+    pub max_record_bytes: usize,
+    /// Decompression limits.
+    pub decode: DecodeLimits,
+}
+
 /// The validated settings of the inspection engine, with lookup tables built once.
 #[derive(Debug, Clone)]
 pub struct InspectConfig {
@@ -244,17 +255,19 @@ impl InspectConfig {
     ///
     /// # Errors
     /// A field name that is empty or longer than [`MAX_FIELD_NAME`], or a zero limit.
-    #[allow(clippy::too_many_arguments)]
     pub fn new<S: AsRef<str>>(
         fields: &[S],
         detectors: DetectorSet,
         headers: &[S],
         categories: &[(S, Category)],
-        max_depth: usize,
-        max_record_bytes: usize,
-        decode: DecodeLimits,
+        limits: Limits,
         resident_id_sensitive: bool,
     ) -> Result<Self, ConfigError> {
+        let Limits {
+            max_depth,
+            max_record_bytes,
+            decode,
+        } = limits;
         check_names("fields", fields.iter().map(AsRef::as_ref))?;
         check_names("headers", headers.iter().map(AsRef::as_ref))?;
         check_names("categories", categories.iter().map(|(n, _)| n.as_ref()))?;

@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use charset::Charset;
-pub use config::{ConfigError, DecodeLimits, Detector, DetectorSet, InspectConfig};
+pub use config::{ConfigError, DecodeLimits, Detector, DetectorSet, InspectConfig, Limits};
 pub use decode::{decoder_cost, Coding, MAX_BROTLI_WINDOW_BITS};
 pub use detect::{resident_id_birth_date, resident_id_check_char, resident_id_valid};
 pub use error::Unreadable;

@@ -9,7 +9,8 @@
 //! outside `gate.tunnel_ports`) gets 403 `forbidden_target` before anything is dialled.
 
 use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
-use super::forward::{count, refuse, Conn};
+use super::outcome::{count, refuse};
+use super::request::RequestCx;
 use super::target::{dial, DialError};
 use super::{intercept, Gate, Snapshot};
 use crate::config::TlsMode;
@@ -23,12 +24,15 @@ use tokio::net::TcpStream;
 
 /// Handles a `CONNECT host:port` request.
 pub async fn handle(
-    gate: &Arc<Gate>,
-    snap: &Snapshot,
-    conn: Conn,
+    cx: RequestCx<'_>,
     mut req: Request<Incoming>,
-    request_id: &str,
 ) -> (Response<GateBody>, Decision) {
+    let RequestCx {
+        gate,
+        snap,
+        conn,
+        request_id,
+    } = cx;
     let Some(auth) = req.uri().authority().cloned() else {
         return (
             respond::failure(Failure::BadRequest("CONNECT needs host:port"), request_id),

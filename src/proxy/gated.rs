@@ -507,3 +507,18 @@ where
         self.inner.size_hint()
     }
 }
+
+/// Whether a gated body is waiting for (or failed for want of) room in the budget.
+pub(crate) fn is_busy(shared: &Shared) -> bool {
+    shared.lock().unwrap_or_else(|p| p.into_inner()).busy
+}
+
+/// The refusal recorded by a gated body that failed before the upstream answered.
+pub(crate) fn refusal_now(shared: &Shared) -> Option<Refusal> {
+    let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    if s.observed {
+        None
+    } else {
+        s.refusal.clone()
+    }
+}

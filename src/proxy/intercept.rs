@@ -5,7 +5,7 @@
 //! forwarded), and otherwise completes the handshake with a leaf minted for that name by the
 //! interception CA ([`crate::tls::mint`]), offering ALPN `h2` and `http/1.1`. Each inner request
 //! then takes exactly the path of a plain request to that destination
-//! ([`forward::serve_destination`]: the same checks, counting, metrics — and inspection, policy
+//! ([`destination::serve`]: the same checks, counting, metrics — and inspection, policy
 //! and audit when they are wired in there), with scheme `https` and the `CONNECT` target as
 //! authority, so the gate opens its own verified TLS connection upstream with the destination's
 //! pooled client (`connect_to` honoured).
@@ -15,7 +15,9 @@
 //! `transfer_gate_tls_client_errors_total{destination}`.
 
 use super::classify::{classify, Class};
-use super::forward::{self, refuse, Conn};
+use super::destination;
+use super::outcome::refuse;
+use super::request::{Conn, RequestCx};
 use super::{BuildError, Gate, Snapshot};
 use crate::config::{TlsMode, TlsSettings};
 use crate::listen::Activity;
@@ -243,8 +245,13 @@ async fn inner(
             Decision::Block,
         ),
         Some(i) => {
-            forward::serve_destination(&gate, &snap, i, conn, Scheme::HTTPS, authority, req, &request_id)
-                .await
+            let cx = RequestCx {
+                gate: &gate,
+                snap: &snap,
+                conn,
+                request_id: &request_id,
+            };
+            destination::serve(cx, i, Scheme::HTTPS, authority, req).await
         }
         // The configuration changed under the open connection: the client must reconnect and
         // get what a CONNECT to this host gets now.

@@ -1,22 +1,29 @@
-//! The proxy: the shared [`Gate`] state (an atomically swapped [`Snapshot`] of the validated
-//! config with its per-destination upstream clients and metric handles), the accept loop with
-//! graceful drain ([`serve`]), and the request path:
-//! [`classify`] → [`forward`] (or [`connect`] for `CONNECT`, and [`intercept`] for the inner
-//! requests of an intercepted `CONNECT`) → [`upstream`].
+//! The proxy listener and the request path every listener shares, as named phases over one
+//! per-request context ([`request::RequestCx`]):
+//!
+//! state ([`Gate`], [`Snapshot`], [`Route`]: here) → listen ([`serve`], `crate::listen`) →
+//! [`request`] (id, loop check, dispatch) → [`route`] (target and [`classify`]) or
+//! [`connect`] (tunnels, [`intercept`]) → [`destination`] ([`head`] → [`budget`] → body whole
+//! or [`gated`] → [`enforce`]) → [`sink`] (send: [`upstream`], [`body`]) → [`outcome`] (count,
+//! audit, refuse). Each module imports only the phases after it. [`target`] holds the target
+//! rules, [`headers`] the header rewriting, [`gauges`] the count gauges.
 
 pub mod body;
 pub mod budget;
 pub mod classify;
 pub mod connect;
+pub mod destination;
 pub mod enforce;
 #[cfg(test)]
 mod enforce_props;
-pub mod forward;
 pub mod gated;
 pub mod gauges;
 pub mod head;
 pub mod headers;
 pub mod intercept;
+pub mod outcome;
+pub mod request;
+pub mod route;
 pub mod sink;
 pub mod target;
 pub mod upstream;
@@ -135,9 +142,11 @@ pub fn inspect_config(
         detectors,
         &i.headers,
         &categories,
-        i.max_depth as usize,
-        usize::try_from(i.max_record_bytes).unwrap_or(usize::MAX),
-        limits,
+        crate::inspect::Limits {
+            max_depth: i.max_depth as usize,
+            max_record_bytes: usize::try_from(i.max_record_bytes).unwrap_or(usize::MAX),
+            decode: limits,
+        },
         i.resident_id_sensitive,
     )?
     .with_watched_fields(&watched)
@@ -405,7 +414,7 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
                 let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                     let flight = activity.request();
                     req.extensions_mut().insert(activity.clone());
-                    let fut = forward::handle(gate.clone(), forward::Conn { peer, local }, req);
+                    let fut = request::handle(gate.clone(), request::Conn { peer, local }, req);
                     async move { fut.await.map(|resp| flight.attach(resp)) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);

@@ -1,16 +1,35 @@
-//! Where the judged bytes of a request to a destination go: the seam between the gate's
-//! request path ([`super::forward::serve_destination_with`]: inspection, policy, reservation,
-//! audit, metrics) and the party that receives what the gate releases. The proxy listener's
-//! sink is the upstream ([`Upstream`]); the ICAP listener's sink is the ICAP client
-//! (`crate::icap`), which forwards the request itself.
+//! The send phase: where the judged bytes of a request go. The seam between the gate's
+//! request path ([`super::destination::serve_with`]: inspection, policy, reservation, audit,
+//! metrics) and the party that receives what the gate releases: the proxy listener's sink is
+//! the upstream ([`Upstream`], through [`forward`]); the ICAP listener's sink is the ICAP
+//! client (`crate::icap`), which forwards the request itself. Domestic requests are forwarded
+//! with [`forward`] too, uninspected.
 
-use super::forward::Forbidden;
-use super::gated::Shared;
-use super::{Gate, Snapshot};
-use crate::respond::GateBody;
-use http::uri::{Authority, Scheme};
-use http::Response;
+use super::body::{MeteredBody, Progress};
+use super::gated::{is_busy, refusal_now, Shared};
+use super::headers::{add_via, strip_hop_by_hop};
+use super::upstream::{is_connect_timeout, is_forbidden};
+use super::{Gate, Route, Snapshot};
+use crate::respond::{self, Failure, GateBody, UpstreamFailure};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::BodyExt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// One exchange with an upstream: the gate, the configuration, the pooled route and its metric
+/// label (a destination's name or `domestic`), the request id, and the gated body's summary
+/// when the body streams record by record.
+#[derive(Clone, Copy)]
+pub(crate) struct Exchange<'a> {
+    pub gate: &'a Gate,
+    pub snap: &'a Snapshot,
+    pub route: &'a Route,
+    pub label: &'a str,
+    pub request_id: &'a str,
+    pub gated: Option<&'a Shared>,
+}
 
 /// What a sink learns about the request it receives.
 #[derive(Clone, Copy)]
@@ -73,18 +92,176 @@ impl Sink for Upstream {
         } else {
             self.scheme.clone()
         };
-        super::forward::forward(
-            cx.gate,
-            cx.snap,
-            &cx.snap.routes[cx.dest],
-            &dest.name,
-            scheme,
-            self.authority.clone(),
-            parts,
-            body,
-            cx.request_id,
-            cx.gated,
-        )
-        .await
+        let x = Exchange {
+            gate: cx.gate,
+            snap: cx.snap,
+            route: &cx.snap.routes[cx.dest],
+            label: &dest.name,
+            request_id: cx.request_id,
+            gated: cx.gated,
+        };
+        forward(x, scheme, self.authority.clone(), parts, body).await
     }
+}
+
+/// Sends a request to its upstream over `x.route`'s pooled client and streams the answer back;
+/// `scheme` and `authority` name the upstream's URL.
+///
+/// # Errors
+/// [`Forbidden`] when the host resolved only to addresses the target rules refuse.
+pub(crate) async fn forward<B>(
+    x: Exchange<'_>,
+    scheme: Scheme,
+    authority: Authority,
+    mut parts: http::request::Parts,
+    body: B,
+) -> Result<Response<GateBody>, Forbidden>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<crate::respond::BoxError>,
+{
+    let Exchange {
+        gate,
+        snap,
+        route,
+        label,
+        request_id,
+        gated,
+    } = x;
+    let t = snap.config.timeouts;
+    let deadline = t.total.map(|d| tokio::time::Instant::now() + d);
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = match Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+    {
+        Ok(u) => u,
+        Err(_) => {
+            return Ok(respond::failure(
+                Failure::BadRequest("the request URL cannot be forwarded"),
+                request_id,
+            ))
+        }
+    };
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(http::header::HOST);
+    add_via(&mut parts.headers);
+
+    let too_large = Arc::new(AtomicBool::new(false));
+    let cap = Some((snap.config.inspection.max_body_bytes, too_large.clone()));
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let progress = Progress::new();
+    let body = MeteredBody::new(body, route.bytes_up.clone(), t.idle, deadline, cap)
+        .signal_end(sent_tx, progress.clone())
+        .boxed_unsync();
+    let upstream_req = Request::from_parts(parts, body);
+
+    // The response-head timer starts once the request body has been sent in full: while it
+    // flows, the body's idle timer (and the total deadline) guard the exchange, so a slow
+    // upload is never cut for an upstream that cannot answer before the body ends.
+    let head_timeout = |now: tokio::time::Instant| match deadline {
+        Some(d) => t.response_header.min(d.saturating_duration_since(now)),
+        None => t.response_header,
+    };
+    let request = route.client.request(upstream_req);
+    tokio::pin!(request);
+    let result = tokio::select! {
+        r = &mut request => Ok(r),
+        _ = sent_rx => {
+            tokio::time::timeout(head_timeout(tokio::time::Instant::now()), &mut request)
+                .await
+                .map_err(|_| ())
+        }
+        // The upstream stopped reading the body (or the body stopped): idle_seconds.
+        _ = progress.stalled(t.idle) => Err(()),
+    };
+    let resp = match result {
+        Err(_) if gated.is_some_and(is_busy) => {
+            return Ok(respond::failure(Failure::Busy, request_id))
+        }
+        Err(_) => {
+            return Ok(upstream_error(
+                gate,
+                label,
+                UpstreamFailure::Timeout,
+                request_id,
+            ))
+        }
+        Ok(Err(e)) => {
+            if is_forbidden(&e) {
+                tracing::info!(
+                    request_id,
+                    destination = label,
+                    "target refused: forbidden_target"
+                );
+                return Err(Forbidden);
+            }
+            if too_large.load(Ordering::Acquire) {
+                return Ok(respond::failure(Failure::TooLarge, request_id));
+            }
+            if let Some(r) = gated.and_then(refusal_now) {
+                return Ok(respond::blocked(&r, request_id, snap.blocked_by.as_ref()));
+            }
+            if gated.is_some_and(is_busy) {
+                return Ok(respond::failure(Failure::Busy, request_id));
+            }
+            let kind = if is_connect_timeout(&e) {
+                UpstreamFailure::Timeout
+            } else {
+                UpstreamFailure::Unreachable
+            };
+            tracing::warn!(request_id, destination = label, error = %error_chain(&e), "upstream request failed");
+            return Ok(upstream_error(gate, label, kind, request_id));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers);
+    if let Ok(v) = http::HeaderValue::from_str(request_id) {
+        parts.headers.insert(super::headers::REQUEST_ID, v);
+    }
+    let body =
+        MeteredBody::new(body, route.bytes_down.clone(), t.idle, deadline, None).boxed_unsync();
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The upstream's host resolved only to addresses the target rules refuse.
+#[derive(Debug)]
+pub struct Forbidden;
+
+fn upstream_error(
+    gate: &Gate,
+    label: &str,
+    kind: UpstreamFailure,
+    request_id: &str,
+) -> Response<GateBody> {
+    let k = match kind {
+        UpstreamFailure::Unreachable => "unreachable",
+        UpstreamFailure::Timeout => "timeout",
+    };
+    gate.metrics
+        .upstream_errors
+        .with_label_values(&[label, k])
+        .inc();
+    respond::failure(Failure::Upstream(kind), request_id)
+}
+
+/// An error and its sources on one line (for logs; upstream errors carry no request data).
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
 }

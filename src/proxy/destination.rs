@@ -1,0 +1,346 @@
+//! The destination phase: the path every request to a registered destination takes, from the
+//! proxy listener, from inside an intercepted `CONNECT` and from the ICAP listener —
+//! refuse what cannot be inspected → inspect the head → charge the buffered-bytes budget →
+//! read the body whole and judge it, or gate it record by record while it streams → send to
+//! the sink → count and audit the outcome.
+
+use super::budget::{Budget, Charge};
+use super::enforce::{self, Outcome};
+use super::gated::{refusal_now, Ctx, GatedBody, Shared, Summary};
+use super::head::inspect_head;
+use super::headers::wants_upgrade;
+use super::outcome::{finish, refuse_audited};
+use super::request::RequestCx;
+use super::sink::{Forbidden, SendCtx, Sink, Upstream};
+use crate::audit::AuditRecord;
+use crate::inspect::{decoder_cost, Coding, Scanner};
+use crate::model::shanghai_date;
+use crate::policy;
+use crate::policy::{Decision, Reason, Refusal};
+use crate::respond::{self, Failure, GateBody};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+/// Handles one request to the registered destination `dest_index` (of `snap`): the path every
+/// request to a destination takes, from a plain-HTTP client ([`super::route`]) and for each inner
+/// request of an intercepted `CONNECT` (`proxy::intercept`, scheme `https`, authority the
+/// `CONNECT` target). Steps: refuse what cannot be inspected → inspect the head (query,
+/// subject headers, important-data paths) → a body up to `atomic_body_bytes` is read whole and
+/// judged with the head, all or nothing; a larger or open-ended body is judged record by record
+/// while it streams ([`super::gated`]) → forward → audit and count the decision.
+pub(crate) async fn serve(
+    cx: RequestCx<'_>,
+    dest_index: usize,
+    scheme: Scheme,
+    authority: Authority,
+    req: Request<Incoming>,
+) -> (Response<GateBody>, Decision) {
+    let host = authority.host().to_owned();
+    let sink = Upstream { scheme, authority };
+    serve_with(cx, dest_index, &host, req, &sink).await
+}
+
+/// [`serve`] for any request body, sending what the gate releases to `sink` (the
+/// upstream for the proxy listener, the ICAP client for the ICAP listener). `host` is the host
+/// the request is for (its labels are inspected).
+pub(crate) async fn serve_with<B, S>(
+    cx: RequestCx<'_>,
+    dest_index: usize,
+    host: &str,
+    req: Request<B>,
+    sink: &S,
+) -> (Response<GateBody>, Decision)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<crate::respond::BoxError>,
+    S: Sink,
+{
+    let RequestCx {
+        gate,
+        snap,
+        conn,
+        request_id,
+    } = cx;
+    let i = dest_index;
+    let dest = &snap.config.destinations[i];
+    let mut audit = AuditRecord::new(
+        request_id,
+        conn.peer,
+        &dest.name,
+        req.method().as_str(),
+        req.uri().path(),
+    );
+    audit.origin = sink.origin();
+    if wants_upgrade(req.headers()) {
+        return refuse_audited(
+            gate,
+            snap,
+            Refusal::new(Reason::Uninspectable, dest.name.clone()),
+            request_id,
+            audit,
+            &Summary::default(),
+        )
+        .await;
+    }
+    if let Some(len) = content_length(&req) {
+        if len > snap.config.inspection.max_body_bytes {
+            return (
+                respond::failure(Failure::TooLarge, request_id),
+                Decision::Block,
+            );
+        }
+    }
+    let now = gate.clock.now();
+    let today = shanghai_date(now);
+    let cfg = &snap.config;
+    let unreadable = dest.unreadable.unwrap_or(cfg.inspection.unreadable);
+    let enforce = policy::enforce(cfg);
+
+    // The head: host, path, query, headers, important-data rules by path and query field.
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let head = inspect_head(gate, snap, dest, &host, &req, request_id, today);
+
+    let (parts, body) = req.into_parts();
+    let atomic_limit = cfg.inspection.atomic_body_bytes;
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // The buffered-bytes budget (SPEC §9): a decoder's window is charged first, waiting for
+    // room up to idle_seconds; a body read whole takes its length now or is gated record by
+    // record instead; a gated body charges what it holds as it goes.
+    let decode_cost = parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Coding::parse(Some(v)).ok().flatten())
+        .map_or(0, decoder_cost);
+    let mut charge = Charge::default();
+    if decode_cost > 0 {
+        match tokio::time::timeout(cfg.timeouts.idle, gate.budget.grow(decode_cost)).await {
+            Ok(Some(p)) => Budget::add(&mut charge, p),
+            _ => return (respond::failure(Failure::Busy, request_id), Decision::Block),
+        }
+    }
+    let atomic = body.is_end_stream()
+        || declared.is_some_and(|n| n <= atomic_limit && gate.budget.try_grow(&mut charge, n));
+    let mut scanner =
+        Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
+
+    if atomic {
+        // Judged whole: nothing is forwarded until the decision.
+        // Charged for its declared length (0 for an empty body): allocated once, at that size.
+        let size = declared.unwrap_or(0).min(atomic_limit);
+        let bytes = match read_whole(body, size, cfg.timeouts.idle).await {
+            Ok(b) => b,
+            Err(ReadError::TooLarge) => {
+                return (
+                    respond::failure(Failure::TooLarge, request_id),
+                    Decision::Block,
+                )
+            }
+            Err(ReadError::Client) => {
+                return (
+                    respond::failure(
+                        Failure::BadRequest("the request body could not be read"),
+                        request_id,
+                    ),
+                    Decision::Block,
+                )
+            }
+        };
+        let mut summary = Summary {
+            important_rule: head.important_rule.clone(),
+            ..Summary::default()
+        };
+        let mut batch = head.batch.clone();
+        let mut outside = head.outside;
+        if !bytes.is_empty() {
+            match scanner.feed(&bytes).and_then(|()| scanner.finish()) {
+                Ok(()) => {
+                    for r in scanner.records().iter() {
+                        batch.add_record(&gate.hasher, r);
+                    }
+                    outside = outside.union(scanner.outside_categories());
+                    if summary.important_rule.is_none() {
+                        summary.important_rule =
+                            head.rule_for_fields(scanner.watched_fields_seen());
+                    }
+                    batch.important = summary.important_rule.is_some();
+                }
+                Err(e) if unreadable == crate::config::Unreadable::Allow => {
+                    tracing::info!(
+                        request_id,
+                        kind = e.kind(),
+                        "unreadable body allowed by configuration"
+                    );
+                    summary.unreadable_allowed = true;
+                }
+                Err(e) => {
+                    tracing::info!(request_id, kind = e.kind(), destination = %dest.name, "unreadable body");
+                    let refusal = Refusal::new(Reason::UnreadableBody, dest.name.clone());
+                    if enforce {
+                        return refuse_audited(gate, snap, refusal, request_id, audit, &summary)
+                            .await;
+                    }
+                    summary.refusal = Some(refusal);
+                    summary.observed = true;
+                }
+            }
+        }
+        // Head and body are one request: categories outside every record apply to all.
+        batch.apply_outside(outside);
+        summary.note_batch(&batch);
+        let verdict = enforce::judge(gate, snap, i, &batch, now).await;
+        summary.absorb(&verdict);
+        match verdict.outcome {
+            Outcome::Block | Outcome::Unavailable => {
+                let refusal = summary
+                    .refusal
+                    .clone()
+                    .unwrap_or_else(|| Refusal::new(verdict.reason, dest.name.clone()));
+                return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
+            }
+            Outcome::Pass | Outcome::Allow | Outcome::WouldBlock => {}
+        }
+        audit.bytes = bytes.len() as u64;
+        let body = respond::full(bytes);
+        let cx = SendCtx {
+            gate,
+            snap,
+            dest: i,
+            request_id,
+            gated: None,
+        };
+        let resp = match sink.send(cx, parts, body).await {
+            Ok(r) => r,
+            Err(Forbidden) => {
+                let refusal = forbidden_summary(&mut summary, &dest.name);
+                respond::blocked(&refusal, request_id, snap.blocked_by.as_ref())
+            }
+        };
+        let decision = finish(gate, &dest.name, audit, snap, &summary).await;
+        return (resp, decision);
+    }
+
+    // Streamed: judge the head first (the URL goes upstream before any body byte).
+    let mut summary = Summary {
+        important_rule: head.important_rule.clone(),
+        ..Summary::default()
+    };
+    let mut head_batch = head.batch.clone();
+    head_batch.apply_outside(head.outside);
+    summary.note_batch(&head_batch);
+    if !head_batch.is_empty() {
+        let verdict = enforce::judge(gate, snap, i, &head_batch, now).await;
+        summary.absorb(&verdict);
+        if matches!(verdict.outcome, Outcome::Block | Outcome::Unavailable) {
+            let refusal = summary
+                .refusal
+                .clone()
+                .unwrap_or_else(|| Refusal::new(verdict.reason, dest.name.clone()));
+            return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
+        }
+    }
+    let shared: Shared = Arc::new(std::sync::Mutex::new(summary));
+    let ctx = Arc::new(Ctx {
+        gate: gate.clone(),
+        snap: snap.clone(),
+        dest: i,
+        head,
+        unreadable,
+        enforce,
+    });
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let body = GatedBody::new(body, ctx, scanner, shared.clone(), done_tx, charge).boxed_unsync();
+    let cx = SendCtx {
+        gate,
+        snap,
+        dest: i,
+        request_id,
+        gated: Some(&shared),
+    };
+    let resp = match sink.send(cx, parts, body).await {
+        Ok(r) => r,
+        Err(Forbidden) => {
+            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let refusal = forbidden_summary(&mut s, &dest.name);
+            respond::blocked(&refusal, request_id, snap.blocked_by.as_ref())
+        }
+    };
+    // The body may still be streaming: the audit line waits for its end.
+    let refused_now = refusal_now(&shared);
+    let (g, s, sh, name) = (
+        gate.clone(),
+        snap.clone(),
+        shared.clone(),
+        dest.name.clone(),
+    );
+    tokio::spawn(async move {
+        let _ = done_rx.await;
+        let summary = std::mem::take(&mut *sh.lock().unwrap_or_else(|p| p.into_inner()));
+        audit.bytes = summary.released;
+        finish(&g, &name, audit, &s, &summary).await;
+    });
+    // A body refused before the upstream's answer was passed on: the client gets the refusal.
+    match refused_now {
+        Some(r) => (
+            respond::blocked(&r, request_id, snap.blocked_by.as_ref()),
+            Decision::Block,
+        ),
+        None => (resp, Decision::Allow),
+    }
+}
+
+/// Records in `s` that the destination's host resolved to a forbidden target (refused in
+/// observe mode too: it is no policy decision) and returns the refusal.
+fn forbidden_summary(s: &mut Summary, dest: &str) -> Refusal {
+    let refusal = Refusal::new(Reason::ForbiddenTarget, dest);
+    s.refusal = Some(refusal.clone());
+    s.observed = false;
+    refusal
+}
+
+enum ReadError {
+    TooLarge,
+    Client,
+}
+
+/// Reads a body of at most `limit` bytes (its declared length: the buffer is allocated once),
+/// with the idle timeout between frames.
+async fn read_whole<B>(
+    mut body: B,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<bytes::Bytes, ReadError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    let mut buf = bytes::BytesMut::with_capacity(usize::try_from(limit).unwrap_or(0));
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(ReadError::Client),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(ReadError::Client),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(d) = frame.into_data() {
+            if (buf.len() + d.len()) as u64 > limit {
+                return Err(ReadError::TooLarge);
+            }
+            buf.extend_from_slice(&d);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
