@@ -69,11 +69,26 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<()>,
 }
 
-/// Binds the listeners of `cfg` and starts serving; stops when `drain` fires.
+/// Binds the listeners of `cfg` and starts serving on the wall clock; stops when `drain`
+/// fires.
 ///
 /// # Errors
 /// See [`StartError`].
 pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
+    start_with_clock(cfg, drain, Arc::new(crate::model::SystemClock)).await
+}
+
+/// [`start`] on `clock`: every date the gate uses (counting windows, months, approval
+/// validity) comes from it. For in-process tests of the calendar; the binary always runs on
+/// the wall clock.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn start_with_clock(
+    cfg: Config,
+    drain: &Drain,
+    clock: Arc<dyn crate::model::Clock>,
+) -> Result<Running, StartError> {
     std::fs::create_dir_all(&cfg.gate.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.gate.data_dir.clone(),
         source,
@@ -115,7 +130,6 @@ pub async fn start(cfg: Config, drain: &Drain) -> Result<Running, StartError> {
         }
     })?;
     let hasher = load_hasher(&cfg)?;
-    let clock: Arc<dyn crate::model::Clock> = Arc::new(crate::model::SystemClock);
     let ledger = open_ledger(&cfg, clock.clone(), &hasher).await?;
     let gate = Gate::new(cfg, metrics, audit, ledger, hasher, clock).await?;
     gate.own.add_listener(proxy_addr);

@@ -17,16 +17,17 @@
 //! when one passes, which ends the HTTP connection, a tunnel's copy, or an intercepted session
 //! alike. The IO also holds the connection's slot of the limit, so an upgraded tunnel keeps it.
 
-use crate::proxy::intercept::LogLimiter;
 use crate::respond::{BoxError, GateBody};
 use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -413,6 +414,98 @@ impl AsyncWrite for GuardedIo {
     }
 }
 
+/// Lets at most one log line through per `every`, counting the ones it held back.
+#[derive(Debug)]
+pub struct LogLimiter {
+    origin: Instant,
+    every_ms: u64,
+    /// Milliseconds since `origin` (plus `every_ms`) of the last admitted line; 0: none yet.
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogLimiter {
+    /// A limiter admitting one line per `every`.
+    pub fn new(every: Duration) -> Self {
+        LogLimiter {
+            origin: Instant::now(),
+            every_ms: every.as_millis().try_into().unwrap_or(u64::MAX).max(1),
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last admitted one)` when a line may be logged now.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Option<u64> {
+        let now_ms = u64::try_from(now.saturating_duration_since(self.origin).as_millis())
+            .unwrap_or(u64::MAX - self.every_ms)
+            + self.every_ms;
+        let last = self.last.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < self.every_ms
+            || self
+                .last
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// The connections of one listener, and what they start (the sessions inside intercepted
+/// `CONNECT`s): one graceful drain for all of them.
+#[derive(Debug)]
+pub struct Connections {
+    graceful: Mutex<Option<GracefulShutdown>>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            graceful: Mutex::new(Some(GracefulShutdown::new())),
+        }
+    }
+}
+
+impl Connections {
+    /// A watcher for one more connection; `None` once the drain has begun.
+    pub fn watcher(&self) -> Option<Watcher> {
+        self.graceful
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(GracefulShutdown::watcher)
+    }
+
+    /// Connections being watched now.
+    pub fn count(&self) -> usize {
+        self.graceful
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, GracefulShutdown::count)
+    }
+
+    /// Admits no more connections, tells every watched one to finish its in-flight requests
+    /// and close, and waits until all have.
+    pub async fn drain(&self) {
+        let graceful = self
+            .graceful
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(g) = graceful {
+            g.shutdown().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,5 +590,17 @@ mod tests {
         assert!(!second.is_finished());
         drop(io1);
         second.await.unwrap();
+    }
+
+    #[test]
+    fn the_log_limiter_admits_one_line_per_period() {
+        let l = LogLimiter::new(Duration::from_secs(1));
+        let t0 = l.origin;
+        assert_eq!(l.admit_at(t0), Some(0));
+        assert_eq!(l.admit_at(t0 + Duration::from_millis(10)), None);
+        assert_eq!(l.admit_at(t0 + Duration::from_millis(999)), None);
+        assert_eq!(l.admit_at(t0 + Duration::from_millis(1000)), Some(2));
+        assert_eq!(l.admit_at(t0 + Duration::from_millis(1500)), None);
+        assert_eq!(l.admit_at(t0 + Duration::from_secs(5)), Some(1));
     }
 }

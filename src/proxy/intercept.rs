@@ -20,7 +20,7 @@ use super::outcome::refuse;
 use super::request::{Conn, RequestCx};
 use super::{BuildError, Gate, Snapshot};
 use crate::config::{TlsMode, TlsSettings};
-use crate::listen::Activity;
+use crate::listen::{Activity, Connections, LogLimiter};
 use crate::policy::{Decision, Reason, Refusal};
 use crate::respond::{self, Failure, GateBody};
 use crate::tls::ca::InterceptCa;
@@ -32,7 +32,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_rustls::LazyConfigAcceptor;
@@ -101,6 +100,7 @@ pub(super) fn start(
     };
     // The TLS handshake and the first inner request head are due within client_header.
     let activity = req.extensions().get::<Arc<Activity>>().cloned();
+    let connections = req.extensions().get::<Arc<Connections>>().cloned();
     let on_upgrade = hyper::upgrade::on(req);
     if let Some(a) = &activity {
         a.upgraded(true);
@@ -110,16 +110,14 @@ pub(super) fn start(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                serve(
-                    gate,
-                    icpt,
+                let session = Session {
                     conn,
-                    TokioIo::new(upgraded),
                     destination,
                     authority,
                     activity,
-                )
-                .await
+                    connections,
+                };
+                serve(gate, icpt, TokioIo::new(upgraded), session).await
             }
             Err(e) => tracing::debug!(peer = %conn.peer, error = %e, "CONNECT upgrade failed"),
         }
@@ -130,17 +128,27 @@ pub(super) fn start(
 }
 
 /// The TLS handshake and the inner HTTP connection.
-async fn serve<IO>(
-    gate: Arc<Gate>,
-    icpt: Arc<Interceptor>,
+/// One intercepted `CONNECT`: its client, destination and authority, its connection's
+/// lifecycle, and the listener's connections (whose drain it joins).
+struct Session {
     conn: Conn,
-    io: IO,
     destination: String,
     authority: Authority,
     activity: Option<Arc<Activity>>,
-) where
+    connections: Option<Arc<Connections>>,
+}
+
+async fn serve<IO>(gate: Arc<Gate>, icpt: Arc<Interceptor>, io: IO, session: Session)
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Session {
+        conn,
+        destination,
+        authority,
+        activity,
+        connections,
+    } = session;
     let host: Arc<str> = Arc::from(authority.host().trim_end_matches('.').to_ascii_lowercase());
     let handshake_timeout = gate.snapshot().config.timeouts.client_header;
     let failed = |sni: Option<&str>, what: &str, error: &dyn std::fmt::Display| {
@@ -203,15 +211,10 @@ async fn serve<IO>(
             inner(gate.clone(), conn, host.clone(), authority.clone(), req)
         })
     };
-    // Watched by the drain: on SIGTERM in-flight requests finish, then the connection closes.
-    let watcher = match gate
-        .intercepted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
-        Some(g) => g.watcher(),
-        None => return, // draining: accept no new intercepted connection
+    // Watched by the listener's drain: on SIGTERM in-flight requests finish, then the
+    // connection closes; once draining, no new intercepted session starts.
+    let Some(watcher) = connections.as_deref().and_then(Connections::watcher) else {
+        return;
     };
     if let Err(e) = watcher
         .watch(builder.serve_connection(TokioIo::new(tls), svc))
@@ -297,66 +300,5 @@ fn names_host(req: &Request<Incoming>, host: &str) -> bool {
     {
         Some(v) => v.parse::<Authority>().is_ok_and(|a| same(a.host())),
         None => true,
-    }
-}
-
-/// Lets at most one log line through per `every`, counting the ones it held back.
-#[derive(Debug)]
-pub struct LogLimiter {
-    origin: Instant,
-    every_ms: u64,
-    /// Milliseconds since `origin` (plus `every_ms`) of the last admitted line; 0: none yet.
-    last: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl LogLimiter {
-    /// A limiter admitting one line per `every`.
-    pub fn new(every: Duration) -> Self {
-        LogLimiter {
-            origin: Instant::now(),
-            every_ms: every.as_millis().try_into().unwrap_or(u64::MAX).max(1),
-            last: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(lines held back since the last admitted one)` when a line may be logged now.
-    pub fn admit(&self) -> Option<u64> {
-        self.admit_at(Instant::now())
-    }
-
-    fn admit_at(&self, now: Instant) -> Option<u64> {
-        let now_ms = u64::try_from(now.saturating_duration_since(self.origin).as_millis())
-            .unwrap_or(u64::MAX - self.every_ms)
-            + self.every_ms;
-        let last = self.last.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < self.every_ms
-            || self
-                .last
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_log_limiter_admits_one_line_per_period() {
-        let l = LogLimiter::new(Duration::from_secs(1));
-        let t0 = l.origin;
-        assert_eq!(l.admit_at(t0), Some(0));
-        assert_eq!(l.admit_at(t0 + Duration::from_millis(10)), None);
-        assert_eq!(l.admit_at(t0 + Duration::from_millis(999)), None);
-        assert_eq!(l.admit_at(t0 + Duration::from_millis(1000)), Some(2));
-        assert_eq!(l.admit_at(t0 + Duration::from_millis(1500)), None);
-        assert_eq!(l.admit_at(t0 + Duration::from_secs(5)), Some(1));
     }
 }

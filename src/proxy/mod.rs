@@ -38,7 +38,6 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use prometheus::IntCounter;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -268,9 +267,6 @@ pub struct Gate {
     pub own: Arc<target::OwnEndpoints>,
     /// The process-wide budget of buffered request bytes (`inspection.max_buffered_bytes`).
     pub budget: budget::Budget,
-    /// Intercepted connections: their HTTP runs inside an upgraded `CONNECT`, outside the
-    /// listener's drain, so they are watched here; `None` once the drain has started.
-    pub(crate) intercepted: std::sync::Mutex<Option<GracefulShutdown>>,
 }
 
 impl Gate {
@@ -310,7 +306,6 @@ impl Gate {
             hasher,
             clock,
             own,
-            intercepted: std::sync::Mutex::new(Some(GracefulShutdown::new())),
         };
         gate.publish_config_info();
         Ok(Arc::new(gate))
@@ -393,7 +388,7 @@ impl Gate {
 /// lifecycle of [`crate::listen`]: the connection limit, the header deadline from accept, the
 /// idle deadline, and accept backoff when descriptors run out.
 pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch) {
-    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(crate::listen::Connections::default());
     let cfg = gate.snapshot().config.clone();
     let builder = server_builder(&cfg, false);
     let acceptor = crate::listen::Acceptor::new(
@@ -410,15 +405,18 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
             (io, peer) = acceptor.accept() => {
                 let local = io.local_addr().unwrap_or(peer);
                 let activity = io.activity();
+                let Some(watcher) = connections.watcher() else { break };
                 let gate = gate.clone();
+                let conns = connections.clone();
                 let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                     let flight = activity.request();
                     req.extensions_mut().insert(activity.clone());
+                    req.extensions_mut().insert(conns.clone());
                     let fut = request::handle(gate.clone(), request::Conn { peer, local }, req);
                     async move { fut.await.map(|resp| flight.attach(resp)) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                let conn = graceful.watch(conn.into_owned());
+                let conn = watcher.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "client connection ended with an error");
@@ -430,24 +428,15 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
     }
     drop(acceptor);
     let wait = gate.snapshot().config.gate.drain;
-    let intercepted = gate
-        .intercepted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
     tracing::info!(
-        in_flight = graceful.count() + intercepted.as_ref().map_or(0, GracefulShutdown::count),
+        in_flight = connections.count(),
         drain_seconds = wait.as_secs(),
         "draining proxy connections"
     );
-    let all = async {
-        tokio::join!(graceful.shutdown(), async {
-            if let Some(g) = intercepted {
-                g.shutdown().await;
-            }
-        })
-    };
-    if tokio::time::timeout(wait, all).await.is_err() {
+    if tokio::time::timeout(wait, connections.drain())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain time over; closing remaining connections");
     }
 }

@@ -5,6 +5,7 @@ mod approvals;
 mod audit_log;
 mod bodies;
 mod budget;
+mod calendar;
 mod check;
 mod dashboard;
 mod deploy;
