@@ -3,9 +3,10 @@
 //! measured from each request's *scheduled* start (so a stall is not hidden by the generator
 //! waiting — no coordinated omission). Loopback only.
 //!
-//! `cargo run --release --example rate_load -- URL HOST BODY_FILE RATE SECONDS [CONNS]`
-//! prints `sent ok p50_us p90_us p99_us max_us`. One request in ten carries a new user id when
-//! the body contains `NEWID` (replaced by a fresh number).
+//! `cargo run --release --example rate_load -- URL HOST BODY_FILE RATE SECONDS [CONNS [NEW_EVERY]]`
+//! prints `sent ok p50_us p90_us p99_us max_us`. When the body contains `NEWID`, one request in
+//! `NEW_EVERY` (default 10; 0: none, 1: every one) carries a user id never sent before (fresh
+//! per run), the others the already-counted id `1`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
         args.len() >= 6,
-        "usage: rate_load URL HOST BODY_FILE RATE SECONDS [CONNS]"
+        "usage: rate_load URL HOST BODY_FILE RATE SECONDS [CONNS [NEW_EVERY]]"
     );
     let url: hyper::Uri = args[1].parse()?;
     let host = args[2].clone();
@@ -28,13 +29,18 @@ async fn main() -> anyhow::Result<()> {
     let rate: f64 = args[4].parse()?;
     let secs: f64 = args[5].parse()?;
     let conns: usize = args.get(6).map(|c| c.parse()).transpose()?.unwrap_or(64);
+    let new_every: u64 = args.get(7).map(|c| c.parse()).transpose()?.unwrap_or(10);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(conns)
         .build_http();
     let total = (rate * secs) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now() + Duration::from_millis(100);
-    let next_id = Arc::new(AtomicU64::new(50_000_000));
+    // Fresh ids per run: a run never re-sends an id an earlier run counted.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() % 100_000);
+    let next_id = Arc::new(AtomicU64::new(1_000_000_000 + seed * 100_000));
     let ok = Arc::new(AtomicU64::new(0));
     let limit = Arc::new(tokio::sync::Semaphore::new(conns));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
@@ -49,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
             tx.clone(),
             ok.clone(),
         );
-        let payload = if i % 10 == 0 && body.contains("NEWID") {
+        let payload = if new_every > 0 && i % new_every == 0 && body.contains("NEWID") {
             body.replace(
                 "NEWID",
                 &next_id.fetch_add(1, Ordering::Relaxed).to_string(),
