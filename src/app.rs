@@ -95,6 +95,7 @@ pub async fn start_with_clock(
     })?;
     // Before anything in it is opened: a second gate on the same directory stops here.
     let dir_lock = crate::data_dir::lock(&cfg.gate.data_dir)?;
+    let data_dir = cfg.gate.data_dir.clone();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry)?;
     let bind = |addr: SocketAddr| async move {
@@ -134,6 +135,15 @@ pub async fn start_with_clock(
     let gate = Gate::new(cfg, metrics, audit, ledger, hasher, clock).await?;
     gate.own.add_listener(proxy_addr);
     gate.own.add_listener(admin_addr);
+    let listening = crate::data_dir::Listening {
+        pid: std::process::id(),
+        proxy: proxy_addr,
+        admin: admin_addr,
+        icap: icap_addr,
+    };
+    if let Err(e) = crate::data_dir::write_listening(&data_dir, &listening) {
+        tracing::warn!(error = %e, "cannot write {}", crate::data_dir::LISTEN_FILE);
+    }
     let refresher = {
         let gate = gate.clone();
         let mut drain = drain.watcher();
@@ -286,6 +296,8 @@ pub async fn load(path: PathBuf) -> Result<(Config, Vec<Diagnostic>), Vec<Diagno
             severity: config::Severity::Error,
             file: String::new(),
             path: String::new(),
+            line: None,
+            column: None,
             message: format!("loader task failed: {e}"),
         }]),
     }
@@ -316,7 +328,12 @@ pub async fn run(path: PathBuf) -> Result<(), StartError> {
     }
     let (drain, _watch) = Drain::new();
     let running = start(cfg, &drain).await?;
-    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "transfer-gate listening");
+    tracing::info!(
+        proxy = %running.proxy_addr,
+        admin = %running.admin_addr,
+        icap = ?running.icap_addr,
+        "transfer-gate listening"
+    );
     signals(running.gate.clone(), path, drain, _watch).await;
     let _ = running.done.await;
     tracing::info!("transfer-gate stopped");

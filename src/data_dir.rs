@@ -7,10 +7,15 @@
 //! for the life of the process and released by the kernel however the process ends (`kill -9`
 //! included), so a stale lock file never blocks a restart. The holder writes its process id
 //! into the file for the message of the one refused.
+//!
+//! Once its listeners are bound, the gate also records the addresses it actually listens on
+//! in `<data_dir>/listen.json` ([`write_listening`]): with a port of 0 in `gate.*_listen` the
+//! kernel picks the port, and this file is where operators and tests find it.
 
 use rustix::fs::FlockOperation;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name inside `data_dir`.
@@ -79,9 +84,56 @@ pub fn lock(dir: &Path) -> Result<DirLock, LockError> {
     Ok(DirLock { _file: file })
 }
 
+/// The name, inside `data_dir`, of the file of bound addresses.
+pub const LISTEN_FILE: &str = "listen.json";
+
+/// The addresses a running gate listens on, as written to [`LISTEN_FILE`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Listening {
+    /// The gate's process id (a file left by a gate that is gone names another process).
+    pub pid: u32,
+    /// The proxy listener.
+    pub proxy: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// The ICAP listener, when `gate.icap_listen` is set.
+    pub icap: Option<SocketAddr>,
+}
+
+/// Writes `listening` to `<dir>/listen.json` atomically (a temporary file renamed over it), so
+/// a reader never sees half a file.
+///
+/// # Errors
+/// When the file cannot be written or renamed.
+pub fn write_listening(dir: &Path, listening: &Listening) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{LISTEN_FILE}.tmp"));
+    let mut text = serde_json::to_vec_pretty(listening).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    let mut file = File::create(&tmp)?;
+    file.write_all(&text)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(LISTEN_FILE))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bound_addresses_are_written_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Listening {
+            pid: 7,
+            proxy: "127.0.0.1:3128".parse().unwrap(),
+            admin: "127.0.0.1:9464".parse().unwrap(),
+            icap: None,
+        };
+        write_listening(dir.path(), &l).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(LISTEN_FILE)).unwrap();
+        assert_eq!(serde_json::from_str::<Listening>(&text).unwrap(), l);
+        assert!(text.contains("\"proxy\": \"127.0.0.1:3128\""), "{text}");
+        assert!(!dir.path().join("listen.json.tmp").exists());
+    }
 
     #[test]
     fn a_second_lock_on_the_directory_is_refused_with_the_holder() {

@@ -24,13 +24,17 @@
 //! - [`config`]: raw file structs, validation with diagnostics, the validated [`config::Config`].
 //! - [`model`]: the shared vocabulary (categories, regimes, the Shanghai calendar).
 //! - [`shutdown`]: the drain signal every connection watches.
-//! - [`data_dir`]: the lock that keeps a second gate off the same `gate.data_dir`.
+//! - [`data_dir`]: the lock that keeps a second gate off the same `gate.data_dir`, and the
+//!   `listen.json` of the addresses it bound.
+//! - [`cli`]: the work behind each command of the `transfer-gate` binary (`main.rs` only
+//!   parses the command line).
 
 pub mod admin;
 pub mod admin_client;
 pub mod app;
 pub mod assess;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod data_dir;
 pub mod icap;

@@ -1,6 +1,8 @@
 //! Configuration diagnostics: every problem found in a file, with the file, the key path
-//! (`destination[2].hosts[0]`) and a message, so `check` and `/v1/reload` can list them all.
+//! (`destination[2].hosts[0]`), the line it is on and a message, so `check` and `/v1/reload`
+//! can list them all.
 
+use super::locate::Source;
 use std::fmt;
 
 /// How bad a diagnostic is.
@@ -21,6 +23,10 @@ pub struct Diagnostic {
     pub file: String,
     /// The key path, e.g. `destination[2].hosts[0]`; empty for the whole file.
     pub path: String,
+    /// The 1-based line of the key (or of its nearest present ancestor) in the file, when known.
+    pub line: Option<usize>,
+    /// The 1-based column (in characters) on that line, when known.
+    pub column: Option<usize>,
     /// What is wrong, in one sentence.
     pub message: String,
 }
@@ -31,19 +37,24 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        if self.path.is_empty() {
-            write!(f, "{sev}: {}: {}", self.file, self.message)
-        } else {
-            write!(f, "{sev}: {}: {}: {}", self.file, self.path, self.message)
+        write!(f, "{sev}: {}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
         }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
 
-/// Collects diagnostics for one file.
+/// Collects diagnostics for the files of one load.
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     /// Everything found so far, in the order found.
     pub items: Vec<Diagnostic>,
+    /// The file being validated: diagnostics about it get the line of their key.
+    source: Option<Source>,
 }
 
 impl Diagnostics {
@@ -57,11 +68,24 @@ impl Diagnostics {
         self.push(Severity::Warning, file, path.into(), message.into());
     }
 
+    /// Makes `source` the file whose diagnostics get line numbers; returns the previous one
+    /// (to restore after a nested file such as the approvals).
+    pub fn set_source(&mut self, source: Option<Source>) -> Option<Source> {
+        std::mem::replace(&mut self.source, source)
+    }
+
     fn push(&mut self, severity: Severity, file: &str, path: String, message: String) {
+        let position = self
+            .source
+            .as_ref()
+            .filter(|s| s.file == file)
+            .and_then(|s| s.position(&path));
         self.items.push(Diagnostic {
             severity,
             file: file.to_owned(),
             path,
+            line: position.map(|p| p.line),
+            column: position.map(|p| p.column),
             message,
         });
     }

@@ -1,5 +1,5 @@
 //! Configuration in typed stages: the files as written ([`raw`]) → [`load`], which validates
-//! everything and collects *every* problem as a [`Diagnostic`] with file and key path → the
+//! everything and collects *every* problem as a [`Diagnostic`] with file, key path and line → the
 //! validated [`Config`], which has no loose options left for the request path to interpret.
 //!
 //! `transfer-gate check` is [`load`] plus printing; `/v1/reload` and `SIGHUP` call [`load`] off
@@ -7,6 +7,7 @@
 
 pub mod diag;
 mod files;
+pub mod locate;
 pub mod pattern;
 pub mod raw;
 pub mod targets;

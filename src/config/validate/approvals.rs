@@ -7,7 +7,7 @@ use crate::config::{Approval, ApprovalMechanism, ApprovalStatus, Destination, Di
 use crate::model::{Category, Regime};
 use sha2::Sha256;
 use std::path::Path;
-use toml::Value;
+use toml::{Table, Value};
 
 /// Loads and validates the approvals file at `path` (its bytes go into `hasher`).
 pub(super) fn load(
@@ -18,28 +18,42 @@ pub(super) fn load(
     hasher: &mut Sha256,
 ) -> Vec<Approval> {
     let file = display_name(path);
-    let Some(t) = read_table(path, &file, d, hasher) else {
+    let Some((t, source)) = read_table(path, &file, d, hasher) else {
         return Vec::new();
     };
+    let gate_source = d.set_source(Some(source));
+    let approvals = validate(&file, &t, dests, regime, d);
+    d.set_source(gate_source);
+    approvals
+}
+
+/// Validates the parsed approvals file.
+fn validate(
+    file: &str,
+    t: &Table,
+    dests: &[Destination],
+    regime: Regime,
+    d: &mut Diagnostics,
+) -> Vec<Approval> {
     for key in t.keys() {
         if key != "approval" {
             d.error(
-                &file,
+                file,
                 key.as_str(),
                 format!("unknown key `{key}`; the file holds `[[approval]]` tables"),
             );
         }
     }
-    let raws: Vec<Option<RawApproval>> = array(&t, "approval", &file, d);
+    let raws: Vec<Option<RawApproval>> = array(t, "approval", file, d);
     let mut out: Vec<Approval> = Vec::new();
     for (i, raw) in raws.into_iter().enumerate() {
         let Some(r) = raw else { continue };
         let p = format!("approval[{i}]");
         if r.id.trim().is_empty() {
-            d.error(&file, format!("{p}.id"), "must not be empty");
+            d.error(file, format!("{p}.id"), "must not be empty");
         } else if out.iter().any(|a| a.id == r.id) {
             d.error(
-                &file,
+                file,
                 format!("{p}.id"),
                 format!("approval `{}` is defined twice", r.id),
             );
@@ -49,7 +63,7 @@ pub(super) fn load(
             "standard_contract" => ApprovalMechanism::StandardContract,
             "certification" => ApprovalMechanism::Certification,
             o => {
-                d.error(&file, format!("{p}.mechanism"), format!("`{o}` is not one of: security_assessment, standard_contract, certification"));
+                d.error(file, format!("{p}.mechanism"), format!("`{o}` is not one of: security_assessment, standard_contract, certification"));
                 ApprovalMechanism::StandardContract
             }
         };
@@ -60,7 +74,7 @@ pub(super) fn load(
             "revoked" => ApprovalStatus::Revoked,
             o => {
                 d.error(
-                    &file,
+                    file,
                     format!("{p}.status"),
                     format!("`{o}` is not one of: active, pending, rejected, revoked"),
                 );
@@ -69,7 +83,7 @@ pub(super) fn load(
         };
         if r.destinations.is_empty() {
             d.error(
-                &file,
+                file,
                 format!("{p}.destinations"),
                 "an approval names at least one destination",
             );
@@ -77,7 +91,7 @@ pub(super) fn load(
         for (j, n) in r.destinations.iter().enumerate() {
             if !dests.iter().any(|x| &x.name == n) {
                 d.error(
-                    &file,
+                    file,
                     format!("{p}.destinations[{j}]"),
                     format!("no destination is named `{n}` in the gate config"),
                 );
@@ -88,7 +102,7 @@ pub(super) fn load(
             match c.parse::<Category>() {
                 Ok(c) => categories.push(c),
                 Err(_) => d.error(
-                    &file,
+                    file,
                     format!("{p}.categories[{j}]"),
                     format!(
                         "`{c}` is not a category; use one of: {}",
@@ -100,21 +114,21 @@ pub(super) fn load(
         let valid_from = r
             .valid_from
             .as_ref()
-            .and_then(|v| date(v, &file, &format!("{p}.valid_from"), d));
+            .and_then(|v| date(v, file, &format!("{p}.valid_from"), d));
         let valid_until = r
             .valid_until
             .as_ref()
-            .and_then(|v| date(v, &file, &format!("{p}.valid_until"), d));
+            .and_then(|v| date(v, file, &format!("{p}.valid_until"), d));
         if mechanism == ApprovalMechanism::SecurityAssessment && r.valid_until.is_none() {
             d.error(
-                &file,
+                file,
                 format!("{p}.valid_until"),
                 "a security assessment has a validity end date; valid_until is required",
             );
         }
         if let (Some(f), Some(u)) = (valid_from, valid_until) {
             if u < f {
-                d.error(&file, format!("{p}.valid_until"), "is before valid_from");
+                d.error(file, format!("{p}.valid_until"), "is before valid_from");
             }
             if mechanism == ApprovalMechanism::SecurityAssessment {
                 let years = match regime {
@@ -126,7 +140,7 @@ pub(super) fn load(
                 });
                 if u > limit {
                     d.warn(
-                        &file,
+                        file,
                         format!("{p}.valid_until"),
                         format!(
                             "longer than the {years} years a security assessment is valid under {}",
@@ -138,7 +152,7 @@ pub(super) fn load(
         }
         if r.max_subjects == Some(0) {
             d.warn(
-                &file,
+                file,
                 format!("{p}.max_subjects"),
                 "0 permits no transfer of PI",
             );

@@ -13,6 +13,7 @@ mod ledger;
 mod timeouts;
 mod tls;
 
+use crate::config::locate::Source;
 use crate::config::raw::*;
 use crate::config::{Config, Diagnostic, Diagnostics};
 use crate::model::Regime;
@@ -44,8 +45,10 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut d = Diagnostics::default();
     let file = display_name(path);
     let mut hasher = Sha256::new();
-    let table = read_table(path, &file, &mut d, &mut hasher);
-    let cfg = table.and_then(|t| build(path, &file, &t, &mut d, &mut hasher));
+    let cfg = read_table(path, &file, &mut d, &mut hasher).and_then(|(t, source)| {
+        d.set_source(Some(source));
+        build(path, &file, &t, &mut d, &mut hasher)
+    });
     if let Some(cfg) = &cfg {
         // The files and directories `run` opens at start, checked the same way here, so
         // that `check` and `run` agree.
@@ -79,7 +82,13 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn read_table(path: &Path, file: &str, d: &mut Diagnostics, hasher: &mut Sha256) -> Option<Table> {
+/// Reads and parses one file; its [`Source`] locates the keys of later diagnostics.
+fn read_table(
+    path: &Path,
+    file: &str,
+    d: &mut Diagnostics,
+    hasher: &mut Sha256,
+) -> Option<(Table, Source)> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -89,7 +98,7 @@ fn read_table(path: &Path, file: &str, d: &mut Diagnostics, hasher: &mut Sha256)
     };
     hasher.update(text.as_bytes());
     match text.parse::<Table>() {
-        Ok(t) => Some(t),
+        Ok(t) => Some((t, Source::new(file, &text))),
         Err(e) => {
             d.error(
                 file,
