@@ -1,5 +1,7 @@
 //! The CLI's client for a running gate's admin API (`status`, `report`, `assess`): reads
-//! `gate.admin_listen` and the bearer token from the same config file the gate runs with.
+//! `gate.admin_listen` and the bearer token from the same config file the gate runs with. When
+//! `admin_listen` has port 0 (the kernel picked it), the address comes from the gate's
+//! `<data_dir>/listen.json`.
 
 use crate::config::Config;
 use bytes::Bytes;
@@ -42,6 +44,20 @@ pub enum AdminClientError {
 /// See [`AdminClientError`].
 pub async fn get_json(cfg: &Config, path: &str) -> Result<serde_json::Value, AdminClientError> {
     let mut addr = cfg.gate.admin_listen;
+    if addr.port() == 0 {
+        addr = crate::data_dir::read_listening(&cfg.gate.data_dir)
+            .map_err(|e| AdminClientError::Unreachable {
+                addr: addr.to_string(),
+                reason: format!(
+                    "gate.admin_listen has port 0 and {} cannot be read: {e}",
+                    cfg.gate
+                        .data_dir
+                        .join(crate::data_dir::LISTEN_FILE)
+                        .display()
+                ),
+            })?
+            .admin;
+    }
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }

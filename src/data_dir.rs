@@ -115,6 +115,15 @@ pub fn write_listening(dir: &Path, listening: &Listening) -> std::io::Result<()>
     std::fs::rename(&tmp, dir.join(LISTEN_FILE))
 }
 
+/// Reads `<dir>/listen.json`.
+///
+/// # Errors
+/// When the file cannot be read or is not a [`Listening`] document.
+pub fn read_listening(dir: &Path) -> std::io::Result<Listening> {
+    let text = std::fs::read(dir.join(LISTEN_FILE))?;
+    serde_json::from_slice(&text).map_err(std::io::Error::other)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,7 +139,7 @@ mod tests {
         };
         write_listening(dir.path(), &l).unwrap();
         let text = std::fs::read_to_string(dir.path().join(LISTEN_FILE)).unwrap();
-        assert_eq!(serde_json::from_str::<Listening>(&text).unwrap(), l);
+        assert_eq!(read_listening(dir.path()).unwrap(), l);
         assert!(text.contains("\"proxy\": \"127.0.0.1:3128\""), "{text}");
         assert!(!dir.path().join("listen.json.tmp").exists());
     }

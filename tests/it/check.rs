@@ -1,22 +1,15 @@
-//! `transfer-gate check` and startup on broken configurations: every error listed with file and
-//! key path, non-zero exit, and the shipped example accepted as it is.
+//! `transfer-gate check` and startup on broken configurations: every error listed with file,
+//! line and key path (a key that is absent points at its table; nothing at all, no line),
+//! non-zero exit, and the shipped example accepted as it is.
 
-use crate::harness::BIN;
+use crate::harness::cli_on;
 use std::path::Path;
-use std::process::Command;
 
 fn check(dir: &Path, gate: &str, approvals: &str) -> (i32, String) {
     std::fs::write(dir.join("gate.toml"), gate).unwrap();
     std::fs::write(dir.join("approvals.toml"), approvals).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(dir.join("gate.toml"))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = cli_on(dir.join("gate.toml"), &["check"]);
+    (out.code.unwrap_or(-1), out.stdout)
 }
 
 const GOOD_HEAD: &str = r#"
@@ -32,13 +25,9 @@ regime = "cac-2024"
 #[test]
 fn the_shipped_example_is_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(root.join("config/gate.toml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let out = cli_on(root.join("config/gate.toml"), &["check"]);
+    let text = out.stdout;
+    assert!(out.code == Some(0), "{text}");
     assert!(text.contains("0 errors"), "{text}");
 }
 
@@ -114,31 +103,31 @@ valid_from = "2025-13-01"
     let (code, out) = check(dir.path(), gate, approvals);
     assert_eq!(code, 2, "{out}");
     for expected in [
-        "error: gate.toml: gate.proxy_listen: `127.0.0.1:99999` is not an address:port",
-        "error: gate.toml: gate.admin_listen: `not-an-address`",
-        "error: gate.toml: gate.mode: `chaos`",
-        "error: gate.toml: entity.regime: `cac-2030`",
-        "error: gate.toml: inspection.unreadable: `maybe`",
-        "error: gate.toml: inspection.atomic_body_bytes: must not exceed max_body_bytes",
-        "error: gate.toml: inspection.subjects.fields[1]: `user_id` is listed twice",
-        "error: gate.toml: inspection.subjects.detectors[1]: `telepathy`",
-        "error: gate.toml: inspection.categories.secret:",
-        "error: gate.toml: domestic[0].cidrs[0]: `10.0.0.0/33` is not a CIDR",
-        "error: gate.toml: destination[0].hosts[1]:",
-        "error: gate.toml: destination[0].tls: `sometimes`",
-        "error: gate.toml: destination[1].name: destination `eu` is defined twice",
-        "error: gate.toml: destination[1].hosts[0]: `api.example.cn` is also domestic",
-        "error: gate.toml: destination[1].exemption: `because`",
-        "error: gate.toml: destination[2]: unknown field `colour`",
-        "error: gate.toml: important_data[0].destinations[0]: no destination is named `nowhere`",
-        "error: gate.toml: important_data[0].paths[0]:",
-        "error: approvals.toml: approval[0].mechanism: `handshake`",
-        "error: approvals.toml: approval[0].status: `granted`",
-        "error: approvals.toml: approval[0].destinations[0]: no destination is named `mars`",
-        "error: approvals.toml: approval[0].categories[1]: `gossip`",
-        "error: approvals.toml: approval[1].id: approval `A1` is defined twice",
-        "error: approvals.toml: approval[1].valid_from: `2025-13-01` is not a date",
-        "error: approvals.toml: approval[1].valid_until: a security assessment has a validity end date",
+        "error: gate.toml:3: gate.proxy_listen: `127.0.0.1:99999` is not an address:port",
+        "error: gate.toml:4: gate.admin_listen: `not-an-address`",
+        "error: gate.toml:5: gate.mode: `chaos`",
+        "error: gate.toml:9: entity.regime: `cac-2030`",
+        "error: gate.toml:12: inspection.unreadable: `maybe`",
+        "error: gate.toml:13: inspection.atomic_body_bytes: must not exceed max_body_bytes",
+        "error: gate.toml:17: inspection.subjects.fields[1]: `user_id` is listed twice",
+        "error: gate.toml:18: inspection.subjects.detectors[1]: `telepathy`",
+        "error: gate.toml:21: inspection.categories.secret:",
+        "error: gate.toml:25: domestic[0].cidrs[0]: `10.0.0.0/33` is not a CIDR",
+        "error: gate.toml:31: destination[0].hosts[1]:",
+        "error: gate.toml:32: destination[0].tls: `sometimes`",
+        "error: gate.toml:35: destination[1].name: destination `eu` is defined twice",
+        "error: gate.toml:38: destination[1].hosts[0]: `api.example.cn` is also domestic",
+        "error: gate.toml:39: destination[1].exemption: `because`",
+        "error: gate.toml:41: destination[2]: unknown field `colour`",
+        "error: gate.toml:48: important_data[0].destinations[0]: no destination is named `nowhere`",
+        "error: gate.toml:49: important_data[0].paths[0]:",
+        "error: approvals.toml:4: approval[0].mechanism: `handshake`",
+        "error: approvals.toml:5: approval[0].status: `granted`",
+        "error: approvals.toml:6: approval[0].destinations[0]: no destination is named `mars`",
+        "error: approvals.toml:7: approval[0].categories[1]: `gossip`",
+        "error: approvals.toml:11: approval[1].id: approval `A1` is defined twice",
+        "error: approvals.toml:15: approval[1].valid_from: `2025-13-01` is not a date",
+        "error: approvals.toml:10: approval[1].valid_until: a security assessment has a validity end date",
     ] {
         assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
     }
@@ -154,7 +143,8 @@ fn syntax_errors_and_missing_sections() {
     let (code, out) = check(dir.path(), "[mystery]\nx = 1\n", "");
     assert_eq!(code, 2);
     for expected in [
-        "gate.toml: mystery: unknown section",
+        "gate.toml:1: mystery: unknown section",
+        // Nothing to point at: no line.
         "gate.toml: gate: missing section",
         "gate.toml: entity: missing section",
     ] {
@@ -163,13 +153,9 @@ fn syntax_errors_and_missing_sections() {
 
     std::fs::remove_file(dir.path().join("approvals.toml")).unwrap();
     std::fs::write(dir.path().join("gate.toml"), GOOD_HEAD).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(dir.path().join("gate.toml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2));
+    let out = cli_on(dir.path().join("gate.toml"), &["check"]);
+    let text = out.stdout;
+    assert_eq!(out.code, Some(2));
     assert!(text.contains("approvals.toml: cannot read"), "{text}");
 }
 
@@ -191,11 +177,11 @@ valid_until = "2029-06-30"
     let (code, out) = check(dir.path(), &gate, approvals);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("warning: gate.toml: destination[0].tls_verify"),
+        out.contains("warning: gate.toml:15: destination[0].tls_verify"),
         "{out}"
     );
     assert!(
-        out.contains("warning: approvals.toml: approval[0].valid_until: longer than the 3 years"),
+        out.contains("warning: approvals.toml:8: approval[0].valid_until: longer than the 3 years"),
         "{out}"
     );
 }
@@ -205,13 +191,9 @@ fn run_refuses_an_invalid_config_listing_every_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gate.toml"), "[gate]\nproxy_listen = \"x\"\nadmin_listen = \"y\"\n[entity]\nname = \"Co\"\nregime = \"cac-2024\"\n").unwrap();
     std::fs::write(dir.path().join("approvals.toml"), "").unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(dir.path().join("gate.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = cli_on(dir.path().join("gate.toml"), &["run"]);
+    assert_eq!(out.code, Some(2));
+    let err = out.stderr;
     assert!(
         err.contains("gate.proxy_listen") && err.contains("gate.admin_listen"),
         "{err}"

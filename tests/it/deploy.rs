@@ -313,17 +313,9 @@ fn check_shipped(gate_toml: &str, approvals: &str, moves: &[(&str, &str)]) -> (b
     write_secrets(&dir.path().join("secrets"));
     std::fs::write(dir.path().join("gate.toml"), text).unwrap();
     std::fs::copy(repo().join(approvals), dir.path().join("approvals.toml")).unwrap();
-    let out = Command::new(crate::harness::BIN)
-        .args(["check", "-c"])
-        .arg(dir.path().join("gate.toml"))
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), report)
+    let out = crate::harness::cli_on(dir.path().join("gate.toml"), &["check"]);
+    let report = format!("{}{}", out.stdout, out.stderr);
+    (out.success(), report)
 }
 
 #[test]

@@ -458,13 +458,10 @@ async fn admin_api_needs_the_token_when_one_is_configured() {
         .unwrap();
     assert_eq!(ok.status(), 200);
     // The CLI reads the same config.
-    let out = std::process::Command::new(crate::harness::BIN)
-        .args(["status", "-c"])
-        .arg(&gate.config)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    // (Its admin_listen has port 0: the CLI finds the bound address in data/listen.json.)
+    let out = crate::harness::cli_on(&gate.config, &["status"]);
+    let text = &out.stdout;
+    assert!(out.success(), "{text}");
     assert!(
         text.contains("subjects_100000") && text.contains("required mechanism now: none"),
         "{text}"

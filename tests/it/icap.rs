@@ -6,7 +6,7 @@
 
 use crate::harness::squid::Squid;
 use crate::harness::upstream::Upstream;
-use crate::harness::{free_port, require_tool, Dest, GateBuilder, GateProc};
+use crate::harness::{free_port, poll_until, require_tool, Dest, GateBuilder, GateProc};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,13 +19,10 @@ fn approval(id: &str, mechanism: &str, dest: &str, cats: &str) -> String {
     )
 }
 
-/// A gate with an ICAP listener; returns it with the ICAP port.
+/// A gate with an ICAP listener on a port it picks; returns it with the ICAP port.
 async fn gate_with_icap(b: GateBuilder) -> (GateProc, u16) {
-    let port = free_port();
-    let gate = b
-        .gate_key(&format!("icap_listen = \"127.0.0.1:{port}\""))
-        .start()
-        .await;
+    let gate = b.gate_key("icap_listen = \"127.0.0.1:0\"").start().await;
+    let port = gate.icap.unwrap().port();
     (gate, port)
 }
 
@@ -55,14 +52,11 @@ fn audit_lines(gate: &GateProc) -> Vec<serde_json::Value> {
 
 /// Polls until `n` audit lines are written (the audit log is flushed at least every second).
 async fn wait_audit(gate: &GateProc, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines = audit_lines(gate);
-        if lines.len() >= n || Instant::now() > deadline {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let enough = poll_until(Duration::from_secs(10), || async {
+        Some(audit_lines(gate)).filter(|l| l.len() >= n)
+    })
+    .await;
+    enough.unwrap_or_else(|| audit_lines(gate))
 }
 
 /// Sends raw bytes to the ICAP port and reads the answer until the peer closes or `until`
@@ -408,10 +402,10 @@ async fn a_late_refused_record_in_a_streamed_body_never_completes_upstream() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200, "{}", squid.logs());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while up.received().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(Duration::from_secs(10), || async {
+        (!up.received().is_empty()).then_some(())
+    })
+    .await;
     let got = up.received();
     assert_eq!(got.len(), 1);
     assert!(got[0].complete);
@@ -428,10 +422,10 @@ async fn a_late_refused_record_in_a_streamed_body_never_completes_upstream() {
     if let Ok(r) = &r {
         assert_ne!(r.status(), 200, "a refused stream must not succeed");
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while up.received().len() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(Duration::from_secs(20), || async {
+        (up.received().len() >= 2).then_some(())
+    })
+    .await;
     for r in up.received().iter().skip(1) {
         assert!(
             !r.complete,

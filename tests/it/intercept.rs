@@ -4,20 +4,20 @@
 
 use crate::harness::certs::TestCa;
 use crate::harness::upstream::Upstream;
-use crate::harness::{curl, Dest, GateBuilder, GateProc, BIN};
+use crate::harness::{cli_on, command, curl, Dest, GateBuilder, GateProc};
 use rustls::pki_types::pem::PemObject;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn ca_init(dir: &Path, force: bool) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["ca", "init", "--out"]).arg(dir);
+    let mut cmd = command(["ca", "init", "--out"]);
+    cmd.arg(dir);
     if force {
         cmd.arg("--force");
     }
@@ -592,23 +592,15 @@ fn a_group_readable_ca_key_is_an_error_in_check_and_run() {
     let b = with_gate_ca(b, None).destination(eu("127.0.0.1:9".parse().unwrap()));
     let key = b.dir().join("secrets/ca.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let cfg = b.write(crate::harness::free_port(), crate::harness::free_port());
-    let check = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(check.status.code(), Some(2));
-    let text = String::from_utf8_lossy(&check.stdout);
+    let cfg = b.write(0, 0);
+    let check = cli_on(&cfg, &["check"]);
+    assert_eq!(check.code, Some(2));
+    let text = check.stdout;
     assert!(
         text.contains("tls.ca_key") && text.contains("chmod 600"),
         "{text}"
     );
-    let run = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(run.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&run.stderr).contains("chmod 600"));
+    let run = cli_on(&cfg, &["run"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("chmod 600"));
 }

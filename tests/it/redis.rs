@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::harness::redis::{RedisCluster, RedisServer};
 use crate::harness::upstream::Upstream;
-use crate::harness::{Dest, GateBuilder, GateProc};
+use crate::harness::{cli_on, Dest, GateBuilder, GateProc};
 use transfer_gate::ledger::{
     Ledger, RedisLedger, RedisOptions, RedisTarget, Scope, Subject, SubjectHasher,
 };
@@ -312,14 +312,10 @@ async fn a_missing_hash_key_is_not_created_with_redis() {
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("absent.key");
     let b = GateBuilder::new().ledger_toml(&ledger_toml(&redis, &key));
-    let cfg = b.write(crate::harness::free_port(), crate::harness::free_port());
-    let out = std::process::Command::new(crate::harness::BIN)
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let cfg = b.write(0, 0);
+    let out = cli_on(&cfg, &["run"]);
+    assert!(!out.success());
+    let err = out.stderr;
     assert!(err.contains("does not exist"), "{err}");
     assert!(!key.exists(), "the gate created a key of its own");
 }
@@ -337,18 +333,11 @@ async fn a_local_gate_moves_to_redis_with_export_and_import() {
     local.signal("TERM");
     assert_eq!(local.wait_exit(Duration::from_secs(20)), Some(0));
     let export = local.dir().join("ledger-export.jsonl");
-    let out = std::process::Command::new(crate::harness::BIN)
-        .args(["ledger", "export", "-c"])
-        .arg(&local.config)
-        .arg("--out")
-        .arg(&export)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = cli_on(
+        &local.config,
+        &["ledger", "export", "--out", export.to_str().unwrap()],
     );
+    assert!(out.success(), "{}", out.stderr);
     let mode = std::fs::metadata(&export).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let text = std::fs::read_to_string(&export).unwrap();
@@ -360,20 +349,13 @@ async fn a_local_gate_moves_to_redis_with_export_and_import() {
     let b = GateBuilder::new()
         .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
         .ledger_toml(&ledger_toml(&redis, &key));
-    let cfg = b.write(crate::harness::free_port(), crate::harness::free_port());
-    let out = std::process::Command::new(crate::harness::BIN)
-        .args(["ledger", "import", "-c"])
-        .arg(&cfg)
-        .arg("--in")
-        .arg(&export)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let cfg = b.write(0, 0);
+    let out = cli_on(
+        &cfg,
+        &["ledger", "import", "--in", export.to_str().unwrap()],
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 6 subject entries"));
+    assert!(out.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("imported 6 subject entries"));
     let gate = b.start().await;
     assert_eq!(
         gate.metric("transfer_gate_entity_subjects{class=\"all\"}")

@@ -3,17 +3,12 @@
 //! screenshot to look at), and `assess`'s text, JSON and exit codes.
 
 use crate::harness::upstream::Upstream;
-use crate::harness::{require_tool, Dest, GateBuilder, GateProc, BIN};
+use crate::harness::{cli_on, poll_until, require_tool, CliOutput, Dest, GateBuilder, GateProc};
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn cli(gate: &GateProc, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("-c")
-        .arg(&gate.config)
-        .output()
-        .unwrap()
+fn cli(gate: &GateProc, args: &[&str]) -> CliOutput {
+    cli_on(&gate.config, args)
 }
 
 async fn post(gate: &GateProc, url: &str, body: &str) -> u16 {
@@ -88,12 +83,8 @@ async fn report_inventories_flows_and_renders_a_diagram() {
 
     // JSON: the numbers.
     let out = cli(&gate, &["report", "--format", "json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.success(), "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let month = {
         let d = today_shanghai();
         format!("{:04}-{:02}", d.year(), u8::from(d.month()))
@@ -130,7 +121,7 @@ async fn report_inventories_flows_and_renders_a_diagram() {
     let mut gate = gate;
     gate.restart().await;
     let out = cli(&gate, &["report", "--format", "json"]);
-    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(again["destinations"], doc["destinations"]);
     assert_eq!(again["unregistered_blocked"], doc["unregistered_blocked"]);
 
@@ -160,16 +151,13 @@ async fn report_inventories_flows_and_renders_a_diagram() {
             "report", "--format", "json", "--from", "2020-01", "--to", "2020-12",
         ],
     );
-    let empty: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let empty: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(empty["destinations"][0]["months"], serde_json::json!([]));
-    assert_eq!(
-        cli(&gate, &["report", "--from", "2020-13"]).status.code(),
-        Some(2)
-    );
+    assert_eq!(cli(&gate, &["report", "--from", "2020-13"]).code, Some(2));
 
     // Markdown: tables, and the meaning of the monthly figures.
     let out = cli(&gate, &["report", "--format", "md"]);
-    let md = String::from_utf8(out.stdout).unwrap();
+    let md = out.stdout;
     assert!(md.contains("newly counted"), "{md}");
     assert!(md.contains(&format!("| {month} | 2 | 1 | ")), "{md}");
     assert!(md.contains("health "), "{md}");
@@ -191,7 +179,7 @@ async fn report_inventories_flows_and_renders_a_diagram() {
             html_path.to_str().unwrap(),
         ],
     );
-    assert!(out.status.success());
+    assert!(out.success());
     let html = std::fs::read_to_string(&html_path).unwrap();
     for external in ["<script", "<link", "src=\"http", "href=\"http", "url(http"] {
         assert!(!html.contains(external), "external asset {external}");
@@ -248,8 +236,8 @@ async fn assess_exit_codes_follow_the_actions_due() {
     );
     // SC-EU-1 ends in 100 days: its renewal window (6 months before) is open → exit 1.
     let out = cli(&gate, &["assess"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let text = out.stdout;
+    assert_eq!(out.code, Some(1), "{text}");
     assert!(
         text.contains("mechanism required now: standard_contract_or_certification"),
         "{text}"
@@ -260,8 +248,8 @@ async fn assess_exit_codes_follow_the_actions_due() {
     );
     assert!(text.contains("any_sensitive"), "{text}");
     let out = cli(&gate, &["assess", "--json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let a: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.code, Some(1));
+    let a: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(a["actions_due"], 1, "{a:#}");
     let r = a["renewals"].as_array().unwrap();
     let sc1 = r.iter().find(|r| r["approval"] == "SC-EU-1").unwrap();
@@ -285,25 +273,17 @@ async fn assess_exit_codes_follow_the_actions_due() {
     )
     .unwrap();
     gate.signal("HUP");
-    let mut code = None;
-    for _ in 0..100 {
-        let out = cli(&gate, &["assess"]);
-        code = out.status.code();
-        if code == Some(0) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let code = poll_until(std::time::Duration::from_secs(10), || async {
+        Some(cli(&gate, &["assess"]).code).filter(|c| *c == Some(0))
+    })
+    .await
+    .flatten();
     assert_eq!(code, Some(0));
 
     // A gate that does not answer → exit 2.
     let cfg = gate.config.clone();
     gate.kill9();
-    let out = Command::new(BIN)
-        .args(["assess", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+    let out = cli_on(&cfg, &["assess"]);
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("cannot reach"));
 }

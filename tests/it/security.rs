@@ -7,10 +7,9 @@
 
 use crate::harness::redis::RedisServer;
 use crate::harness::upstream::Upstream;
-use crate::harness::{Dest, GateBuilder, GateProc, BIN};
+use crate::harness::{cli_on, Dest, GateBuilder, GateProc};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -239,15 +238,11 @@ fn check_refuses_an_open_admin_listener_without_a_token() {
     )
     .unwrap();
     std::fs::write(dir.path().join("approvals.toml"), "").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let out = cli_on(&cfg, &["check"]);
+    let text = &out.stdout;
+    assert!(!out.success(), "{text}");
     assert!(
-        text.contains("error: gate.toml: gate.admin_listen: not a loopback address and no gate.admin_token_file"),
+        text.contains("error: gate.toml:4: gate.admin_listen: not a loopback address and no gate.admin_token_file"),
         "{text}"
     );
     // Explicit target-rule keys are validated too.
@@ -256,13 +251,9 @@ fn check_refuses_an_open_admin_listener_without_a_token() {
         "[gate]\nproxy_listen = \"127.0.0.1:13128\"\nadmin_listen = \"127.0.0.1:19464\"\ndeny_cidrs = [\"10.0.0.0/33\"]\ntunnel_ports = [0]\n\n[entity]\nname = \"Co\"\nregime = \"cac-2024\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let out = cli_on(&cfg, &["check"]);
+    let text = &out.stdout;
+    assert!(!out.success(), "{text}");
     assert!(text.contains("gate.deny_cidrs[0]"), "{text}");
     assert!(text.contains("gate.tunnel_ports[0]"), "{text}");
 }

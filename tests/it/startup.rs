@@ -5,23 +5,16 @@
 //! `run` starts on it.
 
 use crate::harness::certs::TestCa;
-use crate::harness::{GateBuilder, BIN};
+use crate::harness::{cli_on, command, poll_until_blocking, GateBuilder};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 /// `transfer-gate check -c cfg`: exit code and stdout.
 fn check(cfg: &Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(cfg)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = cli_on(cfg, &["check"]);
+    (out.code.unwrap_or(-1), out.stdout)
 }
 
 /// `transfer-gate run -c cfg` until it exits (at most 30 s): exit code and stderr; `None`
@@ -29,27 +22,23 @@ fn check(cfg: &Path) -> (i32, String) {
 fn run(cfg: &Path) -> Option<(i32, String)> {
     let dir = cfg.parent().unwrap();
     let log = dir.join("run.log");
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
+    let mut child = command(["run", "-c"])
         .arg(cfg)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return Some((
-                st.code().unwrap_or(-1),
-                std::fs::read_to_string(&log).unwrap_or_default(),
-            ));
-        }
-        if Instant::now() > deadline {
+    let exited = poll_until_blocking(Duration::from_secs(30), || child.try_wait().unwrap());
+    match exited {
+        Some(st) => Some((
+            st.code().unwrap_or(-1),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+        )),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            return None;
+            None
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -66,7 +55,7 @@ fn config(
     let b = GateBuilder::new();
     let dir = b.dir().to_path_buf();
     let b = setup(&dir, b);
-    let cfg = b.write(crate::harness::free_port(), crate::harness::free_port());
+    let cfg = b.write(0, 0);
     (b, cfg)
 }
 
@@ -82,7 +71,7 @@ fn both_refuse(
     assert_eq!(code, 2, "{what}: check exit code\n{out}");
     assert!(
         out.lines()
-            .any(|l| l.starts_with("error: gate.toml: ") && l.contains(key) && l.contains(needle)),
+            .any(|l| l.starts_with("error: gate.toml:") && l.contains(key) && l.contains(needle)),
         "{what}: check does not report `{key}` … `{needle}`:\n{out}"
     );
     let (code, err) = run(&cfg).unwrap_or_else(|| panic!("{what}: run started anyway"));
@@ -256,15 +245,13 @@ async fn a_second_gate_on_the_same_data_dir_refuses_to_start() {
     // The first one is unaffected.
     assert_eq!(gate.readyz().await, 200);
     // `ledger export` would read a log that changes under it: refused the same way.
-    let out = Command::new(BIN)
-        .args(["ledger", "export", "-c"])
-        .arg(&gate.config)
-        .arg("--out")
-        .arg(gate.dir().join("export.jsonl"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let export = gate.dir().join("export.jsonl");
+    let out = cli_on(
+        &gate.config,
+        &["ledger", "export", "--out", export.to_str().unwrap()],
+    );
+    let text = &out.stderr;
+    assert!(!out.success(), "{text}");
     assert!(text.contains(&format!("pid {}", gate.pid())), "{text}");
     // kill -9 releases the lock with the process: a restart on the directory works.
     gate.restart().await;

@@ -1,22 +1,27 @@
-//! The test harness: start the real `transfer-gate` binary on a temporary config with free
-//! ports ([`GateBuilder`]), loopback upstreams that record exactly what they received
-//! ([`upstream::Upstream`]), a test CA ([`certs::TestCa`]), and clients (reqwest and `curl`).
+//! The test harness: start the real `transfer-gate` binary on a temporary config whose
+//! listeners bind port 0 and report their addresses in `data/listen.json` ([`GateBuilder`]),
+//! loopback upstreams that record exactly what they received ([`upstream::Upstream`]), a test
+//! CA ([`certs::TestCa`]), clients (reqwest and `curl`), the binary as a command ([`cli`]) and
+//! waiting for conditions ([`eventually`]).
 
 pub mod certs;
+pub mod cli;
+pub mod poll;
 pub mod redis;
 pub mod squid;
 pub mod upstream;
+
+pub use cli::{cli_on, command, CliOutput, BIN};
+pub use poll::{eventually, poll_until, poll_until_blocking};
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// The gate binary built by cargo for this test run.
-pub const BIN: &str = env!("CARGO_BIN_EXE_transfer-gate");
-
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released). Only for a port that must be known before a
+/// process starts (Squid's, Redis's, a dead address); the gate's own listeners bind port 0.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -138,7 +143,7 @@ impl GateBuilder {
         self
     }
     /// An extra `key = value` line in `[gate]`; `{proxy_port}` and `{admin_port}` are replaced
-    /// by the gate's ports.
+    /// by the gate's ports (which are then chosen before the start instead of by the gate).
     pub fn gate_key(mut self, line: &str) -> Self {
         self.gate_extra.push(line.into());
         self
@@ -230,23 +235,33 @@ impl GateBuilder {
         cfg
     }
 
-    /// Starts the gate and waits until `/readyz` answers 200.
+    /// Starts the gate, learns the addresses it bound and waits until `/readyz` answers 200.
     pub async fn start(self) -> GateProc {
-        let (proxy, admin) = (free_port(), free_port());
+        // Port 0 unless the config must name the ports itself.
+        let named = self
+            .gate_extra
+            .iter()
+            .any(|l| l.contains("{proxy_port}") || l.contains("{admin_port}"));
+        let (proxy, admin) = if named {
+            (free_port(), free_port())
+        } else {
+            (0, 0)
+        };
         let cfg = self.write(proxy, admin);
         let log = self.dir.path().join("gate.log");
-        let child = spawn(&cfg, &log, &self.env, &self.wrapper);
-        let gate = GateProc {
-            child: Some(child),
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut gate = GateProc {
+            child: None,
             dir: self.dir,
             config: cfg,
             log,
             env: self.env,
             wrapper: self.wrapper,
-            proxy: SocketAddr::from(([127, 0, 0, 1], proxy)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            proxy: unbound,
+            admin: unbound,
+            icap: None,
         };
-        gate.wait_ready().await;
+        gate.launch().await;
         gate
     }
 }
@@ -265,7 +280,7 @@ fn spawn(cfg: &Path, log: &Path, env: &[(String, String)], wrapper: &[String]) -
             c.args(args).arg(BIN);
             c
         }
-        None => Command::new(BIN),
+        None => command::<_, &str>([]),
     };
     cmd.args(["run", "-c"]).arg(cfg).stdout(out).stderr(err);
     cmd.env(
@@ -286,8 +301,12 @@ pub struct GateProc {
     pub log: PathBuf,
     env: Vec<(String, String)>,
     wrapper: Vec<String>,
+    /// The proxy listener's address, as the gate reported it.
     pub proxy: SocketAddr,
+    /// The admin listener's address, as the gate reported it.
     pub admin: SocketAddr,
+    /// The ICAP listener's address, when `gate.icap_listen` is set.
+    pub icap: Option<SocketAddr>,
 }
 
 impl GateProc {
@@ -307,20 +326,59 @@ impl GateProc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until `/readyz` answers 200 (panics with the log after 30 s or if the process exits).
+    /// Spawns the gate process, reads the addresses it bound from `data/listen.json` and
+    /// waits until it is ready.
+    async fn launch(&mut self) {
+        let listen = self.dir.path().join("data/listen.json");
+        // A file left by the previous process names its ports, not the new ones.
+        let _ = std::fs::remove_file(&listen);
+        let child = spawn(&self.config, &self.log, &self.env, &self.wrapper);
+        let pid = child.id();
+        self.child = Some(child);
+        let bound = poll_until(Duration::from_secs(30), || {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok())
+                .flatten();
+            let doc = std::fs::read(&listen)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .filter(|v| v["pid"] == pid);
+            async move {
+                if let Some(st) = exited {
+                    return Some(Err(st));
+                }
+                doc.map(Ok)
+            }
+        })
+        .await;
+        let doc = match bound {
+            Some(Ok(doc)) => doc,
+            Some(Err(st)) => panic!("the gate exited ({st}); log:\n{}", self.logs()),
+            None => panic!(
+                "the gate wrote no data/listen.json within 30 s; log:\n{}",
+                self.logs()
+            ),
+        };
+        let addr = |key: &str| doc[key].as_str().map(|a| a.parse::<SocketAddr>().unwrap());
+        self.proxy = addr("proxy").unwrap();
+        self.admin = addr("admin").unwrap();
+        self.icap = addr("icap");
+        self.wait_ready().await;
+    }
+
+    /// Waits until `/readyz` answers 200 (panics with the log after 30 s).
     pub async fn wait_ready(&self) {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = client.get(self.admin_url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!("gate not ready after 30 s; log:\n{}", self.logs());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let url = self.admin_url("/readyz");
+        let ready = poll_until(Duration::from_secs(30), || async {
+            let r = client.get(&url).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        if ready.is_none() {
+            panic!("gate not ready after 30 s; log:\n{}", self.logs());
         }
     }
 
@@ -332,24 +390,22 @@ impl GateProc {
     /// Waits until `transfer_gate_ledger_up` reads `up` (panics with the log after 30 s).
     pub async fn wait_ledger(&self, up: bool) {
         let want = if up { 1.0 } else { 0.0 };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = self.metrics().await;
-            let v = text
-                .lines()
+        let read = |text: String| {
+            text.lines()
                 .find(|l| l.starts_with("transfer_gate_ledger_up{"))
                 .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.trim().parse::<f64>().ok());
-            if v == Some(want) {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "transfer_gate_ledger_up is not {want} after 30 s ({v:?}); log:\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let reached = poll_until(Duration::from_secs(30), || async {
+            (read(self.metrics().await) == Some(want)).then_some(())
+        })
+        .await;
+        if reached.is_none() {
+            let v = read(self.metrics().await);
+            panic!(
+                "transfer_gate_ledger_up is not {want} after 30 s ({v:?}); log:\n{}",
+                self.logs()
+            );
         }
     }
 
@@ -451,16 +507,7 @@ impl GateProc {
     /// Waits for the process to exit and returns its status code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let child = self.child.as_mut().unwrap();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until_blocking(within, || child.try_wait().unwrap()).and_then(|st| st.code())
     }
 
     /// `kill -9` and reap.
@@ -474,8 +521,7 @@ impl GateProc {
     /// Starts the gate again on the same config and data directory.
     pub async fn restart(&mut self) {
         self.kill9();
-        self.child = Some(spawn(&self.config, &self.log, &self.env, &self.wrapper));
-        self.wait_ready().await;
+        self.launch().await;
     }
 
     /// Resident memory of the gate process in bytes (from /proc).
