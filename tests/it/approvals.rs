@@ -6,10 +6,10 @@
 
 use crate::harness::redis::RedisServer;
 use crate::harness::upstream::Upstream;
-use crate::harness::{Dest, GateBuilder, GateProc};
+use crate::harness::{eventually, poll_until, Dest, GateBuilder, GateProc};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const URL: &str = "http://api.eu.test/v1/ingest";
 const CATEGORIES: &str = "[inspection.categories]\nhealth = [\"diagnosis\"]\ncontact = [\"phone\"]";
@@ -65,23 +65,22 @@ async fn decisions(gate: &GateProc, n: usize) -> Vec<serde_json::Value> {
 /// The audit file's lines once there are `n` (the writer flushes at least every second).
 async fn audit_lines(gate: &GateProc, n: usize) -> Vec<serde_json::Value> {
     let path = gate.dir().join("data/audit.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let read = || {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} audit lines: {text}",
-            lines.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (text, lines)
+    };
+    let enough = poll_until(Duration::from_secs(20), || async {
+        Some(read().1).filter(|lines| lines.len() >= n)
+    })
+    .await;
+    enough.unwrap_or_else(|| {
+        let (text, lines) = read();
+        panic!("only {} audit lines: {text}", lines.len())
+    })
 }
 
 /// The `/v1/status` remaining volume (class `all`) of approval `id`.
@@ -321,14 +320,12 @@ async fn stream_across_a_reload(change: &str, reason: &str) {
     for i in 1..=5 {
         tx.send(record(i)).await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while gate.entity_counts().await != (5, 5) {
-        assert!(
-            Instant::now() < deadline,
-            "the first 5 records were not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the first 5 records were counted",
+        Duration::from_secs(20),
+        || async { (gate.entity_counts().await == (5, 5)).then_some(()) },
+    )
+    .await;
     let changed = match change {
         "revoke" => scc.replace("\"active\"", "\"revoked\""),
         "narrow" => scc.replace("\"basic\", \"health\"", "\"basic\""),
@@ -346,11 +343,12 @@ async fn stream_across_a_reload(change: &str, reason: &str) {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["reason"], reason, "{change}");
     // The upstream saw a broken body with at most the 5 records counted before the reload.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while up.received().is_empty() {
-        assert!(Instant::now() < deadline, "the upstream saw nothing");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the upstream saw the body",
+        Duration::from_secs(20),
+        || async { (!up.received().is_empty()).then_some(()) },
+    )
+    .await;
     let got = &up.received()[0];
     assert!(!got.complete, "{change}: the upstream saw a clean end");
     let text = String::from_utf8_lossy(&got.body);

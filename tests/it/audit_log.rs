@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::upstream::Upstream;
-use crate::harness::{require_tool, Dest, GateBuilder, GateProc};
+use crate::harness::{poll_until, require_tool, Dest, GateBuilder, GateProc};
 use std::process::Command;
 
 /// The request ids of a JSONL audit file; panics on a line that is not a whole JSON object.
@@ -31,21 +31,21 @@ fn ids(path: &Path) -> Vec<String> {
 
 /// Waits (bounded) until `path` holds at least `n` lines.
 async fn wait_lines(path: &Path, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let have = std::fs::read_to_string(path)
+    let have = || {
+        std::fs::read_to_string(path)
             .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if have >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} has {have} of {n} lines after 30 s",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .unwrap_or(0)
+    };
+    let enough = poll_until(Duration::from_secs(30), || async {
+        (have() >= n).then_some(())
+    })
+    .await;
+    assert!(
+        enough.is_some(),
+        "{} has {} of {n} lines after 30 s",
+        path.display(),
+        have()
+    );
 }
 
 /// Requests with unique `X-Request-Id`s from 4 clients until stopped.

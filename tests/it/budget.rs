@@ -6,7 +6,7 @@
 //! refused `unreadable_body` before anything is decoded or forwarded.
 
 use crate::harness::upstream::Upstream;
-use crate::harness::{Dest, GateBuilder, GateProc};
+use crate::harness::{poll_until, Dest, GateBuilder, GateProc};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::io::Write;
@@ -20,15 +20,17 @@ const BUFFERED: &str = "transfer_gate_buffered_bytes";
 
 /// Polls the buffered-bytes gauge until `done` holds for it; returns the last value.
 async fn buffered_until(gate: &GateProc, what: &str, done: impl Fn(f64) -> bool) -> f64 {
-    let mut v = gate.metric(BUFFERED).await;
-    for _ in 0..600 {
-        if done(v) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        v = gate.metric(BUFFERED).await;
+    let reached = poll_until(Duration::from_secs(60), || async {
+        Some(gate.metric(BUFFERED).await).filter(|v| done(*v))
+    })
+    .await;
+    match reached {
+        Some(v) => v,
+        None => panic!(
+            "{what}: transfer_gate_buffered_bytes stayed at {}",
+            gate.metric(BUFFERED).await
+        ),
     }
-    panic!("{what}: transfer_gate_buffered_bytes stayed at {v}");
 }
 
 /// A 1 MiB JSON record of which all but its last `kept` bytes are sent at once; then, with

@@ -3,7 +3,7 @@
 //! during streaming, and no identifier anywhere outside the request path.
 
 use crate::harness::upstream::Upstream;
-use crate::harness::{Dest, GateBuilder, GateProc};
+use crate::harness::{eventually, poll_until, Dest, GateBuilder, GateProc};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -528,15 +528,14 @@ async fn a_full_ledger_disk_gives_503_for_pi_only() {
     );
     // Space again: the ledger recovers without a restart.
     std::fs::remove_file(&filler).unwrap();
-    let mut ok = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if gate.post_json(URL, users(10, 500)).await.status() == 200 {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "the ledger did not recover after space was freed");
+    let ok = poll_until(Duration::from_secs(10), || async {
+        (gate.post_json(URL, users(10, 500)).await.status() == 200).then_some(())
+    })
+    .await;
+    assert!(
+        ok.is_some(),
+        "the ledger did not recover after space was freed"
+    );
     gate.wait_ledger_up().await;
 }
 
@@ -607,7 +606,12 @@ async fn kill9_during_streaming_uploads_loses_no_forwarded_subject() {
             _ = tokio::time::sleep(kill_after) => {}
         }
         gate.kill9();
-        tokio::time::sleep(Duration::from_millis(100)).await; // let the upstream record the broken body
+        eventually(
+            "the upstream recorded the broken body",
+            Duration::from_secs(10),
+            || async { (up.in_flight() == 0).then_some(()) },
+        )
+        .await;
         gate.restart().await;
         let received = received_ids(&up);
         let (counted, _) = gate.entity_counts().await;
@@ -661,7 +665,12 @@ async fn a_refused_record_at_the_end_of_a_2_gib_stream_never_reaches_the_upstrea
     assert_eq!(r.status(), 451);
     let v = json(r).await;
     assert_eq!(v["reason"], "approval_required");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(
+        "the upstream recorded the broken body",
+        Duration::from_secs(10),
+        || async { (up.in_flight() == 0 && !up.received().is_empty()).then_some(()) },
+    )
+    .await;
     let got = up.received();
     assert_eq!(got.len(), 1);
     assert!(
@@ -722,7 +731,16 @@ async fn no_identifier_leaves_the_request_path() {
     let _ = gate
         .post_json(URL, "{\"user_id\": \"13912345678\", broken")
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // the audit writer flushes within a second
+    // The audit writer flushes within a second: wait for the three decisions' lines.
+    let audit = gate.dir().join("data/audit.jsonl");
+    eventually("three audit lines", Duration::from_secs(10), || async {
+        let n = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        (n >= 3).then_some(())
+    })
+    .await;
     let mut haystacks = vec![
         ("451 body".to_owned(), refusal.into_bytes()),
         ("metrics".to_owned(), gate.metrics().await.into_bytes()),

@@ -3,7 +3,7 @@
 
 use crate::harness::certs::TestCa;
 use crate::harness::upstream::Upstream;
-use crate::harness::{curl, free_port, Dest, GateBuilder};
+use crate::harness::{curl, eventually, free_port, poll_until, Dest, GateBuilder};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -443,14 +443,20 @@ async fn sigterm_drains_in_flight_requests() {
             .await
             .map(|r| r.status())
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually(
+        "the request reached the upstream",
+        Duration::from_secs(10),
+        || async { (!up.received().is_empty()).then_some(()) },
+    )
+    .await;
     gate.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // No new connections once draining.
-    assert!(
-        TcpStream::connect(gate.proxy).await.is_err(),
-        "listener still accepting during drain"
-    );
+    // No new connections once draining (well before the in-flight answer at 1.5 s).
+    eventually(
+        "listener stopped accepting during drain",
+        Duration::from_secs(1),
+        || async { TcpStream::connect(gate.proxy).await.is_err().then_some(()) },
+    )
+    .await;
     assert_eq!(
         inflight.await.unwrap().unwrap(),
         200,
@@ -546,23 +552,17 @@ async fn sighup_reloads_and_a_broken_file_changes_nothing() {
     text.push_str(&format!("\n[[destination]]\nname = \"us\"\nrecipient = \"US Co\"\ncountry = \"US\"\nhosts = [\"api.us.test\"]\nconnect_to = \"{}\"\n", up.addr));
     std::fs::write(&gate.config, &text).unwrap();
     gate.signal("HUP");
-    let mut ok = false;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if gate
+    let ok = poll_until(Duration::from_secs(5), || async {
+        let r = gate
             .client()
             .get("http://api.us.test/")
             .send()
             .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            ok = true;
-            break;
-        }
-    }
-    assert!(ok, "reload did not take effect");
+            .unwrap();
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ok.is_some(), "reload did not take effect");
     assert_ne!(before, gate.metrics().await);
     // A broken file: the old config stays.
     std::fs::write(
@@ -571,7 +571,12 @@ async fn sighup_reloads_and_a_broken_file_changes_nothing() {
     )
     .unwrap();
     gate.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        "the reload was refused",
+        Duration::from_secs(10),
+        || async { gate.logs().contains("reload refused").then_some(()) },
+    )
+    .await;
     assert_eq!(
         gate.client()
             .get("http://api.us.test/")

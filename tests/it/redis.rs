@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::harness::redis::{RedisCluster, RedisServer};
 use crate::harness::upstream::Upstream;
-use crate::harness::{cli_on, Dest, GateBuilder, GateProc};
+use crate::harness::{cli_on, poll_until, Dest, GateBuilder, GateProc};
 use transfer_gate::ledger::{
     Ledger, RedisLedger, RedisOptions, RedisTarget, Scope, Subject, SubjectHasher,
 };
@@ -223,9 +223,14 @@ async fn redis_killed_mid_load_fails_closed_then_traffic_resumes() {
             }));
         }
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Mid load: the clients have sent a good number of requests.
+    poll_until(Duration::from_secs(10), || async {
+        (next.load(Ordering::Relaxed) >= 10_050).then_some(())
+    })
+    .await;
     redis.kill();
     let killed_at = Instant::now();
+    // Not synchronisation: the outage lasts a while under load before it is looked at.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // During the outage: PI-carrying requests get 503, the gates are not ready, and traffic
     // without PI still flows.

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::harness::redis::RedisServer;
 use crate::harness::upstream::Upstream;
-use crate::harness::GateProc;
+use crate::harness::{eventually, poll_until, GateProc};
 use crate::redis::{ledger_toml, received_ids, replicas_with, send, shared_key, KEY};
 use transfer_gate::ledger::{
     Ledger, RedisLedger, RedisOptions, RedisTarget, Scope, Subject, SubjectHasher,
@@ -33,15 +33,17 @@ valid_until = "2099-12-31"
 /// Sends `id` until the gate answers something else than 503 `ledger_unavailable` (the
 /// replica may be re-asserting its journal); bounded.
 async fn send_settled(client: &reqwest::Client, id: u64) -> (u16, String) {
-    for _ in 0..400 {
-        match send(client, id).await {
-            Some((503, r)) if r == "ledger_unavailable" => {}
-            Some(r) => return r,
-            None => {}
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("subject {id}: the gate kept answering 503");
+    eventually(
+        &format!("subject {id}: an answer other than 503"),
+        Duration::from_secs(20),
+        || async {
+            match send(client, id).await {
+                Some((503, r)) if r == "ledger_unavailable" => None,
+                r => r,
+            }
+        },
+    )
+    .await
 }
 
 /// What Redis holds for the forwarded subjects: (how many of them are missing, entity count).
@@ -75,13 +77,12 @@ async fn redis_view(redis: &RedisServer, forwarded: &HashSet<u64>) -> (u64, u64)
 }
 
 async fn wait_metric_at_least(g: &GateProc, series: &str, min: f64) {
-    for _ in 0..200 {
-        if g.metric(series).await >= min {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{series} stayed below {min}");
+    eventually(
+        &format!("{series} at least {min}"),
+        Duration::from_secs(10),
+        || async { (g.metric(series).await >= min).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -167,12 +168,10 @@ async fn a_loss_during_traffic_and_a_replica_down_during_it() {
         }
     }
     // The loss lands while the clients send.
-    for _ in 0..400 {
-        if next.load(Ordering::Relaxed) >= 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until(Duration::from_secs(4), || async {
+        (next.load(Ordering::Relaxed) >= 200).then_some(())
+    })
+    .await;
     assert!(redis.cli(&["FLUSHALL"]).contains("OK"));
     let mut statuses = Vec::new();
     for t in tasks {
@@ -203,11 +202,9 @@ async fn every_replica_reports_the_shared_count_within_a_second() {
     // The other replica saw none of these requests; its gauge follows the shared count (the
     // refresh runs every second; the bound here is generous, far below the old 15 s).
     let series = "transfer_gate_entity_subjects{class=\"all\"}";
-    for _ in 0..60 {
-        if gates[1].metric(series).await >= 30.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(Duration::from_secs(3), || async {
+        (gates[1].metric(series).await >= 30.0).then_some(())
+    })
+    .await;
     assert_eq!(gates[1].metric(series).await, 30.0);
 }

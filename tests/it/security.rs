@@ -7,7 +7,7 @@
 
 use crate::harness::redis::RedisServer;
 use crate::harness::upstream::Upstream;
-use crate::harness::{cli_on, Dest, GateBuilder, GateProc};
+use crate::harness::{cli_on, poll_until, Dest, GateBuilder, GateProc};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -88,20 +88,20 @@ const FORBIDDEN_DOMESTIC: &str = "transfer_gate_decisions_total{decision=\"block
 
 /// Polls until the audit log holds `n` `forbidden_target` lines.
 async fn wait_audited(gate: &GateProc, n: usize) -> Vec<serde_json::Value> {
-    for _ in 0..200 {
+    let enough = poll_until(Duration::from_secs(5), || async {
         let lines: Vec<_> = audit_lines(gate)
             .into_iter()
             .filter(|l| l["reason"] == "forbidden_target")
             .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "fewer than {n} forbidden_target audit lines:\n{:?}",
-        audit_lines(gate)
-    );
+        Some(lines).filter(|l| l.len() >= n)
+    })
+    .await;
+    enough.unwrap_or_else(|| {
+        panic!(
+            "fewer than {n} forbidden_target audit lines:\n{:?}",
+            audit_lines(gate)
+        )
+    })
 }
 
 #[tokio::test]
@@ -297,14 +297,11 @@ async fn client_chosen_text_is_redacted_before_it_rests() {
     assert_eq!(r.status(), 200);
     assert_eq!(up.received()[1].headers["x-request-id"], "order-77.retry:2");
 
-    let mut lines = Vec::new();
-    for _ in 0..200 {
-        lines = audit_lines(&gate);
-        if lines.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    poll_until(Duration::from_secs(5), || async {
+        (audit_lines(&gate).len() >= 3).then_some(())
+    })
+    .await;
+    let lines = audit_lines(&gate);
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[0]["path"], "*.unknown.example.org:443");
     assert_eq!(lines[1]["request_id"], sent_id.as_str());

@@ -5,11 +5,11 @@
 //! all`. Started with `squid -N` (no daemon); killed when dropped. Run as root, Squid drops
 //! to its `cache_effective_user` (Debian: `proxy`), so the directory is world-writable.
 
-use super::{free_port, require_tool};
+use super::{free_port, poll_until, require_tool};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running Squid.
 pub struct Squid {
@@ -79,20 +79,24 @@ impl Squid {
     }
 
     async fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return;
+        let addr = self.addr;
+        let listening = poll_until(Duration::from_secs(30), || {
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+            async move {
+                if let Some(st) = exited {
+                    return Some(Err(st));
+                }
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .ok()
+                    .map(|_| Ok(()))
             }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("squid exited with {st}; log:\n{}", self.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "squid not listening after 30 s; log:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        match listening {
+            Some(Ok(())) => {}
+            Some(Err(st)) => panic!("squid exited with {st}; log:\n{}", self.logs()),
+            None => panic!("squid not listening after 30 s; log:\n{}", self.logs()),
         }
     }
 

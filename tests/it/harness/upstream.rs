@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -68,7 +69,15 @@ impl UpstreamBuilder {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
-        let (rec, b, tls) = (received.clone(), self.b, self.tls);
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let (rec, b, tls) = (
+            Recorder {
+                received: received.clone(),
+                in_flight: in_flight.clone(),
+            },
+            self.b,
+            self.tls,
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -96,16 +105,25 @@ impl UpstreamBuilder {
         Upstream {
             addr,
             received,
+            in_flight,
             task,
         }
     }
 }
 
+/// Where handlers record requests, and how many bodies are being read.
+#[derive(Clone)]
+struct Recorder {
+    received: Arc<Mutex<Vec<Received>>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
 async fn handle(
-    rec: Arc<Mutex<Vec<Received>>>,
+    rec: Recorder,
     b: Behavior,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    rec.in_flight.fetch_add(1, Ordering::SeqCst);
     let (parts, mut body) = req.into_parts();
     let mut r = Received {
         method: parts.method.to_string(),
@@ -137,7 +155,8 @@ async fn handle(
             }
         }
     }
-    rec.lock().unwrap().push(r);
+    rec.received.lock().unwrap().push(r);
+    rec.in_flight.fetch_sub(1, Ordering::SeqCst);
     if !b.delay.is_zero() {
         tokio::time::sleep(b.delay).await;
     }
@@ -160,6 +179,7 @@ async fn handle(
 pub struct Upstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    in_flight: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -180,6 +200,10 @@ impl Upstream {
     }
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+    /// Requests whose body is still being read (not yet in [`Upstream::received`]).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 }
 
