@@ -242,7 +242,7 @@ fn check_refuses_an_open_admin_listener_without_a_token() {
     let text = &out.stdout;
     assert!(!out.success(), "{text}");
     assert!(
-        text.contains("error: gate.toml:4: gate.admin_listen: not a loopback address and no gate.admin_token_file"),
+        text.contains("error: gate.toml:3: gate.admin_listen: not a loopback address and no gate.admin_token_file"),
         "{text}"
     );
     // Explicit target-rule keys are validated too.
