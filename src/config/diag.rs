@@ -2,7 +2,7 @@
 //! (`destination[2].hosts[0]`), the line it is on and a message, so `check` and `/v1/reload`
 //! can list them all.
 
-use super::locate::Source;
+use super::locate::{Position, Source};
 use std::fmt;
 
 /// How bad a diagnostic is.
@@ -60,12 +60,23 @@ pub struct Diagnostics {
 impl Diagnostics {
     /// Records an error at `path` in `file`.
     pub fn error(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
-        self.push(Severity::Error, file, path.into(), message.into());
+        let path = path.into();
+        let at = self.position(file, &path);
+        self.push(Severity::Error, file, path, at, message.into());
+    }
+
+    /// Records an error at `path` in `file`, on the line of its key `key` (e.g. an unknown
+    /// field of the table at `path`).
+    pub fn error_at_key(&mut self, file: &str, path: &str, key: &str, message: impl Into<String>) {
+        let at = self.position(file, &format!("{path}.{key}"));
+        self.push(Severity::Error, file, path.to_owned(), at, message.into());
     }
 
     /// Records a warning at `path` in `file`.
     pub fn warn(&mut self, file: &str, path: impl Into<String>, message: impl Into<String>) {
-        self.push(Severity::Warning, file, path.into(), message.into());
+        let path = path.into();
+        let at = self.position(file, &path);
+        self.push(Severity::Warning, file, path, at, message.into());
     }
 
     /// Makes `source` the file whose diagnostics get line numbers; returns the previous one
@@ -74,12 +85,22 @@ impl Diagnostics {
         std::mem::replace(&mut self.source, source)
     }
 
-    fn push(&mut self, severity: Severity, file: &str, path: String, message: String) {
-        let position = self
-            .source
+    /// Where `path` is in `file`, when `file` is the current source.
+    fn position(&self, file: &str, path: &str) -> Option<Position> {
+        self.source
             .as_ref()
             .filter(|s| s.file == file)
-            .and_then(|s| s.position(&path));
+            .and_then(|s| s.position(path))
+    }
+
+    fn push(
+        &mut self,
+        severity: Severity,
+        file: &str,
+        path: String,
+        position: Option<Position>,
+        message: String,
+    ) {
         self.items.push(Diagnostic {
             severity,
             file: file.to_owned(),

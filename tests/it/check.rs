@@ -118,7 +118,7 @@ valid_from = "2025-13-01"
         "error: gate.toml:35: destination[1].name: destination `eu` is defined twice",
         "error: gate.toml:38: destination[1].hosts[0]: `api.example.cn` is also domestic",
         "error: gate.toml:39: destination[1].exemption: `because`",
-        "error: gate.toml:41: destination[2]: unknown field `colour`",
+        "error: gate.toml:44: destination[2]: unknown field `colour`",
         "error: gate.toml:48: important_data[0].destinations[0]: no destination is named `nowhere`",
         "error: gate.toml:49: important_data[0].paths[0]:",
         "error: approvals.toml:4: approval[0].mechanism: `handshake`",

@@ -114,7 +114,16 @@ fn de<T: DeserializeOwned>(v: &Value, file: &str, path: &str, d: &mut Diagnostic
     match v.clone().try_into::<T>() {
         Ok(t) => Some(t),
         Err(e) => {
-            d.error(file, path, e.to_string().trim().to_owned());
+            let message = e.to_string().trim().to_owned();
+            // serde names an unknown field first: point at its line rather than its table's.
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(key, _)| key.to_owned());
+            match unknown {
+                Some(key) => d.error_at_key(file, path, &key, message),
+                None => d.error(file, path, message),
+            }
             None
         }
     }
