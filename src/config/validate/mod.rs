@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use toml::{Table, Value};
 
+/// The sections `gate.toml` may hold.
 const TOP_KEYS: [&str; 9] = [
     "gate",
     "timeouts",
@@ -165,6 +166,7 @@ fn array<T: DeserializeOwned>(
     }
 }
 
+/// Validates every section of the parsed `gate.toml`, then the approvals file it names.
 fn build(
     path: &Path,
     file: &str,
