@@ -3,11 +3,10 @@
 //! ledger, whose state is `transfer_gate_ledger_up` and `/v1/status`), and the
 //! `/v1/*` API (`status`, `decisions`, `reload`, `report`, `history`) behind a bearer token
 //! compared in constant time — or, without a token file, answering loopback clients only.
-//! The admin task also samples the activity history that `report` and `assess` read
-//! ([`crate::report::history`]).
+//! `/v1/report` and `/v1/history` read the activity history ([`crate::report::history`]),
+//! which the gate's periodic refresher keeps.
 
 use crate::proxy::Gate;
-use crate::report::history::History;
 use crate::report::Month;
 use crate::respond::{self, Failure, GateBody};
 use crate::shutdown::DrainWatch;
@@ -38,18 +37,14 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
         },
         "admin",
     );
-    let history = Arc::new(History::open(&cfg.gate.data_dir));
-    let mut tick = tokio::time::interval(crate::report::history::INTERVAL);
     loop {
         tokio::select! {
-            _ = tick.tick() => history.sample(&gate).await,
             (io, peer) = acceptor.accept() => {
                 let gate = gate.clone();
-                let history = history.clone();
                 let activity = io.activity();
                 let svc = service_fn(move |req| {
                     let flight = activity.request();
-                    let fut = handle(gate.clone(), history.clone(), peer, req);
+                    let fut = handle(gate.clone(), peer, req);
                     async move { fut.await.map(|resp| flight.attach(resp)) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
@@ -60,7 +55,6 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
             _ = drain.signaled() => break,
         }
     }
-    history.sample(&gate).await;
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<GateBody> {
@@ -110,7 +104,6 @@ fn authorized(token: Option<&str>, peer: SocketAddr, req: &Request<Incoming>) ->
 
 async fn handle(
     gate: Arc<Gate>,
-    history: Arc<History>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<GateBody>, Infallible> {
@@ -120,7 +113,7 @@ async fn handle(
         if !authorized(snap.admin_token.as_deref(), peer, &req) {
             return Ok(respond::failure(Failure::Unauthorized, ""));
         }
-        return Ok(v1(&gate, &history, &path, req).await);
+        return Ok(v1(&gate, &path, req).await);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(respond::failure(Failure::MethodNotAllowed, ""));
@@ -155,12 +148,7 @@ fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn v1(
-    gate: &Gate,
-    history: &History,
-    path: &str,
-    req: Request<Incoming>,
-) -> Response<GateBody> {
+async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBody> {
     match (req.method(), path) {
         (&Method::GET, "/v1/report") => {
             let mut months = [None, None];
@@ -179,12 +167,12 @@ async fn v1(
                     }
                 }
             }
-            let doc = crate::report::document(gate, history, months[0], months[1]).await;
+            let doc = crate::report::document(gate, &gate.history, months[0], months[1]).await;
             json(StatusCode::OK, &doc)
         }
         (&Method::GET, "/v1/history") => json(
             StatusCode::OK,
-            &crate::report::history_document(gate, history).await,
+            &crate::report::history_document(gate, &gate.history).await,
         ),
         (&Method::GET, "/v1/status") => json(StatusCode::OK, &crate::status::status(gate).await),
         (&Method::GET, "/v1/decisions") => {

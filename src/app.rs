@@ -154,6 +154,7 @@ pub async fn start_with_clock(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The ledger servers' addresses (target rules) are looked up again every 15 ticks.
             let mut ticks: u64 = 0;
+            let sample_every = crate::report::history::INTERVAL.as_secs().max(1);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
@@ -162,6 +163,13 @@ pub async fn start_with_clock(
                         gate.ledger_up();
                         if ticks % 15 == 0 {
                             gate.own.refresh_ledger().await;
+                        }
+                        // The report's activity reaches its store (Redis: every replica's
+                        // report) within a second; the daily samples every 30 s.
+                        if ticks % sample_every == 0 {
+                            gate.history.sample(&gate).await;
+                        } else {
+                            gate.history.flush(&gate).await;
                         }
                         ticks = ticks.wrapping_add(1);
                         gate.publish_ledger_counters();
@@ -184,6 +192,8 @@ pub async fn start_with_clock(
             let _ = i.await;
         }
         let _ = refresher.await;
+        // What the drained requests counted last reaches the report's store.
+        g.history.sample(&g).await;
         g.audit.flush().await;
     });
     Ok(Running {

@@ -1,11 +1,14 @@
 //! The ledger's contract: scopes, classes, reservations and their outcomes, the typed errors,
 //! and the object-safe [`Ledger`] trait that every backend (local, and later Redis)
-//! implements. The policy decides *what* to reserve; a backend makes it exact and durable.
+//! implements. The policy decides *what* to reserve; a backend makes it exact and durable. A
+//! shared backend also keeps the report's activity statistics for every replica
+//! ([`Ledger::shares_activity`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::SystemTime;
 
+use super::activity::StoredActivity;
 use super::hash::SubjectKey;
 use crate::model::Regime;
 
@@ -300,6 +303,42 @@ pub trait Ledger: Send + Sync + std::fmt::Debug {
 
     /// Every monthly tally kept so far (for the `report` command).
     fn monthly(&self) -> LedgerFuture<'_, Vec<MonthlyTally>>;
+
+    /// Whether the backend keeps the report's activity statistics (records per category and
+    /// refusals per reason, per month and destination) for every process that shares it. When
+    /// false, each gate process keeps its own (`gate.data_dir/history.json`) and
+    /// [`Ledger::add_activity`] / [`Ledger::activity`] are not called.
+    fn shares_activity(&self) -> bool {
+        false
+    }
+
+    /// Adds activity counts (a delta: what this process counted since its last flush, and the
+    /// earliest date it kept activity from, which lowers the store's `since`).
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when the store cannot be reached; the caller keeps the
+    /// delta and sends it again. A backend without a shared store always fails.
+    fn add_activity<'a>(&'a self, delta: &'a StoredActivity) -> LedgerFuture<'a, ()> {
+        let _ = delta;
+        Box::pin(async {
+            Err(LedgerError::Unavailable(
+                "this backend keeps no activity".into(),
+            ))
+        })
+    }
+
+    /// Every month's activity as added by every process sharing the backend.
+    ///
+    /// # Errors
+    /// [`LedgerError::Unavailable`] when the store cannot be reached (or the backend keeps no
+    /// activity).
+    fn activity(&self) -> LedgerFuture<'_, StoredActivity> {
+        Box::pin(async {
+            Err(LedgerError::Unavailable(
+                "this backend keeps no activity".into(),
+            ))
+        })
+    }
 
     /// Whether the backend can currently make reservations durable (for `/readyz`): false
     /// while writes are failing.

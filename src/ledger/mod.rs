@@ -2,6 +2,8 @@
 //! data subjects in the legal window (SPEC §4).
 //!
 //! - [`hash`]: identifiers → 128-bit [`SubjectKey`]s under a secret key file.
+//! - [`activity`]: the report's activity statistics (records per category, refusals per
+//!   reason) counted in process and kept by a shared backend for every replica.
 //! - [`api`]: scopes, classes, reservations, outcomes, errors and the [`Ledger`] trait.
 //! - `table` / `index`: the compact sharded in-memory index and the atomic conditional reserve.
 //! - `wal` / `snapshot` / [`local`]: the durable local backend (group-committed log, snapshots,
@@ -14,6 +16,7 @@
 //! [`Ledger::reserve`] once per request that carries PI to an overseas destination, with the
 //! ceilings computed from the approvals the company holds. See `docs/ledger.md`.
 
+pub mod activity;
 pub mod api;
 pub mod hash;
 mod index;

@@ -30,6 +30,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Value};
 
+use super::activity::StoredActivity;
 use super::api::{
     Ceiling, Class, Ledger, LedgerError, LedgerFuture, MonthlyTally, Refusal, Reservation,
     ReserveOutcome, Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
@@ -37,6 +38,7 @@ use super::api::{
 use super::hash::SubjectHasher;
 use super::index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
 
+mod activity;
 mod cache;
 mod connect;
 mod journal;
@@ -175,6 +177,10 @@ impl Keys {
     /// `<ns>:m`: monthly tallies.
     pub fn monthly(&self) -> String {
         format!("{}:m", self.ns)
+    }
+    /// `<ns>:a`: the report's activity statistics of every replica (see `redis/activity.rs`).
+    pub fn activity(&self) -> String {
+        format!("{}:a", self.ns)
     }
     /// `<ns>:y:<year>:<scope>`: subjects counted in `scope` in `year`.
     pub fn year(&self, scope: &str, year: i32) -> String {
@@ -1097,6 +1103,18 @@ impl Ledger for RedisLedger {
 
     fn monthly(&self) -> LedgerFuture<'_, Vec<MonthlyTally>> {
         Box::pin(self.monthly_inner())
+    }
+
+    fn shares_activity(&self) -> bool {
+        true
+    }
+
+    fn add_activity<'a>(&'a self, delta: &'a StoredActivity) -> LedgerFuture<'a, ()> {
+        Box::pin(self.add_activity_inner(delta))
+    }
+
+    fn activity(&self) -> LedgerFuture<'_, StoredActivity> {
+        Box::pin(self.activity_inner())
     }
 
     fn losses_detected(&self) -> u64 {

@@ -326,7 +326,8 @@ pub async fn judge(
                     .and_then(|c| c.approval)
                     .and_then(|i| cfg.approvals.get(i))
                     .map(|a| a.id.clone());
-                let mut v = reserved(snap, dest, batch, req.scopes, &outcomes, reserve.exempt);
+                gate.count_records(snap, dest, &batch.records);
+                let mut v = reserved(snap, req.scopes, &outcomes, reserve.exempt);
                 v.reason = reserve.reason;
                 v.approval = approval;
                 v.required = reserve.required;
@@ -371,12 +372,10 @@ async fn reserve_timed(gate: &Gate, req: Reservation<'_>) -> Result<ReserveOutco
     res
 }
 
-/// The verdict of a batch the ledger counted: gauges, record counters, new subjects and the
-/// entity's counts after (from the ledger's outcome).
+/// The verdict of a batch the ledger counted: gauges, new subjects and the entity's counts
+/// after (from the ledger's outcome). The caller counts the batch's records.
 fn reserved(
     snap: &Snapshot,
-    dest: usize,
-    batch: &Batch,
     scopes: &[ScopeId],
     outcomes: &[ScopeOutcome],
     exempt: bool,
@@ -384,7 +383,6 @@ fn reserved(
     let mut counted = scopes.to_vec();
     counted.extend(outcomes.get(scopes.len()).map(|o| o.scope));
     publish(snap, &counted, outcomes);
-    snap.routes[dest].count_records(&batch.records);
     let first = outcomes.first();
     let mut v = Verdict::simple(Outcome::Allow, Reason::Allowed);
     v.new = first
@@ -424,7 +422,8 @@ async fn refuse(
             Err(e) => return unavailable(gate, gate.ledger.backend(), &e),
             Ok(ReserveOutcome::Reserved(outcomes)) => {
                 let exempt = snap.scopes.exempt[dest].is_some();
-                let mut v = reserved(snap, dest, batch, req.scopes, &outcomes, exempt);
+                gate.count_records(snap, dest, &batch.records);
+                let mut v = reserved(snap, req.scopes, &outcomes, exempt);
                 if exempt {
                     v.entity_after = entity_now(gate, snap, now).await;
                 }

@@ -30,6 +30,7 @@ pub mod upstream;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::policy::{Decision, Reason};
 use crate::respond::blocked_by_link;
 use crate::shutdown::DrainWatch;
 use crate::tls::client::{client_config, root_store, TlsConfigError};
@@ -267,6 +268,11 @@ pub struct Gate {
     pub own: Arc<target::OwnEndpoints>,
     /// The process-wide budget of buffered request bytes (`inspection.max_buffered_bytes`).
     pub budget: budget::Budget,
+    /// The report's activity (records per category, refusals per reason) counted at the
+    /// decision sites and not yet flushed into [`Gate::history`]'s store.
+    pub report_activity: crate::ledger::activity::ActivityRecorder,
+    /// The activity history behind `/v1/report` and `/v1/history`.
+    pub history: crate::report::history::History,
 }
 
 impl Gate {
@@ -283,6 +289,7 @@ impl Gate {
         clock: Arc<dyn crate::model::Clock>,
     ) -> Result<Arc<Gate>, BuildError> {
         let own = Arc::new(target::OwnEndpoints::new(&config.ledger.backend));
+        let history = crate::report::history::History::open(&config.gate.data_dir);
         own.refresh_ledger().await;
         let snap = Snapshot::build(config, &metrics, ledger.as_ref(), own.clone()).await?;
         snap.gauges.refresh(ledger.as_ref(), clock.now()).await;
@@ -306,9 +313,40 @@ impl Gate {
             hasher,
             clock,
             own,
+            report_activity: crate::ledger::activity::ActivityRecorder::new(),
+            history,
         };
         gate.publish_config_info();
         Ok(Arc::new(gate))
+    }
+
+    /// Counts one decision on a transfer to `destination`: `transfer_gate_decisions_total` and,
+    /// for refusals, the report's activity.
+    pub fn count_decision(&self, destination: &str, decision: Decision, reason: Reason) {
+        self.metrics
+            .decisions
+            .with_label_values(&[destination, decision.as_str(), reason.as_str()])
+            .inc();
+        if decision != Decision::Allow {
+            self.report_activity.decision(
+                self.clock.now(),
+                destination,
+                decision.as_str(),
+                reason.as_str(),
+            );
+        }
+    }
+
+    /// Counts the records forwarded to destination `dest` (index in the configuration) per
+    /// category (in `Category::ALL` order): `transfer_gate_records_total` and the report's
+    /// activity.
+    pub fn count_records(&self, snap: &Snapshot, dest: usize, per_category: &[u64; 9]) {
+        if let (Some(route), Some(d)) = (snap.routes.get(dest), snap.config.destinations.get(dest))
+        {
+            route.count_records(per_category);
+            self.report_activity
+                .records(self.clock.now(), &d.name, per_category);
+        }
     }
 
     /// Whether the ledger can make reservations durable now (reachable and writable), so that

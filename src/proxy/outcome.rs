@@ -9,17 +9,15 @@ use crate::policy::{Decision, Reason, Refusal};
 use crate::respond::{self, GateBody};
 use http::Response;
 
-/// Records a decision in `transfer_gate_decisions_total`.
+/// Records a decision in `transfer_gate_decisions_total` (and a refusal in the report's
+/// activity).
 pub(crate) fn count(gate: &Gate, destination: &str, reason: Reason) -> Decision {
     let decision = if reason.permits() {
         Decision::Allow
     } else {
         Decision::Block
     };
-    gate.metrics
-        .decisions
-        .with_label_values(&[destination, decision.as_str(), reason.as_str()])
-        .inc();
+    gate.count_decision(destination, decision, reason);
     decision
 }
 
@@ -98,10 +96,7 @@ pub(crate) async fn finish(
     }
     audit.decision = decision;
     audit.reason = reason;
-    gate.metrics
-        .decisions
-        .with_label_values(&[dest, decision.as_str(), reason.as_str()])
-        .inc();
+    gate.count_decision(dest, decision, reason);
     gate.audit.record(audit).await;
     decision
 }

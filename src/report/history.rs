@@ -1,30 +1,41 @@
-//! The gate's small activity history for `report` and `assess`, kept next to the ledger in
-//! `gate.data_dir/history.json`:
+//! The gate's small activity history for `report` and `assess`:
 //!
 //! - per Asia/Shanghai day, the entity's *cumulative* newly-counted subjects (the sum of the
-//!   ledger's monthly tallies for the entity scope, all and sensitive), sampled by the gate.
-//!   Differences between two days are the subjects newly counted between them, across window
-//!   roll-overs and across replicas sharing a backend (the tallies are the ledger's);
+//!   ledger's monthly tallies for the entity scope, all and sensitive), sampled by the gate
+//!   every [`INTERVAL`] into `gate.data_dir/history.json`. Differences between two days are the
+//!   subjects newly counted between them, across window roll-overs and across replicas sharing
+//!   a backend (the tallies are the ledger's; each replica samples them for the days it runs);
 //! - per month and destination, the records sent per data category and the transfers refused
-//!   (`block`) or that would have been (`would_block`) per reason. These are the deltas of the
-//!   process's `transfer_gate_records_total` and `transfer_gate_decisions_total` counters, so
-//!   they cover this process only (sum the reports of every replica, or use Prometheus), and
-//!   the last sampling interval before a `kill -9` is lost.
+//!   (`block`) or that would have been (`would_block`) per reason
+//!   ([`crate::ledger::activity`]). They are counted where the gate decides, into
+//!   [`Gate::report_activity`], and [`History::flush`] moves them every second (the gate's
+//!   refresher; also before every `/v1/report` answer and when the gate stops) into one store: with a ledger
+//!   that shares them ([`crate::ledger::Ledger::shares_activity`], Redis) into the backend, so
+//!   every replica reports the union of all replicas; otherwise into this file, for this
+//!   process. Months the file kept before the backend shared them are moved there once.
 //!
-//! Sampling happens every [`INTERVAL`] and before every `/v1/report` or `/v1/history`
-//! answer; the file is rewritten atomically (temporary file + rename) when something changed.
-//! A file that cannot be read or written is logged and the history goes on in memory.
+//! What a `kill -9` loses of the activity: with Redis, what was not flushed yet (at most the
+//! last second); with the local backend, what was not written to the file yet (at most the last
+//! [`INTERVAL`]). These are report statistics; subject counts never depend on them.
+//!
+//! The file is rewritten atomically (temporary file + rename) when something changed, every
+//! [`INTERVAL`] and before every `/v1/report` or `/v1/history` answer. A file that cannot be
+//! read or written is logged and the history goes on in memory; a shared store that cannot be
+//! reached keeps the deltas in memory and gets them with the next flush.
 
-use crate::ledger::Scope;
+use crate::ledger::activity::{is_empty, merge, ActivityMonths};
+use crate::ledger::{Ledger, LedgerError, Scope};
 use crate::model::shanghai_date;
 use crate::proxy::Gate;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// How often the gate samples its counters.
+pub use crate::ledger::activity::{MonthActivity, StoredActivity};
+
+/// How often the gate samples the entity's counts (and writes the file).
 pub const INTERVAL: Duration = Duration::from_secs(30);
 /// How many days of entity samples are kept (enough for any 30-day rate and a window).
 const KEEP_DAYS: usize = 800;
@@ -38,38 +49,25 @@ pub struct DaySample {
     pub sensitive: u64,
 }
 
-/// What one destination did in one month, from the process's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MonthActivity {
-    /// Records forwarded per data category.
-    #[serde(default)]
-    pub records: BTreeMap<String, u64>,
-    /// Refused transfers per reason.
-    #[serde(default)]
-    pub blocked: BTreeMap<String, u64>,
-    /// Transfers that would have been refused (observe mode) per reason.
-    #[serde(default)]
-    pub would_block: BTreeMap<String, u64>,
-}
-
 /// The persisted part of the history.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HistoryData {
     /// `YYYY-MM-DD` → the day's last entity sample.
     #[serde(default)]
     pub days: BTreeMap<String, DaySample>,
-    /// `YYYY-MM` → destination → activity.
+    /// `YYYY-MM` → destination → activity, when this process keeps its own (local backend).
     #[serde(default)]
-    pub months: BTreeMap<String, BTreeMap<String, MonthActivity>>,
+    pub months: ActivityMonths,
 }
 
 #[derive(Debug, Default)]
 struct State {
     data: HistoryData,
-    /// Counter values at the previous sample, by label set (process-local, starts at zero).
-    last: HashMap<Vec<String>, u64>,
+    /// Activity the shared store did not take yet (sent again with the next flush).
+    unsent: ActivityMonths,
     dirty: bool,
     warned: bool,
+    store_warned: bool,
 }
 
 /// The history of one gate process.
@@ -118,11 +116,11 @@ impl History {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Samples the ledger's entity tallies and the process's counters now.
+    /// Samples the ledger's entity tallies now, flushes the activity and writes the file when
+    /// something changed.
     pub async fn sample(&self, gate: &Gate) {
-        let now = gate.clock.now();
-        let today = shanghai_date(now);
-        let month = format!("{:04}-{:02}", today.year(), u8::from(today.month()));
+        self.flush(gate).await;
+        let today = shanghai_date(gate.clock.now());
         let entity = match gate.ledger.monthly().await {
             Ok(t) => Some(t.iter().filter(|t| t.scope == Scope::Entity).fold(
                 DaySample::default(),
@@ -133,8 +131,6 @@ impl History {
             )),
             Err(_) => None,
         };
-        let records = counter_values(&gate.metrics.records);
-        let decisions = counter_values(&gate.metrics.decisions);
         let mut st = self.lock();
         if let Some(e) = entity {
             let day = today.to_string();
@@ -152,41 +148,86 @@ impl History {
                 st.data.days.pop_first();
             }
         }
-        for (labels, v) in records {
-            let delta = st.delta(&labels, v);
-            let (Some(dest), Some(cat)) =
-                (label(&labels, "destination"), label(&labels, "category"))
-            else {
-                continue;
-            };
-            if delta > 0 {
-                let a = st.activity(&month, dest);
-                *a.records.entry(cat.to_owned()).or_default() += delta;
+        self.save(&mut st);
+    }
+
+    /// Moves the activity counted in process ([`Gate::report_activity`]) into its store: the
+    /// shared backend when the ledger keeps it, else this history (written by the next
+    /// [`History::sample`]). A delta the backend does not take is kept for the next flush.
+    pub async fn flush(&self, gate: &Gate) {
+        let today = shanghai_date(gate.clock.now()).to_string();
+        self.flush_delta(gate.report_activity.take(), gate.ledger.as_ref(), &today)
+            .await;
+    }
+
+    /// [`History::flush`] of `fresh` into `ledger`'s store or this history.
+    async fn flush_delta(&self, fresh: ActivityMonths, ledger: &dyn Ledger, today: &str) {
+        if !ledger.shares_activity() {
+            if !is_empty(&fresh) {
+                let mut st = self.lock();
+                merge(&mut st.data.months, &fresh);
                 st.dirty = true;
             }
+            return;
         }
-        for (labels, v) in decisions {
-            let delta = st.delta(&labels, v);
-            let (Some(dest), Some(decision), Some(reason)) = (
-                label(&labels, "destination"),
-                label(&labels, "decision"),
-                label(&labels, "reason"),
-            ) else {
-                continue;
+        let (delta, pending, moved) = {
+            let mut st = self.lock();
+            let mut pending = std::mem::take(&mut st.unsent);
+            merge(&mut pending, &fresh);
+            // Months the file kept while this process kept its own go to the shared store once.
+            let moved = std::mem::take(&mut st.data.months);
+            let mut months = pending.clone();
+            merge(&mut months, &moved);
+            let since = st.data.days.keys().next().map_or(today, String::as_str);
+            let delta = StoredActivity {
+                since: Some(since.to_owned()),
+                months,
             };
-            if delta == 0 || decision == "allow" {
-                continue;
+            (delta, pending, moved)
+        };
+        if is_empty(&delta.months) {
+            return;
+        }
+        let res = ledger.add_activity(&delta).await;
+        let mut st = self.lock();
+        match res {
+            Ok(()) => {
+                st.store_warned = false;
+                if !moved.is_empty() {
+                    st.dirty = true;
+                    self.save(&mut st);
+                }
             }
-            let a = st.activity(&month, dest);
-            let map = if decision == "block" {
-                &mut a.blocked
-            } else {
-                &mut a.would_block
-            };
-            *map.entry(reason.to_owned()).or_default() += delta;
-            st.dirty = true;
+            Err(e) => {
+                merge(&mut st.unsent, &pending);
+                merge(&mut st.data.months, &moved);
+                if !st.store_warned {
+                    st.store_warned = true;
+                    tracing::warn!(error = %e, "cannot add the report's activity to the shared ledger; keeping it in memory until it can");
+                }
+            }
         }
-        self.save(&mut st);
+    }
+
+    /// The activity of every month: this process's, flushed first, or with a ledger that
+    /// shares it, that of every process sharing the backend.
+    ///
+    /// # Errors
+    /// The shared store cannot be read.
+    pub async fn activity(&self, gate: &Gate) -> Result<StoredActivity, LedgerError> {
+        self.flush(gate).await;
+        self.stored(gate.ledger.as_ref()).await
+    }
+
+    async fn stored(&self, ledger: &dyn Ledger) -> Result<StoredActivity, LedgerError> {
+        if ledger.shares_activity() {
+            return ledger.activity().await;
+        }
+        let st = self.lock();
+        Ok(StoredActivity {
+            since: st.data.days.keys().next().cloned(),
+            months: st.data.months.clone(),
+        })
     }
 
     fn save(&self, st: &mut State) {
@@ -216,68 +257,6 @@ impl History {
     }
 }
 
-impl State {
-    /// The increase of a counter since the previous sample (counters start at zero with the
-    /// process, so the first sample counts everything since start).
-    ///
-    /// Counters never decrease within a process, so a value below the previous one is a
-    /// sample that read the counters earlier and took the lock later: it adds nothing.
-    fn delta(&mut self, labels: &[String], v: u64) -> u64 {
-        let prev = self.last.get(labels).copied().unwrap_or(0);
-        if v <= prev {
-            return 0;
-        }
-        self.last.insert(labels.to_vec(), v);
-        v - prev
-    }
-
-    fn activity(&mut self, month: &str, dest: &str) -> &mut MonthActivity {
-        self.data
-            .months
-            .entry(month.to_owned())
-            .or_default()
-            .entry(dest.to_owned())
-            .or_default()
-    }
-}
-
-/// Every series of a counter family as (`name=value` label list, value).
-fn counter_values(c: &prometheus::IntCounterVec) -> Vec<(Vec<String>, u64)> {
-    use prometheus::core::Collector;
-    let mut out = Vec::new();
-    for mf in c.collect() {
-        for m in mf.get_metric() {
-            let labels = m
-                .get_label()
-                .iter()
-                .map(|l| format!("{}={}", l.name(), l.value()))
-                .collect();
-            out.push((labels, m.get_counter().get_value() as u64));
-        }
-    }
-    out
-}
-
-fn label<'a>(labels: &'a [String], name: &str) -> Option<&'a str> {
-    labels
-        .iter()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix('=')))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deltas_start_at_zero_and_ignore_stale_samples() {
-        let mut st = State::default();
-        let l = vec!["destination=eu".to_owned()];
-        assert_eq!(st.delta(&l, 5), 5);
-        assert_eq!(st.delta(&l, 7), 2);
-        assert_eq!(st.delta(&l, 7), 0);
-        assert_eq!(st.delta(&l, 1), 0);
-        assert_eq!(st.delta(&l, 9), 2);
-        assert_eq!(label(&l, "destination"), Some("eu"));
-        assert_eq!(label(&l, "dest"), None);
-    }
-}
+#[path = "history_tests.rs"]
+mod tests;

@@ -4,8 +4,9 @@
 //!
 //! - this file: the `/v1/report` document, built by the gate from the ledger's monthly tallies,
 //!   the `/v1/status` view and the [`history`];
-//! - [`history`]: the small persisted activity history (daily entity samples, categories and
-//!   refusals per month) that the gate keeps for `report` and `assess`;
+//! - [`history`]: the small activity history (daily entity samples, categories and refusals
+//!   per month; the latter in the shared ledger with Redis, so every replica reports every
+//!   replica's) that the gate keeps for `report` and `assess`;
 //! - [`md`], [`json`], [`html`]: the renderers the CLI applies to the document (the HTML is one
 //!   self-contained file with an SVG data-flow diagram).
 
@@ -25,6 +26,14 @@ pub const SUBJECTS_NOTE: &str = "Subjects per month are those newly counted that
 whose PI was sent to the destination and who were not yet counted in the legal counting window. \
 A person sent again in a later month of the same window is not counted again, so the months add up \
 to the window count.";
+
+/// Where the categories and refusals come from, with a backend that shares them (Redis).
+const SHARED_NOTE: &str = "Categories and refusals are counted by every gate replica into the \
+shared ledger (Redis) within a second; every replica reports the same figures.";
+
+/// Where the categories and refusals come from, with the local backend.
+const LOCAL_NOTE: &str = "Categories and refusals are counted by this gate process and kept in \
+gate.data_dir/history.json.";
 
 /// A calendar month `YYYY-MM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,9 +67,16 @@ pub async fn document(
     to: Option<Month>,
 ) -> Value {
     history.sample(gate).await;
+    let (activity, activity_note) = match history.activity(gate).await {
+        Ok(a) if gate.ledger.shares_activity() => (a, SHARED_NOTE.to_owned()),
+        Ok(a) => (a, LOCAL_NOTE.to_owned()),
+        Err(e) => (
+            history::StoredActivity::default(),
+            format!("Categories and refusals could not be read from the shared ledger: {e}"),
+        ),
+    };
     let mut status = crate::status::status(gate).await;
     let tallies = gate.ledger.monthly().await.unwrap_or_default();
-    let hist = history.data();
     let inside = |m: Month| from.is_none_or(|f| f <= m) && to.is_none_or(|t| m <= t);
     // (scope, month) → (new, new sensitive)
     let mut by: BTreeMap<(Scope, Month), (u64, u64)> = BTreeMap::new();
@@ -75,7 +91,7 @@ pub async fn document(
             e.1 += t.new_sensitive;
         }
     }
-    let hist_months: Vec<(Month, &BTreeMap<String, history::MonthActivity>)> = hist
+    let hist_months: Vec<(Month, &BTreeMap<String, history::MonthActivity>)> = activity
         .months
         .iter()
         .filter_map(|(k, v)| Some((Month::parse(k)?, v)))
@@ -136,8 +152,8 @@ pub async fn document(
         "to": to.map(|m| m.to_string()),
         "generated_at": crate::audit::rfc3339(gate.clock.now()),
         "subjects_note": SUBJECTS_NOTE,
-        "activity_since": hist.days.keys().next(),
-        "activity_note": "Categories and refusals come from this gate process's counters, sampled into gate.data_dir/history.json; with several replicas, each reports its own.",
+        "activity_since": activity.since,
+        "activity_note": activity_note,
     });
     status["entity_months"] = Value::Array(
         entity_months
