@@ -374,3 +374,65 @@ async fn password_and_acl_user_in_the_url() {
         .await;
     assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
 }
+
+/// What one replica counted: `n` records of `category` to `eu`, one refusal to `dest`.
+fn activity_delta(n: u64, category: usize, dest: &str, since: &str) -> StoredActivity {
+    let r = crate::ledger::activity::ActivityRecorder::new();
+    let mut cats = [0u64; 9];
+    cats[category] = n;
+    let now = at(2026, 11, 27);
+    r.records(now, "eu", &cats);
+    r.decision(now, dest, "block", "approval_required");
+    r.decision(now, dest, "would_block", "important_data");
+    StoredActivity {
+        since: Some(since.to_owned()),
+        months: r.take(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_activity_is_the_union_of_every_replica_on_a_server_and_a_cluster() {
+    let server = RedisServer::start();
+    let cluster = RedisCluster::start();
+    for target in [
+        RedisTarget::Server(server.url()),
+        RedisTarget::Cluster(cluster.urls()),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(target, tmp.path());
+        let a = RedisLedger::open(replica(&o, tmp.path()), &hasher())
+            .await
+            .unwrap();
+        let b = RedisLedger::open(replica(&o, tmp.path()), &hasher())
+            .await
+            .unwrap();
+        assert!(a.shares_activity());
+        assert!(a.keys().activity().starts_with(a.namespace()));
+        a.add_activity(&activity_delta(2, 0, "us", "2026-11-27"))
+            .await
+            .unwrap();
+        b.add_activity(&activity_delta(3, 5, "us|x", "2026-11-20"))
+            .await
+            .unwrap();
+        a.add_activity(&activity_delta(1, 0, "us", "2026-11-27"))
+            .await
+            .unwrap();
+        let (ra, rb) = (a.activity().await.unwrap(), b.activity().await.unwrap());
+        assert_eq!(ra, rb);
+        assert_eq!(ra.since.as_deref(), Some("2026-11-20"));
+        let m = &ra.months["2026-11"];
+        assert_eq!(m["eu"].records["basic"], 3);
+        assert_eq!(m["eu"].records["health"], 3);
+        assert_eq!(m["us"].blocked["approval_required"], 2);
+        assert_eq!(m["us|x"].would_block["important_data"], 1);
+        // An empty delta is no call; a delta without a date leaves `since` alone.
+        let none = StoredActivity::default();
+        a.add_activity(&none).await.unwrap();
+        let mut undated = activity_delta(1, 0, "us", "x");
+        undated.since = None;
+        b.add_activity(&undated).await.unwrap();
+        let after = a.activity().await.unwrap();
+        assert_eq!(after.since.as_deref(), Some("2026-11-20"));
+        assert_eq!(after.months["2026-11"]["eu"].records["basic"], 4);
+    }
+}

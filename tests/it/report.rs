@@ -287,3 +287,147 @@ async fn assess_exit_codes_follow_the_actions_due() {
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("cannot reach"));
 }
+
+/// The categories and refusals of a report (what issue 15 asks every replica to agree on).
+fn activity_parts(doc: &serde_json::Value) -> serde_json::Value {
+    let dests: Vec<serde_json::Value> = doc["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let months: Vec<serde_json::Value> = d["months"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "month": m["month"], "categories": m["categories"], "records": m["records"],
+                        "blocked": m["blocked"], "would_block": m["would_block"],
+                    })
+                })
+                .collect();
+            serde_json::json!({"name": d["name"], "months": months})
+        })
+        .collect();
+    serde_json::json!({
+        "destinations": dests,
+        "unregistered_blocked": doc["unregistered_blocked"],
+        "activity_since": doc["report"]["activity_since"],
+    })
+}
+
+async fn admin_json(gate: &GateProc, path: &str) -> serde_json::Value {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(gate.admin_url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_on_one_redis_report_the_same_categories_and_refusals() {
+    use crate::harness::redis::RedisServer;
+    use crate::redis::{ledger_toml, shared_key};
+    let redis = RedisServer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let key = shared_key(keys.path());
+    let up = Upstream::http().await;
+    let replica = || {
+        GateBuilder::new()
+            .regime("cac-2022")
+            .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+            .destination(Dest::new("us", "api.us.test").connect_to(up.addr))
+            .section(CATEGORIES)
+            .approvals(
+                "[[approval]]\nid = \"SC-EU-1\"\nmechanism = \"standard_contract\"\nstatus = \"active\"\n\
+                 destinations = [\"eu\"]\ncategories = [\"basic\", \"health\"]\nmax_subjects = 1000\n\
+                 valid_from = \"2025-01-01\"\nvalid_until = \"2099-01-01\"\n",
+            )
+            .ledger_toml(&ledger_toml(&redis, &key))
+            .start()
+    };
+    let (a, mut b) = (replica().await, replica().await);
+    a.wait_ledger_up().await;
+    b.wait_ledger_up().await;
+    // Allowed traffic with categories through A; refused traffic (and a little allowed) via B.
+    let eu = "http://api.eu.test/v1/records";
+    let sent = r#"[{"user_id":1,"diagnosis":"x"},{"user_id":2}]"#;
+    assert_eq!(post(&a, eu, sent).await, 200);
+    assert_eq!(post(&a, eu, r#"{"user_id":3}"#).await, 200);
+    assert_eq!(post(&b, eu, r#"{"user_id":4}"#).await, 200);
+    // cac-2022: any PI needs a contract, and `us` has none.
+    assert_eq!(
+        post(&b, "http://api.us.test/x", r#"{"user_id":5}"#).await,
+        451
+    );
+    assert_eq!(
+        post(&b, "http://api.us.test/x", r#"{"user_id":6}"#).await,
+        451
+    );
+    assert_eq!(post(&b, "http://other.example.org/x", "{}").await, 451);
+
+    // Each replica flushes within a second: poll until A and B agree and hold both.
+    let month = {
+        let d = today_shanghai();
+        format!("{:04}-{:02}", d.year(), u8::from(d.month()))
+    };
+    let complete = |p: &serde_json::Value| {
+        let dest = |n: &str| {
+            p["destinations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["name"] == n)
+                .map(|d| d["months"][0].clone())
+                .unwrap_or_default()
+        };
+        dest("eu")["records"]["basic"] == 3
+            && dest("eu")["records"]["health"] == 1
+            && dest("us")["blocked"]["approval_required"] == 2
+            && p["unregistered_blocked"][0]["blocked"]["unknown_destination"] == 1
+    };
+    let agreed = poll_until(std::time::Duration::from_secs(10), || async {
+        let ra = activity_parts(&admin_json(&a, "/v1/report").await);
+        let rb = activity_parts(&admin_json(&b, "/v1/report").await);
+        (complete(&ra) && ra == rb).then_some(ra)
+    })
+    .await;
+    let ra = match agreed {
+        Some(ra) => ra,
+        None => {
+            let ra = activity_parts(&admin_json(&a, "/v1/report").await);
+            let rb = activity_parts(&admin_json(&b, "/v1/report").await);
+            panic!("A and B do not agree on every replica's activity:\nA {ra:#}\nB {rb:#}");
+        }
+    };
+    let eu_m = &ra["destinations"][0]["months"][0];
+    assert_eq!(eu_m["month"], month);
+    assert_eq!(eu_m["categories"], serde_json::json!(["basic", "health"]));
+    assert!(ra["activity_since"].is_string(), "{ra:#}");
+
+    // The CLI report of either replica says the same; `/v1/history` too.
+    let from_cli = |g: &GateProc| {
+        let out = cli(g, &["report", "--format", "json"]);
+        assert!(out.success(), "{}", out.stderr);
+        activity_parts(&serde_json::from_str(&out.stdout).unwrap())
+    };
+    assert_eq!(from_cli(&a), ra);
+    assert_eq!(from_cli(&b), ra);
+    let (ha, hb) = (
+        admin_json(&a, "/v1/history").await,
+        admin_json(&b, "/v1/history").await,
+    );
+    assert_eq!(ha["entity_months"], hb["entity_months"]);
+    assert_eq!(ha["entity_months"][0]["subjects"], 4, "{ha:#}");
+
+    // The activity lives in Redis, not in B's process: B killed and restarted reports it.
+    b.restart().await;
+    b.wait_ledger_up().await;
+    assert_eq!(activity_parts(&admin_json(&b, "/v1/report").await), ra);
+}
