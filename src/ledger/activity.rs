@@ -1,4 +1,4 @@
-//! The report's activity statistics (issue 15): per Asia/Shanghai month and destination, the
+//! The report's activity statistics: per Asia/Shanghai month and destination, the
 //! records forwarded per data category and the transfers refused (`block`) or that would have
 //! been (`would_block`, observe mode) per reason.
 //!

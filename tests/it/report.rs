@@ -288,7 +288,7 @@ async fn assess_exit_codes_follow_the_actions_due() {
     assert!(out.stderr.contains("cannot reach"));
 }
 
-/// The categories and refusals of a report (what issue 15 asks every replica to agree on).
+/// The categories and refusals of a report (what every replica must agree on).
 fn activity_parts(doc: &serde_json::Value) -> serde_json::Value {
     let dests: Vec<serde_json::Value> = doc["destinations"]
         .as_array()

@@ -1,4 +1,4 @@
-//! The report's activity statistics in Redis (issue 15): one hash per entity namespace,
+//! The report's activity statistics in Redis: one hash per entity namespace,
 //! `<ns>:a`, with a field per (month, kind, label, destination) summed by `HINCRBY`
 //! ([`crate::ledger::activity::to_fields`]) and `since`, the earliest Asia/Shanghai date any
 //! replica kept activity from. Every replica adds what it counted (one script call per
