@@ -1,5 +1,6 @@
-//! The outcome phase: a decision counted in `transfer_gate_decisions_total`, written to the
-//! audit log, and — for a refusal — rendered by [`crate::respond`].
+//! The outcome phase: a decision counted in `transfer_gate_decisions_total` (and a refusal in
+//! the report's activity, [`Gate::count_decision`]), written to the audit log, and — for a
+//! refusal — rendered by [`crate::respond`].
 
 use super::enforce;
 use super::gated::Summary;
