@@ -13,10 +13,11 @@
 
 use crate::config::{Backend, Gate as GateSettings};
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// The gate's own endpoints, process-wide: its listeners and its ledger's servers.
@@ -140,7 +141,21 @@ pub struct TargetRules {
     own: Arc<OwnEndpoints>,
     deny: Vec<IpNet>,
     tunnel_ports: Vec<u16>,
+    /// Recent lookups of [`TargetRules::any_forbidden`]: `(host, port)` → when, and the
+    /// addresses (empty: the name did not resolve in time). Checked again on every use, so a
+    /// change of the gate's own endpoints applies at once.
+    resolved: Mutex<HashMap<(String, u16), Lookup>>,
 }
+
+/// One remembered lookup: when, and the addresses found.
+type Lookup = (Instant, Arc<[SocketAddr]>);
+
+/// How long a lookup of [`TargetRules::any_forbidden`] is reused.
+const RESOLVED_TTL: Duration = Duration::from_secs(30);
+/// At most this many names are remembered (the map is cleared when full).
+const RESOLVED_MAX: usize = 4096;
+/// How long a lookup may take before the name counts as not resolving.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A target the rules refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +169,7 @@ impl TargetRules {
             own,
             deny: gate.deny_cidrs.clone(),
             tunnel_ports: gate.tunnel_ports.clone(),
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -176,17 +192,39 @@ impl TargetRules {
 
     /// For a target another party dials (an ICAP client such as Squid connects by itself, and
     /// may pick any address of the name): whether **any** address `host:port` resolves to is
-    /// refused. A name that does not resolve here is not refused (the dialler will fail too).
+    /// refused. A name that does not resolve here within a second is not refused (the dialler
+    /// will fail too). Lookups are reused for 30 s: this runs on every ICAP request, and a
+    /// resolver that stalls must not stall the requests with it.
     pub async fn any_forbidden(&self, host: &str, port: u16) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
             return self.check(SocketAddr::new(ip, port)).is_err();
         }
-        let lookup = tokio::net::lookup_host((host, port));
-        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-            Ok(Ok(mut addrs)) => addrs.any(|a| self.check(a).is_err()),
-            _ => false,
-        }
+        let key = (host.to_ascii_lowercase(), port);
+        let cached = {
+            let m = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+            m.get(&key)
+                .filter(|(at, _)| at.elapsed() < RESOLVED_TTL)
+                .map(|(_, a)| a.clone())
+        };
+        let addrs = match cached {
+            Some(a) => a,
+            None => {
+                let lookup = tokio::net::lookup_host((host, port));
+                let found: Arc<[SocketAddr]> =
+                    match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+                        Ok(Ok(addrs)) => addrs.collect(),
+                        _ => Arc::from(Vec::new()),
+                    };
+                let mut m = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+                if m.len() >= RESOLVED_MAX {
+                    m.clear();
+                }
+                m.insert(key, (Instant::now(), found.clone()));
+                found
+            }
+        };
+        addrs.iter().any(|a| self.check(*a).is_err())
     }
 
     /// Checks a connected socket: a connection whose local and peer addresses are equal goes to
@@ -275,6 +313,7 @@ mod tests {
             own,
             deny: deny.iter().map(|c| c.parse().unwrap()).collect(),
             tunnel_ports: ports.to_vec(),
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -348,6 +387,7 @@ mod tests {
             own,
             deny: vec![],
             tunnel_ports: vec![],
+            resolved: Mutex::new(HashMap::new()),
         };
         assert!(matches!(
             dial("localhost", addr.port(), Some(&r)).await,
