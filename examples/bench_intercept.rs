@@ -213,7 +213,12 @@ async fn load(
     let body = Bytes::from(body_1k());
     // Warm-up: connections, TLS sessions and minted leaves exist before timing starts.
     for _ in 0..conns {
-        let _ = client.post(url).header("content-type", "application/json").body(body.clone()).send().await;
+        let _ = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await;
     }
     let cpu_before = cpu_secs(gate_pid);
     let started = Instant::now();
@@ -226,7 +231,13 @@ async fn load(
             let mut errors = 0u64;
             while Instant::now() < end {
                 let t = Instant::now();
-                match client.post(&url).header("content-type", "application/json").body(body.clone()).send().await {
+                match client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status() == 200 => {
                         let _ = r.bytes().await;
                         lat.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
