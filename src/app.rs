@@ -53,6 +53,9 @@ pub enum StartError {
     /// Metrics registration failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The proxy's worker threads could not be started.
+    #[error("cannot start the proxy workers: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A started gate: its state and the addresses it listens on.
@@ -179,7 +182,14 @@ pub async fn start_with_clock(
             }
         })
     };
-    let p = tokio::spawn(proxy::serve(gate.clone(), proxy_l, drain.watcher()));
+    let workers =
+        crate::workers::Workers::start(crate::workers::count()).map_err(StartError::Workers)?;
+    let p = tokio::spawn(proxy::serve(
+        gate.clone(),
+        proxy_l,
+        workers,
+        drain.watcher(),
+    ));
     let a = tokio::spawn(crate::admin::serve(gate.clone(), admin_l, drain.watcher()));
     let i = icap_l.map(|l| tokio::spawn(crate::icap::serve(gate.clone(), l, drain.watcher())));
     let g = gate.clone();

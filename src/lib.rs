@@ -6,6 +6,7 @@
 //! - [`app`]: start-up and wiring — load the configuration, open the ledger, bind the
 //!   listeners, background tasks, signals, drain.
 //! - [`listen`]: the connection lifecycle shared by every listener (limit, deadlines, backoff).
+//! - [`workers`]: one single-threaded runtime per core; each proxy connection lives on one.
 //! - [`proxy`]: the proxy listener's request path — routing, target rules, head and body
 //!   inspection, judging, sending, the outcome.
 //! - [`icap`]: the ICAP REQMOD listener, onto the same request path.
@@ -51,3 +52,4 @@ pub mod respond;
 pub mod shutdown;
 pub mod status;
 pub mod tls;
+pub mod workers;

@@ -79,6 +79,21 @@ impl Acceptor {
     /// The next connection, once a slot is free; accept errors are retried (with backoff when
     /// the process is out of descriptors or memory), never returned. Cancel-safe.
     pub async fn accept(&self) -> (GuardedIo, SocketAddr) {
+        loop {
+            let a = self.accept_detached().await;
+            let peer = a.peer;
+            // Registering a socket again fails only when it is already unusable: then it is
+            // dropped and the next connection accepted.
+            if let Ok(io) = a.into_io() {
+                return (io, peer);
+            }
+        }
+    }
+
+    /// Like [`Acceptor::accept`], but the connection is not yet bound to a runtime: it is
+    /// handed to a worker ([`crate::workers`]), which calls [`Accepted::into_io`] so that its
+    /// socket and deadline timer belong to the worker's reactor. Cancel-safe.
+    pub async fn accept_detached(&self) -> Accepted {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             // The semaphore is never closed.
             return std::future::pending().await;
@@ -88,8 +103,19 @@ impl Acceptor {
             match self.listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let activity = Activity::new(self.limits);
-                    return (GuardedIo::new(stream, activity, slot), peer);
+                    match stream.into_std() {
+                        Ok(stream) => {
+                            return Accepted {
+                                stream,
+                                peer,
+                                limits: self.limits,
+                                slot,
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(listener = self.name, error = %e, "accepted socket could not be detached");
+                        }
+                    }
                 }
                 Err(e) => {
                     let exhausted = is_exhaustion(&e);
@@ -105,6 +131,32 @@ impl Acceptor {
                 }
             }
         }
+    }
+}
+
+/// An accepted connection not yet bound to a runtime (see [`Acceptor::accept_detached`]); it
+/// holds its slot of the connection limit.
+pub struct Accepted {
+    stream: std::net::TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    limits: Limits,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Accepted {
+    /// The connection's IO, registered with the current runtime's reactor; its header
+    /// deadline starts now (microseconds after the accept).
+    ///
+    /// # Errors
+    /// When the socket cannot be registered (it is closed).
+    pub fn into_io(self) -> io::Result<GuardedIo> {
+        let stream = TcpStream::from_std(self.stream)?;
+        Ok(GuardedIo::new(
+            stream,
+            Activity::new(self.limits),
+            self.slot,
+        ))
     }
 }
 

@@ -143,28 +143,40 @@ impl Writer {
     }
 }
 
+/// How long the writer lets lines gather after a batch before it takes the next: under load
+/// the request path then wakes the writer about once per pause instead of once per line (a
+/// wake-up of another thread costs more than serialising the line).
+const GATHER: Duration = Duration::from_millis(5);
+/// Written lines wait in the buffer at most this long.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 pub(super) async fn write_loop(mut rx: mpsc::Receiver<Msg>, mut w: Writer) {
+    let mut batch = Vec::with_capacity(1024);
+    let mut flushed = tokio::time::Instant::now();
     loop {
-        let msg = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(_) => {
-                if !w.buf.is_empty() {
+        // Nothing received within FLUSH_EVERY is no error: the buffer is flushed below.
+        if let Ok(0) = tokio::time::timeout(FLUSH_EVERY, rx.recv_many(&mut batch, 1024)).await {
+            break; // every sender is gone
+        }
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Record(rec) => w.record(&rec),
+                Msg::Flush(done) => {
                     w.flush();
+                    let _ = done.send(());
                 }
-                continue;
-            }
-        };
-        match msg {
-            Msg::Record(rec) => w.record(&rec),
-            Msg::Flush(done) => {
-                w.flush();
-                let _ = done.send(());
-            }
-            Msg::Reopen(done) => {
-                let _ = done.send(w.reopen());
+                Msg::Reopen(done) => {
+                    let _ = done.send(w.reopen());
+                }
             }
         }
+        if w.buf.is_empty() {
+            flushed = tokio::time::Instant::now();
+        } else if flushed.elapsed() >= FLUSH_EVERY {
+            w.flush();
+            flushed = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(GATHER).await;
     }
     w.flush();
 }

@@ -46,8 +46,10 @@ use upstream::{client, UpstreamClient, UpstreamConnector};
 
 /// What the request path needs per destination, resolved when the config loads.
 pub struct Route {
-    /// Pooled client honouring the destination's `connect_to` and TLS settings.
-    pub client: UpstreamClient,
+    /// Pooled clients honouring the destination's `connect_to` and TLS settings: one per
+    /// worker ([`crate::workers`]), so that a request and its upstream connection run on the
+    /// same thread, and a last one for requests outside the workers (ICAP, tests).
+    clients: Vec<UpstreamClient>,
     /// `transfer_gate_bytes_total{destination, direction="upstream"}`
     pub bytes_up: IntCounter,
     /// `transfer_gate_bytes_total{destination, direction="downstream"}`
@@ -57,6 +59,13 @@ pub struct Route {
 }
 
 impl Route {
+    /// The pooled client for the calling thread's worker.
+    pub fn client(&self) -> &UpstreamClient {
+        let last = self.clients.len() - 1;
+        let i = crate::workers::current().map_or(last, |w| w.min(last));
+        &self.clients[i]
+    }
+
     /// Adds per-category record counts (in `Category::ALL` order).
     pub fn count_records(&self, per_category: &[u64; 9]) {
         for (c, n) in self.records.iter().zip(per_category) {
@@ -167,11 +176,16 @@ impl Snapshot {
         let verified = client_config(roots.clone(), true)?;
         let t = config.timeouts;
         let targets = Arc::new(target::TargetRules::new(own, &config.gate));
+        let pools = crate::workers::count() + 1;
         let route = |name: &str, connect_to: Option<&str>, tls: Arc<rustls::ClientConfig>| Route {
-            client: client(
-                UpstreamConnector::new(connect_to, targets.clone(), tls, t.connect),
-                t.idle,
-            ),
+            clients: (0..pools)
+                .map(|_| {
+                    client(
+                        UpstreamConnector::new(connect_to, targets.clone(), tls.clone(), t.connect),
+                        t.idle,
+                    )
+                })
+                .collect(),
             bytes_up: metrics.bytes.with_label_values(&[name, "upstream"]),
             bytes_down: metrics.bytes.with_label_values(&[name, "downstream"]),
             records: crate::model::Category::ALL
@@ -422,10 +436,16 @@ impl Gate {
 }
 
 /// Accepts proxy connections on `listener` until `drain` fires, then lets in-flight
-/// connections finish for up to `gate.drain_seconds`. Each connection lives under the
+/// connections finish for up to `gate.drain_seconds`, then stops `workers`. Each accepted
+/// connection is handed to one of `workers` and served there to its end. It lives under the
 /// lifecycle of [`crate::listen`]: the connection limit, the header deadline from accept, the
 /// idle deadline, and accept backoff when descriptors run out.
-pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch) {
+pub async fn serve(
+    gate: Arc<Gate>,
+    listener: TcpListener,
+    workers: crate::workers::Workers,
+    mut drain: DrainWatch,
+) {
     let connections = Arc::new(crate::listen::Connections::default());
     let cfg = gate.snapshot().config.clone();
     let builder = server_builder(&cfg, false);
@@ -438,25 +458,28 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
         },
         "proxy",
     );
+    let builder = Arc::new(builder);
     loop {
         tokio::select! {
-            (io, peer) = acceptor.accept() => {
-                let local = io.local_addr().unwrap_or(peer);
-                let activity = io.activity();
+            accepted = acceptor.accept_detached() => {
                 let Some(watcher) = connections.watcher() else { break };
                 let gate = gate.clone();
                 let conns = connections.clone();
-                let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                    let flight = activity.request();
-                    req.extensions_mut().insert(activity.clone());
-                    req.extensions_mut().insert(conns.clone());
-                    let fut = request::handle(gate.clone(), request::Conn { peer, local }, req);
-                    async move { fut.await.map(|resp| flight.attach(resp)) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                let conn = watcher.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                let builder = builder.clone();
+                workers.spawn(async move {
+                    let peer = accepted.peer;
+                    let Ok(io) = accepted.into_io() else { return };
+                    let local = io.local_addr().unwrap_or(peer);
+                    let activity = io.activity();
+                    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                        let flight = activity.request();
+                        req.extensions_mut().insert(activity.clone());
+                        req.extensions_mut().insert(conns.clone());
+                        let fut = request::handle(gate.clone(), request::Conn { peer, local }, req);
+                        async move { fut.await.map(|resp| flight.attach(resp)) }
+                    });
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, "client connection ended with an error");
                     }
                 });

@@ -170,7 +170,7 @@ where
         Some(d) => t.response_header.min(d.saturating_duration_since(now)),
         None => t.response_header,
     };
-    let request = route.client.request(upstream_req);
+    let request = route.client().request(upstream_req);
     tokio::pin!(request);
     let result = tokio::select! {
         r = &mut request => Ok(r),
