@@ -37,6 +37,13 @@ pub const MAX_SCOPES_PER_RESERVATION: usize = 1 << 10;
 pub(crate) struct Shard {
     /// Indexed by scope id; missing tables are empty.
     pub(crate) tables: Vec<Table>,
+    /// The sequence number of the last journaled commit that changed a table of this shard
+    /// (0: none since start). A reservation answered from the tables without a commit of its
+    /// own must not be acknowledged before that commit is durable (its subjects may have been
+    /// counted by it); waiting for this, rather than for every commit in flight, lets a
+    /// request whose subjects were all counted earlier go on without waiting for the group
+    /// commit of other requests' new subjects.
+    changed_at: u64,
 }
 
 impl Shard {
@@ -413,28 +420,25 @@ impl Index {
         let when = When::new(req.regime, req.now);
         // Fast path: every subject already counted this year in every scope, and in the scope
         // of an alternative (the first such one is chosen: it costs no volume).
-        if self.all_current(req.subjects, req.scopes, when) {
+        if let Some(wait) = self.all_current(req.subjects, req.scopes, when) {
             let extra = if req.alternatives.is_empty() {
-                Some(None)
+                Some((None, 0))
             } else {
                 req.alternatives.iter().find_map(|a| match a.scope {
-                    None => Some(None),
+                    None => Some((None, 0)),
                     Some(s) => self
                         .all_current(req.subjects, &[s], when)
-                        .then_some(Some(s)),
+                        .map(|w| (Some(s), w)),
                 })
             };
-            if let Some(extra) = extra {
+            if let Some((extra, wait_extra)) = extra {
                 let outcomes = req
                     .scopes
                     .iter()
                     .chain(extra.as_ref())
                     .map(|s| unchanged(*s, counters[s.0 as usize].window(when.start)))
                     .collect();
-                return Ok((
-                    ReserveOutcome::Reserved(outcomes),
-                    self.appended.load(Ordering::Acquire),
-                ));
+                return Ok((ReserveOutcome::Reserved(outcomes), wait.max(wait_extra)));
             }
         }
         self.reserve_slow(req, when, &counters)
@@ -455,19 +459,28 @@ impl Index {
         std::hint::black_box(sink);
     }
 
-    fn all_current(&self, subjects: &[Subject], scopes: &[ScopeId], when: When) -> bool {
+    /// Whether every subject is counted this year in every scope (sensitive ones as
+    /// sensitive); if so, the sequence number that must be durable before that may be relied
+    /// on (the latest commit that changed one of their shards).
+    fn all_current(&self, subjects: &[Subject], scopes: &[ScopeId], when: When) -> Option<u64> {
         if subjects.len() > 1 {
             self.touch_all(subjects, scopes);
         }
-        subjects.iter().all(|s| {
+        let mut wait = 0;
+        for s in subjects {
             let shard = self.shards[shard_of(&s.key.0)]
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            scopes.iter().all(|sc| {
+            let current = scopes.iter().all(|sc| {
                 let y = shard.get(sc.0 as usize, &s.key.0);
                 y.all >= when.cur && (!s.sensitive || y.sensitive >= when.cur)
-            })
-        })
+            });
+            if !current {
+                return None;
+            }
+            wait = wait.max(shard.changed_at);
+        }
+        Some(wait)
     }
 
     fn reserve_slow(
@@ -625,6 +638,9 @@ impl Index {
             }
             while guards[g].0 != shard_of(&s.key.0) {
                 g += 1;
+            }
+            if wait != 0 {
+                guards[g].1.changed_at = wait;
             }
             let y = Years {
                 all: when.cur,

@@ -572,3 +572,57 @@ mod model {
         }
     }
 }
+
+/// A reservation answered from the tables waits for the commit that counted its subjects (it
+/// may not be durable yet), not for every commit in flight: a request with known subjects is
+/// not held up by the group commit of other requests' new subjects in other shards.
+#[test]
+fn a_known_subject_waits_only_for_commits_that_touched_its_shard() {
+    let index = index::Index::new(true);
+    let (ids, _) = index.register(&[Scope::Entity]).unwrap();
+    let now = at(2026, 6, 1);
+    let wait_for = |s: &Subject| {
+        index
+            .reserve(&Reservation {
+                subjects: std::slice::from_ref(s),
+                scopes: &ids,
+                ceilings: &[],
+                alternatives: &[],
+                regime: R24,
+                now,
+            })
+            .unwrap()
+            .1
+    };
+    let a = subj(0, false);
+    let elsewhere = (1..)
+        .map(|i| subj(i, false))
+        .find(|s| s.key.0[0] != a.key.0[0])
+        .unwrap();
+    let beside = (1..)
+        .map(|i| subj(i, false))
+        .find(|s| s.key.0[0] == a.key.0[0])
+        .unwrap();
+
+    let counted = wait_for(&a);
+    assert!(counted > 0, "a new subject waits for its own commit");
+    assert_eq!(
+        wait_for(&a),
+        counted,
+        "known: waits for the commit that counted it"
+    );
+    let other = wait_for(&elsewhere);
+    assert!(other > counted);
+    assert_eq!(
+        wait_for(&a),
+        counted,
+        "not for a later commit in another shard"
+    );
+    let later = wait_for(&beside);
+    assert!(later > other);
+    assert_eq!(
+        wait_for(&a),
+        later,
+        "a later commit in its shard: waits for that one"
+    );
+}
