@@ -5,6 +5,8 @@
 //! Module map, in the order a request meets them (the phases: `docs/architecture.md`):
 //! - [`app`]: start-up and wiring — load the configuration, open the ledger, bind the
 //!   listeners, background tasks, signals, drain.
+//! - [`reload`]: loading the configuration off the runtime and swapping it into a running
+//!   gate (start-up, `SIGHUP`, `POST /v1/reload`).
 //! - [`listen`]: the connection lifecycle shared by every listener (limit, deadlines, backoff).
 //! - [`proxy`]: the proxy listener's request path — routing, target rules, head and body
 //!   inspection, judging, sending, the outcome.
@@ -46,6 +48,7 @@ pub mod model;
 pub mod policy;
 pub mod proxy;
 pub mod redact;
+pub mod reload;
 pub mod report;
 pub mod respond;
 pub mod shutdown;
