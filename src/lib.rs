@@ -28,6 +28,8 @@
 //! - [`shutdown`]: the drain signal every connection watches.
 //! - [`data_dir`]: the lock that keeps a second gate off the same `gate.data_dir`, and the
 //!   `listen.json` of the addresses it bound.
+//! - `testing` (hidden): test support shared by the unit tests, the integration harness and the
+//!   benchmarks (polling, real Redis servers); not part of the gate.
 //! - [`cli`]: the work behind each command of the `transfer-gate` binary (`main.rs` only
 //!   parses the command line).
 
@@ -53,4 +55,6 @@ pub mod report;
 pub mod respond;
 pub mod shutdown;
 pub mod status;
+#[doc(hidden)]
+pub mod testing;
 pub mod tls;

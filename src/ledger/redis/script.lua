@@ -254,28 +254,25 @@ for i = 1, ns do
     local c, p = cur_v[idx], prev_v[idx]
     if counted(i) then
       local k = string.sub(keys, 16 * j - 15, 16 * j)
-      if not c then
-        redis.call('HSET', KEYS[3 * i - 1], k, sensitive and '1' or '0')
+      -- New this year, or newly sensitive this year: the subject's last year (last
+      -- sensitive year) moves from last year (if it was there) to this one.
+      if not c or (sensitive and c ~= '1') then
+        local want = sensitive and '1' or '0'
+        redis.call('HSET', KEYS[3 * i - 1], k, want)
         touched = true
-        if p then
-          redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. prev_s, -1)
+        if not c then
+          if p then
+            redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. prev_s, -1)
+          end
+          redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. cur_s, 1)
         end
-        redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. cur_s, 1)
         if sensitive then
           if p == '1' then
             redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. prev_s, -1)
           end
           redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. cur_s, 1)
         end
-        c = sensitive and '1' or '0'
-      elseif sensitive and c ~= '1' then
-        redis.call('HSET', KEYS[3 * i - 1], k, '1')
-        touched = true
-        if p == '1' then
-          redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. prev_s, -1)
-        end
-        redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. cur_s, 1)
-        c = '1'
+        c = want
       end
     end
     if not c then
