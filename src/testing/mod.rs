@@ -9,7 +9,24 @@ pub mod poll;
 pub mod redis_server;
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Fails the test when the command-line tool `name` is not on PATH: under CI a missing tool
+/// is a failure, not a skip (`scripts/test` installs every tool the tests use).
+pub fn require_tool(name: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "`{name}` is required by this test (scripts/test installs it)"
+    );
+}
 
 /// A fresh directory under the system's temporary directory, removed with everything in it on
 /// drop (the library cannot use the `tempfile` crate, a dev-dependency).

@@ -7,26 +7,11 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use super::poll::poll_until_blocking;
-use super::TempDir;
-
-/// Panics (fails the test) when `tool` is not on PATH.
-fn require(tool: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "`{tool}` is required by the Redis tests (apt-get install redis-server; scripts/test installs it)"
-    );
-}
+use super::{require_tool, TempDir};
 
 /// A free loopback port whose cluster bus port (+10000) is free too.
 fn free_port_pair() -> u16 {
@@ -93,7 +78,7 @@ impl RedisServer {
 
     /// A server with extra `redis-server` arguments.
     pub fn with_args(extra: &[&str]) -> Self {
-        require("redis-server");
+        require_tool("redis-server");
         let dir = TempDir::new("redis");
         let port = free_port_pair();
         let mut args: Vec<String> = [
@@ -240,7 +225,7 @@ impl RedisCluster {
     /// Starts three `--cluster-enabled yes` servers and joins them with
     /// `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`.
     pub fn start() -> Self {
-        require("redis-cli");
+        require_tool("redis-cli");
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 RedisServer::with_args(&[

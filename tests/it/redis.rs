@@ -9,14 +9,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::harness::redis::{RedisCluster, RedisServer};
+use crate::harness::redis::{ledger_view, RedisCluster, RedisServer};
 use crate::harness::upstream::Upstream;
 use crate::harness::{cli_on, poll_until, Dest, GateBuilder, GateProc};
-use transfer_gate::ledger::{
-    Ledger, RedisLedger, RedisOptions, RedisTarget, Scope, Subject, SubjectHasher,
-};
 use transfer_gate::model::Regime;
 
 pub(crate) const KEY: [u8; 32] = [0x5a; 32];
@@ -279,36 +276,10 @@ async fn redis_killed_mid_load_fails_closed_then_traffic_resumes() {
     // Nothing was forwarded uncounted: every subject the upstream received is in Redis.
     let forwarded: Vec<u64> = received_ids(&up);
     assert!(!forwarded.is_empty());
-    let hasher = SubjectHasher::from_key(KEY);
-    let l = RedisLedger::open(
-        RedisOptions {
-            target: RedisTarget::Server(redis.url()),
-            timeout: Duration::from_secs(2),
-            entity: "Test Co.".into(),
-            cache_entries: 1024,
-            journal_dir: None,
-        },
-        &hasher,
-    )
-    .await
-    .unwrap();
-    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
-    let subjects: Vec<Subject> = forwarded
-        .iter()
-        .map(|id| Subject {
-            key: hasher.hash("field", id.to_string().as_bytes()),
-            sensitive: false,
-        })
-        .collect();
-    let p = l
-        .probe(&subjects, &ids, Regime::Cac2024, SystemTime::now())
-        .await
-        .unwrap();
-    assert_eq!(
-        p[0].new_all, 0,
-        "forwarded subjects missing from the ledger"
-    );
-    assert!(p[0].all_after >= forwarded.iter().collect::<HashSet<_>>().len() as u64);
+    let (missing, count) =
+        ledger_view(&redis, KEY, forwarded.iter().copied(), Regime::Cac2024).await;
+    assert_eq!(missing, 0, "forwarded subjects missing from the ledger");
+    assert!(count >= forwarded.iter().collect::<HashSet<_>>().len() as u64);
 }
 
 #[tokio::test]
