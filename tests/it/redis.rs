@@ -6,33 +6,18 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::redis::{ledger_view, RedisCluster, RedisServer};
+use crate::harness::redis::{
+    ledger_toml, ledger_view, received_ids, replicas_with, send, shared_key, RedisCluster,
+    RedisServer, KEY,
+};
 use crate::harness::upstream::Upstream;
 use crate::harness::{cli_on, poll_until, Dest, GateBuilder, GateProc};
 use transfer_gate::model::Regime;
-
-pub(crate) const KEY: [u8; 32] = [0x5a; 32];
-
-/// One hash key file shared by every replica (mode 0600).
-pub(crate) fn shared_key(dir: &Path) -> PathBuf {
-    let p = dir.join("subject-hash.key");
-    std::fs::write(&p, KEY).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
-}
-
-pub(crate) fn ledger_toml(redis: &RedisServer, key: &Path) -> String {
-    format!(
-        "backend = \"redis\"\nredis_url = \"{}\"\nhash_key_file = \"{}\"\ntimeout_ms = 300",
-        redis.url(),
-        key.display()
-    )
-}
 
 const APPROVAL_500: &str = r#"
 [[approval]]
@@ -68,58 +53,6 @@ async fn replicas_on(n: usize, ledger: &str, up: &Upstream, volume: bool) -> Vec
         if volume { APPROVAL_500 } else { "" },
     )
     .await
-}
-
-/// [`replicas_on`] with other approvals.
-pub(crate) async fn replicas_with(
-    n: usize,
-    ledger: &str,
-    up: &Upstream,
-    volume: bool,
-    approvals: &str,
-) -> Vec<GateProc> {
-    let mut gates = Vec::new();
-    for _ in 0..n {
-        gates.push(
-            GateBuilder::new()
-                .regime(if volume { "cac-2022" } else { "cac-2024" })
-                .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
-                .approvals(approvals)
-                .ledger_toml(ledger)
-                .start()
-                .await,
-        );
-    }
-    gates
-}
-
-/// The user ids the upstream received in complete bodies.
-pub(crate) fn received_ids(up: &Upstream) -> Vec<u64> {
-    up.received()
-        .iter()
-        .filter(|r| r.complete && !r.body.is_empty())
-        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-        .filter_map(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
-        .collect()
-}
-
-pub(crate) async fn send(client: &reqwest::Client, id: u64) -> Option<(u16, String)> {
-    let r = client
-        .post("http://api.eu.test/v1/events")
-        .header("content-type", "application/json")
-        .body(format!("{{\"user_id\": {id}}}"))
-        .send()
-        .await
-        .ok()?;
-    let status = r.status().as_u16();
-    let reason = r
-        .headers()
-        .get("x-transfer-gate-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let _ = r.bytes().await;
-    Some((status, reason))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::redis::{ledger_view, RedisServer};
+use crate::harness::redis::{
+    ledger_toml, ledger_view, received_ids, replicas_with, send, shared_key, RedisServer, KEY,
+};
 use crate::harness::upstream::Upstream;
 use crate::harness::{eventually, poll_until, GateProc};
-use crate::redis::{ledger_toml, received_ids, replicas_with, send, shared_key, KEY};
 use transfer_gate::model::Regime;
 
 const APPROVAL_400: &str = r#"
