@@ -12,8 +12,11 @@
 //! (seconds per scenario, default 10), `CONNS` (concurrent requests, default 32), `GATE_BIN`
 //! (default `target/release/transfer-gate`).
 
-use anyhow::{bail, Context, Result};
+mod common;
+
+use anyhow::Result;
 use bytes::Bytes;
+use common::{env_u64, Gate};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -21,7 +24,6 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -30,13 +32,6 @@ use transfer_gate::tls::mint::Minter;
 
 const PLAIN_HOST: &str = "plain.bench.test";
 const TLS_HOST: &str = "api.bench.test";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A loopback upstream answering `200 ok` to everything, plain or with `tls`.
 async fn upstream(tls: Option<Arc<rustls::ServerConfig>>) -> Result<SocketAddr> {
@@ -85,35 +80,9 @@ impl rustls::server::ResolvesServerCert for Fixed {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Gate {
-    child: Child,
-    proxy: SocketAddr,
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_gate(bin: &Path, dir: &Path, plain: SocketAddr, tls: SocketAddr) -> Result<Gate> {
-    let (proxy, admin) = (free_port()?, free_port()?);
-    let cfg = format!(
-        r#"[gate]
-proxy_listen = "127.0.0.1:{proxy}"
-admin_listen = "127.0.0.1:{admin}"
-data_dir = "data"
-approvals_file = "approvals.toml"
-audit_log = "data/audit.jsonl"
-
-[entity]
+    let rest = format!(
+        r#"[entity]
 name = "Bench Co"
 regime = "cac-2024"
 
@@ -145,41 +114,7 @@ ca_key = "secrets/ca.key"
 upstream_ca_file = "upstream-ca.pem"
 "#
     );
-    std::fs::write(dir.join("gate.toml"), cfg)?;
-    std::fs::write(dir.join("approvals.toml"), "")?;
-    let log = std::fs::File::create(dir.join("gate.log"))?;
-    let child = Command::new(bin)
-        .args(["run", "-c"])
-        .arg(dir.join("gate.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let gate = Gate {
-        child,
-        proxy: SocketAddr::from(([127, 0, 0, 1], proxy)),
-    };
-    let ready = reqwest::Client::builder().no_proxy().build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = ready
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .send()
-            .await
-        {
-            if r.status() == 200 {
-                return Ok(gate);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "gate not ready; log:\n{}",
-                std::fs::read_to_string(dir.join("gate.log")).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::start_gate(bin, dir, &rest).await
 }
 
 /// CPU time (user + system) the gate process has used so far, from `/proc` (USER_HZ = 100).

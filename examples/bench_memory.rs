@@ -8,8 +8,11 @@
 //! (`VmHWM`). Environment: `UPLOADS` (default 1000), `SIZE_MB` (default 100), `GATE_BIN`
 //! (default `target/release/transfer-gate`).
 
-use anyhow::{bail, Context, Result};
+mod common;
+
+use anyhow::Result;
 use bytes::Bytes;
+use common::{env_u64, Gate};
 use futures_util::StreamExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,7 +20,6 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,13 +28,6 @@ use tokio::net::TcpListener;
 const HOST: &str = "uploads.bench.test";
 const CHUNK: usize = 64 * 1024;
 const STREAMS_PER_H2_CONN: usize = 100;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A loopback upstream that reads every body to its end, counting bytes, and answers 200.
 async fn upstream(received: Arc<AtomicU64>) -> Result<SocketAddr> {
@@ -68,35 +63,9 @@ async fn upstream(received: Arc<AtomicU64>) -> Result<SocketAddr> {
     Ok(addr)
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Gate {
-    child: Child,
-    proxy: SocketAddr,
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_gate(bin: &Path, dir: &Path, up: SocketAddr) -> Result<Gate> {
-    let (proxy, admin) = (free_port()?, free_port()?);
-    let cfg = format!(
-        r#"[gate]
-proxy_listen = "127.0.0.1:{proxy}"
-admin_listen = "127.0.0.1:{admin}"
-data_dir = "data"
-approvals_file = "approvals.toml"
-audit_log = "data/audit.jsonl"
-
-[timeouts]
+    let rest = format!(
+        r#"[timeouts]
 idle_seconds = 120
 
 [entity]
@@ -121,41 +90,7 @@ hosts = ["{HOST}"]
 connect_to = "{up}"
 "#
     );
-    std::fs::write(dir.join("gate.toml"), cfg)?;
-    std::fs::write(dir.join("approvals.toml"), "")?;
-    let log = std::fs::File::create(dir.join("gate.log"))?;
-    let child = Command::new(bin)
-        .args(["run", "-c"])
-        .arg(dir.join("gate.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let gate = Gate {
-        child,
-        proxy: SocketAddr::from(([127, 0, 0, 1], proxy)),
-    };
-    let ready = reqwest::Client::builder().no_proxy().build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = ready
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .send()
-            .await
-        {
-            if r.status() == 200 {
-                return Ok(gate);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "gate not ready; log:\n{}",
-                std::fs::read_to_string(dir.join("gate.log")).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::start_gate(bin, dir, &rest).await
 }
 
 /// A `/proc/<pid>/status` field in bytes.

@@ -12,9 +12,6 @@
 //! `cargo run --release --example bench_redis -- [reservations per run] [appendfsync]`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/it/harness/redis.rs"]
-mod server;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +22,7 @@ use transfer_gate::ledger::{
     Reservation, ReserveOutcome, Scope, ScopeId, Subject, SubjectHasher,
 };
 use transfer_gate::model::Regime;
+use transfer_gate::testing::redis_server as server;
 
 const TASKS_PER_REPLICA: usize = 16;
 

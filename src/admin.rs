@@ -188,7 +188,7 @@ async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBod
         }
         (&Method::POST, "/v1/reload") => {
             let path = gate.snapshot().config.path.clone();
-            match crate::app::reload(gate, &path).await {
+            match crate::reload::reload(gate, &path).await {
                 Ok(warnings) => {
                     tracing::info!("configuration reloaded through /v1/reload");
                     let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
@@ -198,13 +198,7 @@ async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBod
                     )
                 }
                 Err(errors) => {
-                    for e in &errors {
-                        tracing::error!("{e}");
-                    }
-                    tracing::error!(
-                        errors = errors.len(),
-                        "reload refused; the previous configuration stays"
-                    );
+                    crate::reload::log_refused(&errors);
                     json(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         &serde_json::json!({"reloaded": false, "errors": errors}),

@@ -2,9 +2,10 @@
 //! signal, reload on `SIGHUP`. `main` calls [`run`]; tests can call [`start`] with their own
 //! drain handle.
 
-use crate::config::{self, Config, Diagnostic};
+use crate::config::{Config, Diagnostic};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Gate};
+use crate::reload::{load, reload};
 use crate::shutdown::{Drain, DrainWatch};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -305,38 +306,6 @@ pub fn redis_auth(cfg: &Config) -> Result<crate::ledger::RedisAuth, StartError> 
     .map_err(|e| StartError::Ledger(e.to_string()))
 }
 
-/// Loads the configuration at `path` off the async runtime.
-///
-/// # Errors
-/// Every diagnostic when the files have errors.
-pub async fn load(path: PathBuf) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
-    match tokio::task::spawn_blocking(move || config::load(&path)).await {
-        Ok(r) => r,
-        Err(e) => Err(vec![Diagnostic {
-            severity: config::Severity::Error,
-            file: String::new(),
-            path: String::new(),
-            line: None,
-            column: None,
-            message: format!("loader task failed: {e}"),
-        }]),
-    }
-}
-
-/// Re-reads the configuration and swaps it in; on any error the old one stays.
-///
-/// # Errors
-/// Every diagnostic (or the build error) when the new files cannot be used.
-pub async fn reload(gate: &Gate, path: &Path) -> Result<Vec<Diagnostic>, Vec<String>> {
-    match load(path.to_path_buf()).await {
-        Ok((cfg, warnings)) => match gate.reload(cfg).await {
-            Ok(()) => Ok(warnings),
-            Err(e) => Err(vec![e.to_string()]),
-        },
-        Err(diags) => Err(diags.iter().map(ToString::to_string).collect()),
-    }
-}
-
 /// Runs the gate on the config file at `path` until SIGTERM or SIGINT; SIGHUP reloads.
 ///
 /// # Errors
@@ -398,14 +367,6 @@ async fn hup_reload(gate: &Gate, path: &Path) {
             }
             tracing::info!("configuration reloaded");
         }
-        Err(errors) => {
-            for e in &errors {
-                tracing::error!("{e}");
-            }
-            tracing::error!(
-                errors = errors.len(),
-                "reload refused; the previous configuration stays"
-            );
-        }
+        Err(errors) => crate::reload::log_refused(&errors),
     }
 }

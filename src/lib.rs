@@ -5,6 +5,8 @@
 //! Module map, in the order a request meets them (the phases: `docs/architecture.md`):
 //! - [`app`]: start-up and wiring — load the configuration, open the ledger, bind the
 //!   listeners, background tasks, signals, drain.
+//! - [`reload`]: loading the configuration off the runtime and swapping it into a running
+//!   gate (start-up, `SIGHUP`, `POST /v1/reload`).
 //! - [`listen`]: the connection lifecycle shared by every listener (limit, deadlines, backoff).
 //! - [`workers`]: one single-threaded runtime per core; each proxy connection lives on one.
 //! - [`proxy`]: the proxy listener's request path — routing, target rules, head and body
@@ -27,6 +29,8 @@
 //! - [`shutdown`]: the drain signal every connection watches.
 //! - [`data_dir`]: the lock that keeps a second gate off the same `gate.data_dir`, and the
 //!   `listen.json` of the addresses it bound.
+//! - `testing` (hidden): test support shared by the unit tests, the integration harness and the
+//!   benchmarks (polling, real Redis servers); not part of the gate.
 //! - [`cli`]: the work behind each command of the `transfer-gate` binary (`main.rs` only
 //!   parses the command line).
 
@@ -47,9 +51,12 @@ pub mod model;
 pub mod policy;
 pub mod proxy;
 pub mod redact;
+pub mod reload;
 pub mod report;
 pub mod respond;
 pub mod shutdown;
 pub mod status;
+#[doc(hidden)]
+pub mod testing;
 pub mod tls;
 pub mod workers;

@@ -169,6 +169,9 @@ pub enum Regime {
 }
 
 impl Regime {
+    /// Every regime.
+    pub const ALL: [Regime; 2] = [Regime::Cac2022, Regime::Cac2024];
+
     /// The exact config / metric string.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -196,6 +199,32 @@ impl FromStr for Regime {
         }
     }
 }
+
+/// Serde for a vocabulary enum through its exact strings: `as_str()` when written, one of
+/// `ALL` when read (documents of the admin API are read back by the CLI), so the strings have
+/// one source.
+macro_rules! serde_as_str {
+    ($($t:ty),+ $(,)?) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                Self::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| serde::de::Error::custom(format_args!("unknown value {s:?}")))
+            }
+        }
+    )+};
+}
+pub(crate) use serde_as_str;
+
+serde_as_str!(Regime);
 
 /// Asia/Shanghai is UTC+8 all year (no daylight saving since 1991).
 pub const SHANGHAI_OFFSET_SECONDS: i64 = 8 * 3600;

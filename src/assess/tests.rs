@@ -1,6 +1,7 @@
 //! Date arithmetic and the assessment's decisions.
 
 use super::*;
+use serde_json::{json, Value};
 use time::macros::date;
 
 #[test]
@@ -51,31 +52,49 @@ fn months_clamp_to_month_end() {
 fn crossing_dates() {
     let today = date!(2026 - 3 - 1);
     assert_eq!(
-        crossing("cac-2024", 100_000, 100_000, 5, today),
+        crossing(Regime::Cac2024, 100_000, 100_000, 5, today),
         Crossing::Crossed
     );
     assert_eq!(
-        crossing("cac-2024", 10, 100_000, 0, today),
+        crossing(Regime::Cac2024, 10, 100_000, 0, today),
         Crossing::NotAtThisRate
     );
     // 90,000 + 3,000 per 30 days: 10,000 more need 100 days.
     assert_eq!(
-        crossing("cac-2024", 90_000, 100_000, 3_000, today),
+        crossing(Regime::Cac2024, 90_000, 100_000, 3_000, today),
         Crossing::On(date!(2026 - 6 - 9))
     );
     // Not before Dec 31 under cac-2024: the next window counts from zero.
     assert_eq!(
-        crossing("cac-2024", 10_000, 100_000, 9_000, date!(2026 - 11 - 1)),
+        crossing(
+            Regime::Cac2024,
+            10_000,
+            100_000,
+            9_000,
+            date!(2026 - 11 - 1)
+        ),
         // 100,000 at 300/day: 334 days from Jan 1 (day 1) → Nov 30.
         Crossing::NextWindow(date!(2027 - 11 - 30))
     );
     assert_eq!(
-        crossing("cac-2024", 10_000, 1_000_000, 9_000, date!(2026 - 11 - 1)),
+        crossing(
+            Regime::Cac2024,
+            10_000,
+            1_000_000,
+            9_000,
+            date!(2026 - 11 - 1)
+        ),
         Crossing::NotAtThisRate
     );
     // cac-2022 projects straight on (the window roll-over drop is ignored: earlier, safer).
     assert_eq!(
-        crossing("cac-2022", 10_000, 100_000, 9_000, date!(2026 - 11 - 1)),
+        crossing(
+            Regime::Cac2022,
+            10_000,
+            100_000,
+            9_000,
+            date!(2026 - 11 - 1)
+        ),
         Crossing::On(date!(2027 - 8 - 28))
     );
 }
@@ -89,11 +108,11 @@ fn rate_from_daily_samples_or_monthly_estimate() {
         {"date": "2026-11-25", "all": 1_000, "sensitive": 9},
     ]});
     assert_eq!(
-        rate(&h, today),
+        rate(&history(h), today),
         Rate {
             all: 600,
             sensitive: 4,
-            source: "daily"
+            source: RateSource::Daily
         }
     );
     // No sample 30 days back: this month (25 days) + 5/31 of last month.
@@ -102,13 +121,26 @@ fn rate_from_daily_samples_or_monthly_estimate() {
             {"month": "2026-10", "subjects": 310, "sensitive_subjects": 31},
             {"month": "2026-11", "subjects": 250, "sensitive_subjects": 0}]});
     assert_eq!(
-        rate(&h, today),
+        rate(&history(h), today),
         Rate {
             all: 300,
             sensitive: 5,
-            source: "monthly_estimate"
+            source: RateSource::MonthlyEstimate
         }
     );
+}
+
+fn history(v: Value) -> History {
+    serde_json::from_value(v).unwrap_or_else(|e| panic!("history: {e}"))
+}
+
+/// The typed assessment of two JSON documents, and its JSON.
+fn run(status: &Value, h: &Value) -> (Assessment, Value) {
+    let status: Status =
+        serde_json::from_value(status.clone()).unwrap_or_else(|e| panic!("status: {e}"));
+    let a = assess(&status, &history(h.clone()));
+    let v = serde_json::to_value(&a).unwrap_or_else(|e| panic!("json: {e}"));
+    (a, v)
 }
 
 fn status(approvals: Value, subjects: u64) -> Value {
@@ -136,7 +168,7 @@ fn nothing_due_far_from_thresholds_and_expiry() {
     );
     let h = json!({"days": [{"date": "2026-10-01", "all": 0, "sensitive": 0},
                             {"date": "2026-11-25", "all": 1_000, "sensitive": 0}]});
-    let a = assess(&s, &h);
+    let (_, a) = run(&s, &h);
     assert_eq!(a["actions_due"], 0, "{a:#}");
     assert_eq!(a["renewals"][0]["state"], "not_yet");
     assert_eq!(a["renewals"][0]["start_from"], "2028-07-01");
@@ -149,7 +181,7 @@ fn application_window_opens_18_months_before_an_assessment_crossing() {
     let s = status(json!([]), 990_000);
     let h = json!({"days": [{"date": "2026-10-01", "all": 0, "sensitive": 0},
                             {"date": "2026-11-25", "all": 30_000, "sensitive": 0}]});
-    let a = assess(&s, &h);
+    let (_, a) = run(&s, &h);
     let t = &a["thresholds"][1];
     assert_eq!(t["name"], "subjects_1000000");
     assert_eq!(t["crossing_date"], "2026-12-05");
@@ -173,7 +205,7 @@ fn renewal_windows() {
         ]),
         10,
     );
-    let a = assess(&s, &json!({}));
+    let (typed, a) = run(&s, &json!({}));
     let r = &a["renewals"];
     assert_eq!(r[0]["approval"], "SA-1");
     assert_eq!(r[0]["state"], "open");
@@ -183,6 +215,95 @@ fn renewal_windows() {
     assert_eq!(r[1]["approval"], "SC-1");
     assert_eq!(r[1]["state"], "renewal_applied");
     assert_eq!(a["actions_due"], 1, "{a:#}");
-    let text = render(&a);
+    let text = render(&typed);
     assert!(text.contains("ACTION: prepare the extension now"), "{text}");
+}
+
+/// `assess --json` and the text of a real gate's documents (the example configuration with
+/// three subjects sent), as the untyped planner wrote them: the typed one writes the same bytes.
+#[test]
+fn documents_of_a_real_gate_give_the_same_bytes() {
+    let s: Value = serde_json::from_str(include_str!("testdata/status.json")).unwrap();
+    let h: Value = serde_json::from_str(include_str!("testdata/history.json")).unwrap();
+    let (a, _) = run(&s, &h);
+    let json = serde_json::to_string_pretty(&a).unwrap() + "\n";
+    assert_eq!(json, include_str!("testdata/assessment.json"));
+    assert_eq!(render(&a), include_str!("testdata/assessment.txt"));
+}
+
+/// The JSON keys come out sorted (the order of the untyped document), whatever is filled in.
+#[test]
+fn keys_are_sorted() {
+    let s = status(
+        json!([{"id": "SA-1", "mechanism": "security_assessment", "status": "active",
+                "state": "in_force", "destinations": ["eu"], "valid_until": "2027-03-01"}]),
+        990_000,
+    );
+    let (a, v) = run(&s, &json!({}));
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&v).unwrap()
+    );
+}
+
+#[test]
+fn an_exempt_destination_needs_nothing_under_cac_2024_only() {
+    let mut s = status(json!([]), 200_000);
+    s["destinations"][0]["exemption"] = json!("contract");
+    s["required_mechanism"] = json!("standard_contract_or_certification");
+    let (a, _) = run(&s, &json!({}));
+    assert_eq!(a.required_now, Destinations::default());
+    assert_eq!(a.thresholds[0].application.state, ApplicationState::Held);
+    s["regime"] = json!("cac-2022");
+    let (a, _) = run(&s, &json!({}));
+    assert_eq!(a.required_now.destinations_without, ["eu"]);
+    assert_eq!(
+        a.actions_due,
+        1 + 1,
+        "required now, and subjects_100000 crossed"
+    );
+}
+
+#[test]
+fn a_pending_approval_counts_as_applied() {
+    let s = status(
+        json!([{"id": "SC-9", "mechanism": "certification", "status": "pending",
+                "state": "pending", "destinations": ["eu"]}]),
+        100_000,
+    );
+    let (a, _) = run(&s, &json!({}));
+    let t = &a.thresholds[0];
+    assert_eq!(t.name, Threshold::Subjects100k);
+    assert_eq!(t.crossing, CrossingWhen::Crossed);
+    assert_eq!(t.application.state, ApplicationState::Applied);
+    assert_eq!(t.application.destinations.destinations_pending, ["eu"]);
+    assert!(a.renewals.is_empty(), "only active approvals are renewed");
+}
+
+#[test]
+fn a_security_assessment_renews_60_working_days_ahead_under_cac_2022() {
+    let mut s = status(
+        json!([{"id": "SA-1", "mechanism": "security_assessment", "status": "active",
+                "state": "in_force", "destinations": ["eu"], "valid_until": "2027-01-10"}]),
+        10,
+    );
+    s["regime"] = json!("cac-2022");
+    let (a, _) = run(&s, &json!({}));
+    let r = &a.renewals[0];
+    assert_eq!(r.extension_window_from, None);
+    assert_eq!(
+        r.apply_by,
+        Some(working_days_before(date!(2027 - 1 - 10), 60))
+    );
+    assert_eq!(r.state, RenewalState::Late);
+    assert!(a.renewals.iter().all(|r| r.state.is_due()));
+}
+
+#[test]
+fn a_document_with_an_unknown_mechanism_is_refused() {
+    let s = status(
+        json!([{"id": "X", "mechanism": "handshake", "status": "active", "destinations": ["eu"]}]),
+        10,
+    );
+    assert!(serde_json::from_value::<Status>(s).is_err());
 }

@@ -119,13 +119,28 @@ pub fn assess(path: &Path, raw: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let typed = serde_json::from_value(status)
+        .map_err(|e| format!("/v1/status: {e}"))
+        .and_then(|s| {
+            Ok((
+                s,
+                serde_json::from_value(history).map_err(|e| format!("/v1/history: {e}"))?,
+            ))
+        });
+    let (status, history) = match typed {
+        Ok(docs) => docs,
+        Err(e) => {
+            eprintln!("transfer-gate: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let a = crate::assess::assess(&status, &history);
     if raw {
         println!("{}", serde_json::to_string_pretty(&a).unwrap_or_default());
     } else {
         print!("{}", crate::assess::render(&a));
     }
-    if a["actions_due"].as_u64().unwrap_or(0) > 0 {
+    if a.actions_due > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -297,6 +297,13 @@ pub enum ApprovalMechanism {
 }
 
 impl ApprovalMechanism {
+    /// Every mechanism.
+    pub const ALL: [ApprovalMechanism; 3] = [
+        ApprovalMechanism::SecurityAssessment,
+        ApprovalMechanism::StandardContract,
+        ApprovalMechanism::Certification,
+    ];
+
     /// The config / metric string.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -321,6 +328,14 @@ pub enum ApprovalStatus {
 }
 
 impl ApprovalStatus {
+    /// Every status.
+    pub const ALL: [ApprovalStatus; 4] = [
+        ApprovalStatus::Active,
+        ApprovalStatus::Pending,
+        ApprovalStatus::Rejected,
+        ApprovalStatus::Revoked,
+    ];
+
     /// The config string.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -331,6 +346,8 @@ impl ApprovalStatus {
         }
     }
 }
+
+crate::model::serde_as_str!(ApprovalMechanism, ApprovalStatus);
 
 /// One approval of the register, validated.
 #[derive(Debug, Clone)]

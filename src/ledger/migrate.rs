@@ -342,10 +342,10 @@ pub async fn import_file(cfg: &Config, input: &Path) -> Result<Moved, MigrateErr
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::ledger::redis::server::RedisServer;
     use crate::ledger::suite::{at, plain, reserve, subj};
     use crate::ledger::{LocalOptions, RedisOptions, RedisTarget, ScopeCounts, SubjectHasher};
     use crate::model::Regime;
+    use crate::testing::redis_server::RedisServer;
     use std::time::Duration;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,17 @@ pub enum Threshold {
 }
 
 impl Threshold {
+    /// Every threshold.
+    pub const ALL: [Threshold; 7] = [
+        Threshold::Ciio,
+        Threshold::ImportantData,
+        Threshold::PiProcessed1M,
+        Threshold::Subjects100k,
+        Threshold::Subjects1M,
+        Threshold::Sensitive10k,
+        Threshold::AnySensitive,
+    ];
+
     /// The exact string of the spec.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -39,6 +50,8 @@ impl Threshold {
         }
     }
 }
+
+crate::model::serde_as_str!(Threshold);
 
 /// The mechanism `after` (entity counts including the request) requires, and the threshold
 /// that makes it so (the highest one crossed). With no PI at all, nothing is required.

@@ -5,13 +5,14 @@
 //! the sink → count and audit the outcome.
 
 use super::budget::{Budget, Charge};
-use super::enforce::{self, Outcome};
+use super::enforce::{self, Batch, Outcome};
 use super::gated::{refusal_now, Ctx, GatedBody, Shared, Summary};
 use super::head::inspect_head;
 use super::headers::wants_upgrade;
 use super::outcome::{finish, refuse_audited};
 use super::request::RequestCx;
 use super::sink::{Forbidden, SendCtx, Sink, Upstream};
+use super::{Gate, Snapshot};
 use crate::audit::AuditRecord;
 use crate::inspect::{decoder_cost, Coding, Scanner};
 use crate::model::shanghai_date;
@@ -23,6 +24,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Handles one request to the registered destination `dest_index` (of `snap`): the path every
 /// request to a destination takes, from a plain-HTTP client ([`super::route`]) and for each inner
@@ -130,6 +132,10 @@ where
         || declared.is_some_and(|n| n <= atomic_limit && gate.budget.try_grow(&mut charge, n));
     let mut scanner =
         Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
+    let mut summary = Summary {
+        important_rule: head.important_rule.clone(),
+        ..Summary::default()
+    };
 
     if atomic {
         // Judged whole: nothing is forwarded until the decision.
@@ -152,10 +158,6 @@ where
                     Decision::Block,
                 )
             }
-        };
-        let mut summary = Summary {
-            important_rule: head.important_rule.clone(),
-            ..Summary::default()
         };
         let mut batch = head.batch.clone();
         let mut outside = head.outside;
@@ -195,20 +197,12 @@ where
         // Head and body are one request: categories outside every record apply to all.
         batch.apply_outside(outside);
         summary.note_batch(&batch);
-        let verdict = enforce::judge(gate, snap, i, &batch, now).await;
-        summary.absorb(&verdict);
-        match verdict.outcome {
-            Outcome::Block | Outcome::Unavailable => {
-                let refusal = summary
-                    .refusal
-                    .clone()
-                    .unwrap_or_else(|| Refusal::new(verdict.reason, dest.name.clone()));
-                return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
-            }
-            Outcome::Pass | Outcome::Allow | Outcome::WouldBlock => {}
+        if let Some(refusal) =
+            judge_into(gate, snap, i, &batch, now, &mut summary, &dest.name).await
+        {
+            return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
         }
         audit.bytes = bytes.len() as u64;
-        let body = respond::full(bytes);
         let cx = SendCtx {
             gate,
             snap,
@@ -216,33 +210,22 @@ where
             request_id,
             gated: None,
         };
-        let resp = match sink.send(cx, parts, body).await {
-            Ok(r) => r,
-            Err(Forbidden) => {
-                let refusal = forbidden_summary(&mut summary, &dest.name);
-                respond::blocked(&refusal, request_id, snap.blocked_by.as_ref())
-            }
-        };
+        let resp = send(sink, cx, parts, respond::full(bytes), || {
+            forbidden_summary(&mut summary, &dest.name)
+        })
+        .await;
         let decision = finish(gate, &dest.name, audit, snap, &summary).await;
         return (resp, decision);
     }
 
     // Streamed: judge the head first (the URL goes upstream before any body byte).
-    let mut summary = Summary {
-        important_rule: head.important_rule.clone(),
-        ..Summary::default()
-    };
     let mut head_batch = head.batch.clone();
     head_batch.apply_outside(head.outside);
     summary.note_batch(&head_batch);
     if !head_batch.is_empty() {
-        let verdict = enforce::judge(gate, snap, i, &head_batch, now).await;
-        summary.absorb(&verdict);
-        if matches!(verdict.outcome, Outcome::Block | Outcome::Unavailable) {
-            let refusal = summary
-                .refusal
-                .clone()
-                .unwrap_or_else(|| Refusal::new(verdict.reason, dest.name.clone()));
+        if let Some(refusal) =
+            judge_into(gate, snap, i, &head_batch, now, &mut summary, &dest.name).await
+        {
             return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
         }
     }
@@ -264,14 +247,11 @@ where
         request_id,
         gated: Some(&shared),
     };
-    let resp = match sink.send(cx, parts, body).await {
-        Ok(r) => r,
-        Err(Forbidden) => {
-            let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-            let refusal = forbidden_summary(&mut s, &dest.name);
-            respond::blocked(&refusal, request_id, snap.blocked_by.as_ref())
-        }
-    };
+    let resp = send(sink, cx, parts, body, || {
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        forbidden_summary(&mut s, &dest.name)
+    })
+    .await;
     // The body may still be streaming: the audit line waits for its end.
     let refused_now = refusal_now(&shared);
     let (g, s, sh, name) = (
@@ -293,6 +273,46 @@ where
             Decision::Block,
         ),
         None => (resp, Decision::Allow),
+    }
+}
+
+/// Judges `batch` (the whole request, or the head of a streamed one) into `summary`; the
+/// refusal to send when the verdict refuses.
+async fn judge_into(
+    gate: &Gate,
+    snap: &Snapshot,
+    dest_index: usize,
+    batch: &Batch,
+    now: SystemTime,
+    summary: &mut Summary,
+    dest: &str,
+) -> Option<Refusal> {
+    let verdict = enforce::judge(gate, snap, dest_index, batch, now).await;
+    summary.absorb(&verdict);
+    match verdict.outcome {
+        Outcome::Block | Outcome::Unavailable => Some(
+            summary
+                .refusal
+                .clone()
+                .unwrap_or_else(|| Refusal::new(verdict.reason, dest)),
+        ),
+        Outcome::Pass | Outcome::Allow | Outcome::WouldBlock => None,
+    }
+}
+
+/// Sends the request to the sink; a target found forbidden there is refused with the refusal
+/// `forbidden` records.
+async fn send<S: Sink>(
+    sink: &S,
+    cx: SendCtx<'_>,
+    parts: http::request::Parts,
+    body: GateBody,
+    forbidden: impl FnOnce() -> Refusal,
+) -> Response<GateBody> {
+    let (request_id, blocked_by) = (cx.request_id, cx.snap.blocked_by.as_ref());
+    match sink.send(cx, parts, body).await {
+        Ok(r) => r,
+        Err(Forbidden) => respond::blocked(&forbidden(), request_id, blocked_by),
     }
 }
 

@@ -4,26 +4,14 @@
 //! revokes, removes or narrows an approval stopping a streaming upload at its next record,
 //! reasons that name the real obstacle, and audit counts that are the ledger's counts.
 
+use crate::harness::approvals::{approval, eu, CATEGORIES};
 use crate::harness::redis::RedisServer;
 use crate::harness::upstream::Upstream;
 use crate::harness::{eventually, poll_until, Dest, GateBuilder, GateProc};
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 const URL: &str = "http://api.eu.test/v1/ingest";
-const CATEGORIES: &str = "[inspection.categories]\nhealth = [\"diagnosis\"]\ncontact = [\"phone\"]";
-
-fn eu(addr: SocketAddr) -> Dest {
-    Dest::new("eu", "api.eu.test").connect_to(addr)
-}
-
-/// One `[[approval]]` for `eu`, active, valid from 2024 to `until`.
-fn approval(id: &str, mechanism: &str, cats: &str, until: &str, extra: &str) -> String {
-    format!(
-        "[[approval]]\nid = \"{id}\"\nmechanism = \"{mechanism}\"\nstatus = \"active\"\ndestinations = [\"eu\"]\ncategories = [{cats}]\nvalid_from = \"2024-01-01\"\nvalid_until = \"{until}\"\n{extra}\n"
-    )
-}
 
 /// A JSON array of sensitive records (user ids `from..to`, each with a diagnosis).
 fn sick(from: u64, to: u64) -> String {

@@ -2,25 +2,13 @@
 //! regimes, races against a volume, observe mode, reloads, a failing ledger disk, `kill -9`
 //! during streaming, and no identifier anywhere outside the request path.
 
+use crate::harness::approvals::{approval, eu, CATEGORIES};
 use crate::harness::upstream::Upstream;
-use crate::harness::{eventually, poll_until, Dest, GateBuilder, GateProc};
+use crate::harness::{eventually, poll_until, GateBuilder, GateProc};
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const URL: &str = "http://api.eu.test/v1/ingest";
-
-fn eu(addr: SocketAddr) -> Dest {
-    Dest::new("eu", "api.eu.test").connect_to(addr)
-}
-
-fn approval(id: &str, mechanism: &str, cats: &str, extra: &str) -> String {
-    format!(
-        "[[approval]]\nid = \"{id}\"\nmechanism = \"{mechanism}\"\nstatus = \"active\"\ndestinations = [\"eu\"]\ncategories = [{cats}]\nvalid_from = \"2024-01-01\"\nvalid_until = \"2099-12-31\"\n{extra}\n"
-    )
-}
-
-const CATEGORIES: &str = "[inspection.categories]\nhealth = [\"diagnosis\"]\ncontact = [\"phone\"]";
 
 /// A JSON array of `n` records with user ids `from..from+n`.
 fn users(from: u64, n: u64) -> String {
@@ -50,6 +38,7 @@ async fn spec_examples_count_subjects_as_specified() {
             "SA-1",
             "security_assessment",
             "\"basic\", \"contact\", \"health\", \"identity\"",
+            "2099-12-31",
             "",
         ))
         .destination(eu(up.addr))
@@ -154,7 +143,13 @@ async fn cac2022_a_contract_stops_at_100000() {
     let gate = GateBuilder::new()
         .entity("regime = \"cac-2022\"")
         .section("[inspection]\natomic_body_bytes = 8388608")
-        .approvals(&approval("SCC-EU", "standard_contract", "\"basic\"", ""))
+        .approvals(&approval(
+            "SCC-EU",
+            "standard_contract",
+            "\"basic\"",
+            "2099-12-31",
+            "",
+        ))
         .destination(eu(up.addr))
         .start()
         .await;
@@ -229,6 +224,7 @@ async fn sensitive_data_categories_and_approval_states() {
         "SCC-1",
         "standard_contract",
         "\"basic\", \"contact\"",
+        "2099-12-31",
         "max_subjects = 1000",
     );
     let gate = GateBuilder::new()
@@ -255,6 +251,7 @@ async fn racing_clients_never_overshoot_an_approved_volume() {
             "SA-1",
             "security_assessment",
             "\"basic\"",
+            "2099-12-31",
             "max_subjects = 1000",
         ))
         .destination(eu(up.addr))
@@ -360,6 +357,7 @@ async fn reload_with_a_broken_approvals_file_keeps_the_old_one() {
             "SCC-1",
             "standard_contract",
             "\"basic\", \"health\"",
+            "2099-12-31",
             "",
         ))
         .destination(eu(up.addr))
@@ -404,8 +402,14 @@ async fn reload_with_a_broken_approvals_file_keeps_the_old_one() {
     // A valid file takes effect: the contract revoked.
     std::fs::write(
         gate.dir().join("approvals.toml"),
-        approval("SCC-1", "standard_contract", "\"basic\", \"health\"", "")
-            .replace("active", "revoked"),
+        approval(
+            "SCC-1",
+            "standard_contract",
+            "\"basic\", \"health\"",
+            "2099-12-31",
+            "",
+        )
+        .replace("active", "revoked"),
     )
     .unwrap();
     assert_eq!(
@@ -591,7 +595,13 @@ async fn kill9_during_streaming_uploads_loses_no_forwarded_subject() {
     let up = Upstream::http().await;
     let mut gate = GateBuilder::new()
         .entity("regime = \"cac-2024\"\nciio = true")
-        .approvals(&approval("SA-1", "security_assessment", "\"basic\"", ""))
+        .approvals(&approval(
+            "SA-1",
+            "security_assessment",
+            "\"basic\"",
+            "2099-12-31",
+            "",
+        ))
         .destination(eu(up.addr))
         .start()
         .await;

@@ -6,36 +6,18 @@
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::harness::redis::{RedisCluster, RedisServer};
+use crate::harness::redis::{
+    ledger_toml, ledger_view, received_ids, replicas_with, send, shared_key, RedisCluster,
+    RedisServer, KEY,
+};
 use crate::harness::upstream::Upstream;
 use crate::harness::{cli_on, poll_until, Dest, GateBuilder, GateProc};
-use transfer_gate::ledger::{
-    Ledger, RedisLedger, RedisOptions, RedisTarget, Scope, Subject, SubjectHasher,
-};
 use transfer_gate::model::Regime;
-
-pub(crate) const KEY: [u8; 32] = [0x5a; 32];
-
-/// One hash key file shared by every replica (mode 0600).
-pub(crate) fn shared_key(dir: &Path) -> PathBuf {
-    let p = dir.join("subject-hash.key");
-    std::fs::write(&p, KEY).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    p
-}
-
-pub(crate) fn ledger_toml(redis: &RedisServer, key: &Path) -> String {
-    format!(
-        "backend = \"redis\"\nredis_url = \"{}\"\nhash_key_file = \"{}\"\ntimeout_ms = 300",
-        redis.url(),
-        key.display()
-    )
-}
 
 const APPROVAL_500: &str = r#"
 [[approval]]
@@ -71,58 +53,6 @@ async fn replicas_on(n: usize, ledger: &str, up: &Upstream, volume: bool) -> Vec
         if volume { APPROVAL_500 } else { "" },
     )
     .await
-}
-
-/// [`replicas_on`] with other approvals.
-pub(crate) async fn replicas_with(
-    n: usize,
-    ledger: &str,
-    up: &Upstream,
-    volume: bool,
-    approvals: &str,
-) -> Vec<GateProc> {
-    let mut gates = Vec::new();
-    for _ in 0..n {
-        gates.push(
-            GateBuilder::new()
-                .regime(if volume { "cac-2022" } else { "cac-2024" })
-                .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
-                .approvals(approvals)
-                .ledger_toml(ledger)
-                .start()
-                .await,
-        );
-    }
-    gates
-}
-
-/// The user ids the upstream received in complete bodies.
-pub(crate) fn received_ids(up: &Upstream) -> Vec<u64> {
-    up.received()
-        .iter()
-        .filter(|r| r.complete && !r.body.is_empty())
-        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-        .filter_map(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
-        .collect()
-}
-
-pub(crate) async fn send(client: &reqwest::Client, id: u64) -> Option<(u16, String)> {
-    let r = client
-        .post("http://api.eu.test/v1/events")
-        .header("content-type", "application/json")
-        .body(format!("{{\"user_id\": {id}}}"))
-        .send()
-        .await
-        .ok()?;
-    let status = r.status().as_u16();
-    let reason = r
-        .headers()
-        .get("x-transfer-gate-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let _ = r.bytes().await;
-    Some((status, reason))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -279,36 +209,10 @@ async fn redis_killed_mid_load_fails_closed_then_traffic_resumes() {
     // Nothing was forwarded uncounted: every subject the upstream received is in Redis.
     let forwarded: Vec<u64> = received_ids(&up);
     assert!(!forwarded.is_empty());
-    let hasher = SubjectHasher::from_key(KEY);
-    let l = RedisLedger::open(
-        RedisOptions {
-            target: RedisTarget::Server(redis.url()),
-            timeout: Duration::from_secs(2),
-            entity: "Test Co.".into(),
-            cache_entries: 1024,
-            journal_dir: None,
-        },
-        &hasher,
-    )
-    .await
-    .unwrap();
-    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
-    let subjects: Vec<Subject> = forwarded
-        .iter()
-        .map(|id| Subject {
-            key: hasher.hash("field", id.to_string().as_bytes()),
-            sensitive: false,
-        })
-        .collect();
-    let p = l
-        .probe(&subjects, &ids, Regime::Cac2024, SystemTime::now())
-        .await
-        .unwrap();
-    assert_eq!(
-        p[0].new_all, 0,
-        "forwarded subjects missing from the ledger"
-    );
-    assert!(p[0].all_after >= forwarded.iter().collect::<HashSet<_>>().len() as u64);
+    let (missing, count) =
+        ledger_view(&redis, KEY, forwarded.iter().copied(), Regime::Cac2024).await;
+    assert_eq!(missing, 0, "forwarded subjects missing from the ledger");
+    assert!(count >= forwarded.iter().collect::<HashSet<_>>().len() as u64);
 }
 
 #[tokio::test]

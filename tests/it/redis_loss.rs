@@ -7,15 +7,13 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::harness::redis::RedisServer;
+use crate::harness::redis::{
+    ledger_toml, ledger_view, received_ids, replicas_with, send, shared_key, RedisServer, KEY,
+};
 use crate::harness::upstream::Upstream;
 use crate::harness::{eventually, poll_until, GateProc};
-use crate::redis::{ledger_toml, received_ids, replicas_with, send, shared_key, KEY};
-use transfer_gate::ledger::{
-    Ledger, RedisLedger, RedisOptions, RedisTarget, Scope, Subject, SubjectHasher,
-};
 use transfer_gate::model::Regime;
 
 const APPROVAL_400: &str = r#"
@@ -44,36 +42,6 @@ async fn send_settled(client: &reqwest::Client, id: u64) -> (u16, String) {
         },
     )
     .await
-}
-
-/// What Redis holds for the forwarded subjects: (how many of them are missing, entity count).
-async fn redis_view(redis: &RedisServer, forwarded: &HashSet<u64>) -> (u64, u64) {
-    let hasher = SubjectHasher::from_key(KEY);
-    let l = RedisLedger::open(
-        RedisOptions {
-            target: RedisTarget::Server(redis.url()),
-            timeout: Duration::from_secs(2),
-            entity: "Test Co.".into(),
-            cache_entries: 1,
-            journal_dir: None,
-        },
-        &hasher,
-    )
-    .await
-    .unwrap();
-    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
-    let subjects: Vec<Subject> = forwarded
-        .iter()
-        .map(|id| Subject {
-            key: hasher.hash("field", id.to_string().as_bytes()),
-            sensitive: false,
-        })
-        .collect();
-    let p = l
-        .probe(&subjects, &ids, Regime::Cac2022, SystemTime::now())
-        .await
-        .unwrap();
-    (p[0].new_all, p[0].all_after - p[0].new_all)
 }
 
 async fn wait_metric_at_least(g: &GateProc, series: &str, min: f64) {
@@ -117,7 +85,8 @@ async fn two_replicas_on_a_redis_without_persistence_never_exceed_the_volume() {
         .all(|(s, r)| *s == 200 || (*s == 451 && r == "approval_volume_exceeded")));
     let forwarded: HashSet<u64> = received_ids(&up).into_iter().collect();
     assert_eq!(forwarded.len(), 400, "distinct subjects upstream");
-    let (missing, count) = redis_view(&redis, &forwarded).await;
+    let (missing, count) =
+        ledger_view(&redis, KEY, forwarded.iter().copied(), Regime::Cac2022).await;
     assert_eq!(missing, 0, "forwarded subjects missing from Redis");
     assert!(count >= forwarded.len() as u64);
     for g in &gates {
@@ -184,7 +153,8 @@ async fn a_loss_during_traffic_and_a_replica_down_during_it() {
     gates[2].restart().await;
     assert_eq!(send_settled(&gates[2].client(), 1_000_000).await.0, 200);
     let forwarded: HashSet<u64> = received_ids(&up).into_iter().collect();
-    let (missing, count) = redis_view(&redis, &forwarded).await;
+    let (missing, count) =
+        ledger_view(&redis, KEY, forwarded.iter().copied(), Regime::Cac2022).await;
     assert_eq!(missing, 0, "forwarded subjects missing from Redis");
     assert!(count >= forwarded.len() as u64);
 }

@@ -333,7 +333,7 @@ async fn admin_json(gate: &GateProc, path: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_on_one_redis_report_the_same_categories_and_refusals() {
     use crate::harness::redis::RedisServer;
-    use crate::redis::{ledger_toml, shared_key};
+    use crate::harness::redis::{ledger_toml, shared_key};
     let redis = RedisServer::start();
     let keys = tempfile::tempdir().unwrap();
     let key = shared_key(keys.path());

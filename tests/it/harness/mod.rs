@@ -4,6 +4,7 @@
 //! CA ([`certs::TestCa`]), clients (reqwest and `curl`), the binary as a command ([`cli`]) and
 //! waiting for conditions ([`eventually`]).
 
+pub mod approvals;
 pub mod certs;
 pub mod cli;
 pub mod poll;
@@ -13,11 +14,12 @@ pub mod upstream;
 
 pub use cli::{cli_on, command, CliOutput, BIN};
 pub use poll::{eventually, poll_until, poll_until_blocking};
+pub use transfer_gate::testing::require_tool;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// A free loopback port (bound, then released). Only for a port that must be known before a
@@ -28,21 +30,6 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Whether a command-line tool is on PATH. Under CI a missing tool is a failure, not a skip.
-pub fn require_tool(name: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "`{name}` is required by this test (scripts/test installs it)"
-    );
 }
 
 /// One `[[destination]]` block.

@@ -1,291 +1,129 @@
-//! Real Redis for the tests: a `redis-server` ([`RedisServer`]) or a 3-node Redis Cluster
-//! ([`RedisCluster`], `--cluster-enabled yes` + `redis-cli --cluster create`) on free loopback
-//! ports in a temporary directory, killed on drop. A missing `redis-server` fails the test
-//! (`scripts/test` installs it). This file is also compiled into the library's unit tests
-//! (`src/ledger/redis.rs` includes it by path), so it uses only std and `tempfile`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+//! Real Redis for the tests: [`RedisServer`] and [`RedisCluster`] from the library's test
+//! support (`src/testing/redis_server.rs`), the one implementation the unit tests and the
+//! benchmarks use too. Also what the tests of gate replicas on one Redis share: the shared
+//! hash key, the `[ledger]` keys, starting the replicas, sending a subject, reading what the
+//! upstream received and what the ledger holds.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+pub use transfer_gate::testing::redis_server::*;
 
-/// Panics (fails the test) when `tool` is not on PATH.
-fn require(tool: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "`{tool}` is required by the Redis tests (apt-get install redis-server; scripts/test installs it)"
-    );
-}
+use super::upstream::Upstream;
+use super::{Dest, GateBuilder, GateProc};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use transfer_gate::ledger::{
+    Ledger, RedisLedger, RedisOptions, RedisTarget, Scope, Subject, SubjectHasher,
+};
+use transfer_gate::model::Regime;
 
-/// A free loopback port whose cluster bus port (+10000) is free too.
-fn free_port_pair() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
-}
-
-/// Sends one inline command and returns the raw reply (enough for PING, INFO, CLUSTER INFO).
-pub fn raw_command(port: u16, cmd: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
-    s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                // A simple string, an error, an integer, or a complete bulk string.
-                if out.ends_with(b"\r\n") && reply_complete(&out) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn reply_complete(b: &[u8]) -> bool {
-    match b.first() {
-        Some(b'$') => {
-            let Some(nl) = b.iter().position(|c| *c == b'\n') else {
-                return false;
-            };
-            let len: i64 = String::from_utf8_lossy(&b[1..nl - 1]).parse().unwrap_or(-1);
-            len < 0 || b.len() >= nl + 1 + len as usize + 2
-        }
-        _ => true,
-    }
-}
-
-/// One `redis-server` process.
-pub struct RedisServer {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    /// Its port on 127.0.0.1.
-    pub port: u16,
-    args: Vec<String>,
-}
-
-impl RedisServer {
-    /// A standalone server with AOF on and `appendfsync always` (what the ledger docs ask for).
-    pub fn start() -> Self {
-        Self::with_args(&[])
-    }
-
-    /// A server with extra `redis-server` arguments.
-    pub fn with_args(extra: &[&str]) -> Self {
-        require("redis-server");
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port_pair();
-        let mut args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--daemonize",
-            "no",
-            "--loglevel",
-            "warning",
-        ]
-        .iter()
-        .map(|s| s.to_string())
+/// What the gates' shared Redis ledger (hash key `key`, entity `Test Co.`) holds of the
+/// subjects (`user_id`s) the upstream received: how many of them are missing from the entity's
+/// window under `regime`, and the entity's count.
+pub async fn ledger_view(
+    redis: &RedisServer,
+    key: [u8; 32],
+    forwarded: impl IntoIterator<Item = u64>,
+    regime: Regime,
+) -> (u64, u64) {
+    let hasher = SubjectHasher::from_key(key);
+    let l = RedisLedger::open(
+        RedisOptions {
+            target: RedisTarget::Server(redis.url()),
+            timeout: Duration::from_secs(2),
+            entity: "Test Co.".into(),
+            cache_entries: 1,
+            journal_dir: None,
+        },
+        &hasher,
+    )
+    .await
+    .unwrap();
+    let ids = l.register_scopes(&[Scope::Entity]).await.unwrap();
+    let subjects: Vec<Subject> = forwarded
+        .into_iter()
+        .map(|id| Subject {
+            key: hasher.hash("field", id.to_string().as_bytes()),
+            sensitive: false,
+        })
         .collect();
-        args.push("--dir".into());
-        args.push(dir.path().display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut s = RedisServer {
-            child: None,
-            dir,
-            port,
-            args,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("redis.log"))
-            .unwrap();
-        let child = Command::new("redis-server")
-            .args(&self.args)
-            .current_dir(self.dir.path())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(r) = raw_command(self.port, "PING") {
-                // A server with `requirepass` answers NOAUTH: it is up.
-                if r.starts_with("+PONG") || r.starts_with("-NOAUTH") {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} not ready; log:\n{}",
-                self.port,
-                std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `redis://127.0.0.1:<port>/`
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// `127.0.0.1:<port>`
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The server's data directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts it again on the same port and directory (the AOF is replayed).
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    /// SIGKILL, then start again on the same port with its data gone (AOF and RDB files
-    /// deleted; a Cluster node keeps its `nodes.conf`, so it rejoins owning the same slots,
-    /// empty): a server or node replaced by an empty one.
-    pub fn restart_empty(&mut self) {
-        self.kill();
-        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name == "appendonlydir" {
-                std::fs::remove_dir_all(e.path()).unwrap();
-            } else if name.ends_with(".rdb") || name.ends_with(".aof") {
-                std::fs::remove_file(e.path()).unwrap();
-            }
-        }
-        self.spawn();
-    }
-
-    /// A field of `INFO <section>` (e.g. `used_memory`).
-    pub fn info_field(&self, section: &str, field: &str) -> Option<String> {
-        let r = raw_command(self.port, &format!("INFO {section}"))?;
-        r.lines()
-            .find_map(|l| l.strip_prefix(&format!("{field}:")))
-            .map(|v| v.trim().to_owned())
-    }
-
-    /// Runs `redis-cli -p <port> <args>` and returns its stdout.
-    pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    let p = l
+        .probe(&subjects, &ids, regime, SystemTime::now())
+        .await
+        .unwrap();
+    (p[0].new_all, p[0].all_after - p[0].new_all)
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The hash key every replica shares.
+pub const KEY: [u8; 32] = [0x5a; 32];
+
+/// One hash key file shared by every replica (mode 0600).
+pub fn shared_key(dir: &Path) -> PathBuf {
+    let p = dir.join("subject-hash.key");
+    std::fs::write(&p, KEY).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
 }
 
-/// A 3-node Redis Cluster (masters only), each node a [`RedisServer`].
-pub struct RedisCluster {
-    /// The nodes.
-    pub nodes: Vec<RedisServer>,
+/// The `[ledger]` keys of a replica on `redis` with the key file `key`.
+pub fn ledger_toml(redis: &RedisServer, key: &Path) -> String {
+    format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nhash_key_file = \"{}\"\ntimeout_ms = 300",
+        redis.url(),
+        key.display()
+    )
 }
 
-impl RedisCluster {
-    /// Starts three `--cluster-enabled yes` servers and joins them with
-    /// `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`.
-    pub fn start() -> Self {
-        require("redis-cli");
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                RedisServer::with_args(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
-                ])
-            })
-            .collect();
-        let addrs: Vec<String> = nodes.iter().map(RedisServer::addr).collect();
-        let out = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+/// `n` gates on one ledger (`ledger`: the `[ledger]` keys) sending `eu` to `up`, with
+/// `approvals`: cac-2022 when `volume` (every PI transfer needs an approval), else cac-2024.
+pub async fn replicas_with(
+    n: usize,
+    ledger: &str,
+    up: &Upstream,
+    volume: bool,
+    approvals: &str,
+) -> Vec<GateProc> {
+    let mut gates = Vec::new();
+    for _ in 0..n {
+        gates.push(
+            GateBuilder::new()
+                .regime(if volume { "cac-2022" } else { "cac-2024" })
+                .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+                .approvals(approvals)
+                .ledger_toml(ledger)
+                .start()
+                .await,
         );
-        let c = RedisCluster { nodes };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !c.nodes.iter().all(|n| {
-            raw_command(n.port, "CLUSTER INFO").is_some_and(|r| r.contains("cluster_state:ok"))
-        }) {
-            assert!(Instant::now() < deadline, "cluster not ok after 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c
     }
+    gates
+}
 
-    /// `redis://127.0.0.1:<port>` of every node (seed list).
-    pub fn urls(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| format!("redis://{}", n.addr()))
-            .collect()
-    }
+/// The user ids the upstream received in complete bodies.
+pub fn received_ids(up: &Upstream) -> Vec<u64> {
+    up.received()
+        .iter()
+        .filter(|r| r.complete && !r.body.is_empty())
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+        .filter_map(|v| v.get("user_id").and_then(serde_json::Value::as_u64))
+        .collect()
+}
+
+/// Posts `{"user_id": id}` to `eu`: the status and the gate's reason header (None when the
+/// request failed).
+pub async fn send(client: &reqwest::Client, id: u64) -> Option<(u16, String)> {
+    let r = client
+        .post("http://api.eu.test/v1/events")
+        .header("content-type", "application/json")
+        .body(format!("{{\"user_id\": {id}}}"))
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    let reason = r
+        .headers()
+        .get("x-transfer-gate-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let _ = r.bytes().await;
+    Some((status, reason))
 }

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::server::{raw_command, RedisCluster, RedisServer};
 use super::*;
 use crate::ledger::suite::{at, plain, subj};
 use crate::ledger::{Ceiling, Class, Ledger, LedgerError, ReserveOutcome, Scope, SubjectHasher};
+use crate::testing::poll::{eventually, poll_until};
+use crate::testing::redis_server::{raw_command, RedisCluster, RedisServer};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -51,20 +52,16 @@ fn entity() -> String {
 }
 
 /// Polls (bounded) until `f` succeeds: the replica may be re-asserting.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+async fn until_ok<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, LedgerError>>,
 {
-    let mut last = None;
-    for _ in 0..400 {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{what}: still failing: {last:?}");
+    eventually(what, Duration::from_secs(10), || {
+        let r = f();
+        async move { r.await.ok() }
+    })
+    .await
 }
 
 fn ceiling(ids: &[ScopeId], max: u64) -> Vec<Ceiling> {
@@ -84,7 +81,7 @@ async fn reserve(
     now: SystemTime,
 ) -> ReserveOutcome {
     let c = ceiling(ids, max);
-    eventually("reserve", || {
+    until_ok("reserve", || {
         l.reserve(Reservation {
             subjects,
             scopes: ids,
@@ -98,18 +95,17 @@ async fn reserve(
 }
 
 async fn counts(l: &RedisLedger, scope: ScopeId, regime: Regime) -> ScopeCounts {
-    eventually("counts", || l.counts(scope, regime, SystemTime::now())).await
+    until_ok("counts", || l.counts(scope, regime, SystemTime::now())).await
 }
 
 /// Waits until Redis lost data is noticed by `l` (health check or a call) and re-asserted.
 async fn wait_reasserted(l: &RedisLedger, losses: u64) {
-    for _ in 0..400 {
-        if l.losses_detected() >= losses && l.is_ready() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
+    let done = poll_until(Duration::from_secs(10), || async {
+        (l.losses_detected() >= losses && l.is_ready()).then_some(())
+    })
+    .await;
+    assert!(
+        done.is_some(),
         "no re-assertion: losses {} ready {}",
         l.losses_detected(),
         l.is_ready()
@@ -118,18 +114,23 @@ async fn wait_reasserted(l: &RedisLedger, losses: u64) {
 
 /// Drops the last handle of a replica (its background check may hold one for a moment), so
 /// that its journal is closed before another opens it.
-async fn close(mut l: Arc<RedisLedger>) {
-    for _ in 0..400 {
-        match Arc::try_unwrap(l) {
-            Ok(l) => {
+async fn close(l: Arc<RedisLedger>) {
+    let mut slot = Some(l);
+    eventually("the replica to be released", Duration::from_secs(4), || {
+        let released = match slot.take().map(Arc::try_unwrap) {
+            Some(Ok(l)) => {
                 drop(l);
-                return;
+                Some(())
             }
-            Err(back) => l = back,
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the replica is still in use");
+            Some(Err(back)) => {
+                slot = Some(back);
+                None
+            }
+            None => Some(()),
+        };
+        std::future::ready(released)
+    })
+    .await;
 }
 
 fn now_year() -> i32 {

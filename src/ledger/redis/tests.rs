@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::server::{RedisCluster, RedisServer};
 use super::*;
 use crate::ledger::suite::{self, at, plain, subj};
 use crate::ledger::{Ceiling, Class, Ledger, LedgerError, ReserveOutcome, Scope, SubjectHasher};
+use crate::testing::poll::eventually;
+use crate::testing::redis_server::{raw_command, RedisCluster, RedisServer};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -149,7 +150,7 @@ async fn another_hash_key_is_refused() {
 }
 
 fn evals(server: &RedisServer) -> u64 {
-    let r = super::server::raw_command(server.port, "INFO commandstats").unwrap();
+    let r = raw_command(server.port, "INFO commandstats").unwrap();
     r.lines()
         .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
         .filter_map(|l| {
@@ -245,11 +246,10 @@ async fn redis_down_is_unavailable_then_recovers() {
     let r = l.probe(&plain(0..5), &ids, Regime::Cac2024, now).await;
     assert!(r.is_err());
     server.restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !l.is_ready() {
-        assert!(std::time::Instant::now() < deadline, "not ready again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("ready again", Duration::from_secs(10), || async {
+        l.is_ready().then_some(())
+    })
+    .await;
     // AOF with appendfsync always: the counts survived the SIGKILL.
     match suite::reserve(&*l, &plain(3..8), &ids, &[], Regime::Cac2024, now).await {
         ReserveOutcome::Reserved(o) => assert_eq!((o[0].new_all, o[0].all_after), (3, 8)),
@@ -303,20 +303,24 @@ async fn slow_or_erroring_redis_is_unavailable_then_recovers() {
     };
     try_reserve(0..2).await.unwrap();
     // Slow: every client paused for 1.5 s; the 500 ms timeout answers first.
-    let paused = super::server::raw_command(server.port, "CLIENT PAUSE 1500 ALL").unwrap();
+    let paused = raw_command(server.port, "CLIENT PAUSE 1500 ALL").unwrap();
     assert!(paused.starts_with("+OK"), "{paused}");
     let t = std::time::Instant::now();
     let r = try_reserve(2..3).await;
     assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
     assert!(t.elapsed() < Duration::from_millis(1200));
     assert!(!l.is_ready());
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The pause ends: Redis answers again.
+    eventually("the pause to end", Duration::from_secs(10), || async {
+        raw_command(server.port, "PING").filter(|r| r.starts_with("+PONG"))
+    })
+    .await;
     // Erroring: out of memory under noeviction refuses the script.
-    let set = super::server::raw_command(server.port, "CONFIG SET maxmemory 1").unwrap();
+    let set = raw_command(server.port, "CONFIG SET maxmemory 1").unwrap();
     assert!(set.starts_with("+OK"), "{set}");
     let r = try_reserve(3..4).await;
     assert!(matches!(r, Err(LedgerError::Unavailable(_))), "{r:?}");
-    super::server::raw_command(server.port, "CONFIG SET maxmemory 0").unwrap();
+    raw_command(server.port, "CONFIG SET maxmemory 0").unwrap();
     // Back: the timed-out reservation may or may not have run (over-count at worst); the
     // refused one did not.
     let c = match try_reserve(3..5).await.unwrap() {

@@ -2,7 +2,7 @@
 //! count into one Redis server or Redis Cluster, exactly.
 //!
 //! - One atomic server-side step per request that carries subjects not known locally: the Lua
-//!   script `redis.lua` (EVALSHA, EVAL on `NOSCRIPT`) checks the ceilings and counts the new
+//!   script `script.lua` (EVALSHA, EVAL on `NOSCRIPT`) checks the ceilings and counts the new
 //!   subjects all-or-nothing: per-subject state per scope and year, per-year counters per
 //!   scope and class, monthly tallies. Every key of the entity carries the hash tag
 //!   `{tg:<entity slug>}`, so the script runs unchanged on Cluster (one slot per entity).
@@ -19,21 +19,25 @@
 //!
 //! Scope ids are local to the process (registration does no I/O); Redis keys name scopes by
 //! their stored names (`entity`, `destination:<name>`, …). See `docs/ledger.md`, section Redis.
+//!
+//! Where each concern lives: the key layout in `keys.rs`; the connection, its hash key check,
+//! timeouts, health and the background check in `connection.rs` (the password and trust roots
+//! in `connect.rs`); the Lua step and one call of it in `script.rs` + `script.lua`, its reply
+//! decoded in `reply.rs`; the local subject cache in `cache.rs`; the replica's journal and
+//! loss recovery in `journal.rs` and `loss.rs`; the report's shared activity in
+//! `activity.rs`. This file: options, the scope registry, reserve/probe/counts over the cache,
+//! and the [`Ledger`] impl.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Value};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::activity::StoredActivity;
 use super::api::{
-    Ceiling, Class, Ledger, LedgerError, LedgerFuture, MonthlyTally, Refusal, Reservation,
-    ReserveOutcome, Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
+    Ceiling, Ledger, LedgerError, LedgerFuture, MonthlyTally, Refusal, Reservation, ReserveOutcome,
+    Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
 };
 use super::hash::SubjectHasher;
 use super::index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
@@ -41,17 +45,24 @@ use super::index::{MAX_SCOPES_PER_RESERVATION, MAX_SUBJECTS_PER_RESERVATION};
 mod activity;
 mod cache;
 mod connect;
+mod connection;
 mod journal;
+mod keys;
 mod loss;
 mod reply;
+mod script;
 
 use crate::model::{shanghai_date, Regime};
 use cache::SubjectCache;
 pub use connect::{RedisAuth, RedisAuthError};
+use connection::{health_loop, Conn};
 use journal::Journal;
 pub use journal::DIR_NAME as JOURNAL_DIR;
-use loss::{parse_seen, LossState};
-use reply::{outcomes, parse_reply, parse_tallies, Reply};
+pub use keys::{key_fingerprint, namespace, year_expiry, Keys};
+use loss::LossState;
+use reply::{outcomes, parse_tallies, Reply};
+use script::SentCeiling;
+pub use script::SCRIPT;
 
 /// How old the window counts may be that answer a request whose subjects are all known
 /// locally (the counts only grow; a fresher value costs one round trip).
@@ -59,9 +70,6 @@ pub const COUNTS_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Default number of (scope, subject) entries in the local cache (about 40 bytes each).
 pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 20;
-
-/// How often the background check pings Redis (readiness, reconnection).
-const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Where the Redis ledger lives. `Debug` hides passwords.
 #[derive(Clone, PartialEq, Eq)]
@@ -127,115 +135,6 @@ pub enum RedisOpenError {
     Journal(LedgerError),
 }
 
-/// The Redis namespace (with its hash tag) of an entity: `tg:{<slug>}`, the slug being the
-/// entity name lower-cased with every run of other characters than `a-z0-9` turned into `-`
-/// (at most 64 characters).
-pub fn namespace(entity: &str) -> String {
-    let mut slug = String::new();
-    for c in entity.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_alphanumeric() {
-            slug.push(c);
-        } else if !slug.ends_with('-') && !slug.is_empty() {
-            slug.push('-');
-        }
-        if slug.len() >= 64 {
-            break;
-        }
-    }
-    let slug = slug.trim_end_matches('-');
-    format!("tg:{{{}}}", if slug.is_empty() { "entity" } else { slug })
-}
-
-/// The fingerprint of a hash key stored in the namespace: a keyed hash of a constant, which
-/// tells keys apart without revealing them.
-pub fn key_fingerprint(hasher: &SubjectHasher) -> String {
-    hex(&hasher
-        .hash("transfer-gate/redis-key-check", b"v1")
-        .as_bytes()[..])
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The Redis key names of one namespace.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    ns: String,
-}
-
-impl Keys {
-    /// The keys of namespace `ns` (see [`namespace`]).
-    pub fn new(ns: String) -> Self {
-        Keys { ns }
-    }
-    /// `<ns>:meta`: hash key fingerprint, format version, the namespace generation `gen`
-    /// (its marker) and the write counter `v`.
-    pub fn meta(&self) -> String {
-        format!("{}:meta", self.ns)
-    }
-    /// `<ns>:m`: monthly tallies.
-    pub fn monthly(&self) -> String {
-        format!("{}:m", self.ns)
-    }
-    /// `<ns>:a`: the report's activity statistics of every replica (see `redis/activity.rs`).
-    pub fn activity(&self) -> String {
-        format!("{}:a", self.ns)
-    }
-    /// `<ns>:y:<year>:<scope>`: subjects counted in `scope` in `year`.
-    pub fn year(&self, scope: &str, year: i32) -> String {
-        format!("{}:y:{year}:{scope}", self.ns)
-    }
-    /// `<ns>:n:<scope>`: per-year counters of `scope`.
-    pub fn counters(&self, scope: &str) -> String {
-        format!("{}:n:{scope}", self.ns)
-    }
-}
-
-/// The moment at which the subjects of `year` can leave Redis: no window contains `year`
-/// from January 1 of `year + 2` (Asia/Shanghai) on; 31 days of grace for clock skew, and never
-/// earlier than a day from now.
-pub fn year_expiry(year: i32) -> u64 {
-    let at = time::Date::from_calendar_date(year + 2, time::Month::January, 1)
-        .map(|d| {
-            d.midnight()
-                .assume_offset(time::macros::offset!(+8))
-                .unix_timestamp()
-        })
-        .unwrap_or(i64::MAX / 2);
-    let at = u64::try_from(at).unwrap_or(0) + 31 * 86_400;
-    let floor = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + 86_400;
-    at.max(floor)
-}
-
-/// The Lua script of the atomic step (see the file for its keys, arguments and reply).
-pub const SCRIPT: &str = include_str!("redis.lua");
-
-#[derive(Clone)]
-enum Conn {
-    Server(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Conn {
-    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
-        match self {
-            Conn::Server(c) => cmd.query_async(c).await,
-            Conn::Cluster(c) => cmd.query_async(c).await,
-        }
-    }
-
-    async fn eval(&mut self, inv: &redis::ScriptInvocation<'_>) -> redis::RedisResult<Value> {
-        match self {
-            Conn::Server(c) => inv.invoke_async(c).await,
-            Conn::Cluster(c) => inv.invoke_async(c).await,
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Registry {
     scopes: Vec<Scope>,
@@ -281,20 +180,6 @@ impl std::fmt::Debug for RedisLedger {
             .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
-}
-
-fn unavailable(e: &redis::RedisError) -> LedgerError {
-    LedgerError::Unavailable(format!("redis: {e}"))
-}
-
-/// A ceiling as the script receives it: its owner (0: every alternative, k: the k-th), the
-/// index of its scope in the sorted scope list, its class and its limit.
-#[derive(Debug, Clone, Copy)]
-struct SentCeiling {
-    owner: usize,
-    scope: usize,
-    class: Class,
-    max_after: u64,
 }
 
 /// The year, month and window start of a moment (Asia/Shanghai).
@@ -444,141 +329,6 @@ impl RedisLedger {
         &self.keys
     }
 
-    /// Checks Redis now (connect, hash key fingerprint, `PING`) and updates readiness.
-    ///
-    /// # Errors
-    /// [`LedgerError::Unavailable`] when Redis does not answer in time.
-    pub async fn ping(&self) -> Result<(), LedgerError> {
-        self.run(|mut c| async move { c.query::<()>(&redis::cmd("PING")).await })
-            .await
-    }
-
-    /// Runs `f` on a verified connection within the timeout; records health.
-    async fn run<T, F, Fut>(&self, f: F) -> Result<T, LedgerError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        if self.mismatch.load(Ordering::Acquire) {
-            return Err(self.mismatch_error());
-        }
-        let r = tokio::time::timeout(self.timeout, async {
-            let c = self.connection().await?;
-            f(c).await.map_err(|e| unavailable(&e))
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(LedgerError::Unavailable(format!(
-                "redis: no answer within {} ms",
-                self.timeout.as_millis()
-            )))
-        });
-        let ok = r.is_ok();
-        let was = self.healthy.swap(ok, Ordering::AcqRel);
-        match (was, ok, &r) {
-            (true, false, Err(e)) => tracing::warn!(error = %e, "redis ledger unavailable"),
-            (false, true, _) => tracing::info!("redis ledger available"),
-            _ => {}
-        }
-        r
-    }
-
-    fn mismatch_error(&self) -> LedgerError {
-        LedgerError::Unavailable(format!(
-            "the Redis ledger namespace {} was created with another hash key",
-            self.keys.ns
-        ))
-    }
-
-    /// A connected, verified connection (connects on first use and after a failed connect).
-    async fn connection(&self) -> Result<Conn, LedgerError> {
-        let existing = self
-            .conn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let mut c = match existing {
-            Some(c) => c,
-            None => {
-                let _g = self.connecting.lock().await;
-                let again = self
-                    .conn
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                match again {
-                    Some(c) => c,
-                    None => {
-                        let c = self.connect().await.map_err(|e| unavailable(&e))?;
-                        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
-                        c
-                    }
-                }
-            }
-        };
-        if !self.verified.load(Ordering::Acquire) {
-            self.verify(&mut c).await?;
-        }
-        Ok(c)
-    }
-
-    async fn connect(&self) -> redis::RedisResult<Conn> {
-        match &self.target {
-            RedisTarget::Server(url) => {
-                let client = self.auth.server_client(url)?;
-                let cfg = ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.timeout)
-                    .set_response_timeout(self.timeout)
-                    .set_number_of_retries(1)
-                    .set_max_delay(100);
-                Ok(Conn::Server(
-                    ConnectionManager::new_with_config(client, cfg).await?,
-                ))
-            }
-            RedisTarget::Cluster(nodes) => {
-                let client = self
-                    .auth
-                    .cluster_builder(nodes)
-                    .connection_timeout(self.timeout)
-                    .response_timeout(self.timeout)
-                    .retries(2)
-                    .min_retry_wait(10)
-                    .max_retry_wait(100)
-                    .build()?;
-                Ok(Conn::Cluster(client.get_async_connection().await?))
-            }
-        }
-    }
-
-    /// Stores our key fingerprint in a new namespace, or compares it with the stored one.
-    async fn verify(&self, c: &mut Conn) -> Result<(), LedgerError> {
-        let meta = self.keys.meta();
-        let mut cmd = redis::cmd("HSETNX");
-        cmd.arg(&meta).arg("key_fingerprint").arg(&self.fingerprint);
-        c.query::<i64>(&cmd).await.map_err(|e| unavailable(&e))?;
-        let mut cmd = redis::cmd("HSETNX");
-        cmd.arg(&meta).arg("format").arg(1);
-        c.query::<i64>(&cmd).await.map_err(|e| unavailable(&e))?;
-        let mut gen = [0u8; 16];
-        getrandom::fill(&mut gen)
-            .map_err(|e| LedgerError::Unavailable(format!("no randomness for the marker: {e}")))?;
-        let mut cmd = redis::cmd("HSETNX");
-        cmd.arg(&meta).arg("gen").arg(hex(&gen));
-        c.query::<i64>(&cmd).await.map_err(|e| unavailable(&e))?;
-        let mut cmd = redis::cmd("HGET");
-        cmd.arg(&meta).arg("key_fingerprint");
-        let stored: Option<String> = c.query(&cmd).await.map_err(|e| unavailable(&e))?;
-        if stored.as_deref() == Some(self.fingerprint.as_str()) {
-            self.verified.store(true, Ordering::Release);
-            Ok(())
-        } else {
-            if !self.mismatch.swap(true, Ordering::AcqRel) {
-                tracing::error!(namespace = %self.keys.ns, "the Redis ledger namespace was created with another hash key; refusing to count (every replica must use the same ledger.hash_key_file)");
-            }
-            Err(self.mismatch_error())
-        }
-    }
-
     fn check_scopes(&self, scopes: &[ScopeId]) -> Result<Vec<String>, LedgerError> {
         let reg = self.registry.read().unwrap_or_else(PoisonError::into_inner);
         scopes
@@ -658,97 +408,6 @@ impl RedisLedger {
                 })
                 .collect(),
         )
-    }
-
-    /// One script call (`reserve` or probe) over deduplicated subjects and scopes, with the
-    /// ceilings (owner: 0 common, k the k-th alternative; index into `scopes`) and the
-    /// alternatives (index into `scopes` of each one's extra scope).
-    async fn call(
-        &self,
-        reserve: bool,
-        subjects: &[Subject],
-        (scopes, names): (&[ScopeId], &[String]),
-        ceilings: &[SentCeiling],
-        alternatives: &[Option<usize>],
-        when: When,
-    ) -> Result<Reply, LedgerError> {
-        let (epoch, v_seen) = self.expected().await?;
-        let mut inv = self.script.prepare_invoke();
-        inv.key(self.keys.monthly());
-        for name in names {
-            inv.key(self.keys.year(name, when.year));
-            inv.key(self.keys.year(name, when.year - 1));
-            inv.key(self.keys.counters(name));
-        }
-        inv.key(self.keys.meta());
-        let mut blob = Vec::with_capacity(16 * subjects.len());
-        let mut flags = Vec::with_capacity(subjects.len());
-        for s in subjects {
-            blob.extend_from_slice(&s.key.0);
-            flags.push(if s.sensitive { b'1' } else { b'0' });
-        }
-        inv.arg(if reserve { "r" } else { "p" })
-            .arg(when.year)
-            .arg(when.start)
-            .arg(when.month)
-            .arg(year_expiry(when.year))
-            .arg(names.len())
-            .arg(blob)
-            .arg(flags)
-            .arg(ceilings.len());
-        for c in ceilings {
-            inv.arg(c.owner)
-                .arg(c.scope + 1)
-                .arg(match c.class {
-                    Class::All => "a",
-                    Class::Sensitive => "s",
-                })
-                .arg(c.max_after);
-        }
-        inv.arg(alternatives.len());
-        for a in alternatives {
-            inv.arg(a.map_or(0, |i| i + 1));
-        }
-        for name in names {
-            inv.arg(name);
-        }
-        inv.arg(&epoch.gen).arg(&epoch.run_id).arg(v_seen);
-        let v = self.run(|mut c| async move { c.eval(&inv).await }).await?;
-        if let Some(seen) = parse_seen(&v, 2) {
-            self.on_refused_epoch(&seen, &epoch);
-            return Err(LedgerError::Unavailable(
-                "redis ledger lost data: re-asserting this replica's journal before counting again"
-                    .into(),
-            ));
-        }
-        let reply = parse_reply(v, names.len())?;
-        if let Reply::Done(states, per, _) = &reply {
-            let year = when.cache_year();
-            for (j, s) in subjects.iter().enumerate() {
-                for (i, sc) in scopes.iter().enumerate() {
-                    match states.get(j * scopes.len() + i) {
-                        Some(b'1') => self.cache.raise(*sc, &s.key.0, year, 0),
-                        Some(b'2') => self.cache.raise(*sc, &s.key.0, year, year),
-                        _ => {}
-                    }
-                }
-            }
-            for (sc, p) in scopes.iter().zip(per) {
-                let after = if reserve {
-                    ScopeCounts {
-                        all: p[2] + p[0],
-                        sensitive: p[3] + p[1],
-                    }
-                } else {
-                    ScopeCounts {
-                        all: p[2],
-                        sensitive: p[3],
-                    }
-                };
-                self.store_counts(*sc, when.start, after);
-            }
-        }
-        Ok(reply)
     }
 
     async fn reserve_inner(&self, req: Reservation<'_>) -> Result<ReserveOutcome, LedgerError> {
@@ -968,54 +627,9 @@ impl RedisLedger {
         Ok(found > 0)
     }
 
-    /// Runs a pipeline of commands on the namespace's keys (migration).
-    ///
-    /// # Errors
-    /// [`LedgerError::Unavailable`] when Redis fails or does not answer in time.
-    pub(crate) async fn exec_pipeline(&self, pipe: &redis::Pipeline) -> Result<(), LedgerError> {
-        self.run(|c| async move {
-            match c {
-                Conn::Server(mut c) => pipe.query_async::<()>(&mut c).await,
-                Conn::Cluster(mut c) => pipe.query_async::<()>(&mut c).await,
-            }
-        })
-        .await
-    }
-
     /// Number of (scope, subject) entries in the local cache.
     pub fn cached_entries(&self) -> usize {
         self.cache.len()
-    }
-}
-
-async fn health_loop(weak: Weak<RedisLedger>) {
-    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(l) = weak.upgrade() else {
-            return;
-        };
-        if l.mismatch.load(Ordering::Acquire) {
-            return;
-        }
-        // Also establishes the epoch on first contact and notices a loss without traffic.
-        let _ = l.check_loss().await;
-        if l.journal
-            .as_ref()
-            .is_some_and(|j| j.compaction_due(SystemTime::now()))
-        {
-            let l = l.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                l.journal
-                    .as_ref()
-                    .map_or(Ok(()), |j| j.compact(SystemTime::now()))
-            })
-            .await;
-            if let Ok(Err(e)) = done {
-                tracing::warn!(error = %e, "redis ledger journal: compaction failed");
-            }
-        }
     }
 }
 
@@ -1135,13 +749,7 @@ impl Ledger for RedisLedger {
 }
 
 #[cfg(test)]
-#[path = "../../tests/it/harness/redis.rs"]
-pub(crate) mod server;
-
-#[cfg(test)]
-#[path = "redis_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "redis_loss_tests.rs"]
 mod loss_tests;

@@ -58,6 +58,13 @@ local function reassert()
   local blob, marks = ARGV[5], ARGV[6]
   local rank = {n = 0, p = 1, c = 2}
   local added_all, added_sens, touched_c, touched_p = 0, 0, false, false
+  -- A subject's last year of `class` ("a" | "s") moves from years[from] (0: none) to years[to].
+  local function move_counter(class, from, to)
+    if from > 0 then
+      redis.call('HINCRBY', cnt, class .. ':' .. years[from], -1)
+    end
+    redis.call('HINCRBY', cnt, class .. ':' .. years[to], 1)
+  end
   for j = 1, #marks / 2 do
     local k = string.sub(blob, 16 * j - 15, 16 * j)
     local c = redis.call('HGET', yc, k)
@@ -85,20 +92,16 @@ local function reassert()
       touched_p = true
     end
     if all ~= had_all then
-      if had_all > 0 then
-        redis.call('HINCRBY', cnt, 'a:' .. years[had_all], -1)
-      else
+      if had_all == 0 then
         added_all = added_all + 1
       end
-      redis.call('HINCRBY', cnt, 'a:' .. years[all], 1)
+      move_counter('a', had_all, all)
     end
     if sens ~= had_sens then
-      if had_sens > 0 then
-        redis.call('HINCRBY', cnt, 's:' .. years[had_sens], -1)
-      else
+      if had_sens == 0 then
         added_sens = added_sens + 1
       end
-      redis.call('HINCRBY', cnt, 's:' .. years[sens], 1)
+      move_counter('s', had_sens, sens)
     end
   end
   if touched_c then
@@ -254,28 +257,25 @@ for i = 1, ns do
     local c, p = cur_v[idx], prev_v[idx]
     if counted(i) then
       local k = string.sub(keys, 16 * j - 15, 16 * j)
-      if not c then
-        redis.call('HSET', KEYS[3 * i - 1], k, sensitive and '1' or '0')
+      -- New this year, or newly sensitive this year: the subject's last year (last
+      -- sensitive year) moves from last year (if it was there) to this one.
+      if not c or (sensitive and c ~= '1') then
+        local want = sensitive and '1' or '0'
+        redis.call('HSET', KEYS[3 * i - 1], k, want)
         touched = true
-        if p then
-          redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. prev_s, -1)
+        if not c then
+          if p then
+            redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. prev_s, -1)
+          end
+          redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. cur_s, 1)
         end
-        redis.call('HINCRBY', KEYS[3 * i + 1], 'a:' .. cur_s, 1)
         if sensitive then
           if p == '1' then
             redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. prev_s, -1)
           end
           redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. cur_s, 1)
         end
-        c = sensitive and '1' or '0'
-      elseif sensitive and c ~= '1' then
-        redis.call('HSET', KEYS[3 * i - 1], k, '1')
-        touched = true
-        if p == '1' then
-          redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. prev_s, -1)
-        end
-        redis.call('HINCRBY', KEYS[3 * i + 1], 's:' .. cur_s, 1)
-        c = '1'
+        c = want
       end
     end
     if not c then
