@@ -19,7 +19,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use transfer_gate::ledger::{
     Ledger, LocalLedger, LocalOptions, MemoryLedger, Reservation, Scope, ScopeId, Subject,
@@ -208,9 +208,10 @@ fn durable(n: u64, dir: &std::path::Path) {
     );
     // One more snapshot at full size (as the next periodic one would be), once a background
     // one still running has finished (`compact` returns at once while another one runs).
-    while snapshot_running() {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    transfer_gate::testing::poll::poll_until_blocking(Duration::from_secs(300), || {
+        (!snapshot_running()).then_some(())
+    })
+    .expect("the background snapshot ends");
     let start = Instant::now();
     l.compact(SystemTime::now()).unwrap();
     let (rss2, hwm2) = (rss_bytes(), hwm_bytes());

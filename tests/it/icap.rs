@@ -492,3 +492,89 @@ async fn targets_the_gate_refuses_are_refused_through_icap_too() {
         .collect();
     assert_eq!(refused.len(), cases.len(), "{lines:?}");
 }
+
+/// A hostile ICAP client: a REQMOD whose body carries a subject, sent as a preview, then
+/// (after the gate's `100 Continue`) half of the rest before the client goes away. Nothing of
+/// it may be allowed or counted — no `204`, no echoed request, no subject in the ledger — and
+/// the listener goes on serving.
+#[tokio::test]
+async fn a_body_cut_off_after_the_preview_is_neither_allowed_nor_counted() {
+    let up = Upstream::builder().sink().start().await;
+    let (gate, port) = gate_with_icap(two_destinations(&up)).await;
+    let body = r#"{"user_id":"77001234","name":"Preview Person","note":"0123456789abcdef"}"#;
+    let head = format!(
+        "POST http://api.eu.test/v1/ingest HTTP/1.1\r\nHost: api.eu.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (preview, rest) = body.as_bytes().split_at(16);
+    let mut msg = format!(
+        "REQMOD icap://127.0.0.1:{port}/reqmod ICAP/1.0\r\nHost: 127.0.0.1:{port}\r\nAllow: 204\r\nPreview: {}\r\nEncapsulated: req-hdr=0, req-body={}\r\n\r\n{head}{:x}\r\n",
+        preview.len(),
+        head.len(),
+        preview.len()
+    )
+    .into_bytes();
+    msg.extend_from_slice(preview);
+    msg.extend_from_slice(b"\r\n0\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(&msg).await.unwrap();
+    // The gate has not seen the subject's value yet: it asks for the rest.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains("100 Continue") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains("100 Continue"),
+        "100 Continue expected: {}",
+        String::from_utf8_lossy(&got)
+    );
+    // Half of the rest, announced as all of it, then the client is gone.
+    let half = &rest[..rest.len() / 2];
+    s.write_all(format!("{:x}\r\n", rest.len()).as_bytes())
+        .await
+        .unwrap();
+    s.write_all(half).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains("ICAP/1.0 204"), "allowed: {answer}");
+    assert!(
+        !answer.contains("POST http://api.eu.test"),
+        "echoed: {answer}"
+    );
+    let series = "transfer_gate_entity_subjects{class=\"all\"}";
+    assert!(gate.metrics().await.contains(series), "the gauge exists");
+    assert_eq!(
+        gate.metric(series).await,
+        0.0,
+        "a cut-off body counts no subject"
+    );
+    // The listener goes on serving, and the same request sent whole is allowed and counted.
+    let r = icap_raw(port, &options_msg(port), "\r\n\r\n").await;
+    assert!(r.starts_with("ICAP/1.0 200"), "{r}");
+    let mut whole = format!(
+        "REQMOD icap://127.0.0.1:{port}/reqmod ICAP/1.0\r\nHost: 127.0.0.1:{port}\r\nAllow: 204\r\nPreview: {}\r\nEncapsulated: req-hdr=0, req-body={}\r\n\r\n{head}{:x}\r\n",
+        body.len(),
+        head.len(),
+        body.len()
+    )
+    .into_bytes();
+    whole.extend_from_slice(body.as_bytes());
+    whole.extend_from_slice(b"\r\n0; ieof\r\n\r\n");
+    let r = icap_raw(port, &whole, "\r\n\r\n").await;
+    assert!(r.starts_with("ICAP/1.0 204"), "{r}");
+    let counted = poll_until(Duration::from_secs(10), || async {
+        (gate.metric(series).await == 1.0).then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "the whole request counts its subject");
+}
