@@ -22,12 +22,14 @@ pub const RECENT: usize = 1000;
 /// One audit line.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
-    /// RFC 3339, UTC.
-    pub time: String,
+    /// When the request arrived; written as RFC 3339 in UTC with milliseconds.
+    #[serde(serialize_with = "ser_time")]
+    pub time: SystemTime,
     /// The request id (passed or created).
     pub request_id: String,
     /// The client's address.
-    pub client: String,
+    #[serde(serialize_with = "ser_display")]
+    pub client: SocketAddr,
     /// The listener the request came through: `proxy`, or `icap` (a request an ICAP client
     /// such as Squid passed to the gate's REQMOD service).
     pub origin: &'static str,
@@ -73,9 +75,9 @@ impl AuditRecord {
         path: &str,
     ) -> Self {
         AuditRecord {
-            time: rfc3339(SystemTime::now()),
+            time: SystemTime::now(),
             request_id: request_id.to_owned(),
-            client: client.to_string(),
+            client,
             origin: "proxy",
             destination: destination.to_owned(),
             method: method.to_owned(),
@@ -98,11 +100,85 @@ impl AuditRecord {
 
 /// RFC 3339 in UTC with milliseconds.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut buf = [0u8; 24];
+    match fmt_rfc3339(t, &mut buf) {
+        Some(s) => s.to_owned(),
+        None => rfc3339_slow(t),
+    }
+}
+
+/// [`rfc3339`] through the `time` crate: for the instants the fast path does not cover.
+fn rfc3339_slow(t: SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
     dt.format(&fmt).unwrap_or_default()
+}
+
+/// Formats `t` as `YYYY-MM-DDThh:mm:ss.mmmZ` into `buf` without allocating (one per audit
+/// line); `None` before 1970 or after 9999, which [`rfc3339_slow`] formats.
+fn fmt_rfc3339(t: SystemTime, buf: &mut [u8; 24]) -> Option<&str> {
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days(secs / 86_400);
+    if y > 9999 {
+        return None;
+    }
+    let sod = secs % 86_400;
+    let put = |buf: &mut [u8; 24], at: usize, v: u64, n: usize| {
+        let mut v = v;
+        for i in (0..n).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(buf, 0, y, 4);
+    put(buf, 5, m, 2);
+    put(buf, 8, day, 2);
+    put(buf, 11, sod / 3600, 2);
+    put(buf, 14, sod / 60 % 60, 2);
+    put(buf, 17, sod % 60, 2);
+    put(buf, 20, u64::from(d.subsec_millis()), 3);
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        buf[i] = c;
+    }
+    std::str::from_utf8(buf).ok()
+}
+
+/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01 (H. Hinnant's
+/// `civil_from_days`, for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let mut buf = [0u8; 24];
+    match fmt_rfc3339(*t, &mut buf) {
+        Some(v) => s.serialize_str(v),
+        None => s.serialize_str(&rfc3339_slow(*t)),
+    }
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// The audit handle the request path uses: cheap to clone.
@@ -229,5 +305,32 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(v["destination"], "eu");
         assert_eq!(v["decision"], "allow");
+        assert_eq!(v["client"], "127.0.0.1:1");
+    }
+
+    /// The allocation-free formatter agrees with the `time` crate's over instants from 1970
+    /// to 9999, day boundaries, leap days and every millisecond digit included.
+    #[test]
+    fn the_fast_timestamp_agrees_with_the_time_crate() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let max = 253_402_300_799_999u64; // 9999-12-31T23:59:59.999Z, in ms
+        let mut instants: Vec<u64> = vec![0, 1, 999, 86_399_999, 86_400_000, 951_782_400_000, max];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            instants.push(x % (max + 1));
+        }
+        for ms in instants {
+            let t = UNIX_EPOCH + Duration::from_millis(ms) + Duration::from_micros(ms % 1000);
+            assert_eq!(rfc3339(t), rfc3339_slow(t), "{ms} ms");
+        }
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(rfc3339(before), "1969-12-31T23:59:59.000Z");
+        let r = AuditRecord::new("r", "[::1]:8".parse().unwrap(), "eu", "GET", "/");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["time"], rfc3339_slow(r.time));
+        assert_eq!(v["client"], "[::1]:8");
     }
 }

@@ -8,31 +8,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The `Via` entry the gate appends.
 pub const VIA: &str = "1.1 transfer-gate";
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// The hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Keep-Alive` and
+/// `Proxy-Connection`), as names: removing by a `&str` would parse the name on every call.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers and those listed in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        h.remove(name);
+    if h.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            h.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         h.remove(name);
     }
 }
@@ -56,6 +60,8 @@ pub fn wants_upgrade(h: &HeaderMap) -> bool {
 
 /// The name of the request id header.
 pub const REQUEST_ID: &str = "x-request-id";
+/// [`REQUEST_ID`] as a header name (looked up without parsing).
+pub const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// Creates request ids: a random per-process prefix and a counter (unique, no syscall per request).
 #[derive(Debug)]
@@ -97,7 +103,7 @@ impl RequestIds {
     /// ([`crate::redact::request_id_ok`]), else a new one written into `h` in its place (an
     /// id holding an identifier does not travel on either: SPEC §9).
     pub fn assign(&self, h: &mut HeaderMap) -> String {
-        if let Some(v) = h.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        if let Some(v) = h.get(&REQUEST_ID_NAME).and_then(|v| v.to_str().ok()) {
             if crate::redact::request_id_ok(v) || self.is_own(v) {
                 return v.to_owned();
             }
@@ -105,7 +111,7 @@ impl RequestIds {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:016x}{:016x}", self.prefix, n);
         if let Ok(v) = HeaderValue::from_str(&id) {
-            h.insert(REQUEST_ID, v);
+            h.insert(REQUEST_ID_NAME, v);
         }
         id
     }

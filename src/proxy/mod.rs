@@ -475,7 +475,13 @@ pub async fn serve(
                         let flight = activity.request();
                         req.extensions_mut().insert(activity.clone());
                         req.extensions_mut().insert(conns.clone());
-                        let fut = request::handle(gate.clone(), request::Conn { peer, local }, req);
+                        // Boxed where it is made: the handler's state machine is several KiB,
+                        // and hyper moves the future it is given into its dispatcher.
+                        let fut = Box::pin(request::handle(
+                            gate.clone(),
+                            request::Conn { peer, local },
+                            req,
+                        ));
                         async move { fut.await.map(|resp| flight.attach(resp)) }
                     });
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);

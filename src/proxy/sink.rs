@@ -226,7 +226,7 @@ where
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
     if let Ok(v) = http::HeaderValue::from_str(request_id) {
-        parts.headers.insert(super::headers::REQUEST_ID, v);
+        parts.headers.insert(super::headers::REQUEST_ID_NAME, v);
     }
     let body =
         MeteredBody::new(body, route.bytes_down.clone(), t.idle, deadline, None).boxed_unsync();
