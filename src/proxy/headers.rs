@@ -109,11 +109,16 @@ impl RequestIds {
             }
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{:016x}", self.prefix, n);
-        if let Ok(v) = HeaderValue::from_str(&id) {
+        let mut buf = [0u8; 32];
+        for (i, w) in [self.prefix, n].into_iter().enumerate() {
+            for (j, b) in buf[i * 16..(i + 1) * 16].iter_mut().enumerate() {
+                *b = b"0123456789abcdef"[(w >> (60 - 4 * j)) as usize & 0xf];
+            }
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&buf) {
             h.insert(REQUEST_ID_NAME, v);
         }
-        id
+        String::from_utf8_lossy(&buf).into_owned()
     }
 }
 
@@ -148,6 +153,8 @@ mod tests {
         let a = ids.assign(&mut h);
         let b = ids.assign(&mut HeaderMap::new());
         assert_eq!(a.len(), 32);
+        assert_eq!(a, format!("{:016x}{:016x}", ids.prefix, 1));
+        assert_eq!(b, format!("{:016x}{:016x}", ids.prefix, 2));
         assert_ne!(a, b);
         assert_eq!(h[REQUEST_ID], a.as_str());
         assert!(ids.is_own(&a));
