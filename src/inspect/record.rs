@@ -3,6 +3,7 @@
 //! subjects are reserved. Records are collected into flat arenas ([`Records`]) so that a
 //! request allocates nothing per record or per identifier once its buffers have grown.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::Range;
 
@@ -200,11 +201,66 @@ impl fmt::Debug for Records {
     }
 }
 
+/// The buffers of dropped [`Records`], kept per thread so that a request reuses the capacity
+/// an earlier request on the same worker grew instead of growing its own from nothing.
+#[derive(Default)]
+struct Spare {
+    ids: Vec<u8>,
+    subjects: Vec<SubjectEntry>,
+    records: Vec<RecordEntry>,
+}
+
+/// Sets of buffers kept per thread.
+const SPARE_SETS: usize = 64;
+/// A buffer that grew past this many bytes is freed rather than kept (one large request must
+/// not pin its memory on the worker).
+const SPARE_MAX_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Drop for Records {
+    fn drop(&mut self) {
+        let small = self.ids.capacity() <= SPARE_MAX_BYTES
+            && self.subjects.capacity() * std::mem::size_of::<SubjectEntry>() <= SPARE_MAX_BYTES
+            && self.records.capacity() * std::mem::size_of::<RecordEntry>() <= SPARE_MAX_BYTES;
+        if !small {
+            return;
+        }
+        let mut spare = Spare {
+            ids: std::mem::take(&mut self.ids),
+            subjects: std::mem::take(&mut self.subjects),
+            records: std::mem::take(&mut self.records),
+        };
+        spare.ids.clear();
+        spare.subjects.clear();
+        spare.records.clear();
+        // During thread teardown the pool may be gone: the buffers are then simply freed.
+        let _ = SPARE.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < SPARE_SETS {
+                    p.push(spare);
+                }
+            }
+        });
+    }
+}
+
 impl Records {
     pub(crate) fn new(dest_sensitive: bool) -> Self {
+        let spare = SPARE
+            .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         Records {
+            ids: spare.ids,
+            subjects: spare.subjects,
+            records: spare.records,
+            open_from: 0,
             dest_sensitive,
-            ..Records::default()
+            outside: CategorySet::default(),
         }
     }
 
@@ -342,4 +398,44 @@ pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use super::*;
+
+    fn fill(r: &mut Records, n: usize) {
+        for i in 0..n {
+            r.subject(Namespace::Field, format!("id-{i}").as_bytes(), CategorySet::default());
+            r.end_record(0..1, 1);
+        }
+    }
+
+    /// A request's records start empty but reuse the buffers an earlier request on the same
+    /// thread grew; buffers grown past the bound are freed, not kept.
+    #[test]
+    fn records_reuse_a_dropped_records_buffers_and_start_empty() {
+        std::thread::spawn(|| {
+            let mut a = Records::new(false);
+            fill(&mut a, 100);
+            let grown = (a.ids.capacity(), a.subjects.capacity(), a.records.capacity());
+            drop(a);
+            let b = Records::new(true);
+            assert!(b.is_empty());
+            assert!(b.subjects.is_empty() && b.ids.is_empty());
+            assert_eq!((b.ids.capacity(), b.subjects.capacity(), b.records.capacity()), grown);
+            assert_eq!(b.outside, CategorySet::default());
+            assert!(b.dest_sensitive);
+            drop(b);
+            // The next one takes that set and grows it past the bound: it is freed on drop.
+            let mut big = Records::new(false);
+            assert_eq!(big.ids.capacity(), grown.0);
+            fill(&mut big, 20_000);
+            drop(big);
+            let c = Records::new(false);
+            assert_eq!(c.ids.capacity(), 0);
+        })
+        .join()
+        .unwrap();
+    }
 }
