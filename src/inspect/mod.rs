@@ -29,6 +29,7 @@ pub mod error;
 mod form;
 mod head;
 mod json;
+mod json_index;
 mod json_lex;
 pub mod mediatype;
 mod multipart;

@@ -41,7 +41,7 @@ pub fn holds_identifier(text: &[u8]) -> bool {
 }
 
 /// The smallest text that can hold any identifier (`a@b.c`).
-const MIN_LEN: usize = 5;
+pub(crate) const MIN_LEN: usize = 5;
 
 /// Runs the enabled detectors over `text`, calling `hit(namespace, normalised id, categories)`.
 #[inline]
@@ -50,12 +50,30 @@ pub(crate) fn scan(
     ctx: &DetectCtx,
     hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
 ) {
+    if text.len() < MIN_LEN || ctx.detectors.is_empty() {
+        #[cfg(test)]
+        trace::record(text);
+        return;
+    }
+    let (digit_count, has_at) = profile(text);
+    scan_profiled(text, ctx, digit_count, has_at, hit);
+}
+
+/// [`scan`] with the prefilter already computed by the caller (the JSON scanner counts digits
+/// and `@` in its SIMD pass): `digit_count` ASCII digits plus `0xEF` bytes, `has_at` an `@`.
+#[inline]
+pub(crate) fn scan_profiled(
+    text: &[u8],
+    ctx: &DetectCtx,
+    digit_count: usize,
+    has_at: bool,
+    hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
+) {
     #[cfg(test)]
     trace::record(text);
     if text.len() < MIN_LEN || ctx.detectors.is_empty() {
         return;
     }
-    let (digit_count, has_at) = profile(text);
     if has_at && ctx.detectors.contains(Detector::Email) {
         email::scan(text, hit);
     }
