@@ -22,7 +22,7 @@
 use super::config::FieldInfo;
 use super::detect;
 use super::error::Unreadable;
-use super::json_index::{self, JsonIndex, WINDOW};
+use super::json_index::{JsonIndex, WINDOW};
 use super::json_lex::{is_num_byte, unescape, valid_number};
 use super::record::{trim, Namespace, Records};
 use super::Sink;
@@ -203,7 +203,7 @@ impl JsonScanner {
         ix: &JsonIndex,
         sink: &mut Sink<'_>,
     ) -> Result<(), Unreadable> {
-        let pos = ix.pos.as_slice();
+        let pos = ix.pos();
         let mut k = 0usize;
         if matches!(
             self.state,
@@ -223,13 +223,40 @@ impl JsonScanner {
             match self.state {
                 State::ObjFirst | State::ObjKey => {
                     if c == b'"' {
-                        self.tok_start = at;
-                        match pos.get(k) {
-                            Some(&q) => {
-                                k += 1;
-                                self.string_in(data, ix, p, q as usize, base, true, sink)?;
+                        // The common `"key":"value","key":…` chain without a trip through the
+                        // dispatch per token: anything else falls back to it.
+                        let mut p = p;
+                        loop {
+                            self.tok_start = base + p as u64;
+                            let Some(&q) = pos.get(k) else {
+                                return self.string_open(data, p, true, sink);
+                            };
+                            k += 1;
+                            self.string_in(data, ix, p, q as usize, base, true, sink)?;
+                            match (pos.get(k), pos.get(k + 1), pos.get(k + 2)) {
+                                (Some(&colon), Some(&v), Some(&vq))
+                                    if data[colon as usize] == b':' && data[v as usize] == b'"' =>
+                                {
+                                    k += 3;
+                                    self.state = State::Value;
+                                    let v = v as usize;
+                                    self.pos = base + v as u64;
+                                    self.tok_start = self.pos;
+                                    self.string_in(data, ix, v, vq as usize, base, false, sink)?;
+                                }
+                                _ => break,
                             }
-                            None => return self.string_open(data, p, true, sink),
+                            match (pos.get(k), pos.get(k + 1)) {
+                                (Some(&comma), Some(&next))
+                                    if data[comma as usize] == b','
+                                        && data[next as usize] == b'"' =>
+                                {
+                                    k += 2;
+                                    self.state = State::ObjKey;
+                                    p = next as usize;
+                                }
+                                _ => break,
+                            }
                         }
                     } else if c == b'}' && self.state == State::ObjFirst {
                         self.pos = at + 1;
@@ -287,7 +314,7 @@ impl JsonScanner {
         match self.state {
             State::Str { key } => {
                 // Stage 1 knows the window starts inside a string: its first entry closes it.
-                let Some(&q) = ix.pos.first() else {
+                let Some(&q) = ix.pos().first() else {
                     self.push_scratch(data, sink)?;
                     return Ok(None);
                 };
@@ -340,7 +367,7 @@ impl JsonScanner {
             _ => return Ok(Some(0)),
         }
         // The entries of the token's bytes in this window (its run restarted here) are done.
-        let mut k = ix.pos.partition_point(|p| (*p as usize) < i);
+        let mut k = ix.pos().partition_point(|p| (*p as usize) < i);
         if i < n && !self.delimiter(data[i]) {
             if !(self.seq && self.stack.is_empty()) {
                 return Err(Unreadable::Malformed {
@@ -397,7 +424,7 @@ impl JsonScanner {
                 b'"' => {
                     self.val_info = info;
                     self.tok_start = at;
-                    return match ix.pos.get(k) {
+                    return match ix.pos().get(k) {
                         Some(&q) => {
                             self.string_in(data, ix, p, q as usize, base, false, sink)?;
                             Ok(Some(k + 1))
@@ -578,16 +605,16 @@ impl JsonScanner {
     ) -> Result<(), Unreadable> {
         let raw = &data[p + 1..q];
         self.pos = base + q as u64 + 1;
-        if json_index::any(&ix.bslash, p + 1, q) {
+        let bits = ix.string_bits(p + 1, q, detect::MIN_DIGITS);
+        if bits.escapes {
             return self.string_raw(raw, key, sink);
         }
-        let profile = (raw.len() >= detect::MIN_LEN).then(|| {
-            (
-                json_index::count(&ix.digits, p + 1, q) as usize,
-                json_index::any(&ix.at, p + 1, q),
-            )
-        });
-        self.string_done(raw, key, profile, sink)
+        if bits.high && std::str::from_utf8(raw).is_err() {
+            return Err(Unreadable::InvalidUtf8 {
+                offset: self.tok_start,
+            });
+        }
+        self.string_checked(raw, key, Some((bits.digits, bits.at)), sink)
     }
 
     /// A string opened at `p` that goes on past the window: its bytes so far go to `scratch`.
@@ -633,6 +660,17 @@ impl JsonScanner {
                 offset: self.tok_start,
             });
         }
+        self.string_checked(s, key, profile, sink)
+    }
+
+    /// A complete string whose UTF-8 is known to be valid.
+    fn string_checked(
+        &mut self,
+        s: &[u8],
+        key: bool,
+        profile: Option<(usize, bool)>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
         if key {
             let info = match sink.cfg.lookup(s) {
                 Some(info) => info,

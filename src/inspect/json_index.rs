@@ -23,21 +23,45 @@
 
 use wide::u8x16;
 
-/// Bytes indexed at once: positions fit in `u32` and the masks stay in L2.
-pub(super) const WINDOW: usize = 64 * 1024;
+/// Bytes indexed at once: positions fit in `u16`, and the index (at most two bytes per byte
+/// of the window, far less in practice) stays small per request and in L1/L2.
+pub(super) const WINDOW: usize = 16 * 1024;
+
+/// What stage 2 asks stage 1 about a string, per 64-byte block.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct BlockBits {
+    /// Backslashes (escaped or not).
+    bslash: u64,
+    /// ASCII digits and `0xEF` (lead byte of full-width digits).
+    digits: u64,
+    /// `@`.
+    at: u64,
+    /// Bytes of 0x80 and above (not ASCII).
+    high: u64,
+}
+
+/// Stage 1's facts about the bytes of a string (between its quotes).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StringBits {
+    /// It holds a backslash (so it must be unescaped).
+    pub escapes: bool,
+    /// ASCII digits plus `0xEF` bytes (the detector prefilter's digit count).
+    pub digits: usize,
+    /// It holds an `@`.
+    pub at: bool,
+    /// It holds a byte that is not ASCII (so its UTF-8 must be checked).
+    pub high: bool,
+}
 
 /// The index of one window and the carries between windows.
 #[derive(Debug, Default)]
 pub(super) struct JsonIndex {
-    /// Positions in the window: structural bytes outside strings, real quotes, and the first
-    /// byte of every run of other non-white-space bytes outside strings.
-    pub pos: Vec<u32>,
-    /// Per block: backslashes (escaped or not).
-    pub bslash: Vec<u64>,
-    /// Per block: ASCII digits and `0xEF` (lead byte of full-width digits).
-    pub digits: Vec<u64>,
-    /// Per block: `@`.
-    pub at: Vec<u64>,
+    /// Positions in the window (the first `len`; the rest is scratch space for the
+    /// unconditional writes of stage 1): structural bytes outside strings, real quotes, and
+    /// the first byte of every run of other non-white-space bytes outside strings.
+    pos: Vec<u16>,
+    len: usize,
+    blocks: Vec<BlockBits>,
     /// All ones when the last window ended inside a string.
     in_str: u64,
     /// 1 when the first byte of the next window is escaped by a backslash.
@@ -52,6 +76,7 @@ struct Masks {
     op: u64,
     digits: u64,
     at: u64,
+    high: u64,
 }
 
 #[inline(always)]
@@ -77,17 +102,26 @@ fn classify(b: &[u8; 64], rs: u8) -> Masks {
         op: 0,
         digits: 0,
         at: 0,
+        high: 0,
     };
     for k in 0..4 {
         let v = lane(b, k);
         let sh = 16 * k;
         m.quote |= bits(v.cmp_eq(u8x16::splat(b'"'))) << sh;
         m.bslash |= bits(v.cmp_eq(u8x16::splat(b'\\'))) << sh;
-        let ws = v.cmp_eq(u8x16::splat(b' '))
-            | v.cmp_eq(u8x16::splat(b'\n'))
-            | v.cmp_eq(u8x16::splat(b'\r'))
-            | v.cmp_eq(u8x16::splat(b'\t'))
-            | v.cmp_eq(u8x16::splat(rs));
+        // White space is at most 0x20; the exact test runs only for lanes holding a byte
+        // below the space (line breaks, tabs, or bytes that are no white space at all).
+        let space = v.cmp_eq(u8x16::splat(b' '));
+        let low = v.min(u8x16::splat(b' ')).cmp_eq(v);
+        let ws = if (low ^ space).any() {
+            space
+                | v.cmp_eq(u8x16::splat(b'\n'))
+                | v.cmp_eq(u8x16::splat(b'\r'))
+                | v.cmp_eq(u8x16::splat(b'\t'))
+                | v.cmp_eq(u8x16::splat(rs))
+        } else {
+            space
+        };
         m.ws |= bits(ws) << sh;
         // `[`/`]` become `{`/`}` with the 0x20 bit set; `,` and `:` are compared as they are
         // (0x0C and 0x1A would alias them).
@@ -101,6 +135,7 @@ fn classify(b: &[u8; 64], rs: u8) -> Masks {
         let digit = d.min(u8x16::splat(9)).cmp_eq(d) | v.cmp_eq(u8x16::splat(0xEF));
         m.digits |= bits(digit) << sh;
         m.at |= bits(v.cmp_eq(u8x16::splat(b'@'))) << sh;
+        m.high |= bits(v) << sh;
     }
     m
 }
@@ -126,18 +161,12 @@ impl JsonIndex {
     pub(super) fn index(&mut self, data: &[u8], seq: bool) {
         debug_assert!(data.len() <= WINDOW);
         let rs = if seq { 0x1E } else { b' ' };
-        let blocks = data.len().div_ceil(64);
-        self.pos.clear();
-        self.pos.reserve(data.len() / 4 + 64);
-        self.bslash.clear();
-        self.digits.clear();
-        self.at.clear();
-        self.bslash.reserve(blocks);
-        self.digits.reserve(blocks);
-        self.at.reserve(blocks);
+        self.len = 0;
+        self.blocks.clear();
+        self.blocks.reserve(data.len().div_ceil(64));
         let mut run = 0u64;
         let mut it = data.chunks_exact(64);
-        let mut base = 0u32;
+        let mut base = 0u16;
         for b in &mut it {
             if let Ok(b) = <&[u8; 64]>::try_from(b) {
                 self.block(b, 64, base, rs, &mut run);
@@ -153,8 +182,66 @@ impl JsonIndex {
         }
     }
 
+    /// The positions indexed in the window.
+    #[inline]
+    pub(super) fn pos(&self) -> &[u16] {
+        self.pos.get(..self.len).unwrap_or_default()
+    }
+
+    /// What the bytes `a..b` of the window hold (see [`StringBits`]). Digits are counted only
+    /// in strings of at least `min_digits` bytes (a popcount is not free on baseline x86-64).
+    #[inline]
+    pub(super) fn string_bits(&self, a: usize, b: usize, min_digits: usize) -> StringBits {
+        let mut r = StringBits {
+            escapes: false,
+            digits: 0,
+            at: false,
+            high: false,
+        };
+        if a >= b {
+            return r;
+        }
+        let (wa, wb) = (a / 64, (b - 1) / 64);
+        let lo = !0u64 << (a % 64);
+        let hi = !0u64 >> (63 - (b - 1) % 64);
+        let count = b - a >= min_digits;
+        if wa == wb {
+            // Most strings lie in one block.
+            if let Some(m) = self.blocks.get(wa) {
+                let keep = lo & hi;
+                r.escapes = m.bslash & keep != 0;
+                r.at = m.at & keep != 0;
+                r.high = m.high & keep != 0;
+                if count {
+                    r.digits = (m.digits & keep).count_ones() as usize;
+                }
+            }
+            return r;
+        }
+        let Some(blocks) = self.blocks.get(wa..=wb) else {
+            return r;
+        };
+        let last = blocks.len() - 1;
+        for (j, m) in blocks.iter().enumerate() {
+            let mut keep = !0u64;
+            if j == 0 {
+                keep &= lo;
+            }
+            if j == last {
+                keep &= hi;
+            }
+            r.escapes |= m.bslash & keep != 0;
+            r.at |= m.at & keep != 0;
+            r.high |= m.high & keep != 0;
+            if count {
+                r.digits += (m.digits & keep).count_ones() as usize;
+            }
+        }
+        r
+    }
+
     #[inline(always)]
-    fn block(&mut self, b: &[u8; 64], len: usize, base: u32, rs: u8, run: &mut u64) {
+    fn block(&mut self, b: &[u8; 64], len: usize, base: u16, rs: u8, run: &mut u64) {
         let m = classify(b, rs);
         // Escapes (simdjson's branchless odd-backslash-run resolution): `escaped` marks the
         // byte after each escaping backslash.
@@ -175,55 +262,45 @@ impl JsonIndex {
         let other = !(in_str | quote | m.ws | op);
         let starts = other & !((other << 1) | *run);
         *run = other >> 63;
-        let mut tokens = op | quote | starts;
-        while tokens != 0 {
-            self.pos.push(base + tokens.trailing_zeros());
-            tokens &= tokens - 1;
+        self.write(op | quote | starts, base);
+        self.blocks.push(BlockBits {
+            bslash: m.bslash,
+            digits: m.digits,
+            at: m.at,
+            high: m.high,
+        });
+    }
+
+    /// Appends the positions of the set bits of `tokens`, eight at a time without a branch
+    /// per bit (simdjson's flattening): the writes past the count are overwritten later.
+    #[inline(always)]
+    fn write(&mut self, mut tokens: u64, base: u16) {
+        let cnt = tokens.count_ones() as usize;
+        let w = self.len;
+        if self.pos.len() < w + 64 {
+            self.pos.resize(w + 64 + self.pos.len() / 2, 0);
         }
-        self.bslash.push(m.bslash);
-        self.digits.push(m.digits);
-        self.at.push(m.at);
+        let Some(dst) = self.pos.get_mut(w..w + 64) else {
+            return;
+        };
+        for d in &mut dst[..8] {
+            *d = base + tokens.trailing_zeros() as u16;
+            tokens &= tokens.wrapping_sub(1);
+        }
+        if cnt > 8 {
+            for d in &mut dst[8..16] {
+                *d = base + tokens.trailing_zeros() as u16;
+                tokens &= tokens.wrapping_sub(1);
+            }
+            if cnt > 16 {
+                for d in &mut dst[16..cnt] {
+                    *d = base + tokens.trailing_zeros() as u16;
+                    tokens &= tokens.wrapping_sub(1);
+                }
+            }
+        }
+        self.len = w + cnt;
     }
-}
-
-/// Set bits of the per-block `masks` in the byte range `a..b`.
-#[inline]
-pub(super) fn count(masks: &[u64], a: usize, b: usize) -> u32 {
-    if a >= b {
-        return 0;
-    }
-    let (wa, wb) = (a / 64, (b - 1) / 64);
-    let lo = !0u64 << (a % 64);
-    let hi = !0u64 >> (63 - (b - 1) % 64);
-    if wa == wb {
-        return masks.get(wa).map_or(0, |m| (m & lo & hi).count_ones());
-    }
-    let mut n = masks.get(wa).map_or(0, |m| (m & lo).count_ones());
-    for m in masks.get(wa + 1..wb).unwrap_or_default() {
-        n += m.count_ones();
-    }
-    n + masks.get(wb).map_or(0, |m| (m & hi).count_ones())
-}
-
-/// Whether any bit of the per-block `masks` is set in the byte range `a..b`.
-#[inline]
-pub(super) fn any(masks: &[u64], a: usize, b: usize) -> bool {
-    if a >= b {
-        return false;
-    }
-    let (wa, wb) = (a / 64, (b - 1) / 64);
-    let lo = !0u64 << (a % 64);
-    let hi = !0u64 >> (63 - (b - 1) % 64);
-    if wa == wb {
-        return masks.get(wa).is_some_and(|m| m & lo & hi != 0);
-    }
-    masks.get(wa).is_some_and(|m| m & lo != 0)
-        || masks
-            .get(wa + 1..wb)
-            .unwrap_or_default()
-            .iter()
-            .any(|m| *m != 0)
-        || masks.get(wb).is_some_and(|m| m & hi != 0)
 }
 
 #[cfg(test)]
@@ -279,8 +356,12 @@ mod tests {
             if end < at {
                 continue;
             }
-            ix.index(&data[at..end], false);
-            out.extend(ix.pos.iter().map(|p| at + *p as usize));
+            let mut off = at;
+            for w in data[at..end].chunks(WINDOW) {
+                ix.index(w, false);
+                out.extend(ix.pos().iter().map(|p| off + *p as usize));
+                off += w.len();
+            }
             at = end;
         }
         out
@@ -355,14 +436,25 @@ mod tests {
     }
 
     #[test]
-    fn range_counts() {
-        let masks = [u64::MAX, 0b1010, u64::MAX];
-        assert_eq!(count(&masks, 0, 64), 64);
-        assert_eq!(count(&masks, 60, 70), 4 + 2);
-        assert_eq!(count(&masks, 64, 128), 2);
-        assert_eq!(count(&masks, 3, 190), 61 + 2 + 62);
-        assert!(any(&masks, 65, 66));
-        assert!(!any(&masks, 66, 67));
-        assert!(!any(&masks, 5, 5));
+    fn string_bits_over_blocks() {
+        let mut ix = JsonIndex::default();
+        let mut data = vec![b'x'; 200];
+        data[3] = b'\\';
+        data[70] = b'7';
+        data[71] = 0xEF;
+        data[130] = b'@';
+        data[190] = b'1';
+        ix.index(&data, false);
+        let b = ix.string_bits(0, 200, 0);
+        assert!(b.escapes && b.at && b.high);
+        assert_eq!(b.digits, 3);
+        let b = ix.string_bits(4, 130, 0);
+        assert!(!b.escapes && !b.at);
+        assert_eq!(b.digits, 2);
+        let b = ix.string_bits(71, 72, 0);
+        assert_eq!(b.digits, 1);
+        assert!(ix.string_bits(70, 71, 0).digits == 1 && !ix.string_bits(70, 71, 0).high);
+        let b = ix.string_bits(5, 5, 0);
+        assert_eq!(b.digits, 0);
     }
 }

@@ -41,7 +41,10 @@ pub fn holds_identifier(text: &[u8]) -> bool {
 }
 
 /// The smallest text that can hold any identifier (`a@b.c`).
-pub(crate) const MIN_LEN: usize = 5;
+const MIN_LEN: usize = 5;
+
+/// The fewest digits of a digit identifier (a mobile number): the digit pass is skipped below.
+pub(crate) const MIN_DIGITS: usize = 11;
 
 /// Runs the enabled detectors over `text`, calling `hit(namespace, normalised id, categories)`.
 #[inline]
@@ -82,7 +85,7 @@ pub(crate) fn scan_profiled(
         || ctx.detectors.contains(Detector::CnResidentId);
     // Every digit identifier has at least 11 digits: most text is skipped without the digit
     // pass.
-    if wants_digits && digit_count >= 11 {
+    if wants_digits && digit_count >= MIN_DIGITS {
         digits::scan(text, ctx, hit);
     }
 }
