@@ -1,6 +1,13 @@
-//! Streaming JSON (and NDJSON / JSON Lines / json-seq) scanner: a resumable byte state
-//! machine that never builds a tree. Strings are found with `memchr2` and, when they hold no
-//! escape and do not cross a chunk boundary, are inspected in place without a copy.
+//! Streaming JSON (and NDJSON / JSON Lines / json-seq) scanner that never builds a tree, in two
+//! stages (simdjson style). Stage 1 ([`super::json_index`]) indexes each window of the body
+//! (at most 16 KiB) 64 bytes at a time: structural bytes, real quotes, starts of numbers and
+//! literals, plus per-block bits that stage 2 asks about per string (backslashes, non-ASCII,
+//! digits and `@` for the detector prefilter). Stage 2 (here) walks those positions with the
+//! grammar's state machine instead of dispatching on every byte; a string is the bytes between
+//! two consecutive entries and, when it holds no escape and lies in one window, is inspected in
+//! place without a copy. Resumable: a token cut by a chunk (or window) boundary is carried in
+//! `scratch` (strings as sent, unescaped when they close), and stage 1 carries its escape and
+//! in-string state, so results never depend on where the body is cut.
 //!
 //! Records (SPEC §3): every open object has a *frame* that collects its subject values, its
 //! category fields and the detector hits of its non-record descendants. Every value counts: each
@@ -755,6 +762,15 @@ impl JsonScanner {
     /// Runs the detectors over a value (with stage 1's prefilter when given); hits go to the
     /// innermost undecided object, or out.
     fn detect(&mut self, s: &[u8], profile: Option<(usize, bool)>, sink: &mut Sink<'_>) {
+        if let Some((digits, at)) = profile {
+            // The prefilter of `detect::scan_profiled`, without the call: most values have
+            // neither an `@` nor enough digits for any detector.
+            if !at && digits < detect::MIN_DIGITS {
+                #[cfg(test)]
+                detect::trace::record(s);
+                return;
+            }
+        }
         let from = self.hits.len();
         let hits = &mut self.hits;
         let bytes = &mut self.hit_bytes;

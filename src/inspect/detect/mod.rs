@@ -110,7 +110,7 @@ pub(crate) mod trace {
         SEEN.with(|s| s.borrow_mut().take().unwrap_or_default())
     }
 
-    pub(super) fn record(text: &[u8]) {
+    pub(crate) fn record(text: &[u8]) {
         SEEN.with(|s| {
             if let Some(v) = s.borrow_mut().as_mut() {
                 v.push(text.to_vec());

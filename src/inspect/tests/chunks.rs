@@ -238,6 +238,11 @@ proptest! {
         let c = cfg();
         let whole = chunked(&c, "application/json", None, &body, &[body.len()]);
         let parts = chunked(&c, "application/json", None, &body, &sizes);
-        prop_assert_eq!(whole, parts);
+        prop_assert_eq!(whole.is_ok(), parts.is_ok());
+        // The NUL check runs per chunk before the scanner: with a NUL and another error, the
+        // whole body reports the NUL, a split one whichever comes first.
+        if whole.is_ok() || !body.contains(&0) {
+            prop_assert_eq!(whole, parts);
+        }
     }
 }
