@@ -2,13 +2,14 @@
 //! `serde_json::from_slice::<Value>` on the same ~1 MB bodies of realistic customer records
 //! (JSON array, NDJSON, CSV), plus gzip-encoded JSON.
 //!
-//! Run: `cargo bench --bench inspect`.
+//! Run: `cargo bench --bench inspect` (`INSPECT_CPU_TABLE=1` first prints MB per CPU-second;
+//! `INSPECT_ONCE` scans one body a fixed number of times, for instruction counts).
 
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput};
 use transfer_gate::inspect::{resident_id_check_char, InspectConfig, Scanner};
 
 const DATE: time::Date = time::macros::date!(2026 - 11 - 25);
@@ -366,5 +367,50 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(inspect, benches);
-criterion_main!(inspect);
+/// `INSPECT_ONCE=<json|ndjson|csv|bare> INSPECT_REPEAT=<n>`: scan that body `n` times and exit,
+/// for instruction counts under `valgrind --tool=callgrind` (repeatable on a loaded machine,
+/// unlike time): the difference between two repeat counts is the cost of the scans alone. It
+/// also prints the best and median MB per CPU-second of five batches of the repetitions.
+fn once(what: &str) {
+    let n: usize = std::env::var("INSPECT_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let cfg = Arc::new(InspectConfig::default());
+    let bare = Arc::new(InspectConfig::for_tests(&["customer_id"], &[], &[]));
+    let (cfg, ct, body) = match what {
+        "ndjson" => (&cfg, "application/x-ndjson", gen_ndjson()),
+        "csv" => (&cfg, "text/csv", gen_csv()),
+        "bare" => (&bare, "application/json", gen_json()),
+        _ => (&cfg, "application/json", gen_json()),
+    };
+    // Batches of `n / 5` scans: the thread's CPU time moves in scheduler ticks.
+    let batch = (n / 5).max(1);
+    let mut records = 0;
+    let mut rates = Vec::new();
+    for _ in 0..n.div_ceil(batch) {
+        let t = thread_cpu_ns();
+        for _ in 0..batch {
+            records += scan(cfg, ct, None, black_box(&body), 64 * 1024);
+        }
+        let secs = (thread_cpu_ns() - t).max(1) as f64 / 1e9;
+        rates.push((body.len() * batch) as f64 / secs / 1e6);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{what}: {} bytes x {n}: {records} records; MB per CPU-second best {:.0}, median {:.0}",
+        body.len(),
+        rates.last().copied().unwrap_or(0.0),
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    );
+}
+
+fn main() {
+    if let Ok(what) = std::env::var("INSPECT_ONCE") {
+        once(&what);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+}

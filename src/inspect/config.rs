@@ -421,7 +421,8 @@ impl InspectConfig {
         if let Some(info) = self.lookup_exact(name) {
             return Some(info);
         }
-        let open = memchr::memchr(b'[', name)?;
+        // Names are short: a plain loop beats `memchr`'s set-up.
+        let open = name.iter().position(|c| *c == b'[')?;
         self.lookup_brackets(name, open)
     }
 

@@ -1,6 +1,13 @@
-//! Streaming JSON (and NDJSON / JSON Lines / json-seq) scanner: a resumable byte state
-//! machine that never builds a tree. Strings are found with `memchr2` and, when they hold no
-//! escape and do not cross a chunk boundary, are inspected in place without a copy.
+//! Streaming JSON (and NDJSON / JSON Lines / json-seq) scanner that never builds a tree, in two
+//! stages (simdjson style). Stage 1 ([`super::json_index`]) indexes each window of the body
+//! (at most 16 KiB) 64 bytes at a time: structural bytes, real quotes, starts of numbers and
+//! literals, plus per-block bits that stage 2 asks about per string (backslashes, non-ASCII,
+//! digits and `@` for the detector prefilter). Stage 2 (here) walks those positions with the
+//! grammar's state machine instead of dispatching on every byte; a string is the bytes between
+//! two consecutive entries and, when it holds no escape and lies in one window, is inspected in
+//! place without a copy. Resumable: a token cut by a chunk (or window) boundary is carried in
+//! `scratch` (strings as sent, unescaped when they close), and stage 1 carries its escape and
+//! in-string state, so results never depend on where the body is cut.
 //!
 //! Records (SPEC §3): every open object has a *frame* that collects its subject values, its
 //! category fields and the detector hits of its non-record descendants. Every value counts: each
@@ -22,7 +29,8 @@
 use super::config::FieldInfo;
 use super::detect;
 use super::error::Unreadable;
-use super::json_lex::{find_quote_or_backslash, is_num_byte, valid_number};
+use super::json_index::{JsonIndex, WINDOW};
+use super::json_lex::{is_num_byte, unescape, valid_number};
 use super::record::{trim, Namespace, Records};
 use super::Sink;
 use crate::model::CategorySet;
@@ -49,27 +57,6 @@ enum State {
     Lit { which: u8, got: u8 },
     /// After the single top-level value: only white space.
     Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Esc {
-    None,
-    /// After a backslash.
-    Backslash,
-    /// Inside `\uXXXX`: digits read and value so far; `hi` is a pending high surrogate.
-    Hex {
-        n: u8,
-        val: u32,
-        hi: u32,
-    },
-    /// After a high surrogate: expecting `\`.
-    LowBackslash {
-        hi: u32,
-    },
-    /// After a high surrogate and `\`: expecting `u`.
-    LowU {
-        hi: u32,
-    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -112,9 +99,12 @@ pub(crate) struct JsonScanner {
     subj_bytes: Vec<u8>,
     /// Stack depth inside which every scalar is a subject value (a subject container).
     subj_container: Option<usize>,
+    /// The bytes so far of a token that crosses a window (a string as sent, escapes included).
     scratch: Vec<u8>,
-    in_scratch: bool,
-    esc: Esc,
+    /// A string with escapes, unescaped.
+    unescaped: Vec<u8>,
+    /// Stage 1: the index of the current window and the carries between windows.
+    index: JsonIndex,
     tok_start: u64,
     val_info: FieldInfo,
     /// Offset of the next byte to read.
@@ -137,8 +127,8 @@ impl JsonScanner {
             subj_bytes: Vec::new(),
             subj_container: None,
             scratch: Vec::new(),
-            in_scratch: false,
-            esc: Esc::None,
+            unescaped: Vec::new(),
+            index: JsonIndex::default(),
             tok_start: 0,
             val_info: FieldInfo::default(),
             pos: 0,
@@ -198,234 +188,368 @@ impl JsonScanner {
                 self.bom = 3;
             }
         }
-        while i < n {
+        let (data, base) = (&data[i..], base + i as u64);
+        let mut ix = std::mem::take(&mut self.index);
+        let mut r = Ok(());
+        for (w, win) in data.chunks(WINDOW).enumerate() {
+            ix.index(win, self.seq);
+            r = self.walk(win, base + (w * WINDOW) as u64, &ix, sink);
+            if r.is_err() {
+                break;
+            }
+        }
+        self.index = ix;
+        r
+    }
+
+    /// Stage 2: walks the index of one window (`base` is the offset of its first byte).
+    fn walk(
+        &mut self,
+        data: &[u8],
+        base: u64,
+        ix: &JsonIndex,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
+        let pos = ix.pos();
+        let mut k = 0usize;
+        if matches!(
+            self.state,
+            State::Str { .. } | State::Num | State::Lit { .. }
+        ) {
+            match self.carried(data, base, ix, sink)? {
+                Some(next) => k = next,
+                None => return Ok(()),
+            }
+        }
+        while let Some(&p) = pos.get(k) {
+            let p = p as usize;
+            k += 1;
+            let c = data[p];
+            let at = base + p as u64;
+            self.pos = at;
             match self.state {
-                State::Str { key } => {
-                    i = self.string(data, i, base, key, sink)?;
-                    // Fast path for the common `"key":"value","key":` chain: no trip through
-                    // the general dispatch between the tokens.
-                    while i < n {
-                        let c = data[i];
-                        match self.state {
-                            State::Colon if c == b':' => self.state = State::Value,
-                            State::After if c == b',' => {
-                                self.state = if self.stack.last() == Some(&true) {
-                                    State::ObjKey
-                                } else {
-                                    State::Value
-                                };
+                State::ObjFirst | State::ObjKey => {
+                    if c == b'"' {
+                        // The common `"key":"value","key":…` chain without a trip through the
+                        // dispatch per token: anything else falls back to it.
+                        let mut p = p;
+                        loop {
+                            self.tok_start = base + p as u64;
+                            let Some(&q) = pos.get(k) else {
+                                return self.string_open(data, p, true, sink);
+                            };
+                            k += 1;
+                            self.string_in(data, ix, p, q as usize, base, true, sink)?;
+                            match (pos.get(k), pos.get(k + 1), pos.get(k + 2)) {
+                                (Some(&colon), Some(&v), Some(&vq))
+                                    if data[colon as usize] == b':' && data[v as usize] == b'"' =>
+                                {
+                                    k += 3;
+                                    self.state = State::Value;
+                                    let v = v as usize;
+                                    self.pos = base + v as u64;
+                                    self.tok_start = self.pos;
+                                    self.string_in(data, ix, v, vq as usize, base, false, sink)?;
+                                }
+                                _ => break,
                             }
-                            State::ObjKey | State::Value if c == b'"' => {
-                                let key = self.state == State::ObjKey;
-                                self.tok_start = base + i as u64;
-                                self.scratch.clear();
-                                self.in_scratch = false;
-                                self.state = State::Str { key };
-                                i = self.string(data, i + 1, base, key, sink)?;
-                                continue;
+                            match (pos.get(k), pos.get(k + 1)) {
+                                (Some(&comma), Some(&next))
+                                    if data[comma as usize] == b','
+                                        && data[next as usize] == b'"' =>
+                                {
+                                    k += 2;
+                                    self.state = State::ObjKey;
+                                    p = next as usize;
+                                }
+                                _ => break,
                             }
-                            _ => break,
                         }
-                        i += 1;
-                    }
-                }
-                State::Num => {
-                    let s = i;
-                    while i < n && is_num_byte(data[i]) {
-                        i += 1;
-                    }
-                    self.push_scratch(&data[s..i], sink)?;
-                    if i < n {
-                        self.pos = base + i as u64;
-                        let tok = std::mem::take(&mut self.scratch);
-                        let r = self.number_done(&tok, sink);
-                        self.scratch = tok;
-                        r?;
-                        self.value_done(sink);
-                    }
-                }
-                State::Lit { which, got } => {
-                    let lit = LITS[which as usize];
-                    let mut g = got as usize;
-                    while i < n && g < lit.len() {
-                        if data[i] != lit[g] {
-                            return Err(Unreadable::Malformed {
-                                offset: base + i as u64,
-                            });
-                        }
-                        g += 1;
-                        i += 1;
-                    }
-                    if g == lit.len() {
-                        self.pos = base + i as u64;
-                        self.value_done(sink);
+                    } else if c == b'}' && self.state == State::ObjFirst {
+                        self.pos = at + 1;
+                        self.close_object(sink)?;
                     } else {
-                        self.state = State::Lit {
-                            which,
-                            got: g as u8,
-                        };
+                        return Err(Unreadable::Malformed { offset: at });
                     }
                 }
-                _ => {
-                    let c = data[i];
-                    if matches!(c, b' ' | b'\n' | b'\r' | b'\t') || (self.seq && c == 0x1E) {
-                        i += 1;
-                        continue;
+                State::Colon => {
+                    if c != b':' {
+                        return Err(Unreadable::Malformed { offset: at });
                     }
-                    self.pos = base + i as u64;
-                    i = self.structural(data, i, base, c, sink)?;
+                    self.state = State::Value;
+                }
+                State::After => {
+                    let obj = self.stack.last().copied().unwrap_or(false);
+                    match (c, obj) {
+                        (b',', true) => self.state = State::ObjKey,
+                        (b',', false) => self.state = State::Value,
+                        (b'}', true) => {
+                            self.pos = at + 1;
+                            self.close_object(sink)?;
+                        }
+                        (b']', false) => {
+                            self.pop();
+                            self.pos = at + 1;
+                            self.value_done(sink);
+                        }
+                        _ => return Err(Unreadable::Malformed { offset: at }),
+                    }
+                }
+                State::Value | State::ArrFirst => match self.value(data, ix, p, k, base, sink)? {
+                    Some(next) => k = next,
+                    None => return Ok(()),
+                },
+                State::Done | State::Str { .. } | State::Num | State::Lit { .. } => {
+                    return Err(Unreadable::Malformed { offset: at });
                 }
             }
         }
         Ok(())
     }
 
-    /// Handles one non-white-space byte outside strings, numbers and literals.
-    fn structural(
+    /// Completes a string, number or literal carried over from the previous window; returns
+    /// the first index entry after it, or `None` when it goes on past this window.
+    fn carried(
         &mut self,
         data: &[u8],
-        i: usize,
         base: u64,
-        c: u8,
+        ix: &JsonIndex,
         sink: &mut Sink<'_>,
-    ) -> Result<usize, Unreadable> {
-        let at = base + i as u64;
-        let bad = Err(Unreadable::Malformed { offset: at });
+    ) -> Result<Option<usize>, Unreadable> {
+        let n = data.len();
+        let mut i = 0usize;
         match self.state {
-            State::Value | State::ArrFirst => {
-                if c == b']' && self.state == State::ArrFirst {
-                    self.pop();
-                    self.pos = at + 1;
-                    self.value_done(sink);
-                    return Ok(i + 1);
-                }
-                let info = std::mem::take(&mut self.val_info);
-                match c {
-                    b'{' | b'[' => {
-                        if !info.categories.is_empty() {
-                            self.add_cats(info.categories, sink.out);
-                        }
-                        if self.stack.len() >= sink.cfg.max_depth() {
-                            return Err(Unreadable::TooDeep { offset: at });
-                        }
-                        if info.subject_rank.is_some() && self.subj_container.is_none() {
-                            if let Some(f) = self.frames.last_mut() {
-                                if f.decided {
-                                    return Err(Unreadable::RecordTooLarge { offset: f.start });
-                                }
-                                f.direct = true;
-                            }
-                            self.subj_container = Some(self.stack.len() + 1);
-                        }
-                        if c == b'{' {
-                            self.stack.push(true);
-                            self.frames.push(Frame {
-                                start: at,
-                                direct: false,
-                                subjs_start: self.subjs.len() as u32,
-                                subj_base: self.subj_bytes.len() as u32,
-                                cats: CategorySet::EMPTY,
-                                hits_start: self.hits.len() as u32,
-                                hit_bytes_base: self.hit_bytes.len() as u32,
-                                decided: false,
-                            });
-                            self.state = State::ObjFirst;
-                            self.pos = at + 1;
-                            self.check_size(sink)?;
-                        } else {
-                            self.stack.push(false);
-                            self.state = State::ArrFirst;
-                        }
-                        Ok(i + 1)
-                    }
-                    b'"' => {
-                        self.val_info = info;
-                        self.tok_start = at;
-                        self.scratch.clear();
-                        self.in_scratch = false;
-                        self.esc = Esc::None;
-                        self.state = State::Str { key: false };
-                        self.string(data, i + 1, base, false, sink)
-                    }
-                    b'-' | b'0'..=b'9' => {
-                        self.val_info = info;
-                        self.tok_start = at;
-                        let n = data.len();
-                        let mut j = i + 1;
-                        while j < n && is_num_byte(data[j]) {
-                            j += 1;
-                        }
-                        if j < n {
-                            self.pos = base + j as u64;
-                            self.number_done(&data[i..j], sink)?;
-                            self.value_done(sink);
-                        } else {
-                            self.scratch.clear();
-                            self.push_scratch(&data[i..j], sink)?;
-                            self.state = State::Num;
-                        }
-                        Ok(j)
-                    }
-                    b't' | b'f' | b'n' => {
-                        if c != b'n' && !info.categories.is_empty() {
-                            self.add_cats(info.categories, sink.out);
-                        }
-                        self.tok_start = at;
-                        let which = match c {
-                            b't' => 0,
-                            b'f' => 1,
-                            _ => 2,
-                        };
-                        self.state = State::Lit { which, got: 1 };
-                        Ok(i + 1)
-                    }
-                    _ => bad,
-                }
+            State::Str { key } => {
+                // Stage 1 knows the window starts inside a string: its first entry closes it.
+                let Some(&q) = ix.pos().first() else {
+                    self.push_scratch(data, sink)?;
+                    return Ok(None);
+                };
+                let q = q as usize;
+                self.push_scratch(&data[..q], sink)?;
+                self.pos = base + q as u64 + 1;
+                let raw = std::mem::take(&mut self.scratch);
+                let r = self.string_raw(&raw, key, sink);
+                self.scratch = raw;
+                r?;
+                return Ok(Some(1));
             }
-            State::ObjFirst | State::ObjKey => match c {
-                b'"' => {
-                    self.tok_start = at;
-                    self.scratch.clear();
-                    self.in_scratch = false;
-                    self.esc = Esc::None;
-                    self.state = State::Str { key: true };
-                    self.string(data, i + 1, base, true, sink)
+            State::Num => {
+                while i < n && is_num_byte(data[i]) {
+                    i += 1;
                 }
-                b'}' if self.state == State::ObjFirst => {
-                    self.pos = at + 1;
-                    self.close_object(sink)?;
-                    Ok(i + 1)
+                self.push_scratch(&data[..i], sink)?;
+                if i == n {
+                    return Ok(None);
                 }
-                _ => bad,
-            },
-            State::Colon => {
-                if c == b':' {
-                    self.state = State::Value;
-                    Ok(i + 1)
-                } else {
-                    bad
-                }
+                self.pos = base + i as u64;
+                let tok = std::mem::take(&mut self.scratch);
+                let r = self.number_done(&tok, sink);
+                self.scratch = tok;
+                r?;
+                self.value_done(sink);
             }
-            State::After => {
-                let obj = self.stack.last().copied().unwrap_or(false);
-                match (c, obj) {
-                    (b',', true) => self.state = State::ObjKey,
-                    (b',', false) => self.state = State::Value,
-                    (b'}', true) => {
-                        self.pos = at + 1;
-                        self.close_object(sink)?;
+            State::Lit { which, got } => {
+                let lit = LITS[which as usize];
+                let mut g = got as usize;
+                while i < n && g < lit.len() {
+                    if data[i] != lit[g] {
+                        return Err(Unreadable::Malformed {
+                            offset: base + i as u64,
+                        });
                     }
-                    (b']', false) => {
-                        self.pop();
-                        self.pos = at + 1;
-                        self.value_done(sink);
-                    }
-                    _ => return bad,
+                    g += 1;
+                    i += 1;
                 }
-                Ok(i + 1)
+                if g < lit.len() {
+                    self.state = State::Lit {
+                        which,
+                        got: g as u8,
+                    };
+                    return Ok(None);
+                }
+                self.pos = base + i as u64;
+                self.value_done(sink);
             }
-            State::Done | State::Str { .. } | State::Num | State::Lit { .. } => bad,
+            _ => return Ok(Some(0)),
         }
+        // The entries of the token's bytes in this window (its run restarted here) are done.
+        let mut k = ix.pos().partition_point(|p| (*p as usize) < i);
+        if i < n && !self.delimiter(data[i]) {
+            if !(self.seq && self.stack.is_empty()) {
+                return Err(Unreadable::Malformed {
+                    offset: base + i as u64,
+                });
+            }
+            // json-seq: the next top-level value follows at once, inside the same run.
+            match self.value(data, ix, i, k, base, sink)? {
+                Some(next) => k = next,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(k))
+    }
+
+    /// Whether `c` may follow a number or literal: white space, structural or a quote (what
+    /// is not allowed there is refused by the state machine).
+    #[inline]
+    fn delimiter(&self, c: u8) -> bool {
+        matches!(
+            c,
+            b' ' | b'\n' | b'\r' | b'\t' | b',' | b']' | b'}' | b':' | b'{' | b'[' | b'"'
+        ) || (self.seq && c == 0x1E)
+    }
+
+    /// A value starting at byte `p` of the window (`k` is the next index entry); returns the
+    /// entry after the value's tokens, or `None` when the window ends inside it.
+    fn value(
+        &mut self,
+        data: &[u8],
+        ix: &JsonIndex,
+        mut p: usize,
+        k: usize,
+        base: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<Option<usize>, Unreadable> {
+        let n = data.len();
+        loop {
+            let at = base + p as u64;
+            let c = data[p];
+            if c == b']' && self.state == State::ArrFirst {
+                self.pop();
+                self.pos = at + 1;
+                self.value_done(sink);
+                return Ok(Some(k));
+            }
+            let info = std::mem::take(&mut self.val_info);
+            // The end of a number or literal inside this window.
+            let end = match c {
+                b'{' | b'[' => {
+                    self.open(c, info, at, sink)?;
+                    return Ok(Some(k));
+                }
+                b'"' => {
+                    self.val_info = info;
+                    self.tok_start = at;
+                    return match ix.pos().get(k) {
+                        Some(&q) => {
+                            self.string_in(data, ix, p, q as usize, base, false, sink)?;
+                            Ok(Some(k + 1))
+                        }
+                        None => {
+                            self.string_open(data, p, false, sink)?;
+                            Ok(None)
+                        }
+                    };
+                }
+                b'-' | b'0'..=b'9' => {
+                    self.val_info = info;
+                    self.tok_start = at;
+                    let mut j = p + 1;
+                    while j < n && is_num_byte(data[j]) {
+                        j += 1;
+                    }
+                    if j == n {
+                        self.scratch.clear();
+                        self.push_scratch(&data[p..j], sink)?;
+                        self.state = State::Num;
+                        return Ok(None);
+                    }
+                    self.pos = base + j as u64;
+                    self.number_done(&data[p..j], sink)?;
+                    self.value_done(sink);
+                    j
+                }
+                b't' | b'f' | b'n' => {
+                    if c != b'n' && !info.categories.is_empty() {
+                        self.add_cats(info.categories, sink.out);
+                    }
+                    self.tok_start = at;
+                    let which = match c {
+                        b't' => 0,
+                        b'f' => 1,
+                        _ => 2,
+                    };
+                    let lit = LITS[which as usize];
+                    let have = (n - p).min(lit.len());
+                    for g in 1..have {
+                        if data[p + g] != lit[g] {
+                            return Err(Unreadable::Malformed {
+                                offset: at + g as u64,
+                            });
+                        }
+                    }
+                    if have < lit.len() {
+                        self.state = State::Lit {
+                            which,
+                            got: have as u8,
+                        };
+                        return Ok(None);
+                    }
+                    let j = p + lit.len();
+                    self.pos = base + j as u64;
+                    self.value_done(sink);
+                    j
+                }
+                _ => return Err(Unreadable::Malformed { offset: at }),
+            };
+            if end == n || self.delimiter(data[end]) {
+                return Ok(Some(k));
+            }
+            // Bytes glued to a scalar belong to its run and have no index entry: in json-seq
+            // they start the next top-level value, anywhere else they are malformed.
+            if !(self.seq && self.stack.is_empty()) {
+                return Err(Unreadable::Malformed {
+                    offset: base + end as u64,
+                });
+            }
+            p = end;
+        }
+    }
+
+    /// `{` or `[` as a value.
+    fn open(
+        &mut self,
+        c: u8,
+        info: FieldInfo,
+        at: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
+        if !info.categories.is_empty() {
+            self.add_cats(info.categories, sink.out);
+        }
+        if self.stack.len() >= sink.cfg.max_depth() {
+            return Err(Unreadable::TooDeep { offset: at });
+        }
+        if info.subject_rank.is_some() && self.subj_container.is_none() {
+            if let Some(f) = self.frames.last_mut() {
+                if f.decided {
+                    return Err(Unreadable::RecordTooLarge { offset: f.start });
+                }
+                f.direct = true;
+            }
+            self.subj_container = Some(self.stack.len() + 1);
+        }
+        if c == b'{' {
+            self.stack.push(true);
+            self.frames.push(Frame {
+                start: at,
+                direct: false,
+                subjs_start: self.subjs.len() as u32,
+                subj_base: self.subj_bytes.len() as u32,
+                cats: CategorySet::EMPTY,
+                hits_start: self.hits.len() as u32,
+                hit_bytes_base: self.hit_bytes.len() as u32,
+                decided: false,
+            });
+            self.state = State::ObjFirst;
+            self.pos = at + 1;
+            self.check_size(sink)?;
+        } else {
+            self.stack.push(false);
+            self.state = State::ArrFirst;
+        }
+        Ok(())
     }
 
     /// Closes the innermost container (and a subject container that ends with it).
@@ -472,156 +596,95 @@ impl JsonScanner {
         Ok(())
     }
 
-    /// Continues a string from `data[i..]`; returns the index after what it consumed.
-    fn string(
+    /// A string whose quotes are at `p` and `q` of the window: inspected in place unless it
+    /// holds a backslash; the detector prefilter comes from stage 1's masks.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn string_in(
         &mut self,
         data: &[u8],
-        mut i: usize,
+        ix: &JsonIndex,
+        p: usize,
+        q: usize,
         base: u64,
         key: bool,
         sink: &mut Sink<'_>,
-    ) -> Result<usize, Unreadable> {
-        let n = data.len();
-        loop {
-            if self.esc != Esc::None {
-                if i >= n {
-                    return Ok(i);
-                }
-                i = self.escape(data, i, base, sink)?;
-                continue;
-            }
-            match find_quote_or_backslash(&data[i..]) {
-                None => {
-                    self.in_scratch = true;
-                    self.push_scratch(&data[i..], sink)?;
-                    return Ok(n);
-                }
-                Some(k) if data[i + k] == b'"' => {
-                    let end = i + k + 1;
-                    self.pos = base + end as u64;
-                    if self.in_scratch {
-                        self.push_scratch(&data[i..i + k], sink)?;
-                        let s = std::mem::take(&mut self.scratch);
-                        let r = self.string_done(&s, key, sink);
-                        self.scratch = s;
-                        r?;
-                    } else {
-                        self.string_done(&data[i..i + k], key, sink)?;
-                    }
-                    return Ok(end);
-                }
-                Some(k) => {
-                    self.in_scratch = true;
-                    self.push_scratch(&data[i..i + k], sink)?;
-                    self.esc = Esc::Backslash;
-                    i += k + 1;
-                }
-            }
+    ) -> Result<(), Unreadable> {
+        let raw = &data[p + 1..q];
+        self.pos = base + q as u64 + 1;
+        let bits = ix.string_bits(p + 1, q, detect::MIN_DIGITS);
+        if bits.escapes {
+            return self.string_raw(raw, key, sink);
         }
+        if bits.high && std::str::from_utf8(raw).is_err() {
+            return Err(Unreadable::InvalidUtf8 {
+                offset: self.tok_start,
+            });
+        }
+        self.string_checked(raw, key, Some((bits.digits, bits.at)), sink)
     }
 
-    /// Consumes escape bytes from `data[i..]` (at least one byte is available).
-    fn escape(
+    /// A string opened at `p` that goes on past the window: its bytes so far go to `scratch`.
+    fn string_open(
         &mut self,
         data: &[u8],
-        mut i: usize,
-        base: u64,
+        p: usize,
+        key: bool,
         sink: &mut Sink<'_>,
-    ) -> Result<usize, Unreadable> {
-        let n = data.len();
-        while i < n && self.esc != Esc::None {
-            let c = data[i];
-            let bad = Unreadable::Malformed {
-                offset: base + i as u64,
-            };
-            i += 1;
-            self.esc = match self.esc {
-                Esc::Backslash => {
-                    let out = match c {
-                        b'"' => b'"',
-                        b'\\' => b'\\',
-                        b'/' => b'/',
-                        b'b' => 8,
-                        b'f' => 12,
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'u' => {
-                            self.esc = Esc::Hex {
-                                n: 0,
-                                val: 0,
-                                hi: 0,
-                            };
-                            continue;
-                        }
-                        _ => return Err(bad),
-                    };
-                    self.push_scratch(&[out], sink)?;
-                    Esc::None
-                }
-                Esc::Hex { n, val, hi } => {
-                    let d = match (c as char).to_digit(16) {
-                        Some(d) => d,
-                        None => return Err(bad),
-                    };
-                    let val = val * 16 + d;
-                    if n < 3 {
-                        Esc::Hex { n: n + 1, val, hi }
-                    } else if hi != 0 {
-                        if !(0xDC00..0xE000).contains(&val) {
-                            return Err(bad);
-                        }
-                        let cp = 0x10000 + ((hi - 0xD800) << 10) + (val - 0xDC00);
-                        self.push_char(cp, bad, sink)?;
-                        Esc::None
-                    } else if (0xD800..0xDC00).contains(&val) {
-                        Esc::LowBackslash { hi: val }
-                    } else if (0xDC00..0xE000).contains(&val) {
-                        return Err(bad);
-                    } else {
-                        self.push_char(val, bad, sink)?;
-                        Esc::None
-                    }
-                }
-                Esc::LowBackslash { hi } => {
-                    if c != b'\\' {
-                        return Err(bad);
-                    }
-                    Esc::LowU { hi }
-                }
-                Esc::LowU { hi } => {
-                    if c != b'u' {
-                        return Err(bad);
-                    }
-                    Esc::Hex { n: 0, val: 0, hi }
-                }
-                Esc::None => Esc::None,
-            };
+    ) -> Result<(), Unreadable> {
+        self.state = State::Str { key };
+        self.scratch.clear();
+        self.push_scratch(&data[p + 1..], sink)
+    }
+
+    /// A complete string as sent (between its quotes): unescaped if it needs to be.
+    fn string_raw(&mut self, raw: &[u8], key: bool, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        if memchr::memchr(b'\\', raw).is_none() {
+            return self.string_done(raw, key, None, sink);
         }
-        Ok(i)
+        let mut u = std::mem::take(&mut self.unescaped);
+        u.clear();
+        let r = match unescape(raw, &mut u) {
+            Ok(()) => self.string_done(&u, key, None, sink),
+            Err(at) => Err(Unreadable::Malformed {
+                offset: self.tok_start + 1 + at as u64,
+            }),
+        };
+        self.unescaped = u;
+        r
     }
-
-    fn push_char(&mut self, cp: u32, bad: Unreadable, sink: &Sink<'_>) -> Result<(), Unreadable> {
-        let ch = char::from_u32(cp).ok_or(bad)?;
-        let mut b = [0u8; 4];
-        let s = ch.encode_utf8(&mut b);
-        self.push_scratch(s.as_bytes(), sink)
-    }
-
-    /// A complete string (unescaped bytes).
-    fn string_done(&mut self, s: &[u8], key: bool, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+    /// A complete string (unescaped bytes); `profile` is the detector prefilter when stage 1
+    /// counted it.
+    fn string_done(
+        &mut self,
+        s: &[u8],
+        key: bool,
+        profile: Option<(usize, bool)>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
         if !s.is_ascii() && std::str::from_utf8(s).is_err() {
             return Err(Unreadable::InvalidUtf8 {
                 offset: self.tok_start,
             });
         }
+        self.string_checked(s, key, profile, sink)
+    }
+
+    /// A complete string whose UTF-8 is known to be valid.
+    fn string_checked(
+        &mut self,
+        s: &[u8],
+        key: bool,
+        profile: Option<(usize, bool)>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
         if key {
             let info = match sink.cfg.lookup(s) {
                 Some(info) => info,
                 None => {
                     // A key is data too (`{"<id>": {...}}`); a configured name is not an
                     // identifier.
-                    self.detect(s, sink);
+                    self.detect(s, profile, sink);
                     FieldInfo::default()
                 }
             };
@@ -642,7 +705,7 @@ impl JsonScanner {
                 self.field_value(info, t, sink.out)?;
             }
         }
-        self.detect(s, sink);
+        self.detect(s, profile, sink);
         self.value_done(sink);
         Ok(())
     }
@@ -661,7 +724,7 @@ impl JsonScanner {
             self.field_value(info, s, sink.out)?;
         }
         if s.len() >= 11 && s.iter().all(u8::is_ascii_digit) {
-            self.detect(s, sink);
+            self.detect(s, None, sink);
         }
         Ok(())
     }
@@ -696,12 +759,22 @@ impl JsonScanner {
         Ok(())
     }
 
-    /// Runs the detectors over a value; hits go to the innermost undecided object, or out.
-    fn detect(&mut self, s: &[u8], sink: &mut Sink<'_>) {
+    /// Runs the detectors over a value (with stage 1's prefilter when given); hits go to the
+    /// innermost undecided object, or out.
+    fn detect(&mut self, s: &[u8], profile: Option<(usize, bool)>, sink: &mut Sink<'_>) {
+        if let Some((digits, at)) = profile {
+            // The prefilter of `detect::scan_profiled`, without the call: most values have
+            // neither an `@` nor enough digits for any detector.
+            if !at && digits < detect::MIN_DIGITS {
+                #[cfg(test)]
+                detect::trace::record(s);
+                return;
+            }
+        }
         let from = self.hits.len();
         let hits = &mut self.hits;
         let bytes = &mut self.hit_bytes;
-        detect::scan(s, &sink.det, &mut |ns, id, cats| {
+        let mut hit = |ns, id: &[u8], cats| {
             let a = bytes.len() as u32;
             bytes.extend_from_slice(id);
             hits.push(Hit {
@@ -709,7 +782,11 @@ impl JsonScanner {
                 id: (a, bytes.len() as u32),
                 cats,
             });
-        });
+        };
+        match profile {
+            Some((digits, at)) => detect::scan_profiled(s, &sink.det, digits, at, &mut hit),
+            None => detect::scan(s, &sink.det, &mut hit),
+        }
         if self.hits.len() == from {
             return;
         }

@@ -1,5 +1,4 @@
-//! Lexical helpers of the JSON scanner: number bytes and grammar, and the search for a
-//! string's end.
+//! Lexical helpers of the JSON scanner: number bytes and grammar, and unescaping a string.
 
 #[inline]
 pub(super) fn is_num_byte(c: u8) -> bool {
@@ -47,34 +46,75 @@ pub(super) fn valid_number(s: &[u8]) -> bool {
     i == n
 }
 
-/// `memchr2(b'"', b'\\', hay)`, eight bytes at a time with word arithmetic over the first
-/// 64 bytes (most JSON strings are short and the SIMD search only pays off on long ones).
-#[inline]
-pub(super) fn find_quote_or_backslash(hay: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const QUOTE: u64 = LO * b'"' as u64;
-    const BSLASH: u64 = LO * b'\\' as u64;
-    let mut k = 0;
-    let lim = hay.len().min(64);
-    while k + 8 <= lim {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&hay[k..k + 8]);
-        let x = u64::from_le_bytes(w);
-        let q = x ^ QUOTE;
-        let b = x ^ BSLASH;
-        // A zero byte in q or b marks a match; the lowest flagged byte is exact.
-        let m = (q.wrapping_sub(LO) & !q & HI) | (b.wrapping_sub(LO) & !b & HI);
-        if m != 0 {
-            return Some(k + (m.trailing_zeros() / 8) as usize);
-        }
-        k += 8;
+/// Unescapes the bytes of a complete string (between its quotes) into `out`.
+///
+/// # Errors
+/// The index in `raw` of the byte that breaks the escape grammar (`raw.len()` when the string
+/// ends inside an escape), or of a lone surrogate's last hex digit.
+pub(super) fn unescape(raw: &[u8], out: &mut Vec<u8>) -> Result<(), usize> {
+    let mut i = 0;
+    let n = raw.len();
+    while i < n {
+        let Some(k) = memchr::memchr(b'\\', &raw[i..]) else {
+            out.extend_from_slice(&raw[i..]);
+            return Ok(());
+        };
+        out.extend_from_slice(&raw[i..i + k]);
+        i += k + 1;
+        let c = *raw.get(i).ok_or(n)?;
+        i += 1;
+        let b = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let (hi, at) = hex4(raw, i)?;
+                i = at;
+                let cp = if (0xD800..0xDC00).contains(&hi) {
+                    // A high surrogate must be followed by `\u` and a low one.
+                    if raw.get(i) != Some(&b'\\') {
+                        return Err(i.min(n));
+                    }
+                    if raw.get(i + 1) != Some(&b'u') {
+                        return Err((i + 1).min(n));
+                    }
+                    let (lo, at) = hex4(raw, i + 2)?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return Err(at - 1);
+                    }
+                    i = at;
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else if (0xDC00..0xE000).contains(&hi) {
+                    return Err(at - 1);
+                } else {
+                    hi
+                };
+                let ch = char::from_u32(cp).ok_or(i - 1)?;
+                let mut b = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut b).as_bytes());
+                continue;
+            }
+            _ => return Err(i - 1),
+        };
+        out.push(b);
     }
-    if lim < 64 {
-        return hay[k..lim]
-            .iter()
-            .position(|c| *c == b'"' || *c == b'\\')
-            .map(|p| p + k);
+    Ok(())
+}
+
+/// Four hex digits at `raw[i..]`: the value and the index after them.
+fn hex4(raw: &[u8], i: usize) -> Result<(u32, usize), usize> {
+    let mut v = 0;
+    for j in i..i + 4 {
+        let d = raw
+            .get(j)
+            .and_then(|c| (*c as char).to_digit(16))
+            .ok_or(j.min(raw.len()))?;
+        v = v * 16 + d;
     }
-    memchr::memchr2(b'"', b'\\', &hay[k..]).map(|p| p + k)
+    Ok((v, i + 4))
 }

@@ -17,8 +17,9 @@
 //! Submodules: [`config`] (settings, lookups), [`mediatype`] (strict `Content-Type`),
 //! `pipeline` (the decoding chain and its release mapping) with `decode` (content codings),
 //! [`charset`] and [`transfer`] (multipart transfer encodings), the formats `json` (JSON,
-//! NDJSON, with `json_lex`), `csv`, `form` (form bodies and queries), `multipart`, `head` (URL
-//! and headers), `detect` (one file per detector), [`record`] (outputs), [`error`].
+//! NDJSON; its stage 1, the SIMD index, is `json_index`, its lexical helpers `json_lex`), `csv`,
+//! `form` (form bodies and queries), `multipart`, `head` (URL and headers), `detect` (one file
+//! per detector), [`record`] (outputs), [`error`].
 
 pub mod charset;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod error;
 mod form;
 mod head;
 mod json;
+mod json_index;
 mod json_lex;
 pub mod mediatype;
 mod multipart;

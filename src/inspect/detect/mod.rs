@@ -43,6 +43,9 @@ pub fn holds_identifier(text: &[u8]) -> bool {
 /// The smallest text that can hold any identifier (`a@b.c`).
 const MIN_LEN: usize = 5;
 
+/// The fewest digits of a digit identifier (a mobile number): the digit pass is skipped below.
+pub(crate) const MIN_DIGITS: usize = 11;
+
 /// Runs the enabled detectors over `text`, calling `hit(namespace, normalised id, categories)`.
 #[inline]
 pub(crate) fn scan(
@@ -50,12 +53,30 @@ pub(crate) fn scan(
     ctx: &DetectCtx,
     hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
 ) {
+    if text.len() < MIN_LEN || ctx.detectors.is_empty() {
+        #[cfg(test)]
+        trace::record(text);
+        return;
+    }
+    let (digit_count, has_at) = profile(text);
+    scan_profiled(text, ctx, digit_count, has_at, hit);
+}
+
+/// [`scan`] with the prefilter already computed by the caller (the JSON scanner counts digits
+/// and `@` in its SIMD pass): `digit_count` ASCII digits plus `0xEF` bytes, `has_at` an `@`.
+#[inline]
+pub(crate) fn scan_profiled(
+    text: &[u8],
+    ctx: &DetectCtx,
+    digit_count: usize,
+    has_at: bool,
+    hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
+) {
     #[cfg(test)]
     trace::record(text);
     if text.len() < MIN_LEN || ctx.detectors.is_empty() {
         return;
     }
-    let (digit_count, has_at) = profile(text);
     if has_at && ctx.detectors.contains(Detector::Email) {
         email::scan(text, hit);
     }
@@ -64,7 +85,7 @@ pub(crate) fn scan(
         || ctx.detectors.contains(Detector::CnResidentId);
     // Every digit identifier has at least 11 digits: most text is skipped without the digit
     // pass.
-    if wants_digits && digit_count >= 11 {
+    if wants_digits && digit_count >= MIN_DIGITS {
         digits::scan(text, ctx, hit);
     }
 }
@@ -89,7 +110,7 @@ pub(crate) mod trace {
         SEEN.with(|s| s.borrow_mut().take().unwrap_or_default())
     }
 
-    pub(super) fn record(text: &[u8]) {
+    pub(crate) fn record(text: &[u8]) {
         SEEN.with(|s| {
             if let Some(v) = s.borrow_mut().as_mut() {
                 v.push(text.to_vec());

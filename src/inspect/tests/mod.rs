@@ -2,6 +2,7 @@
 //! tests (chunking invariance, agreement with a `serde_json::Value` reference, arbitrary bytes).
 
 mod bodies;
+mod chunks;
 mod differential;
 mod formats;
 mod positions;
