@@ -406,7 +406,11 @@ mod spare_tests {
 
     fn fill(r: &mut Records, n: usize) {
         for i in 0..n {
-            r.subject(Namespace::Field, format!("id-{i}").as_bytes(), CategorySet::default());
+            r.subject(
+                Namespace::Field,
+                format!("id-{i}").as_bytes(),
+                CategorySet::default(),
+            );
             r.end_record(0..1, 1);
         }
     }
@@ -418,12 +422,23 @@ mod spare_tests {
         std::thread::spawn(|| {
             let mut a = Records::new(false);
             fill(&mut a, 100);
-            let grown = (a.ids.capacity(), a.subjects.capacity(), a.records.capacity());
+            let grown = (
+                a.ids.capacity(),
+                a.subjects.capacity(),
+                a.records.capacity(),
+            );
             drop(a);
             let b = Records::new(true);
             assert!(b.is_empty());
             assert!(b.subjects.is_empty() && b.ids.is_empty());
-            assert_eq!((b.ids.capacity(), b.subjects.capacity(), b.records.capacity()), grown);
+            assert_eq!(
+                (
+                    b.ids.capacity(),
+                    b.subjects.capacity(),
+                    b.records.capacity()
+                ),
+                grown
+            );
             assert_eq!(b.outside, CategorySet::default());
             assert!(b.dest_sensitive);
             drop(b);
