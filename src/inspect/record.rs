@@ -1,7 +1,9 @@
 //! What inspection produces: subjects (namespace + normalised identifier + categories) grouped
 //! in records, each record with the offset up to which the body may be released once its
 //! subjects are reserved. Records are collected into flat arenas ([`Records`]) so that a
-//! request allocates nothing per record or per identifier once its buffers have grown.
+//! request allocates nothing per record or per identifier once its buffers have grown; a
+//! dropped `Records` leaves its buffers to the next request on the same thread (a spare pool of
+//! at most 64 sets, none over 64 KiB, so at most 12 MiB per thread).
 
 use std::cell::RefCell;
 use std::fmt;
