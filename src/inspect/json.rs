@@ -653,6 +653,7 @@ impl JsonScanner {
         self.unescaped = u;
         r
     }
+
     /// A complete string (unescaped bytes); `profile` is the detector prefilter when stage 1
     /// counted it.
     fn string_done(

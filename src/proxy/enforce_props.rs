@@ -196,7 +196,7 @@ async fn play(regime: &str, ciio: bool, approvals: &str, reqs: &[Req]) -> Vec<De
 proptest! {
     // 48 cases by default (each starts two gates); `PROPTEST_CASES=N` for a longer soak.
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        cases: crate::testing::proptest_cases(48),
         ..ProptestConfig::default()
     })]
 

@@ -12,6 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Cases per property test: `PROPTEST_CASES` when set (a longer soak), else `default`.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Fails the test when the command-line tool `name` is not on PATH: under CI a missing tool
 /// is a failure, not a skip (`scripts/test` installs every tool the tests use).
 pub fn require_tool(name: &str) {

@@ -36,12 +36,7 @@ async fn ledger_up(gate: &GateProc) -> f64 {
 async fn three_kinds(gate: &GateProc, id: u64) -> (u16, String, u16, u16) {
     let r = gate.post_json(URL, format!("{{\"user_id\": {id}}}")).await;
     let pi = r.status().as_u16();
-    let reason = r
-        .headers()
-        .get("x-transfer-gate-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let reason = crate::harness::reason_of(&r);
     let free = gate
         .post_json(URL, r#"{"event":"ping"}"#)
         .await

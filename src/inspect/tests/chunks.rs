@@ -213,7 +213,7 @@ fn nasty_doc() -> impl Strategy<Value = serde_json::Value> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300),
+        cases: crate::testing::proptest_cases(300),
         ..ProptestConfig::default()
     })]
 

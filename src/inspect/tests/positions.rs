@@ -316,7 +316,7 @@ fn plant(v: &mut serde_json::Value, at: usize, key: String, value: serde_json::V
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300),
+        cases: crate::testing::proptest_cases(300),
         ..ProptestConfig::default()
     })]
 

@@ -67,7 +67,7 @@ pub(super) fn doc() -> impl Strategy<Value = serde_json::Value> {
 proptest! {
     // 400 cases by default; `PROPTEST_CASES=N` for a longer soak.
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(400),
+        cases: crate::testing::proptest_cases(400),
         ..ProptestConfig::default()
     })]
 

@@ -16,6 +16,15 @@ pub use cli::{cli_on, command, CliOutput, BIN};
 pub use poll::{eventually, poll_until, poll_until_blocking};
 pub use transfer_gate::testing::require_tool;
 
+/// The gate's refusal reason on a response (`X-Transfer-Gate-Reason`), empty when absent.
+pub fn reason_of(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("x-transfer-gate-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -118,12 +118,7 @@ pub async fn send(client: &reqwest::Client, id: u64) -> Option<(u16, String)> {
         .await
         .ok()?;
     let status = r.status().as_u16();
-    let reason = r
-        .headers()
-        .get("x-transfer-gate-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let reason = crate::harness::reason_of(&r);
     let _ = r.bytes().await;
     Some((status, reason))
 }
