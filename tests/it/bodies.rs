@@ -251,3 +251,76 @@ async fn body_formats_cannot_carry_pi_past_the_gate() {
         .iter()
         .any(|r| r.body.windows(PHONE.len()).any(|w| w == PHONE.as_bytes())));
 }
+
+/// The two-stage JSON scanner indexes 64-byte blocks inside 16 KiB windows: an identifier
+/// written with `\u` escapes, placed after backslash runs of odd and even length, as a key, or
+/// straddling a window boundary of a large body, is still found through the binary. Each body
+/// is refused for its PI (not as unreadable), and the same body without the identifier passes,
+/// so it is valid JSON the gate reads.
+#[tokio::test]
+async fn json_pi_across_scanner_blocks_and_windows_is_found() {
+    let up = Upstream::http().await;
+    let gate = GateBuilder::new()
+        .entity("regime = \"cac-2024\"\nciio = true")
+        .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+        .start()
+        .await;
+    let client = gate.client();
+    let escaped: String = PHONE
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    let pad = |n: usize| "a".repeat(n);
+    // `ID` is replaced by the identifier (PI) or by a word (the control).
+    let bodies: Vec<(&str, String)> = vec![
+        (
+            "escaped identifier after odd and even backslash runs",
+            format!(
+                r#"{{"a":"{}\\\\\\\"","b":"\\\\","note":"call ID"}}"#,
+                pad(61)
+            ),
+        ),
+        (
+            "identifier as a key",
+            format!(r#"{{"{}":1,"ID":{{"x":1}}}}"#, pad(60)),
+        ),
+        (
+            "identifier across a 16 KiB window boundary",
+            format!(r#"{{"pad":"{}","note":"ID"}}"#, pad(16 * 1024 - 20)),
+        ),
+        (
+            "NDJSON line after a long line",
+            format!("{{\"pad\":\"{}\"}}\n{{\"note\":\"ID\"}}\n", pad(40_000)),
+        ),
+    ];
+    for (what, body) in bodies {
+        let ct = if what.starts_with("NDJSON") {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
+        for (id, expect_pi) in [(PHONE, true), (escaped.as_str(), true), ("nobody", false)] {
+            let before = up.received().len();
+            let r = client
+                .post(URL)
+                .header("content-type", ct)
+                .body(body.replace("ID", id))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let reason = crate::harness::reason_of(&r);
+            if expect_pi {
+                assert_eq!(status, 451, "{what} ({id}): {reason}");
+                assert_ne!(reason, "unreadable_body", "{what} ({id})");
+                assert_eq!(
+                    up.received().len(),
+                    before,
+                    "{what} ({id}) reached the upstream"
+                );
+            } else {
+                assert_eq!(status, 200, "{what}: the control is refused: {reason}");
+            }
+        }
+    }
+}
