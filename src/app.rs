@@ -45,6 +45,9 @@ pub enum StartError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The TLS proxy listener's certificate, key or client CA could not be loaded.
+    #[error("{0}")]
+    ProxyTls(String),
     /// The ledger (or its hash key) could not be opened.
     #[error("ledger: {0}")]
     Ledger(String),
@@ -69,6 +72,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The ICAP listener's address, when `gate.icap_listen` is set.
     pub icap_addr: Option<SocketAddr>,
+    /// The TLS proxy listener's address, when `gate.proxy_tls_listen` is set.
+    pub proxy_tls_addr: Option<SocketAddr>,
     /// Resolves when both listeners have stopped and the drain is over.
     pub done: tokio::task::JoinHandle<()>,
 }
@@ -117,6 +122,20 @@ pub async fn start_with_clock(
         addr: cfg.gate.admin_listen,
         source,
     })?;
+    let proxy_tls = match &cfg.gate.proxy_tls {
+        Some(t) => {
+            let tls = crate::identity::tls::server_config(t)
+                .map_err(|e| StartError::ProxyTls(e.to_string()))?;
+            let l = bind(t.listen).await?;
+            let addr = l.local_addr().map_err(|source| StartError::Bind {
+                addr: t.listen,
+                source,
+            })?;
+            Some((l, addr, Arc::new(tls)))
+        }
+        None => None,
+    };
+    let proxy_tls_addr = proxy_tls.as_ref().map(|(_, a, _)| *a);
     let icap_l = match cfg.gate.icap_listen {
         Some(addr) => Some(bind(addr).await?),
         None => None,
@@ -139,9 +158,16 @@ pub async fn start_with_clock(
     let gate = Gate::new(cfg, metrics, audit, ledger, hasher, clock).await?;
     gate.own.add_listener(proxy_addr);
     gate.own.add_listener(admin_addr);
+    if let Some(a) = proxy_tls_addr {
+        gate.own.add_listener(a);
+    }
+    if let Some(a) = icap_addr {
+        gate.own.add_listener(a);
+    }
     let listening = crate::data_dir::Listening {
         pid: std::process::id(),
         proxy: proxy_addr,
+        proxy_tls: proxy_tls_addr,
         admin: admin_addr,
         icap: icap_addr,
     };
@@ -183,11 +209,23 @@ pub async fn start_with_clock(
             }
         })
     };
-    let workers =
-        crate::workers::Workers::start(crate::workers::count()).map_err(StartError::Workers)?;
+    let workers = Arc::new(
+        crate::workers::Workers::start(crate::workers::count()).map_err(StartError::Workers)?,
+    );
+    let t = proxy_tls.map(|(l, _, tls)| {
+        tokio::spawn(proxy::serve(
+            gate.clone(),
+            l,
+            Some(tls),
+            workers.clone(),
+            drain.watcher(),
+        ))
+    });
+    // The workers stop when the last listener serving on them has drained.
     let p = tokio::spawn(proxy::serve(
         gate.clone(),
         proxy_l,
+        None,
         workers,
         drain.watcher(),
     ));
@@ -198,6 +236,9 @@ pub async fn start_with_clock(
         // Held until the gate has stopped.
         let _dir_lock = dir_lock;
         let _ = p.await;
+        if let Some(t) = t {
+            let _ = t.await;
+        }
         let _ = a.await;
         if let Some(i) = i {
             let _ = i.await;
@@ -212,6 +253,7 @@ pub async fn start_with_clock(
         proxy_addr,
         admin_addr,
         icap_addr,
+        proxy_tls_addr,
         done,
     })
 }
@@ -320,6 +362,7 @@ pub async fn run(path: PathBuf) -> Result<(), StartError> {
     tracing::info!(
         proxy = %running.proxy_addr,
         admin = %running.admin_addr,
+        proxy_tls = ?running.proxy_tls_addr,
         icap = ?running.icap_addr,
         "transfer-gate listening"
     );

@@ -30,6 +30,12 @@ pub struct AuditRecord {
     /// The client's address.
     #[serde(serialize_with = "ser_display")]
     pub client: SocketAddr,
+    /// The sending service: a declared client's name; `None` is written `unidentified`
+    /// (SPEC §2).
+    #[serde(serialize_with = "ser_client_name")]
+    pub client_name: Option<Arc<str>>,
+    /// How the client was identified: `certificate`, `token`, `address`, `icap`, or null.
+    pub identified_by: Option<&'static str>,
     /// The listener the request came through: `proxy`, or `icap` (a request an ICAP client
     /// such as Squid passed to the gate's REQMOD service).
     pub origin: &'static str,
@@ -78,6 +84,8 @@ impl AuditRecord {
             time: SystemTime::now(),
             request_id: request_id.to_owned(),
             client,
+            client_name: None,
+            identified_by: None,
             origin: "proxy",
             destination: destination.to_owned(),
             method: method.to_owned(),
@@ -95,6 +103,19 @@ impl AuditRecord {
             categories: Vec::new(),
             bytes: 0,
         }
+    }
+}
+
+fn ser_client_name<S: serde::Serializer>(n: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(n.as_deref().unwrap_or(crate::config::UNIDENTIFIED))
+}
+
+impl AuditRecord {
+    /// The client's name as written (`unidentified` when none).
+    pub fn client_name(&self) -> &str {
+        self.client_name
+            .as_deref()
+            .unwrap_or(crate::config::UNIDENTIFIED)
     }
 }
 

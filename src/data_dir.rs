@@ -94,6 +94,9 @@ pub struct Listening {
     pub pid: u32,
     /// The proxy listener.
     pub proxy: SocketAddr,
+    /// The TLS proxy listener, when `gate.proxy_tls_listen` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_tls: Option<SocketAddr>,
     /// The admin listener.
     pub admin: SocketAddr,
     /// The ICAP listener, when `gate.icap_listen` is set.
@@ -134,6 +137,7 @@ mod tests {
         let l = Listening {
             pid: 7,
             proxy: "127.0.0.1:3128".parse().unwrap(),
+            proxy_tls: None,
             admin: "127.0.0.1:9464".parse().unwrap(),
             icap: None,
         };

@@ -11,6 +11,8 @@
 //! - [`workers`]: one single-threaded runtime per core; each proxy connection lives on one.
 //! - [`proxy`]: the proxy listener's request path — routing, target rules, head and body
 //!   inspection, judging, sending, the outcome.
+//! - [`identity`]: who is sending — the declared clients, a request's identity (client
+//!   certificate, `Proxy-Authorization`, source address), the TLS proxy listener's TLS.
 //! - [`icap`]: the ICAP REQMOD listener, onto the same request path.
 //! - [`tls`]: the interception CA, minted leaves, upstream TLS.
 //! - [`inspect`]: the streaming inspection engine (records, subjects, categories, detectors).
@@ -43,6 +45,7 @@ pub mod cli;
 pub mod config;
 pub mod data_dir;
 pub mod icap;
+pub mod identity;
 pub mod inspect;
 pub mod ledger;
 pub mod listen;

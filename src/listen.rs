@@ -264,6 +264,13 @@ impl Activity {
         Self::changed(&mut s);
     }
 
+    /// The protocol a TLS connection agreed on by ALPN (the first bytes read were the TLS
+    /// handshake, not a request): h2 connections are not given a new header deadline when
+    /// bytes arrive between requests.
+    pub fn set_h2(&self, h2: bool) {
+        self.lock().h2 = Some(h2);
+    }
+
     /// An inner request head arrived on an upgraded connection.
     pub fn inner_request(&self) {
         self.lock().head_deadline = None;

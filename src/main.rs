@@ -89,6 +89,21 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// The services that send through the gate (`[[client]]`).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Mint a random token for a client: print the token once and the `token_sha256` line
+    /// for its `[[client]]` block.
+    Token {
+        /// The client's name (as in its `[[client]]` block).
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +183,9 @@ fn main() -> ExitCode {
         Command::Ca {
             command: CaCommand::Init { out, force, name },
         } => cli::ca::init(&out, &name, force),
+        Command::Client {
+            command: ClientCommand::Token { name },
+        } => cli::token::token(&name),
         Command::Ledger { command } => {
             init_logs(cli.log_format);
             match command {

@@ -22,6 +22,8 @@ pub const DECISIONS_TOTAL: &str = "transfer_gate_decisions_total";
 pub const RECORDS_TOTAL: &str = "transfer_gate_records_total";
 /// `transfer_gate_bytes_total`
 pub const BYTES_TOTAL: &str = "transfer_gate_bytes_total";
+/// `transfer_gate_proxy_tls_handshake_errors_total`
+pub const PROXY_TLS_HANDSHAKE_ERRORS: &str = "transfer_gate_proxy_tls_handshake_errors_total";
 /// `transfer_gate_approval_expiry_timestamp_seconds`
 pub const APPROVAL_EXPIRY: &str = "transfer_gate_approval_expiry_timestamp_seconds";
 /// `transfer_gate_approval_remaining_subjects`
@@ -68,12 +70,15 @@ pub struct Metrics {
     pub threshold_utilization: GaugeVec,
     /// 1 for the mechanism required now.
     pub required_mechanism: IntGaugeVec,
-    /// Decisions by destination, decision and reason.
+    /// Decisions by destination, decision, reason and client.
     pub decisions: IntCounterVec,
     /// Records by destination and category.
     pub records: IntCounterVec,
-    /// Bytes by destination and direction.
+    /// Bytes by destination, direction and client.
     pub bytes: IntCounterVec,
+    /// Failed handshakes on the TLS proxy listener by reason (`no_certificate`, `unknown_ca`,
+    /// `other`).
+    pub proxy_tls_handshake_errors: IntCounterVec,
     /// Approval expiry as a Unix timestamp.
     pub approval_expiry: GaugeVec,
     /// Remaining approved volume by approval and class.
@@ -147,7 +152,7 @@ impl Metrics {
             )?,
             decisions: IntCounterVec::new(
                 opts(DECISIONS_TOTAL, "Decisions taken by the gate."),
-                &["destination", "decision", "reason"],
+                &["destination", "decision", "reason", "client"],
             )?,
             records: IntCounterVec::new(
                 opts(RECORDS_TOTAL, "Records with personal information forwarded, by category."),
@@ -155,7 +160,11 @@ impl Metrics {
             )?,
             bytes: IntCounterVec::new(
                 opts(BYTES_TOTAL, "Body bytes through the gate."),
-                &["destination", "direction"],
+                &["destination", "direction", "client"],
+            )?,
+            proxy_tls_handshake_errors: IntCounterVec::new(
+                opts(PROXY_TLS_HANDSHAKE_ERRORS, "Failed handshakes on the TLS proxy listener, by reason."),
+                &["reason"],
             )?,
             approval_expiry: GaugeVec::new(
                 opts(APPROVAL_EXPIRY, "End of an approval's validity (Unix seconds, end of the valid_until day in Asia/Shanghai)."),
@@ -224,6 +233,7 @@ impl Metrics {
         registry.register(Box::new(m.decisions.clone()))?;
         registry.register(Box::new(m.records.clone()))?;
         registry.register(Box::new(m.bytes.clone()))?;
+        registry.register(Box::new(m.proxy_tls_handshake_errors.clone()))?;
         registry.register(Box::new(m.approval_expiry.clone()))?;
         registry.register(Box::new(m.approval_remaining.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
@@ -274,10 +284,15 @@ mod tests {
             .set(0.5);
         m.required_mechanism.with_label_values(&["none"]).set(1);
         m.decisions
-            .with_label_values(&["eu", "allow", "allowed"])
+            .with_label_values(&["eu", "allow", "allowed", "billing"])
             .inc();
         m.records.with_label_values(&["eu", "basic"]).inc();
-        m.bytes.with_label_values(&["eu", "upstream"]).inc();
+        m.bytes
+            .with_label_values(&["eu", "upstream", "unidentified"])
+            .inc();
+        m.proxy_tls_handshake_errors
+            .with_label_values(&["unknown_ca"])
+            .inc();
         m.approval_expiry
             .with_label_values(&["A", "eu", "standard_contract"])
             .set(1.0);
@@ -298,6 +313,7 @@ mod tests {
             THRESHOLD_UTILIZATION,
             REQUIRED_MECHANISM,
             DECISIONS_TOTAL,
+            PROXY_TLS_HANDSHAKE_ERRORS,
             RECORDS_TOTAL,
             BYTES_TOTAL,
             APPROVAL_EXPIRY,

@@ -1,4 +1,4 @@
-//! Rendering only: turns a decision's [`Refusal`] into the 451/403/503 `transfer_blocked` JSON
+//! Rendering only: turns a decision's [`Refusal`] into the 451/403/407/503 `transfer_blocked` JSON
 //! with its `Link` header (SPEC §5, RFC 7725) — [`blocked`] — and every other synthetic answer
 //! of the proxy and admin listeners (502, 504, 413, 503 `gate_busy`, 400, 421, 508, 401, 404,
 //! 405) from one enum, [`Failure`] — [`failure`]. The vocabulary itself (`Reason`,
@@ -22,7 +22,8 @@ pub type GateBody = UnsyncBoxBody<Bytes, BoxError>;
 pub const fn status_of(reason: Reason) -> StatusCode {
     match reason {
         Reason::LedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Reason::ForbiddenTarget => StatusCode::FORBIDDEN,
+        Reason::ForbiddenTarget | Reason::ClientNotAllowed => StatusCode::FORBIDDEN,
+        Reason::ClientUnidentified => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
         _ => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
     }
 }
@@ -46,6 +47,8 @@ pub const fn message_of(reason: Reason) -> &'static str {
         Reason::Domestic => "Domestic traffic.",
         Reason::Exempt => "Exempt transfer.",
         Reason::Tunnel => "Tunnel to a destination that receives no personal information.",
+        Reason::ClientNotAllowed => "This service is not among the clients allowed to send to this destination; ask the security team to add it.",
+        Reason::ClientUnidentified => "The gate could not identify the sending service: present its client certificate or a valid proxy token.",
         Reason::ForbiddenTarget => "The gate does not connect to this target: its own listeners, its ledger, a denied address range, or a port closed to tunnels.",
     }
 }
@@ -99,6 +102,12 @@ pub fn blocked(
     }
     if refusal.reason == Reason::LedgerUnavailable {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    if refusal.reason == Reason::ClientUnidentified {
+        h.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"transfer-gate\""),
+        );
     }
     resp
 }

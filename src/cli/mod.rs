@@ -9,6 +9,7 @@
 pub mod ca;
 pub mod client;
 pub mod ledger;
+pub mod token;
 
 use crate::config::{self, Config, Diagnostic, Severity};
 use std::future::Future;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use pattern::{normalize_host, HostPattern, PathGlob};
-pub use validate::load;
+pub use validate::{load, valid_client_name};
 
 /// `gate.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +111,64 @@ pub struct Gate {
     pub tunnel_ports: Vec<u16>,
     /// Open proxy connections at most (`gate.max_connections`); beyond it accepting waits.
     pub max_connections: usize,
+    /// What requests from no declared client get (`gate.unidentified`).
+    pub unidentified: UnidentifiedPolicy,
+    /// The TLS proxy listener (`gate.proxy_tls_listen` and its keys), when configured.
+    pub proxy_tls: Option<ProxyTls>,
+}
+
+/// `gate.unidentified`: what a request from no declared client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnidentifiedPolicy {
+    /// Served as client `unidentified`.
+    Allow,
+    /// Answered 407 `client_unidentified`.
+    Refuse,
+}
+
+/// `gate.client_certificates`: whether the TLS proxy listener insists on a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// A certificate from `client_ca_file` identifies the client; none, or one from another
+    /// CA, is ignored and the next way of identifying applies.
+    Optional,
+    /// The handshake is refused without a certificate from `client_ca_file`.
+    Require,
+}
+
+/// The TLS proxy listener, validated.
+#[derive(Debug, Clone)]
+pub struct ProxyTls {
+    /// `gate.proxy_tls_listen`.
+    pub listen: SocketAddr,
+    /// `gate.proxy_tls_cert`: the listener's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// `gate.proxy_tls_key`: its private key (PEM).
+    pub key: PathBuf,
+    /// `gate.client_ca_file`: the CA whose client certificates identify services.
+    pub client_ca_file: Option<PathBuf>,
+    /// `gate.client_certificates`.
+    pub client_certificates: ClientCertificates,
+}
+
+/// The client name of requests from no declared client (reserved: no `[[client]]` may use it).
+pub const UNIDENTIFIED: &str = "unidentified";
+
+/// One `[[client]]`: an internal service, and how its requests are recognised.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Unique name (`[a-z0-9_-]{1,64}`): metric label, audit field, `clients` allowlists.
+    pub name: String,
+    /// The team that owns it, for the report.
+    pub owner: Option<String>,
+    /// `mode = "observe"` observes this client's requests only; `gate.mode` still applies.
+    pub mode: Mode,
+    /// Client-certificate identities: URI SAN (SPIFFE ID), DNS SAN (`*.` for one label), or CN.
+    pub tls_identities: Vec<String>,
+    /// SHA-256 digests of the tokens it may present in `Proxy-Authorization`.
+    pub token_sha256: Vec<[u8; 32]>,
+    /// Source networks.
+    pub cidrs: Vec<IpNet>,
 }
 
 /// `gate.max_connections` when absent.
@@ -259,6 +317,8 @@ pub struct Destination {
     pub unreadable: Option<Unreadable>,
     /// Verify upstream certificates (default true).
     pub tls_verify: bool,
+    /// Only these clients (names of `[[client]]`) may send here; `None`: every client.
+    pub clients: Option<Vec<String>>,
 }
 
 /// One important-data rule.
@@ -401,6 +461,8 @@ pub struct Config {
     pub tls: TlsSettings,
     /// The approval register.
     pub approvals: Vec<Approval>,
+    /// `[[client]]`: the internal services that send through the gate.
+    pub clients: Vec<Client>,
 }
 
 impl Config {

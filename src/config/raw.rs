@@ -42,6 +42,27 @@ pub struct RawGate {
     pub tunnel_ports: Option<Vec<u16>>,
     pub deny_cidrs: Option<Vec<String>>,
     pub max_connections: Option<usize>,
+    pub unidentified: Option<String>,
+    pub proxy_tls_listen: Option<String>,
+    pub proxy_tls_cert: Option<String>,
+    pub proxy_tls_key: Option<String>,
+    pub client_ca_file: Option<String>,
+    pub client_certificates: Option<String>,
+}
+
+/// One `[[client]]` block: an internal service that sends through the gate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub name: String,
+    pub owner: Option<String>,
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub tls_identities: Vec<String>,
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
 }
 
 /// `[timeouts]` (not in SPEC §12; seconds, fractions allowed)
@@ -139,6 +160,7 @@ pub struct RawDestination {
     pub unreadable: Option<String>,
     #[serde(default = "default_true")]
     pub tls_verify: bool,
+    pub clients: Option<Vec<String>>,
 }
 
 /// One `[[important_data]]` rule.

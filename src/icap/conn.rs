@@ -9,7 +9,7 @@ use super::response::{self, istag, Options};
 use super::route::route;
 use super::sink::{Answer, Encapsulated, IcapSink};
 use super::wire::{self, IcapHead, WireError};
-use crate::proxy::request::Conn;
+use crate::proxy::context::{Conn, RequestCx};
 use crate::proxy::Gate;
 use crate::shutdown::DrainWatch;
 use std::net::{IpAddr, SocketAddr};
@@ -194,7 +194,22 @@ async fn reqmod(
         peer: client,
         local,
     };
-    let (resp, decision) = route(gate, &snap, conn, req, &request_id, &sink).await;
+    // Who is sending: Squid's `X-Client-Username` when it names a declared client, else its
+    // `X-Client-IP` against the clients' networks (SPEC §2 "Behind Squid").
+    let identity = snap.clients.identify_icap(
+        head.header("x-client-username"),
+        head.header("x-client-ip")
+            .and_then(|v| v.trim().parse::<IpAddr>().ok()),
+    );
+    let cx = RequestCx {
+        gate,
+        snap: &snap,
+        conn,
+        identity,
+        origin: super::route::ORIGIN,
+        request_id: &request_id,
+    };
+    let (resp, decision) = route(cx, req, &sink).await;
     gate.metrics
         .duration(decision.as_str())
         .observe(started.elapsed().as_secs_f64());

@@ -11,17 +11,16 @@ use super::sink::IcapSink;
 use crate::audit::AuditRecord;
 use crate::config::TlsMode;
 use crate::policy::{Decision, Reason, Refusal};
+use crate::proxy::classify::target;
 use crate::proxy::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
+use crate::proxy::context::RequestCx;
 use crate::proxy::destination::serve_with;
 use crate::proxy::gated::Summary;
+use crate::proxy::identify::{must_refuse, unidentified};
 use crate::proxy::outcome::{count, refuse_audited};
-use crate::proxy::request::{Conn, RequestCx};
-use crate::proxy::route::target;
-use crate::proxy::{Gate, Snapshot};
 use crate::respond::{self, BoxError, Failure, GateBody};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
-use std::sync::Arc;
 
 /// The origin label of requests that come through the ICAP listener.
 pub const ORIGIN: &str = "icap";
@@ -29,15 +28,22 @@ pub const ORIGIN: &str = "icap";
 /// Routes one encapsulated request; the answer either went to the ICAP client through `sink`
 /// already, or is the returned response (a refusal to encapsulate).
 pub async fn route(
-    gate: &Arc<Gate>,
-    snap: &Arc<Snapshot>,
-    conn: Conn,
+    cx: RequestCx<'_>,
     req: Request<IcapBody>,
-    request_id: &str,
     sink: &IcapSink,
 ) -> (Response<GateBody>, Decision) {
+    let RequestCx {
+        gate,
+        snap,
+        conn,
+        request_id,
+        ..
+    } = cx;
+    if must_refuse(snap, cx.identity) {
+        return unidentified(cx, &req).await;
+    }
     if req.method() == Method::CONNECT {
-        return connect(gate, snap, conn, req, request_id, sink).await;
+        return connect(cx, req, sink).await;
     }
     let target = match target(&req, conn.local) {
         Ok(t) => t,
@@ -66,56 +72,34 @@ pub async fn route(
                 Class::Destination(i) => snap.config.destinations[i].name.clone(),
                 _ => DOMESTIC_LABEL.to_owned(),
             };
-            let mut rec = AuditRecord::new(
-                request_id,
-                conn.peer,
-                &label,
-                req.method().as_str(),
-                req.uri().path(),
-            );
-            rec.origin = ORIGIN;
+            let rec = cx.audit(&label, req.method().as_str(), req.uri().path());
             let refusal = Refusal::new(Reason::ForbiddenTarget, label);
             return refuse_audited(gate, snap, refusal, request_id, rec, &Summary::default()).await;
         }
     }
     match class {
         Class::Unknown => {
-            let mut rec = AuditRecord::new(
-                request_id,
-                conn.peer,
-                UNKNOWN_LABEL,
-                req.method().as_str(),
-                req.uri().path(),
-            );
-            rec.origin = ORIGIN;
+            let rec = cx.audit(UNKNOWN_LABEL, req.method().as_str(), req.uri().path());
             let refusal = Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL);
             refuse_audited(gate, snap, refusal, request_id, rec, &Summary::default()).await
         }
         Class::Domestic => {
-            let decision = count(gate, DOMESTIC_LABEL, Reason::Domestic);
+            let decision = count(gate, DOMESTIC_LABEL, Reason::Domestic, cx.client_name());
             let body = req.into_body().map_err(BoxError::from).boxed_unsync();
-            (sink.pass(body, &snap.domestic.bytes_up).await, decision)
+            let up = &snap.domestic.bytes(&snap.clients, cx.identity)[0];
+            (sink.pass(body, up).await, decision)
         }
-        Class::Destination(i) => {
-            let cx = RequestCx {
-                gate,
-                snap,
-                conn,
-                request_id,
-            };
-            serve_with(cx, i, &target.host, req, sink).await
-        }
+        Class::Destination(i) => serve_with(cx, i, &target.host, req, sink).await,
     }
 }
 
 async fn connect(
-    gate: &Arc<Gate>,
-    snap: &Arc<Snapshot>,
-    conn: Conn,
+    cx: RequestCx<'_>,
     req: Request<IcapBody>,
-    request_id: &str,
     sink: &IcapSink,
 ) -> (Response<GateBody>, Decision) {
+    let (gate, snap, request_id) = (cx.gate, cx.snap, cx.request_id);
+    let client = cx.client_name();
     let Some(auth) = req
         .uri()
         .authority()
@@ -127,8 +111,7 @@ async fn connect(
             Decision::Block,
         );
     };
-    let mut rec = AuditRecord::new(request_id, conn.peer, UNKNOWN_LABEL, "CONNECT", "");
-    rec.origin = ORIGIN;
+    let mut rec = cx.audit(UNKNOWN_LABEL, "CONNECT", "");
     rec.path = crate::redact::authority(auth.as_str());
     let none = Summary::default();
     let refused = |rec: AuditRecord, reason: Reason, dest: &str| {
@@ -160,13 +143,17 @@ async fn connect(
     match class {
         Class::Unknown => refused(rec, Reason::UnknownDestination, UNKNOWN_LABEL).await,
         Class::Domestic => {
-            let decision = count(gate, DOMESTIC_LABEL, Reason::Domestic);
+            let decision = count(gate, DOMESTIC_LABEL, Reason::Domestic, client);
             let body = req.into_body().map_err(BoxError::from).boxed_unsync();
-            (sink.pass(body, &snap.domestic.bytes_up).await, decision)
+            let up = &snap.domestic.bytes(&snap.clients, cx.identity)[0];
+            (sink.pass(body, up).await, decision)
         }
         Class::Destination(i) => {
             let d = &snap.config.destinations[i];
             rec.destination = d.name.clone();
+            if !snap.routes[i].allows(cx.identity) && !cx.observed() {
+                return refused(rec, Reason::ClientNotAllowed, &d.name).await;
+            }
             if d.tls != Some(TlsMode::Tunnel) {
                 return refused(rec, Reason::Uninspectable, &d.name).await;
             }
@@ -174,11 +161,12 @@ async fn connect(
                 .tunnels
                 .with_label_values(&[d.name.as_str()])
                 .inc();
-            let decision = count(gate, &d.name, Reason::Tunnel);
+            let decision = count(gate, &d.name, Reason::Tunnel, client);
             rec.reason = Reason::Tunnel;
             gate.audit.record(rec).await;
             let body = req.into_body().map_err(BoxError::from).boxed_unsync();
-            (sink.pass(body, &snap.routes[i].bytes_up).await, decision)
+            let up = &snap.routes[i].bytes(&snap.clients, cx.identity)[0];
+            (sink.pass(body, up).await, decision)
         }
     }
 }

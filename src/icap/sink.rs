@@ -238,7 +238,11 @@ impl Sink for IcapSink {
         // client dials the upstream itself: the gate's target rules are its own (SPEC §2).
         let may_204 = cx.gated.is_none();
         Ok(self
-            .relay(body, may_204, &cx.snap.routes[cx.dest].bytes_up)
+            .relay(
+                body,
+                may_204,
+                &cx.snap.routes[cx.dest].bytes(&cx.snap.clients, cx.identity)[0],
+            )
             .await)
     }
 }

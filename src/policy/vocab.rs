@@ -43,11 +43,16 @@ pub enum Reason {
     /// The target is the gate itself, its ledger, a denied range or a closed tunnel port
     /// (SPEC §2 "The gate is never a way around itself"): 403.
     ForbiddenTarget,
+    /// The request's client is not in the destination's `clients` allowlist: 403.
+    ClientNotAllowed,
+    /// The request's client could not be identified where it must be (a `Proxy-Authorization`
+    /// that does not verify, or `gate.unidentified = "refuse"`): 407.
+    ClientUnidentified,
 }
 
 impl Reason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::UnknownDestination,
         Reason::Uninspectable,
         Reason::UnreadableBody,
@@ -65,6 +70,8 @@ impl Reason {
         Reason::Exempt,
         Reason::Tunnel,
         Reason::ForbiddenTarget,
+        Reason::ClientNotAllowed,
+        Reason::ClientUnidentified,
     ];
 
     /// The exact string of the spec.
@@ -87,6 +94,8 @@ impl Reason {
             Reason::Exempt => "exempt",
             Reason::Tunnel => "tunnel",
             Reason::ForbiddenTarget => "forbidden_target",
+            Reason::ClientNotAllowed => "client_not_allowed",
+            Reason::ClientUnidentified => "client_unidentified",
         }
     }
 

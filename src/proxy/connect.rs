@@ -6,13 +6,15 @@
 //! `unknown_destination`. A tunnel's upstream is dialled before the client gets its `200`, so
 //! an unreachable target is a 502, not a tunnel that dies at once. A target the rules of
 //! [`super::target`] refuse (the gate itself, its ledger, a denied range, a domestic port
-//! outside `gate.tunnel_ports`) gets 403 `forbidden_target` before anything is dialled.
+//! outside `gate.tunnel_ports`) gets 403 `forbidden_target` before anything is dialled, and a
+//! client outside a destination's `clients` 403 `client_not_allowed`. The requests inside an
+//! intercepted tunnel carry the `CONNECT`'s identity.
 
 use super::classify::{classify, Class, DOMESTIC_LABEL, UNKNOWN_LABEL};
+use super::context::RequestCx;
+use super::intercept;
 use super::outcome::{count, refuse};
-use super::request::RequestCx;
 use super::target::{dial, DialError};
-use super::{intercept, Gate, Snapshot};
 use crate::config::TlsMode;
 use crate::policy::{Decision, Reason, Refusal};
 use crate::respond::{self, Failure, GateBody, UpstreamFailure};
@@ -32,7 +34,9 @@ pub async fn handle(
         snap,
         conn,
         request_id,
+        ..
     } = cx;
+    let client = cx.client_name();
     let Some(auth) = req.uri().authority().cloned() else {
         return (
             respond::failure(Failure::BadRequest("CONNECT needs host:port"), request_id),
@@ -48,7 +52,7 @@ pub async fn handle(
     // The entity's counts for the audit line, as the ledger has them (a tunnel counts nothing).
     let entity = super::enforce::entity_now(gate, snap, gate.clock.now()).await;
     let audit = |dest: &str, decision: Decision, reason: Reason| {
-        let mut rec = crate::audit::AuditRecord::new(request_id, conn.peer, dest, "CONNECT", "");
+        let mut rec = cx.audit(dest, "CONNECT", "");
         rec.path = crate::redact::authority(auth.as_str());
         rec.decision = decision;
         rec.reason = reason;
@@ -66,19 +70,36 @@ pub async fn handle(
                 snap,
                 Refusal::new(Reason::UnknownDestination, UNKNOWN_LABEL),
                 request_id,
+                client,
             );
         }
         Class::Domestic => {
             if !snap.targets.tunnel_port_allowed(port) {
-                return forbidden(gate, snap, DOMESTIC_LABEL, request_id, &audit);
+                return forbidden(cx, DOMESTIC_LABEL, &audit);
             }
             (DOMESTIC_LABEL, None)
         }
         Class::Destination(i) => {
             let d = &snap.config.destinations[i];
+            if !snap.routes[i].allows(cx.identity) {
+                if !cx.observed() {
+                    audit(&d.name, Decision::Block, Reason::ClientNotAllowed);
+                    let refusal = Refusal::new(Reason::ClientNotAllowed, d.name.clone());
+                    return refuse(gate, snap, refusal, request_id, client);
+                }
+                // Observed: recorded as would_block, and the CONNECT goes on (its inner
+                // requests are judged again).
+                audit(&d.name, Decision::WouldBlock, Reason::ClientNotAllowed);
+                gate.count_decision(
+                    &d.name,
+                    Decision::WouldBlock,
+                    Reason::ClientNotAllowed,
+                    client,
+                );
+            }
             match (d.tls, &snap.intercept) {
                 (Some(TlsMode::Intercept), Some(icpt)) => {
-                    return intercept::start(gate, icpt, conn, &mut req, &d.name, auth, request_id);
+                    return intercept::start(cx, icpt, &mut req, &d.name, auth);
                 }
                 (Some(TlsMode::Tunnel), _) => (d.name.as_str(), d.connect_to.clone()),
                 _ => {
@@ -88,6 +109,7 @@ pub async fn handle(
                         snap,
                         Refusal::new(Reason::Uninspectable, d.name.clone()),
                         request_id,
+                        client,
                     );
                 }
             }
@@ -105,7 +127,7 @@ pub async fn handle(
     let upstream = match tokio::time::timeout(snap.config.timeouts.connect, connect).await {
         Ok(Ok(s)) => s,
         Ok(Err(DialError::Forbidden)) => {
-            return forbidden(gate, snap, label, request_id, &audit);
+            return forbidden(cx, label, &audit);
         }
         Ok(Err(DialError::Io(e))) => {
             tracing::warn!(request_id, destination = label, error = %e, "tunnel connect failed");
@@ -126,7 +148,7 @@ pub async fn handle(
     } else {
         Reason::Tunnel
     };
-    let decision = count(gate, label, reason);
+    let decision = count(gate, label, reason, client);
     gate.metrics.tunnels.with_label_values(&[label]).inc();
     let peer = conn.peer;
     let audited = reason == Reason::Tunnel;
@@ -135,8 +157,11 @@ pub async fn handle(
         tracing::info!(target: "transfer_gate::audit", request_id, client = %peer, destination = label, method = "CONNECT", decision = decision.as_str(), reason = reason.as_str(), "tunnel opened");
     }
     let destination = label.to_owned();
-    let up = gate.metrics.bytes.with_label_values(&[label, "upstream"]);
-    let down = gate.metrics.bytes.with_label_values(&[label, "downstream"]);
+    let route = match classify(&snap.config, auth.host()) {
+        Class::Destination(i) => &snap.routes[i],
+        _ => &snap.domestic,
+    };
+    let [up, down] = route.bytes(&snap.clients, cx.identity).clone();
     let on_upgrade = hyper::upgrade::on(&mut req);
     if let Some(a) = req.extensions().get::<Arc<crate::listen::Activity>>() {
         // A tunnel: idle when no byte moves either way.
@@ -171,17 +196,16 @@ pub async fn handle(
 
 /// Refuses a forbidden target: 403 `forbidden_target`, an audit line and a decision sample.
 fn forbidden(
-    gate: &Gate,
-    snap: &Snapshot,
+    cx: RequestCx<'_>,
     label: &str,
-    request_id: &str,
     audit: &dyn Fn(&str, Decision, Reason),
 ) -> (Response<GateBody>, Decision) {
     audit(label, Decision::Block, Reason::ForbiddenTarget);
     refuse(
-        gate,
-        snap,
+        cx.gate,
+        cx.snap,
         Refusal::new(Reason::ForbiddenTarget, label),
-        request_id,
+        cx.request_id,
+        cx.client_name(),
     )
 }

@@ -5,18 +5,18 @@
 //! the sink → count and audit the outcome.
 
 use super::budget::{Budget, Charge};
+use super::context::RequestCx;
 use super::enforce::{self, Batch, Outcome};
 use super::gated::{refusal_now, Ctx, GatedBody, Shared, Summary};
-use super::head::inspect_head;
+use super::head::{inspect_head, Head};
 use super::headers::wants_upgrade;
 use super::outcome::{finish, refuse_audited};
-use super::request::RequestCx;
 use super::sink::{Forbidden, SendCtx, Sink, Upstream};
 use super::{Gate, Snapshot};
 use crate::audit::AuditRecord;
+use crate::config::Unreadable;
 use crate::inspect::{decoder_cost, Coding, Scanner};
 use crate::model::shanghai_date;
-use crate::policy;
 use crate::policy::{Decision, Reason, Refusal};
 use crate::respond::{self, Failure, GateBody};
 use http::uri::{Authority, Scheme};
@@ -45,9 +45,12 @@ pub(crate) async fn serve(
     serve_with(cx, dest_index, &host, req, &sink).await
 }
 
-/// [`serve`] for any request body, sending what the gate releases to `sink` (the
-/// upstream for the proxy listener, the ICAP client for the ICAP listener). `host` is the host
-/// the request is for (its labels are inspected).
+/// [`serve`] for any request body, sending what the gate releases to `sink` (the upstream
+/// for the proxy listener, the ICAP client for the ICAP listener). `host` is the host the
+/// request is for (its labels are inspected). The steps, each a function below:
+/// [`admit`] (allowlist, upgrade, declared size) → [`inspect_head`] → [`charge_decoder`]
+/// (the budget) → [`serve_whole`] (a body up to `atomic_body_bytes`, judged all or nothing)
+/// or [`serve_streamed`] (judged record by record while it streams) → [`finish`].
 pub(crate) async fn serve_with<B, S>(
     cx: RequestCx<'_>,
     dest_index: usize,
@@ -60,172 +63,256 @@ where
     B::Error: Into<crate::respond::BoxError>,
     S: Sink,
 {
-    let RequestCx {
-        gate,
-        snap,
-        conn,
-        request_id,
-    } = cx;
-    let i = dest_index;
-    let dest = &snap.config.destinations[i];
-    let mut audit = AuditRecord::new(
-        request_id,
-        conn.peer,
-        &dest.name,
-        req.method().as_str(),
-        req.uri().path(),
-    );
+    let (gate, snap, request_id) = (cx.gate, cx.snap, cx.request_id);
+    let dest = &snap.config.destinations[dest_index];
+    let mut audit = cx.audit(&dest.name, req.method().as_str(), req.uri().path());
     audit.origin = sink.origin();
-    if wants_upgrade(req.headers()) {
-        return refuse_audited(
-            gate,
-            snap,
-            Refusal::new(Reason::Uninspectable, dest.name.clone()),
-            request_id,
-            audit,
-            &Summary::default(),
-        )
-        .await;
-    }
-    if let Some(len) = content_length(&req) {
-        if len > snap.config.inspection.max_body_bytes {
-            return (
-                respond::failure(Failure::TooLarge, request_id),
-                Decision::Block,
-            );
-        }
+    let mut summary = Summary::default();
+    if let Err(refused) = admit(cx, dest_index, &req, &mut summary) {
+        return match refused {
+            Admit::Refuse(refusal) => {
+                refuse_audited(gate, snap, refusal, request_id, audit, &summary).await
+            }
+            Admit::Fail(f) => (respond::failure(f, request_id), Decision::Block),
+        };
     }
     let now = gate.clock.now();
     let today = shanghai_date(now);
-    let cfg = &snap.config;
-    let unreadable = dest.unreadable.unwrap_or(cfg.inspection.unreadable);
-    let enforce = policy::enforce(cfg);
-
     // The head: host, path, query, headers, important-data rules by path and query field.
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     let head = inspect_head(gate, snap, dest, &host, &req, request_id, today);
+    summary.important_rule.clone_from(&head.important_rule);
 
     let (parts, body) = req.into_parts();
-    let atomic_limit = cfg.inspection.atomic_body_bytes;
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    // The buffered-bytes budget (SPEC §9): a decoder's window is charged first, waiting for
-    // room up to idle_seconds; a body read whole takes its length now or is gated record by
-    // record instead; a gated body charges what it holds as it goes.
-    let decode_cost = parts
-        .headers
+    let Some(mut charge) = charge_decoder(gate, snap, &parts.headers).await else {
+        return (respond::failure(Failure::Busy, request_id), Decision::Block);
+    };
+    // A body read whole takes its length from the budget now, or is gated record by record.
+    let atomic_limit = snap.config.inspection.atomic_body_bytes;
+    let atomic = body.is_end_stream()
+        || declared.is_some_and(|n| n <= atomic_limit && gate.budget.try_grow(&mut charge, n));
+    let scanner = Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
+    let step = Step {
+        cx,
+        dest: dest_index,
+        head,
+        scanner,
+        summary,
+        audit,
+        now,
+    };
+    if atomic {
+        // Charged for its declared length (0 for an empty body): allocated once, at that size.
+        let size = declared.unwrap_or(0).min(atomic_limit);
+        serve_whole(step, parts, body, size, sink).await
+    } else {
+        serve_streamed(step, parts, body, charge, sink).await
+    }
+}
+
+/// What a request carries from one step of [`serve_with`] to the next.
+struct Step<'a> {
+    cx: RequestCx<'a>,
+    dest: usize,
+    head: Head,
+    scanner: Scanner<Arc<crate::inspect::InspectConfig>>,
+    summary: Summary,
+    audit: AuditRecord,
+    now: SystemTime,
+}
+
+/// Why [`admit`] stops a request.
+enum Admit {
+    /// A refusal with its audit line (403 `client_not_allowed`, 451 `uninspectable`).
+    Refuse(Refusal),
+    /// A synthetic failure (413).
+    Fail(Failure<'static>),
+}
+
+/// SPEC §5 step 0 and what is refused before anything is read: a client outside the
+/// destination's `clients` (recorded as `would_block` in `summary` when the request is
+/// observed, which then goes on), an `Upgrade` the gate cannot inspect, a declared length over
+/// `max_body_bytes`.
+fn admit<B>(
+    cx: RequestCx<'_>,
+    dest: usize,
+    req: &Request<B>,
+    summary: &mut Summary,
+) -> Result<(), Admit> {
+    let name = &cx.snap.config.destinations[dest].name;
+    if !cx.snap.routes[dest].allows(cx.identity) {
+        let refusal = Refusal::new(Reason::ClientNotAllowed, name.clone());
+        if !cx.observed() {
+            return Err(Admit::Refuse(refusal));
+        }
+        summary.refusal = Some(refusal);
+        summary.observed = true;
+    }
+    if wants_upgrade(req.headers()) {
+        return Err(Admit::Refuse(Refusal::new(
+            Reason::Uninspectable,
+            name.clone(),
+        )));
+    }
+    if content_length(req).is_some_and(|len| len > cx.snap.config.inspection.max_body_bytes) {
+        return Err(Admit::Fail(Failure::TooLarge));
+    }
+    Ok(())
+}
+
+/// Charges a content coding's decoder window to the buffered-bytes budget (SPEC §9), waiting
+/// for room up to `idle_seconds`; `None` when there was none (503 `gate_busy`).
+async fn charge_decoder(gate: &Gate, snap: &Snapshot, headers: &http::HeaderMap) -> Option<Charge> {
+    let decode_cost = headers
         .get(http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Coding::parse(Some(v)).ok().flatten())
         .map_or(0, decoder_cost);
     let mut charge = Charge::default();
     if decode_cost > 0 {
-        match tokio::time::timeout(cfg.timeouts.idle, gate.budget.grow(decode_cost)).await {
+        match tokio::time::timeout(snap.config.timeouts.idle, gate.budget.grow(decode_cost)).await {
             Ok(Some(p)) => Budget::add(&mut charge, p),
-            _ => return (respond::failure(Failure::Busy, request_id), Decision::Block),
+            _ => return None,
         }
     }
-    let atomic = body.is_end_stream()
-        || declared.is_some_and(|n| n <= atomic_limit && gate.budget.try_grow(&mut charge, n));
-    let mut scanner =
-        Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
-    let mut summary = Summary {
-        important_rule: head.important_rule.clone(),
-        ..Summary::default()
+    Some(charge)
+}
+
+/// A body judged whole with the head: read (at most `size` bytes), inspected, judged, and
+/// only then forwarded — nothing leaves before the decision.
+async fn serve_whole<B, S>(
+    step: Step<'_>,
+    parts: http::request::Parts,
+    body: B,
+    size: u64,
+    sink: &S,
+) -> (Response<GateBody>, Decision)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    S: Sink,
+{
+    let Step {
+        cx,
+        dest: i,
+        head,
+        mut scanner,
+        mut summary,
+        mut audit,
+        now,
+    } = step;
+    let (gate, snap, request_id) = (cx.gate, cx.snap, cx.request_id);
+    let cfg = &snap.config;
+    let dest = &cfg.destinations[i];
+    let bytes = match read_whole(body, size, cfg.timeouts.idle).await {
+        Ok(b) => b,
+        Err(ReadError::TooLarge) => {
+            return (
+                respond::failure(Failure::TooLarge, request_id),
+                Decision::Block,
+            )
+        }
+        Err(ReadError::Client) => {
+            return (
+                respond::failure(
+                    Failure::BadRequest("the request body could not be read"),
+                    request_id,
+                ),
+                Decision::Block,
+            )
+        }
     };
-
-    if atomic {
-        // Judged whole: nothing is forwarded until the decision.
-        // Charged for its declared length (0 for an empty body): allocated once, at that size.
-        let size = declared.unwrap_or(0).min(atomic_limit);
-        let bytes = match read_whole(body, size, cfg.timeouts.idle).await {
-            Ok(b) => b,
-            Err(ReadError::TooLarge) => {
-                return (
-                    respond::failure(Failure::TooLarge, request_id),
-                    Decision::Block,
-                )
+    let mut batch = head.batch.clone();
+    let mut outside = head.outside;
+    if !bytes.is_empty() {
+        match scanner.feed(&bytes).and_then(|()| scanner.finish()) {
+            Ok(()) => {
+                for r in scanner.records().iter() {
+                    batch.add_record(&gate.hasher, r);
+                }
+                outside = outside.union(scanner.outside_categories());
+                if summary.important_rule.is_none() {
+                    summary.important_rule = head.rule_for_fields(scanner.watched_fields_seen());
+                }
+                batch.important = summary.important_rule.is_some();
             }
-            Err(ReadError::Client) => {
-                return (
-                    respond::failure(
-                        Failure::BadRequest("the request body could not be read"),
-                        request_id,
-                    ),
-                    Decision::Block,
-                )
+            Err(e) if dest.unreadable.unwrap_or(cfg.inspection.unreadable) == Unreadable::Allow => {
+                tracing::info!(
+                    request_id,
+                    kind = e.kind(),
+                    "unreadable body allowed by configuration"
+                );
+                summary.unreadable_allowed = true;
             }
-        };
-        let mut batch = head.batch.clone();
-        let mut outside = head.outside;
-        if !bytes.is_empty() {
-            match scanner.feed(&bytes).and_then(|()| scanner.finish()) {
-                Ok(()) => {
-                    for r in scanner.records().iter() {
-                        batch.add_record(&gate.hasher, r);
-                    }
-                    outside = outside.union(scanner.outside_categories());
-                    if summary.important_rule.is_none() {
-                        summary.important_rule =
-                            head.rule_for_fields(scanner.watched_fields_seen());
-                    }
-                    batch.important = summary.important_rule.is_some();
+            Err(e) => {
+                tracing::info!(request_id, kind = e.kind(), destination = %dest.name, "unreadable body");
+                let refusal = Refusal::new(Reason::UnreadableBody, dest.name.clone());
+                if !cx.observed() {
+                    return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
                 }
-                Err(e) if unreadable == crate::config::Unreadable::Allow => {
-                    tracing::info!(
-                        request_id,
-                        kind = e.kind(),
-                        "unreadable body allowed by configuration"
-                    );
-                    summary.unreadable_allowed = true;
-                }
-                Err(e) => {
-                    tracing::info!(request_id, kind = e.kind(), destination = %dest.name, "unreadable body");
-                    let refusal = Refusal::new(Reason::UnreadableBody, dest.name.clone());
-                    if enforce {
-                        return refuse_audited(gate, snap, refusal, request_id, audit, &summary)
-                            .await;
-                    }
-                    summary.refusal = Some(refusal);
-                    summary.observed = true;
-                }
+                summary.refusal = Some(refusal);
+                summary.observed = true;
             }
         }
-        // Head and body are one request: categories outside every record apply to all.
-        batch.apply_outside(outside);
-        summary.note_batch(&batch);
-        if let Some(refusal) =
-            judge_into(gate, snap, i, &batch, now, &mut summary, &dest.name).await
-        {
-            return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
-        }
-        audit.bytes = bytes.len() as u64;
-        let cx = SendCtx {
-            gate,
-            snap,
-            dest: i,
-            request_id,
-            gated: None,
-        };
-        let resp = send(sink, cx, parts, respond::full(bytes), || {
-            forbidden_summary(&mut summary, &dest.name)
-        })
-        .await;
-        let decision = finish(gate, &dest.name, audit, snap, &summary).await;
-        return (resp, decision);
     }
+    // Head and body are one request: categories outside every record apply to all.
+    batch.apply_outside(outside);
+    summary.note_batch(&batch);
+    if let Some(refusal) = judge_into(cx, i, &batch, now, &mut summary).await {
+        return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
+    }
+    audit.bytes = bytes.len() as u64;
+    let send_cx = SendCtx {
+        gate,
+        snap,
+        dest: i,
+        request_id,
+        identity: cx.identity,
+        gated: None,
+    };
+    let resp = send(sink, send_cx, parts, respond::full(bytes), || {
+        forbidden_summary(&mut summary, &dest.name)
+    })
+    .await;
+    let decision = finish(gate, &dest.name, audit, snap, &summary).await;
+    (resp, decision)
+}
 
-    // Streamed: judge the head first (the URL goes upstream before any body byte).
+/// A body gated record by record while it streams: the head is judged first (the URL goes
+/// upstream before any body byte), then each record is judged before its bytes are
+/// released ([`super::gated`]); the audit line waits for the body's end.
+async fn serve_streamed<B, S>(
+    step: Step<'_>,
+    parts: http::request::Parts,
+    body: B,
+    charge: Charge,
+    sink: &S,
+) -> (Response<GateBody>, Decision)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    B::Error: Into<crate::respond::BoxError>,
+    S: Sink,
+{
+    let Step {
+        cx,
+        dest: i,
+        head,
+        scanner,
+        mut summary,
+        mut audit,
+        now,
+    } = step;
+    let (gate, snap, request_id) = (cx.gate, cx.snap, cx.request_id);
+    let dest = &snap.config.destinations[i];
     let mut head_batch = head.batch.clone();
     head_batch.apply_outside(head.outside);
     summary.note_batch(&head_batch);
     if !head_batch.is_empty() {
-        if let Some(refusal) =
-            judge_into(gate, snap, i, &head_batch, now, &mut summary, &dest.name).await
-        {
+        if let Some(refusal) = judge_into(cx, i, &head_batch, now, &mut summary).await {
             return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
         }
     }
@@ -235,19 +322,21 @@ where
         snap: snap.clone(),
         dest: i,
         head,
-        unreadable,
-        enforce,
+        unreadable: dest.unreadable.unwrap_or(snap.config.inspection.unreadable),
+        enforce: !cx.observed(),
+        client_observed: snap.clients.observed(cx.identity),
     });
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let body = GatedBody::new(body, ctx, scanner, shared.clone(), done_tx, charge).boxed_unsync();
-    let cx = SendCtx {
+    let send_cx = SendCtx {
         gate,
         snap,
         dest: i,
         request_id,
+        identity: cx.identity,
         gated: Some(&shared),
     };
-    let resp = send(sink, cx, parts, body, || {
+    let resp = send(sink, send_cx, parts, body, || {
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
         forbidden_summary(&mut s, &dest.name)
     })
@@ -261,6 +350,7 @@ where
         dest.name.clone(),
     );
     tokio::spawn(async move {
+        // The sender is dropped when the body ends, however it ends.
         let _ = done_rx.await;
         let summary = std::mem::take(&mut *sh.lock().unwrap_or_else(|p| p.into_inner()));
         audit.bytes = summary.released;
@@ -279,22 +369,23 @@ where
 /// Judges `batch` (the whole request, or the head of a streamed one) into `summary`; the
 /// refusal to send when the verdict refuses.
 async fn judge_into(
-    gate: &Gate,
-    snap: &Snapshot,
+    cx: RequestCx<'_>,
     dest_index: usize,
     batch: &Batch,
     now: SystemTime,
     summary: &mut Summary,
-    dest: &str,
 ) -> Option<Refusal> {
-    let verdict = enforce::judge(gate, snap, dest_index, batch, now).await;
+    let dest = &cx.snap.config.destinations[dest_index].name;
+    let verdict = enforce::judge(cx.gate, cx.snap, dest_index, batch, now, cx.observed()).await;
     summary.absorb(&verdict);
     match verdict.outcome {
+        // This verdict's own refusal: an earlier one recorded as observed (an observed
+        // `client_not_allowed`) does not stand for a ledger outage now.
         Outcome::Block | Outcome::Unavailable => Some(
-            summary
+            verdict
                 .refusal
                 .clone()
-                .unwrap_or_else(|| Refusal::new(verdict.reason, dest)),
+                .unwrap_or_else(|| Refusal::new(verdict.reason, dest.as_str())),
         ),
         Outcome::Pass | Outcome::Allow | Outcome::WouldBlock => None,
     }

@@ -247,12 +247,14 @@ fn counts(o: &ScopeOutcome) -> Counts {
 /// The ledger chooses the approval relied on among the policy's choices in the same atomic
 /// step as the reservation. In observe mode the same decision is made; a refusal is recorded
 /// as `would_block` and the batch is then counted without ceilings, since it is forwarded.
+/// `observe`: `gate.mode` or the request's client says observe.
 pub async fn judge(
     gate: &Gate,
     snap: &Snapshot,
     dest: usize,
     batch: &Batch,
     now: SystemTime,
+    observe: bool,
 ) -> Verdict {
     let cfg = &snap.config;
     let d = &cfg.destinations[dest];
@@ -284,7 +286,9 @@ pub async fn judge(
         let reserve = match policy::decide(cfg, d, facts, entity_after, today) {
             Plan::Pass(reason) => return Verdict::simple(Outcome::Pass, reason),
             Plan::Reserve(r) => r,
-            Plan::Refuse(refusal) => return refuse(gate, snap, dest, batch, now, refusal).await,
+            Plan::Refuse(refusal) => {
+                return refuse(gate, snap, dest, batch, now, refusal, observe).await
+            }
         };
         need = reserve.required;
         let ceiling = |c: &CeilingSpec| Ceiling {
@@ -347,7 +351,7 @@ pub async fn judge(
                     required_mechanism: reserve.required,
                     threshold: None,
                 };
-                return refuse(gate, snap, dest, batch, now, refusal).await;
+                return refuse(gate, snap, dest, batch, now, refusal, observe).await;
             }
         }
     }
@@ -358,7 +362,7 @@ pub async fn judge(
         required_mechanism: need,
         threshold: None,
     };
-    refuse(gate, snap, dest, batch, now, refusal).await
+    refuse(gate, snap, dest, batch, now, refusal, observe).await
 }
 
 /// One reservation, timed into `transfer_gate_ledger_commit_seconds`.
@@ -407,8 +411,8 @@ async fn refuse(
     batch: &Batch,
     now: SystemTime,
     refusal: Refusal,
+    observe: bool,
 ) -> Verdict {
-    let observe = !policy::enforce(&snap.config);
     let mut v = if observe && !batch.subjects.is_empty() {
         let req = Reservation {
             subjects: &batch.subjects,
@@ -453,11 +457,12 @@ pub async fn refuse_uncounted(
     snap: &Snapshot,
     refusal: Refusal,
     now: SystemTime,
+    observe: bool,
 ) -> Verdict {
-    let outcome = if policy::enforce(&snap.config) {
-        Outcome::Block
-    } else {
+    let outcome = if observe {
         Outcome::WouldBlock
+    } else {
+        Outcome::Block
     };
     let mut v = Verdict::simple(outcome, refusal.reason);
     v.entity_after = entity_now(gate, snap, now).await;

@@ -166,7 +166,7 @@ async fn play(regime: &str, ciio: bool, approvals: &str, reqs: &[Req]) -> Vec<De
             cats.insert(Category::Contact);
         }
         batch.categories = cats;
-        let v = judge(&gate, &snap, *dest, &batch, today()).await;
+        let v = judge(&gate, &snap, *dest, &batch, today(), false).await;
         out.push((
             v.outcome,
             v.reason.as_str(),

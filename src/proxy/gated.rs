@@ -131,8 +131,11 @@ pub struct Ctx {
     pub head: Head,
     /// What to do with an unreadable body.
     pub unreadable: UnreadablePolicy,
-    /// Whether refusals are enforced (not observe mode).
+    /// Whether refusals are enforced (not observe mode, neither the gate's nor the client's).
     pub enforce: bool,
+    /// Whether the request's client is in observe mode (`mode = "observe"`); `gate.mode` is
+    /// read again under each batch's snapshot.
+    pub client_observed: bool,
 }
 
 /// Judges a batch of a streaming request under the configuration in force *now* (SPEC §5 "A
@@ -143,8 +146,9 @@ async fn judge_now(ctx: &Ctx, batch: &Batch) -> Verdict {
     let gate = &ctx.gate;
     let snap = gate.snapshot();
     let now = gate.clock.now();
+    let observe = ctx.client_observed || !crate::policy::enforce(&snap.config);
     if Arc::ptr_eq(&snap, &ctx.snap) {
-        return enforce::judge(gate, &snap, ctx.dest, batch, now).await;
+        return enforce::judge(gate, &snap, ctx.dest, batch, now, observe).await;
     }
     let name = &ctx.snap.config.destinations[ctx.dest].name;
     match snap
@@ -153,10 +157,10 @@ async fn judge_now(ctx: &Ctx, batch: &Batch) -> Verdict {
         .iter()
         .position(|d| &d.name == name)
     {
-        Some(i) => enforce::judge(gate, &snap, i, batch, now).await,
+        Some(i) => enforce::judge(gate, &snap, i, batch, now, observe).await,
         None => {
             let refusal = Refusal::new(Reason::UnknownDestination, name.clone());
-            enforce::refuse_uncounted(gate, &snap, refusal, now).await
+            enforce::refuse_uncounted(gate, &snap, refusal, now, observe).await
         }
     }
 }

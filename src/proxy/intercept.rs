@@ -15,11 +15,13 @@
 //! `transfer_gate_tls_client_errors_total{destination}`.
 
 use super::classify::{classify, Class};
+use super::context::{Conn, RequestCx};
 use super::destination;
+use super::identify::{must_refuse, unidentified};
 use super::outcome::refuse;
-use super::request::{Conn, RequestCx};
 use super::{BuildError, Gate, Snapshot};
 use crate::config::{TlsMode, TlsSettings};
+use crate::identity::{Carried, ConnIdentity};
 use crate::listen::{Activity, Connections, LogLimiter};
 use crate::policy::{Decision, Reason, Refusal};
 use crate::respond::{self, Failure, GateBody};
@@ -83,15 +85,19 @@ impl Interceptor {
 }
 
 /// Answers an intercepted `CONNECT` with `200` and serves the upgraded connection in a task.
+/// Its inner requests carry the identity `cx` has.
 pub(super) fn start(
-    gate: &Arc<Gate>,
+    cx: RequestCx<'_>,
     icpt: &Arc<Interceptor>,
-    conn: Conn,
     req: &mut Request<Incoming>,
     destination: &str,
     authority: Authority,
-    request_id: &str,
 ) -> (Response<GateBody>, Decision) {
+    let (gate, conn, request_id) = (cx.gate, cx.conn, cx.request_id);
+    let carried = Carried {
+        name: cx.snap.clients.name_arc(cx.identity),
+        by: cx.identity.by,
+    };
     // `host:443` → `host`, as an absolute-form `https://host/` URL would name it (the upstream
     // sees the same `Host` / `:authority` either way).
     let authority = match authority.port_u16() {
@@ -112,6 +118,10 @@ pub(super) fn start(
             Ok(upgraded) => {
                 let session = Session {
                     conn,
+                    client: ConnIdentity {
+                        certificate: None,
+                        carried: Some(Arc::new(carried)),
+                    },
                     destination,
                     authority,
                     activity,
@@ -132,6 +142,7 @@ pub(super) fn start(
 /// lifecycle, and the listener's connections (whose drain it joins).
 struct Session {
     conn: Conn,
+    client: ConnIdentity,
     destination: String,
     authority: Authority,
     activity: Option<Arc<Activity>>,
@@ -144,6 +155,7 @@ where
 {
     let Session {
         conn,
+        client,
         destination,
         authority,
         activity,
@@ -208,7 +220,14 @@ where
             if let Some(a) = &activity {
                 a.inner_request();
             }
-            inner(gate.clone(), conn, host.clone(), authority.clone(), req)
+            inner(
+                gate.clone(),
+                conn,
+                client.clone(),
+                host.clone(),
+                authority.clone(),
+                req,
+            )
         })
     };
     // Watched by the listener's drain: on SIGTERM in-flight requests finish, then the
@@ -228,6 +247,7 @@ where
 async fn inner(
     gate: Arc<Gate>,
     conn: Conn,
+    client: ConnIdentity,
     host: Arc<str>,
     authority: Authority,
     mut req: Request<Incoming>,
@@ -235,10 +255,25 @@ async fn inner(
     let started = Instant::now();
     let request_id = gate.ids.assign(req.headers_mut());
     let snap = gate.snapshot();
+    // The CONNECT's identity, resolved against the configuration in force now.
+    let identity = snap
+        .clients
+        .identify(&client, None, conn.peer.ip())
+        .unwrap_or_default();
+    let cx = RequestCx {
+        gate: &gate,
+        snap: &snap,
+        conn,
+        identity,
+        origin: "proxy",
+        request_id: &request_id,
+    };
     let (resp, decision) = match still_intercepted(&snap, &host) {
+        Some(_) if must_refuse(&snap, identity) => unidentified(cx, &req).await,
         Some(i) if req.method() == Method::CONNECT => {
             let name = snap.config.destinations[i].name.clone();
-            refuse(&gate, &snap, Refusal::new(Reason::Uninspectable, name), &request_id)
+            let refusal = Refusal::new(Reason::Uninspectable, name);
+            refuse(&gate, &snap, refusal, &request_id, cx.client_name())
         }
         Some(_) if !names_host(&req, &host) => (
             respond::failure(
@@ -247,15 +282,7 @@ async fn inner(
             ),
             Decision::Block,
         ),
-        Some(i) => {
-            let cx = RequestCx {
-                gate: &gate,
-                snap: &snap,
-                conn,
-                request_id: &request_id,
-            };
-            destination::serve(cx, i, Scheme::HTTPS, authority, req).await
-        }
+        Some(i) => destination::serve(cx, i, Scheme::HTTPS, authority, req).await,
         // The configuration changed under the open connection: the client must reconnect and
         // get what a CONNECT to this host gets now.
         None => (

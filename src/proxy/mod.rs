@@ -12,6 +12,7 @@ pub mod body;
 pub mod budget;
 pub mod classify;
 pub mod connect;
+pub mod context;
 pub mod destination;
 pub mod enforce;
 #[cfg(test)]
@@ -20,6 +21,7 @@ pub mod gated;
 pub mod gauges;
 pub mod head;
 pub mod headers;
+pub mod identify;
 pub mod intercept;
 pub mod outcome;
 pub mod request;
@@ -29,6 +31,7 @@ pub mod target;
 pub mod upstream;
 
 use crate::config::Config;
+use crate::identity::{ConnIdentity, Identity};
 use crate::metrics::Metrics;
 use crate::policy::{Decision, Reason};
 use crate::respond::blocked_by_link;
@@ -50,12 +53,16 @@ pub struct Route {
     /// worker ([`crate::workers`]), so that a request and its upstream connection run on the
     /// same thread, and a last one for requests outside the workers (ICAP, tests).
     clients: Vec<UpstreamClient>,
-    /// `transfer_gate_bytes_total{destination, direction="upstream"}`
-    pub bytes_up: IntCounter,
-    /// `transfer_gate_bytes_total{destination, direction="downstream"}`
-    pub bytes_down: IntCounter,
+    /// The metric label: the destination's name, or `domestic`.
+    label: Arc<str>,
+    /// `transfer_gate_bytes_total{destination, direction, client}` (upstream, downstream) per
+    /// client index, the last for `unidentified`; each pair made when first used.
+    bytes: Box<[std::sync::OnceLock<[IntCounter; 2]>]>,
+    bytes_family: prometheus::IntCounterVec,
     /// `transfer_gate_records_total{destination, category}`, in `Category::ALL` order.
     pub records: Vec<IntCounter>,
+    /// Per client index, whether it may send here (`clients`); `None`: every client may.
+    allowed: Option<Box<[bool]>>,
 }
 
 impl Route {
@@ -64,6 +71,33 @@ impl Route {
         let last = self.clients.len() - 1;
         let i = crate::workers::current().map_or(last, |w| w.min(last));
         &self.clients[i]
+    }
+
+    /// The byte counters (upstream, downstream) of `id`'s client on this route.
+    pub fn bytes(&self, clients: &crate::identity::Clients, id: Identity) -> &[IntCounter; 2] {
+        let last = self.bytes.len() - 1;
+        let i = id.client.map_or(last, |c| usize::from(c).min(last));
+        self.bytes[i].get_or_init(|| {
+            let client = clients.name(id);
+            [
+                self.bytes_family
+                    .with_label_values(&[&self.label, "upstream", client]),
+                self.bytes_family
+                    .with_label_values(&[&self.label, "downstream", client]),
+            ]
+        })
+    }
+
+    /// Whether `id`'s client may send to this destination (its `clients` allowlist).
+    pub fn allows(&self, id: Identity) -> bool {
+        match &self.allowed {
+            None => true,
+            Some(list) => id
+                .client
+                .and_then(|c| list.get(usize::from(c)))
+                .copied()
+                .unwrap_or(false),
+        }
     }
 
     /// Adds per-category record counts (in `Category::ALL` order).
@@ -98,6 +132,8 @@ pub struct Snapshot {
     pub intercept: Option<Arc<intercept::Interceptor>>,
     /// What a client-chosen target may not be (SPEC §2).
     pub targets: Arc<target::TargetRules>,
+    /// The declared clients, compiled for identification.
+    pub clients: crate::identity::Clients,
 }
 
 /// Why a snapshot could not be built from a validated config.
@@ -177,7 +213,20 @@ impl Snapshot {
         let t = config.timeouts;
         let targets = Arc::new(target::TargetRules::new(own, &config.gate));
         let pools = crate::workers::count() + 1;
-        let route = |name: &str, connect_to: Option<&str>, tls: Arc<rustls::ClientConfig>| Route {
+        let client_count = config.clients.len();
+        let allowlist = |names: &Option<Vec<String>>| {
+            names.as_ref().map(|names| {
+                config
+                    .clients
+                    .iter()
+                    .map(|c| names.contains(&c.name))
+                    .collect::<Box<[bool]>>()
+            })
+        };
+        let route = |name: &str,
+                     connect_to: Option<&str>,
+                     tls: Arc<rustls::ClientConfig>,
+                     allowed: Option<Box<[bool]>>| Route {
             clients: (0..pools)
                 .map(|_| {
                     client(
@@ -186,8 +235,12 @@ impl Snapshot {
                     )
                 })
                 .collect(),
-            bytes_up: metrics.bytes.with_label_values(&[name, "upstream"]),
-            bytes_down: metrics.bytes.with_label_values(&[name, "downstream"]),
+            label: Arc::from(name),
+            bytes: (0..=client_count)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            bytes_family: metrics.bytes.clone(),
+            allowed,
             records: crate::model::Category::ALL
                 .iter()
                 .map(|c| metrics.records.with_label_values(&[name, c.as_str()]))
@@ -200,9 +253,15 @@ impl Snapshot {
             } else {
                 client_config(roots.clone(), false)?
             };
-            routes.push(route(&d.name, d.connect_to.as_deref(), tls));
+            routes.push(route(
+                &d.name,
+                d.connect_to.as_deref(),
+                tls,
+                allowlist(&d.clients),
+            ));
         }
-        let domestic = route(classify::DOMESTIC_LABEL, None, verified);
+        let domestic = route(classify::DOMESTIC_LABEL, None, verified, None);
+        let clients = crate::identity::Clients::new(&config.clients);
         // Series that exist before their first event, so dashboards and alerts see zeros.
         metrics
             .tunnels
@@ -258,6 +317,7 @@ impl Snapshot {
             inspect,
             intercept,
             targets,
+            clients,
         })
     }
 }
@@ -334,12 +394,18 @@ impl Gate {
         Ok(Arc::new(gate))
     }
 
-    /// Counts one decision on a transfer to `destination`: `transfer_gate_decisions_total` and,
-    /// for refusals, the report's activity.
-    pub fn count_decision(&self, destination: &str, decision: Decision, reason: Reason) {
+    /// Counts one decision on a transfer to `destination` from `client` (a client's name or
+    /// `unidentified`): `transfer_gate_decisions_total` and, for refusals, the report's activity.
+    pub fn count_decision(
+        &self,
+        destination: &str,
+        decision: Decision,
+        reason: Reason,
+        client: &str,
+    ) {
         self.metrics
             .decisions
-            .with_label_values(&[destination, decision.as_str(), reason.as_str()])
+            .with_label_values(&[destination, decision.as_str(), reason.as_str(), client])
             .inc();
         if decision != Decision::Allow {
             self.report_activity.decision(
@@ -436,19 +502,23 @@ impl Gate {
 }
 
 /// Accepts proxy connections on `listener` until `drain` fires, then lets in-flight
-/// connections finish for up to `gate.drain_seconds`, then stops `workers`. Each accepted
-/// connection is handed to one of `workers` and served there to its end. It lives under the
-/// lifecycle of [`crate::listen`]: the connection limit, the header deadline from accept, the
-/// idle deadline, and accept backoff when descriptors run out.
+/// connections finish for up to `gate.drain_seconds`. Each accepted connection is handed to
+/// one of `workers` and served there to its end. It lives under the lifecycle of
+/// [`crate::listen`]: the connection limit, the header deadline from accept (which covers a
+/// TLS handshake too), the idle deadline, and accept backoff when descriptors run out. With
+/// `tls` this is the TLS proxy listener: each connection's TLS handshake comes first, and a
+/// client certificate that verifies identifies every request on it.
 pub async fn serve(
     gate: Arc<Gate>,
     listener: TcpListener,
-    workers: crate::workers::Workers,
+    tls: Option<Arc<crate::identity::tls::ProxyTlsConfig>>,
+    workers: Arc<crate::workers::Workers>,
     mut drain: DrainWatch,
 ) {
     let connections = Arc::new(crate::listen::Connections::default());
     let cfg = gate.snapshot().config.clone();
     let builder = server_builder(&cfg, false);
+    let name = if tls.is_some() { "proxy_tls" } else { "proxy" };
     let acceptor = crate::listen::Acceptor::new(
         listener,
         crate::listen::Limits {
@@ -456,38 +526,49 @@ pub async fn serve(
             client_header: cfg.timeouts.client_header,
             idle: cfg.timeouts.idle,
         },
-        "proxy",
+        name,
     );
     let builder = Arc::new(builder);
     loop {
         tokio::select! {
             accepted = acceptor.accept_detached() => {
                 let Some(watcher) = connections.watcher() else { break };
-                let gate = gate.clone();
-                let conns = connections.clone();
-                let builder = builder.clone();
+                let conn = Connection {
+                    gate: gate.clone(),
+                    connections: connections.clone(),
+                    builder: builder.clone(),
+                    watcher,
+                };
+                let tls = tls.clone();
                 workers.spawn(async move {
                     let peer = accepted.peer;
                     let Ok(io) = accepted.into_io() else { return };
                     let local = io.local_addr().unwrap_or(peer);
                     let activity = io.activity();
-                    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                        let flight = activity.request();
-                        req.extensions_mut().insert(activity.clone());
-                        req.extensions_mut().insert(conns.clone());
-                        // Boxed where it is made: the handler's state machine is several KiB,
-                        // and hyper moves the future it is given into its dispatcher.
-                        let fut = Box::pin(request::handle(
-                            gate.clone(),
-                            request::Conn { peer, local },
-                            req,
-                        ));
-                        async move { fut.await.map(|resp| flight.attach(resp)) }
-                    });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
-                    }
+                    let addr = request::Conn { peer, local };
+                    let Some(tls) = tls else {
+                        return conn.serve(io, activity, addr, ConnIdentity::default()).await;
+                    };
+                    let stream = match tokio_rustls::TlsAcceptor::from(tls.server.clone()).accept(io).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let reason = crate::identity::tls::handshake_error_reason(&e);
+                            conn.gate.metrics.proxy_tls_handshake_errors.with_label_values(&[reason]).inc();
+                            tracing::debug!(%peer, reason, error = %e, "TLS proxy handshake failed");
+                            return;
+                        }
+                    };
+                    let session = stream.get_ref().1;
+                    activity.set_h2(session.alpn_protocol() == Some(b"h2"));
+                    // Under `optional`, a chain from another CA passed the handshake and is
+                    // verified here: only one that verifies identifies the client.
+                    let certificate = tls
+                        .client_ca
+                        .as_ref()
+                        .and_then(|ca| session.peer_certificates().and_then(|c| ca.verify(c)))
+                        .map(Arc::new);
+                    let client = ConnIdentity { certificate, carried: None };
+                    conn.serve(stream, activity, addr, client).await;
                 });
             }
             _ = drain.signaled() => break,
@@ -496,6 +577,7 @@ pub async fn serve(
     drop(acceptor);
     let wait = gate.snapshot().config.gate.drain;
     tracing::info!(
+        listener = name,
         in_flight = connections.count(),
         drain_seconds = wait.as_secs(),
         "draining proxy connections"
@@ -504,7 +586,51 @@ pub async fn serve(
         .await
         .is_err()
     {
-        tracing::warn!("drain time over; closing remaining connections");
+        tracing::warn!(
+            listener = name,
+            "drain time over; closing remaining connections"
+        );
+    }
+}
+
+/// One accepted proxy connection and what serving it needs.
+struct Connection {
+    gate: Arc<Gate>,
+    connections: Arc<crate::listen::Connections>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    /// Serves HTTP/1.1 or h2 on `io` to its end; every request carries `client`.
+    async fn serve<IO>(
+        self,
+        io: IO,
+        activity: Arc<crate::listen::Activity>,
+        addr: request::Conn,
+        client: ConnIdentity,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            gate,
+            connections,
+            builder,
+            watcher,
+        } = self;
+        let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            let flight = activity.request();
+            req.extensions_mut().insert(activity.clone());
+            req.extensions_mut().insert(connections.clone());
+            // Boxed where it is made: the handler's state machine is several KiB, and hyper
+            // moves the future it is given into its dispatcher.
+            let fut = Box::pin(request::handle(gate.clone(), addr, client.clone(), req));
+            async move { fut.await.map(|resp| flight.attach(resp)) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(error = %e, "client connection ended with an error");
+        }
     }
 }
 

@@ -10,26 +10,27 @@ use crate::policy::{Decision, Reason, Refusal};
 use crate::respond::{self, GateBody};
 use http::Response;
 
-/// Records a decision in `transfer_gate_decisions_total` (and a refusal in the report's
-/// activity).
-pub(crate) fn count(gate: &Gate, destination: &str, reason: Reason) -> Decision {
+/// Records a decision of `client` (a name or `unidentified`) in
+/// `transfer_gate_decisions_total` (and a refusal in the report's activity).
+pub(crate) fn count(gate: &Gate, destination: &str, reason: Reason, client: &str) -> Decision {
     let decision = if reason.permits() {
         Decision::Allow
     } else {
         Decision::Block
     };
-    gate.count_decision(destination, decision, reason);
+    gate.count_decision(destination, decision, reason, client);
     decision
 }
 
-/// Refuses with the 451/503 JSON of SPEC §5 and counts the decision.
+/// Refuses with the 451/403/407/503 JSON of SPEC §5 and counts the decision of `client`.
 pub(crate) fn refuse(
     gate: &Gate,
     snap: &Snapshot,
     refusal: Refusal,
     request_id: &str,
+    client: &str,
 ) -> (Response<GateBody>, Decision) {
-    let decision = count(gate, &refusal.destination, refusal.reason);
+    let decision = count(gate, &refusal.destination, refusal.reason, client);
     tracing::info!(request_id, destination = %refusal.destination, reason = refusal.reason.as_str(), "transfer refused");
     (
         respond::blocked(&refusal, request_id, snap.blocked_by.as_ref()),
@@ -52,8 +53,10 @@ pub(crate) async fn refuse_audited(
     audit.reason = refusal.reason;
     audit.threshold = refusal.threshold;
     audit.required_mechanism = refusal.required_mechanism;
+    let client = audit.client_name.clone();
     gate.audit.record(audit).await;
-    refuse(gate, snap, refusal, request_id)
+    let client = client.as_deref().unwrap_or(crate::config::UNIDENTIFIED);
+    refuse(gate, snap, refusal, request_id, client)
 }
 
 /// Fills the counting fields of an audit line from the request's summary. The entity counts
@@ -97,7 +100,7 @@ pub(crate) async fn finish(
     }
     audit.decision = decision;
     audit.reason = reason;
-    gate.count_decision(dest, decision, reason);
+    gate.count_decision(dest, decision, reason, audit.client_name());
     gate.audit.record(audit).await;
     decision
 }

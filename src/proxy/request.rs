@@ -1,45 +1,28 @@
-//! The request phase of the proxy listener: each request gets its id (`X-Request-Id`), is
-//! checked for a forwarding loop (`Via`), loads the configuration snapshot once, and is
-//! dispatched — `CONNECT` to [`super::connect`], everything else to [`super::route`]. The
-//! request's context through the later phases is a [`RequestCx`].
+//! The request phase of the proxy listeners: each request gets its id (`X-Request-Id`), is
+//! checked for a forwarding loop (`Via`), loads the configuration snapshot once, is identified
+//! (SPEC §5 step 0: a credential that does not verify, or an unidentified request under
+//! `gate.unidentified = "refuse"`, is answered 407 here), and is dispatched — `CONNECT` to
+//! [`super::connect`], everything else to [`super::route`]. The request's context through the
+//! later phases is a [`RequestCx`] (`super::context`).
 
-use super::{Gate, Snapshot};
+pub use super::context::{Conn, RequestCx};
+use super::identify::{must_refuse, unidentified};
+use super::Gate;
+use crate::identity::ConnIdentity;
 use crate::policy::Decision;
 use crate::respond::{self, Failure, GateBody};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
-pub struct Conn {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The gate's address the client connected to.
-    pub local: SocketAddr,
-}
-
-/// One request's context through the phases: the gate, the configuration snapshot it started
-/// with, the client connection and the request id.
-#[derive(Clone, Copy)]
-pub struct RequestCx<'a> {
-    /// The gate.
-    pub gate: &'a Arc<Gate>,
-    /// The configuration the request started with (a reload does not change it mid-request).
-    pub snap: &'a Arc<Snapshot>,
-    /// The client connection.
-    pub conn: Conn,
-    /// The request id.
-    pub request_id: &'a str,
-}
-
-/// Handles one request from a client of the proxy listener.
+/// Handles one request from a client of a proxy listener; `client` is what its connection
+/// knows of the client (a verified certificate, or the identity of the `CONNECT` it is in).
 pub async fn handle(
     gate: Arc<Gate>,
     conn: Conn,
+    client: ConnIdentity,
     mut req: Request<Incoming>,
 ) -> Result<Response<GateBody>, Infallible> {
     let started = Instant::now();
@@ -51,13 +34,22 @@ pub async fn handle(
             Decision::Block,
         )
     } else {
+        let identified = snap.clients.identify(
+            &client,
+            req.headers().get(http::header::PROXY_AUTHORIZATION),
+            conn.peer.ip(),
+        );
         let cx = RequestCx {
             gate: &gate,
             snap: &snap,
             conn,
+            identity: identified.unwrap_or_default(),
+            origin: "proxy",
             request_id: &request_id,
         };
-        if req.method() == Method::CONNECT {
+        if identified.is_err() || must_refuse(&snap, cx.identity) {
+            unidentified(cx, &req).await
+        } else if req.method() == Method::CONNECT {
             super::connect::handle(cx, req).await
         } else {
             super::route::route(cx, req).await

@@ -10,6 +10,7 @@ use super::gated::{is_busy, refusal_now, Shared};
 use super::headers::{add_via, strip_hop_by_hop};
 use super::upstream::{is_connect_timeout, is_forbidden};
 use super::{Gate, Route, Snapshot};
+use crate::identity::Identity;
 use crate::respond::{self, Failure, GateBody, UpstreamFailure};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
@@ -28,6 +29,7 @@ pub(crate) struct Exchange<'a> {
     pub route: &'a Route,
     pub label: &'a str,
     pub request_id: &'a str,
+    pub identity: Identity,
     pub gated: Option<&'a Shared>,
 }
 
@@ -42,6 +44,8 @@ pub struct SendCtx<'a> {
     pub dest: usize,
     /// The request id.
     pub request_id: &'a str,
+    /// Who is sending (for the byte counters' `client` label).
+    pub identity: Identity,
     /// The gated body's shared summary, when the body streams record by record (a refusal
     /// recorded there means the body failed on purpose).
     pub gated: Option<&'a Shared>,
@@ -98,6 +102,7 @@ impl Sink for Upstream {
             route: &cx.snap.routes[cx.dest],
             label: &dest.name,
             request_id: cx.request_id,
+            identity: cx.identity,
             gated: cx.gated,
         };
         forward(x, scheme, self.authority.clone(), parts, body).await
@@ -126,6 +131,7 @@ where
         route,
         label,
         request_id,
+        identity,
         gated,
     } = x;
     let t = snap.config.timeouts;
@@ -158,7 +164,8 @@ where
     let cap = Some((snap.config.inspection.max_body_bytes, too_large.clone()));
     let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
     let progress = Progress::new();
-    let body = MeteredBody::new(body, route.bytes_up.clone(), t.idle, deadline, cap)
+    let [bytes_up, bytes_down] = route.bytes(&snap.clients, identity).clone();
+    let body = MeteredBody::new(body, bytes_up, t.idle, deadline, cap)
         .signal_end(sent_tx, progress.clone())
         .boxed_unsync();
     let upstream_req = Request::from_parts(parts, body);
@@ -228,8 +235,7 @@ where
     if let Ok(v) = http::HeaderValue::from_str(request_id) {
         parts.headers.insert(super::headers::REQUEST_ID_NAME, v);
     }
-    let body =
-        MeteredBody::new(body, route.bytes_down.clone(), t.idle, deadline, None).boxed_unsync();
+    let body = MeteredBody::new(body, bytes_down, t.idle, deadline, None).boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }
 

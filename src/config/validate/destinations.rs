@@ -178,6 +178,7 @@ pub(super) fn validate(
                 .unreadable
                 .map(|u| unreadable(&u, file, &format!("{p}.unreadable"), d)),
             tls_verify: r.tls_verify,
+            clients: r.clients,
         });
     }
     out

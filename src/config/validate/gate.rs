@@ -2,25 +2,16 @@
 //! admin token, the data directory, the approvals file, the audit log and the target rules.
 
 use crate::config::raw::RawGate;
-use crate::config::{resolve, Diagnostics, Gate, Mode};
+use crate::config::{
+    resolve, ClientCertificates, Diagnostics, Gate, Mode, ProxyTls, UnidentifiedPolicy,
+};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 /// Validates `[gate]`; `path` is the config file (relative paths are resolved against it).
 pub(super) fn validate(path: &Path, file: &str, g: RawGate, d: &mut Diagnostics) -> Gate {
-    let mode = match g.mode.as_str() {
-        "enforce" => Mode::Enforce,
-        "observe" => Mode::Observe,
-        other => {
-            d.error(
-                file,
-                "gate.mode",
-                format!("`{other}` is not one of: enforce, observe"),
-            );
-            Mode::Enforce
-        }
-    };
+    let mode = mode(&g.mode, file, "gate.mode", d);
     let proxy_listen = socket(&g.proxy_listen, file, "gate.proxy_listen", d);
     let admin_listen = socket(&g.admin_listen, file, "gate.admin_listen", d);
     if proxy_listen == admin_listen && proxy_listen.port() != 0 {
@@ -65,6 +56,19 @@ pub(super) fn validate(path: &Path, file: &str, g: RawGate, d: &mut Diagnostics)
     if max_connections == 0 {
         d.error(file, "gate.max_connections", "must be positive");
     }
+    let unidentified = match g.unidentified.as_deref() {
+        None | Some("allow") => UnidentifiedPolicy::Allow,
+        Some("refuse") => UnidentifiedPolicy::Refuse,
+        Some(other) => {
+            d.error(
+                file,
+                "gate.unidentified",
+                format!("`{other}` is not one of: allow, refuse"),
+            );
+            UnidentifiedPolicy::Allow
+        }
+    };
+    let proxy_tls = proxy_tls(path, file, &g, [proxy_listen, admin_listen], d);
     let admin_token_file = g.admin_token_file.map(|p| resolve(path, &p));
     if let Some(p) = &admin_token_file {
         match std::fs::read_to_string(p) {
@@ -102,7 +106,97 @@ pub(super) fn validate(path: &Path, file: &str, g: RawGate, d: &mut Diagnostics)
         deny_cidrs,
         tunnel_ports,
         max_connections: max_connections.max(1),
+        unidentified,
+        proxy_tls,
     }
+}
+
+/// `gate.mode` and a client's `mode`.
+pub(super) fn mode(v: &str, file: &str, key: &str, d: &mut Diagnostics) -> Mode {
+    match v {
+        "enforce" => Mode::Enforce,
+        "observe" => Mode::Observe,
+        other => {
+            d.error(
+                file,
+                key,
+                format!("`{other}` is not one of: enforce, observe"),
+            );
+            Mode::Enforce
+        }
+    }
+}
+
+/// The TLS proxy listener's keys: all or nothing of listen, cert and key; the client CA and
+/// whether certificates are required only with it.
+fn proxy_tls(
+    path: &Path,
+    file: &str,
+    g: &RawGate,
+    others: [SocketAddr; 2],
+    d: &mut Diagnostics,
+) -> Option<ProxyTls> {
+    let client_certificates = match g.client_certificates.as_deref() {
+        None | Some("optional") => ClientCertificates::Optional,
+        Some("require") => ClientCertificates::Require,
+        Some(other) => {
+            d.error(
+                file,
+                "gate.client_certificates",
+                format!("`{other}` is not one of: optional, require"),
+            );
+            ClientCertificates::Optional
+        }
+    };
+    let Some(listen) = g.proxy_tls_listen.as_deref() else {
+        for (key, set) in [
+            ("gate.proxy_tls_cert", g.proxy_tls_cert.is_some()),
+            ("gate.proxy_tls_key", g.proxy_tls_key.is_some()),
+            ("gate.client_ca_file", g.client_ca_file.is_some()),
+            ("gate.client_certificates", g.client_certificates.is_some()),
+        ] {
+            if set {
+                d.error(
+                    file,
+                    key,
+                    "only with gate.proxy_tls_listen (the TLS proxy listener)",
+                );
+            }
+        }
+        return None;
+    };
+    let listen = socket(listen, file, "gate.proxy_tls_listen", d);
+    if listen.port() != 0 && others.contains(&listen) {
+        d.error(
+            file,
+            "gate.proxy_tls_listen",
+            "must differ from gate.proxy_listen and gate.admin_listen",
+        );
+    }
+    let mut file_key = |key: &str, v: &Option<String>| match v {
+        Some(p) => resolve(path, p),
+        None => {
+            d.error(file, key, "needed with gate.proxy_tls_listen (PEM file)");
+            Default::default()
+        }
+    };
+    let cert = file_key("gate.proxy_tls_cert", &g.proxy_tls_cert);
+    let key = file_key("gate.proxy_tls_key", &g.proxy_tls_key);
+    let client_ca_file = g.client_ca_file.as_deref().map(|p| resolve(path, p));
+    if client_ca_file.is_none() && client_certificates == ClientCertificates::Require {
+        d.error(
+            file,
+            "gate.client_certificates",
+            "`require` needs gate.client_ca_file (the CA that signs the clients' certificates)",
+        );
+    }
+    Some(ProxyTls {
+        listen,
+        cert,
+        key,
+        client_ca_file,
+        client_certificates,
+    })
 }
 
 fn socket(v: &str, file: &str, path: &str, d: &mut Diagnostics) -> SocketAddr {

@@ -3,6 +3,7 @@
 //! SPEC §12, each in its own file.
 
 mod approvals;
+mod clients;
 mod destinations;
 mod domestic;
 mod entity;
@@ -22,8 +23,13 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use toml::{Table, Value};
 
+/// Whether `n` is a valid client name (`[a-z0-9_-]{1,64}`).
+pub fn valid_client_name(n: &str) -> bool {
+    clients::valid_name(n)
+}
+
 /// The sections `gate.toml` may hold.
-const TOP_KEYS: [&str; 9] = [
+const TOP_KEYS: [&str; 10] = [
     "gate",
     "timeouts",
     "entity",
@@ -33,6 +39,7 @@ const TOP_KEYS: [&str; 9] = [
     "destination",
     "important_data",
     "tls",
+    "client",
 ];
 
 /// Loads and validates `gate.toml` (and the approvals file it names).
@@ -205,6 +212,7 @@ fn build(
     let raw_domestic: Vec<Option<RawDomestic>> = array(t, "domestic", file, d);
     let raw_dests: Vec<Option<RawDestination>> = array(t, "destination", file, d);
     let raw_important: Vec<Option<RawImportantData>> = array(t, "important_data", file, d);
+    let raw_clients: Vec<Option<RawClient>> = array(t, "client", file, d);
 
     let entity = raw_entity.map(|e| entity::validate(file, e, d));
     let regime = entity.as_ref().map(|e| e.regime).unwrap_or(Regime::Cac2024);
@@ -219,6 +227,8 @@ fn build(
     let destinations = destinations::validate(file, raw_dests, &domestic, regime, d);
     let important_data = important::validate(file, raw_important, &destinations, d);
     let tls = tls::validate(path, file, raw_tls, &destinations, d);
+    let clients = clients::validate(file, raw_clients, d);
+    clients::check_allowlists(file, &destinations, &clients, d);
     let approvals = match &gate {
         Some(g) => approvals::load(&g.approvals_file, &destinations, regime, d, hasher),
         None => Vec::new(),
@@ -237,5 +247,6 @@ fn build(
         important_data,
         tls,
         approvals,
+        clients,
     })
 }
