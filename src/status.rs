@@ -1,8 +1,10 @@
 //! The status view (`GET /v1/status`, `transfer-gate status`): regime, window, entity counts,
 //! the mechanism required now, each threshold with its limit and headroom, each destination's
-//! counts, each approval with its state, days to expiry and remaining volume.
+//! counts, each approval with its state, days to expiry and remaining volume, and each client
+//! with what it sent where in the window.
 
-use crate::config::{Approval, ApprovalStatus};
+use crate::config::{Approval, ApprovalStatus, UNIDENTIFIED};
+use crate::ledger::activity::{ActivityMonths, CLIENT_COUNTERS};
 use crate::ledger::ScopeCounts;
 use crate::model::shanghai_date;
 use crate::policy::{self, Counts};
@@ -66,12 +68,15 @@ pub async fn status(gate: &Gate) -> Value {
         let used = get(snap.scopes.approval[i]).await;
         approvals.push(approval(a, used, today));
     }
-    let window_start = time::Date::from_calendar_date(
-        regime.window_start_year(today.year()),
-        time::Month::January,
-        1,
-    )
-    .ok();
+    let window_year = regime.window_start_year(today.year());
+    let window_start = time::Date::from_calendar_date(window_year, time::Month::January, 1).ok();
+    let clients = match gate.history.activity(gate).await {
+        Ok(a) => clients(c, &a.months, &format!("{window_year:04}-01")),
+        Err(e) => {
+            tracing::warn!(error = %e, "client activity unavailable for /v1/status");
+            clients(c, &Default::default(), "")
+        }
+    };
     json!({
         "entity": c.entity.name,
         "regime": regime.as_str(),
@@ -87,7 +92,56 @@ pub async fn status(gate: &Gate) -> Value {
         "thresholds": thresholds,
         "destinations": destinations,
         "approvals": approvals,
+        "clients": clients,
     })
+}
+
+/// `clients`: per declared client (and `unidentified` when it sent anything), per destination
+/// it sent to in the window (months from `since`), its requests allowed and refused, bytes sent
+/// upstream and the subjects it was the first to send there.
+fn clients(c: &crate::config::Config, months: &ActivityMonths, since: &str) -> Vec<Value> {
+    use std::collections::BTreeMap;
+    // client → destination → counters, in CLIENT_COUNTERS order.
+    let mut sums: BTreeMap<&str, BTreeMap<&str, [u64; 5]>> = BTreeMap::new();
+    for (_, dests) in months.range(since.to_owned()..) {
+        for (dest, a) in dests {
+            for (key, n) in &a.clients {
+                let Some((client, counter)) = key.rsplit_once(':') else {
+                    continue;
+                };
+                let Some(k) = CLIENT_COUNTERS.iter().position(|x| *x == counter) else {
+                    continue;
+                };
+                sums.entry(client)
+                    .or_default()
+                    .entry(dest.as_str())
+                    .or_default()[k] += n;
+            }
+        }
+    }
+    let entry = |name: &str, owner: Option<&str>| {
+        let dests: Vec<Value> = sums
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|(dest, v)| {
+                json!({
+                    "destination": dest, "allowed": v[0], "refused": v[1], "bytes": v[2],
+                    "new_subjects": v[3], "new_sensitive_subjects": v[4],
+                })
+            })
+            .collect();
+        json!({"name": name, "owner": owner, "destinations": dests})
+    };
+    let mut out: Vec<Value> = c
+        .clients
+        .iter()
+        .map(|cl| entry(&cl.name, cl.owner.as_deref()))
+        .collect();
+    if sums.contains_key(UNIDENTIFIED) {
+        out.push(entry(UNIDENTIFIED, None));
+    }
+    out
 }
 
 fn approval(a: &Approval, used: ScopeCounts, today: time::Date) -> Value {
@@ -215,6 +269,46 @@ pub fn render(s: &Value) -> String {
             v(&a["remaining_subjects"]),
             v(&a["remaining_sensitive_subjects"])
         );
+    }
+    if s["clients"].as_array().is_some_and(|c| !c.is_empty()) {
+        let _ = writeln!(
+            o,
+            "\n{:<20} {:<20} {:>9} {:>9} {:>12} {:>10} {:>10}  OWNER",
+            "CLIENT", "DESTINATION", "ALLOWED", "REFUSED", "BYTES", "NEW SUBJ.", "NEW SENS."
+        );
+    }
+    for c in s["clients"].as_array().into_iter().flatten() {
+        let dests = c["destinations"]
+            .as_array()
+            .map_or(&[][..], |d| d.as_slice());
+        if dests.is_empty() {
+            let _ = writeln!(
+                o,
+                "{:<20} {:<20} {:>9} {:>9} {:>12} {:>10} {:>10}  {}",
+                v(&c["name"]),
+                "-",
+                0,
+                0,
+                0,
+                0,
+                0,
+                v(&c["owner"])
+            );
+        }
+        for d in dests {
+            let _ = writeln!(
+                o,
+                "{:<20} {:<20} {:>9} {:>9} {:>12} {:>10} {:>10}  {}",
+                v(&c["name"]),
+                v(&d["destination"]),
+                v(&d["allowed"]),
+                v(&d["refused"]),
+                v(&d["bytes"]),
+                v(&d["new_subjects"]),
+                v(&d["new_sensitive_subjects"]),
+                v(&c["owner"])
+            );
+        }
     }
     o
 }

@@ -32,6 +32,49 @@ pub struct MonthActivity {
     /// Transfers that would have been refused (observe mode) per reason.
     #[serde(default)]
     pub would_block: BTreeMap<String, u64>,
+    /// What each client did here: `<client>:<counter>` → count, the counters being
+    /// [`CLIENT_COUNTERS`] (SPEC §2 "Where it shows"). Subjects are attributed to the client
+    /// that sent them here first in the window: these add counters, never a subject set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<String, u64>,
+}
+
+/// The per-client counters of a destination, in the order of [`ClientDelta`]'s fields:
+/// requests forwarded and refused, body bytes sent upstream, subjects newly counted at the
+/// destination (all, sensitive).
+pub const CLIENT_COUNTERS: [&str; 5] = [
+    "allowed",
+    "refused",
+    "bytes",
+    "new_subjects",
+    "new_sensitive_subjects",
+];
+
+/// What one request of a client adds to its counters at a destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientDelta {
+    /// Forwarded (allowed, or observed as `would_block`).
+    pub allowed: u64,
+    /// Refused.
+    pub refused: u64,
+    /// Body bytes sent upstream.
+    pub bytes: u64,
+    /// Subjects newly counted at the destination.
+    pub new_subjects: u64,
+    /// Sensitive subjects newly counted at the destination.
+    pub new_sensitive_subjects: u64,
+}
+
+impl ClientDelta {
+    fn values(self) -> [u64; 5] {
+        [
+            self.allowed,
+            self.refused,
+            self.bytes,
+            self.new_subjects,
+            self.new_sensitive_subjects,
+        ]
+    }
 }
 
 /// `YYYY-MM` → destination → activity (the same shape as deltas and as totals).
@@ -55,7 +98,16 @@ pub enum Kind {
     Blocked,
     /// Transfers that would have been refused per reason.
     WouldBlock,
+    /// Per-client counters (`<client>:<counter>`).
+    Clients,
 }
+
+const KINDS: [Kind; 4] = [
+    Kind::Records,
+    Kind::Blocked,
+    Kind::WouldBlock,
+    Kind::Clients,
+];
 
 impl Kind {
     const fn code(self) -> char {
@@ -63,6 +115,16 @@ impl Kind {
             Kind::Records => 'r',
             Kind::Blocked => 'b',
             Kind::WouldBlock => 'w',
+            Kind::Clients => 'c',
+        }
+    }
+
+    fn get(self, a: &MonthActivity) -> &BTreeMap<String, u64> {
+        match self {
+            Kind::Records => &a.records,
+            Kind::Blocked => &a.blocked,
+            Kind::WouldBlock => &a.would_block,
+            Kind::Clients => &a.clients,
         }
     }
 
@@ -71,6 +133,7 @@ impl Kind {
             Kind::Records => &mut a.records,
             Kind::Blocked => &mut a.blocked,
             Kind::WouldBlock => &mut a.would_block,
+            Kind::Clients => &mut a.clients,
         }
     }
 }
@@ -87,12 +150,8 @@ pub fn merge(into: &mut ActivityMonths, delta: &ActivityMonths) {
                 .or_default()
                 .entry(dest.clone())
                 .or_default();
-            for kind in [Kind::Records, Kind::Blocked, Kind::WouldBlock] {
-                let src = match kind {
-                    Kind::Records => &a.records,
-                    Kind::Blocked => &a.blocked,
-                    Kind::WouldBlock => &a.would_block,
-                };
+            for kind in KINDS {
+                let src = kind.get(a);
                 let dst = kind.select(t);
                 for (label, n) in src.iter().filter(|(_, n)| **n > 0) {
                     *dst.entry(label.clone()).or_default() += n;
@@ -103,9 +162,7 @@ pub fn merge(into: &mut ActivityMonths, delta: &ActivityMonths) {
 }
 
 fn is_zero(a: &MonthActivity) -> bool {
-    [&a.records, &a.blocked, &a.would_block]
-        .iter()
-        .all(|m| m.values().all(|n| *n == 0))
+    KINDS.iter().all(|k| k.get(a).values().all(|n| *n == 0))
 }
 
 /// Whether `m` holds no count above zero.
@@ -120,12 +177,8 @@ pub fn to_fields(m: &ActivityMonths) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     for (month, dests) in m {
         for (dest, a) in dests {
-            for (kind, map) in [
-                (Kind::Records, &a.records),
-                (Kind::Blocked, &a.blocked),
-                (Kind::WouldBlock, &a.would_block),
-            ] {
-                for (label, n) in map.iter().filter(|(_, n)| **n > 0) {
+            for kind in KINDS {
+                for (label, n) in kind.get(a).iter().filter(|(_, n)| **n > 0) {
                     out.push((format!("{month}|{}|{label}|{dest}", kind.code()), *n));
                 }
             }
@@ -150,6 +203,7 @@ pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, i64)>) -> Acti
             "r" => Kind::Records,
             "b" => Kind::Blocked,
             "w" => Kind::WouldBlock,
+            "c" => Kind::Clients,
             _ => continue,
         };
         if n == 0 || month.len() != 7 {
@@ -172,6 +226,8 @@ struct Cell {
     records: [u64; 9],
     blocked: Vec<(&'static str, u64)>,
     would_block: Vec<(&'static str, u64)>,
+    /// Per client name, in [`CLIENT_COUNTERS`] order.
+    clients: Vec<(Box<str>, [u64; 5])>,
 }
 
 /// The activity counted by this process since the last flush: per month (`year × 100 +
@@ -250,6 +306,24 @@ impl ActivityRecorder {
         });
     }
 
+    /// Adds `delta` to client `client`'s counters at `dest`.
+    pub fn client(&self, now: SystemTime, dest: &str, client: &str, delta: ClientDelta) {
+        if delta == ClientDelta::default() {
+            return;
+        }
+        self.with_cell(now, dest, |c| {
+            let values = delta.values();
+            match c.clients.iter_mut().find(|(n, _)| &**n == client) {
+                Some((_, t)) => {
+                    for (t, v) in t.iter_mut().zip(values) {
+                        *t += v;
+                    }
+                }
+                None => c.clients.push((client.into(), values)),
+            }
+        });
+    }
+
     /// Takes everything counted since the last call.
     pub fn take(&self) -> ActivityMonths {
         let p = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
@@ -269,6 +343,13 @@ impl ActivityRecorder {
                 }
                 for (r, n) in c.would_block {
                     *a.would_block.entry(r.to_owned()).or_default() += n;
+                }
+                for (client, values) in c.clients {
+                    for (counter, n) in CLIENT_COUNTERS.iter().zip(values) {
+                        if n > 0 {
+                            *a.clients.entry(format!("{client}:{counter}")).or_default() += n;
+                        }
+                    }
                 }
             }
         }
@@ -327,9 +408,26 @@ mod tests {
             "block",
             "unknown_destination",
         );
+        let delta = ClientDelta {
+            allowed: 1,
+            bytes: 120,
+            new_subjects: 3,
+            ..ClientDelta::default()
+        };
+        r.client(at(MARCH_31_UTC_20H), "a|b", "billing", delta);
+        r.client(at(MARCH_31_UTC_20H), "a|b", "billing", delta);
+        r.client(at(MARCH_31_UTC_20H), "a|b", "crm", ClientDelta::default());
         let m = r.take();
+        assert_eq!(m["2026-04"]["a|b"].clients["billing:bytes"], 240);
+        assert_eq!(m["2026-04"]["a|b"].clients["billing:new_subjects"], 6);
+        assert!(!m["2026-04"]["a|b"].clients.contains_key("billing:refused"));
+        assert!(!m["2026-04"]["a|b"]
+            .clients
+            .keys()
+            .any(|k| k.starts_with("crm")));
         let fields = to_fields(&m);
         assert!(fields.contains(&("2026-04|r|contact|a|b".to_owned(), 3)));
+        assert!(fields.contains(&("2026-04|c|billing:allowed|a|b".to_owned(), 2)));
         let back = from_fields(fields.iter().map(|(f, n)| (f.as_str(), *n as i64)));
         assert_eq!(back, m);
         let mut twice = m.clone();

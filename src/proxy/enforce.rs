@@ -210,6 +210,9 @@ pub struct Verdict {
     pub required: Mechanism,
     /// Newly counted subjects (entity scope, or the exempt scope).
     pub new: Counts,
+    /// Newly counted subjects at the destination (its own scope): what the sending client
+    /// is attributed.
+    pub new_here: Counts,
     /// Entity counts after the batch.
     pub entity_after: Counts,
 }
@@ -223,6 +226,7 @@ impl Verdict {
             approval: None,
             required: Mechanism::None,
             new: Counts::default(),
+            new_here: Counts::default(),
             entity_after: Counts::default(),
         }
     }
@@ -390,6 +394,14 @@ fn reserved(
     let first = outcomes.first();
     let mut v = Verdict::simple(Outcome::Allow, Reason::Allowed);
     v.new = first
+        .map(|o| Counts {
+            all: o.new_all,
+            sensitive: o.new_sensitive,
+        })
+        .unwrap_or_default();
+    // `counted` is [entity or exempt scope, destination scope, approval?].
+    v.new_here = outcomes
+        .get(1)
         .map(|o| Counts {
             all: o.new_all,
             sensitive: o.new_sensitive,

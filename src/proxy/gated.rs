@@ -47,6 +47,8 @@ pub struct Summary {
     pub required: Option<crate::policy::Mechanism>,
     /// New subjects over all batches.
     pub new: crate::policy::Counts,
+    /// New subjects at the destination (its own scope) over all batches.
+    pub new_here: crate::policy::Counts,
     /// Entity counts after the last batch judged with PI, as the ledger gave them.
     pub entity_after: Option<crate::policy::Counts>,
     /// The body could not be inspected (and `unreadable = "allow"` let it through).
@@ -77,6 +79,7 @@ impl Summary {
             Outcome::Allow | Outcome::WouldBlock => {
                 self.reserved = true;
                 self.new = self.new.plus(v.new);
+                self.new_here = self.new_here.plus(v.new_here);
                 self.entity_after = Some(v.entity_after);
                 if v.approval.is_some() {
                     self.approval.clone_from(&v.approval);

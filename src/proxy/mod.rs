@@ -395,7 +395,8 @@ impl Gate {
     }
 
     /// Counts one decision on a transfer to `destination` from `client` (a client's name or
-    /// `unidentified`): `transfer_gate_decisions_total` and, for refusals, the report's activity.
+    /// `unidentified`): `transfer_gate_decisions_total`, the client's requests allowed or
+    /// refused there and, for refusals, the report's activity.
     pub fn count_decision(
         &self,
         destination: &str,
@@ -407,6 +408,13 @@ impl Gate {
             .decisions
             .with_label_values(&[destination, decision.as_str(), reason.as_str(), client])
             .inc();
+        let counted = crate::ledger::activity::ClientDelta {
+            allowed: u64::from(decision != Decision::Block),
+            refused: u64::from(decision == Decision::Block),
+            ..Default::default()
+        };
+        self.report_activity
+            .client(self.clock.now(), destination, client, counted);
         if decision != Decision::Allow {
             self.report_activity.decision(
                 self.clock.now(),

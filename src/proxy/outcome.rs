@@ -101,6 +101,15 @@ pub(crate) async fn finish(
     audit.decision = decision;
     audit.reason = reason;
     gate.count_decision(dest, decision, reason, audit.client_name());
+    // What the client sent and newly counted there (its requests are counted above).
+    let sent = crate::ledger::activity::ClientDelta {
+        bytes: audit.bytes,
+        new_subjects: s.new_here.all,
+        new_sensitive_subjects: s.new_here.sensitive,
+        ..Default::default()
+    };
+    gate.report_activity
+        .client(gate.clock.now(), dest, audit.client_name(), sent);
     gate.audit.record(audit).await;
     decision
 }

@@ -262,7 +262,7 @@ async fn observe_mode_records_what_the_volume_would_refuse() {
         [allow.clone(), allow.clone(), allow, would.clone(), would]
     );
     assert_eq!(
-        gate.metric("transfer_gate_decisions_total{decision=\"would_block\",destination=\"eu\",reason=\"approval_volume_exceeded\"}")
+        gate.metric("transfer_gate_decisions_total{client=\"unidentified\",decision=\"would_block\",destination=\"eu\",reason=\"approval_volume_exceeded\"}")
             .await,
         2.0
     );

@@ -331,7 +331,7 @@ async fn observe_mode_forwards_and_records_would_block() {
         "what was forwarded is counted"
     );
     assert_eq!(
-        gate.metric("transfer_gate_decisions_total{decision=\"would_block\",destination=\"eu\",reason=\"approval_required\"}").await,
+        gate.metric("transfer_gate_decisions_total{client=\"unidentified\",decision=\"would_block\",destination=\"eu\",reason=\"approval_required\"}").await,
         1.0
     );
     let decisions: serde_json::Value = reqwest::Client::builder()

@@ -277,7 +277,7 @@ async fn curl_and_python_requests_through_squid_are_judged_by_the_gate() {
         .any(|l| l["destination"] == "us" && l["reason"] == "approval_required"));
     assert_eq!(
         gate.metric(
-            r#"transfer_gate_decisions_total{decision="allow",destination="eu",reason="allowed"}"#
+            r#"transfer_gate_decisions_total{client="unidentified",decision="allow",destination="eu",reason="allowed"}"#
         )
         .await,
         2.0

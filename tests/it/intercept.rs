@@ -144,7 +144,7 @@ async fn curl_with_the_gate_ca_reaches_the_https_upstream() {
     assert!(got[0].headers.contains_key("x-request-id"));
     // Counted like a plain request to the destination; no tunnel.
     assert_eq!(
-        gate.metric("transfer_gate_decisions_total{decision=\"allow\",destination=\"eu\",reason=\"allowed\"}").await,
+        gate.metric("transfer_gate_decisions_total{client=\"unidentified\",decision=\"allow\",destination=\"eu\",reason=\"allowed\"}").await,
         1.0
     );
     assert_eq!(
@@ -153,7 +153,7 @@ async fn curl_with_the_gate_ca_reaches_the_https_upstream() {
         0.0
     );
     assert_eq!(
-        gate.metric("transfer_gate_bytes_total{destination=\"eu\",direction=\"upstream\"}")
+        gate.metric("transfer_gate_bytes_total{client=\"unidentified\",destination=\"eu\",direction=\"upstream\"}")
             .await,
         13.0
     );
@@ -202,7 +202,7 @@ async fn reqwest_over_h2_and_http1_inside_the_tunnel() {
     }
     assert_eq!(
         gate.metric(
-            "transfer_gate_decisions_total{decision=\"allow\",destination=\"eu\",reason=\"no_pi\"}"
+            "transfer_gate_decisions_total{client=\"unidentified\",decision=\"allow\",destination=\"eu\",reason=\"no_pi\"}"
         )
         .await,
         6.0
@@ -256,7 +256,7 @@ async fn refusals_inside_the_tunnel_are_the_spec_json() {
     assert_eq!(r.status(), 421);
     assert!(up.received().is_empty(), "nothing may reach the upstream");
     assert_eq!(
-        gate.metric("transfer_gate_decisions_total{decision=\"block\",destination=\"eu\",reason=\"uninspectable\"}").await,
+        gate.metric("transfer_gate_decisions_total{client=\"unidentified\",decision=\"block\",destination=\"eu\",reason=\"uninspectable\"}").await,
         1.0
     );
 }
@@ -490,7 +490,7 @@ async fn interception_starts_after_ca_init_and_reload() {
     .unwrap();
     assert_eq!(code, 0, "CONNECT must be refused");
     assert_eq!(
-        gate.metric("transfer_gate_decisions_total{decision=\"block\",destination=\"eu\",reason=\"uninspectable\"}").await,
+        gate.metric("transfer_gate_decisions_total{client=\"unidentified\",decision=\"block\",destination=\"eu\",reason=\"uninspectable\"}").await,
         1.0
     );
     assert!(ca_init(&gate.dir().join("secrets"), false).status.success());

@@ -234,7 +234,7 @@ async fn unknown_host_gets_451_with_the_spec_body() {
     assert!(v["request_id"].as_str().unwrap().len() >= 16);
     assert!(!v["message"].as_str().unwrap().is_empty());
     assert_eq!(
-        gate.metric("transfer_gate_decisions_total{decision=\"block\",destination=\"unknown\",reason=\"unknown_destination\"}").await,
+        gate.metric("transfer_gate_decisions_total{client=\"unidentified\",decision=\"block\",destination=\"unknown\",reason=\"unknown_destination\"}").await,
         1.0
     );
 }
@@ -288,7 +288,7 @@ async fn tunnel_destination_is_blind_and_counted() {
         1.0
     );
     assert_eq!(
-        gate.metric("transfer_gate_decisions_total{decision=\"allow\",destination=\"eu\",reason=\"tunnel\"}").await,
+        gate.metric("transfer_gate_decisions_total{client=\"unidentified\",decision=\"allow\",destination=\"eu\",reason=\"tunnel\"}").await,
         1.0
     );
 }
@@ -511,7 +511,7 @@ async fn one_gib_upload_streams_in_small_memory() {
         peak >> 20
     );
     assert_eq!(
-        gate.metric("transfer_gate_bytes_total{destination=\"eu\",direction=\"upstream\"}")
+        gate.metric("transfer_gate_bytes_total{client=\"unidentified\",destination=\"eu\",direction=\"upstream\"}")
             .await,
         (CHUNK * CHUNKS) as f64
     );
@@ -532,9 +532,9 @@ async fn metrics_are_exposed() {
     for needle in [
         "# TYPE transfer_gate_config_info gauge",
         "transfer_gate_config_info{mode=\"enforce\",regime=\"cac-2024\",sha256=\"",
-        "transfer_gate_decisions_total{decision=\"allow\",destination=\"eu\"",
-        "transfer_gate_bytes_total{destination=\"eu\",direction=\"upstream\"} 5",
-        "transfer_gate_bytes_total{destination=\"eu\",direction=\"downstream\"} 11",
+        "transfer_gate_decisions_total{client=\"unidentified\",decision=\"allow\",destination=\"eu\"",
+        "transfer_gate_bytes_total{client=\"unidentified\",destination=\"eu\",direction=\"upstream\"} 5",
+        "transfer_gate_bytes_total{client=\"unidentified\",destination=\"eu\",direction=\"downstream\"} 11",
         "# TYPE transfer_gate_request_duration_seconds histogram",
         "# TYPE transfer_gate_tunnels_total counter",
     ] {

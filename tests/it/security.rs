@@ -84,7 +84,7 @@ fn audit_lines(gate: &GateProc) -> Vec<serde_json::Value> {
         .collect()
 }
 
-const FORBIDDEN_DOMESTIC: &str = "transfer_gate_decisions_total{decision=\"block\",destination=\"domestic\",reason=\"forbidden_target\"}";
+const FORBIDDEN_DOMESTIC: &str = "transfer_gate_decisions_total{client=\"unidentified\",decision=\"block\",destination=\"domestic\",reason=\"forbidden_target\"}";
 
 /// Polls until the audit log holds `n` `forbidden_target` lines.
 async fn wait_audited(gate: &GateProc, n: usize) -> Vec<serde_json::Value> {
