@@ -7,6 +7,7 @@ mod bodies;
 mod budget;
 mod calendar;
 mod check;
+mod clients;
 mod dashboard;
 mod deploy;
 mod enforce;

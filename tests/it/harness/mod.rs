@@ -256,6 +256,7 @@ impl GateBuilder {
             proxy: unbound,
             admin: unbound,
             icap: None,
+            proxy_tls: None,
         };
         gate.launch().await;
         gate
@@ -303,6 +304,8 @@ pub struct GateProc {
     pub admin: SocketAddr,
     /// The ICAP listener's address, when `gate.icap_listen` is set.
     pub icap: Option<SocketAddr>,
+    /// The TLS proxy listener's address, when `gate.proxy_tls_listen` is set.
+    pub proxy_tls: Option<SocketAddr>,
 }
 
 impl GateProc {
@@ -361,6 +364,7 @@ impl GateProc {
         self.proxy = addr("proxy").unwrap();
         self.admin = addr("admin").unwrap();
         self.icap = addr("icap");
+        self.proxy_tls = addr("proxy_tls");
         self.wait_ready().await;
     }
 
@@ -488,6 +492,24 @@ impl GateProc {
                     .map(|v| v.trim().parse::<f64>().unwrap())
             })
             .unwrap_or(0.0)
+    }
+
+    /// Polls until the audit log holds at least `n` lines and returns them all (panics with
+    /// what it holds after 20 s).
+    pub async fn audit_lines(&self, n: usize) -> Vec<serde_json::Value> {
+        let path = self.dir().join("data/audit.jsonl");
+        let read = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let got = poll_until(Duration::from_secs(20), || async {
+            Some(read()).filter(|l| l.len() >= n)
+        })
+        .await;
+        got.unwrap_or_else(|| panic!("expected {n} audit lines, have: {:#?}", read()))
     }
 
     /// Sends a signal to the gate process.
