@@ -77,7 +77,7 @@ fn client(gate: &GateProc, ca: &Path, http1_only: bool) -> reqwest::Client {
 /// Polls a metric until it reaches `want` (events are counted after the client has given up).
 async fn metric_reaches(gate: &GateProc, series: &str, want: f64) -> f64 {
     let reached = poll_until(Duration::from_secs(5), || async {
-        Some(gate.metric(series).await).filter(|v| *v >= want)
+        gate.metric_opt(series).await.filter(|v| *v >= want)
     })
     .await;
     match reached {
