@@ -20,6 +20,10 @@ use transfer_gate::model::{Category, CategorySet};
 /// The subjects of a body: (namespace, normalised identifier) → (categories, sensitive).
 type Subjects = BTreeMap<(Namespace, Vec<u8>), (CategorySet, bool)>;
 
+/// A subject for a failure message: namespace, identifier length (never the identifier) and
+/// what the other side holds for it.
+type Shown = (Namespace, usize, Option<(CategorySet, bool)>);
+
 const DATE: time::Date = time::macros::date!(2026 - 11 - 25);
 const TARGET: usize = 1 << 20;
 
@@ -150,7 +154,12 @@ impl Body {
         let cats = CategorySet::of(Category::Contact).union(CategorySet::of(Category::Identity));
         self.customers
             .iter()
-            .map(|c| ((Namespace::Field, c.id.to_string().into_bytes()), (cats, true)))
+            .map(|c| {
+                (
+                    (Namespace::Field, c.id.to_string().into_bytes()),
+                    (cats, true),
+                )
+            })
             .collect()
     }
 
@@ -277,7 +286,7 @@ fn check(
     }
     drain(&mut s);
     // Identifiers are bench data (generated, not real people): shown by length only.
-    let differ = |a: &Subjects, b: &Subjects| -> Vec<(Namespace, usize, Option<(CategorySet, bool)>)> {
+    let differ = |a: &Subjects, b: &Subjects| -> Vec<Shown> {
         a.iter()
             .filter(|(k, v)| b.get(*k) != Some(*v))
             .take(3)
@@ -301,14 +310,61 @@ fn check(
 }
 
 /// Every bench body is checked for the exact subjects it holds before it is timed.
-fn check_all(cfg: &Arc<InspectConfig>, bare: &Arc<InspectConfig>, json: &Body, ndjson: &Body, csv: &Body, gz: &[u8]) {
+fn check_all(
+    cfg: &Arc<InspectConfig>,
+    bare: &Arc<InspectConfig>,
+    json: &Body,
+    ndjson: &Body,
+    csv: &Body,
+    gz: &[u8],
+) {
     let all = |b: &Body| b.customers.len();
     let j = "application/json";
-    check("json", cfg, j, None, &json.bytes, &json.subjects(), all(json));
-    check("json.gz", cfg, j, Some("gzip"), gz, &json.subjects(), all(json));
-    check("json, parser only", bare, j, None, &json.bytes, &json.ids(), all(json));
-    check("ndjson", cfg, "application/x-ndjson", None, &ndjson.bytes, &ndjson.subjects(), all(ndjson));
-    check("csv", cfg, "text/csv", None, &csv.bytes, &csv.subjects(), all(csv));
+    check(
+        "json",
+        cfg,
+        j,
+        None,
+        &json.bytes,
+        &json.subjects(),
+        all(json),
+    );
+    check(
+        "json.gz",
+        cfg,
+        j,
+        Some("gzip"),
+        gz,
+        &json.subjects(),
+        all(json),
+    );
+    check(
+        "json, parser only",
+        bare,
+        j,
+        None,
+        &json.bytes,
+        &json.ids(),
+        all(json),
+    );
+    check(
+        "ndjson",
+        cfg,
+        "application/x-ndjson",
+        None,
+        &ndjson.bytes,
+        &ndjson.subjects(),
+        all(ndjson),
+    );
+    check(
+        "csv",
+        cfg,
+        "text/csv",
+        None,
+        &csv.bytes,
+        &csv.subjects(),
+        all(csv),
+    );
 }
 
 /// CPU time of this thread in nanoseconds (`/proc/thread-self/schedstat`), so that the
@@ -513,7 +569,15 @@ fn once(what: &str) {
     } else {
         body.subjects()
     };
-    check(what, cfg, ct, None, &body.bytes, &want, body.customers.len());
+    check(
+        what,
+        cfg,
+        ct,
+        None,
+        &body.bytes,
+        &want,
+        body.customers.len(),
+    );
     let body = body.bytes;
     // Batches of `n / 5` scans: the thread's CPU time moves in scheduler ticks.
     let batch = (n / 5).max(1);

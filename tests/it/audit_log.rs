@@ -15,8 +15,7 @@ use std::process::Command;
 /// The request ids of a JSONL audit file; panics on a missing file and on a line that is not
 /// a whole JSON object.
 fn ids(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
         text.is_empty() || text.ends_with('\n'),
         "{} ends inside a line",

@@ -775,7 +775,10 @@ async fn no_identifier_leaves_the_request_path() {
     .await;
     let mut haystacks = vec![
         ("451 body".to_owned(), refusal.into_bytes()),
-        ("unreadable body's answer".to_owned(), broken_body.into_bytes()),
+        (
+            "unreadable body's answer".to_owned(),
+            broken_body.into_bytes(),
+        ),
         ("metrics".to_owned(), gate.metrics().await.into_bytes()),
     ];
     let decisions = reqwest::Client::builder()

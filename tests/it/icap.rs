@@ -404,9 +404,11 @@ async fn a_late_refused_record_in_a_streamed_body_never_completes_upstream() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200, "{}", squid.logs());
-    eventually("the allowed stream upstream", Duration::from_secs(10), || async {
-        (!up.received().is_empty()).then_some(())
-    })
+    eventually(
+        "the allowed stream upstream",
+        Duration::from_secs(10),
+        || async { (!up.received().is_empty()).then_some(()) },
+    )
     .await;
     let got = up.received();
     assert_eq!(got.len(), 1);

@@ -184,7 +184,10 @@ async fn redis_killed_mid_load_fails_closed_then_traffic_resumes() {
     assert!(killed_at.elapsed() < Duration::from_secs(20));
     // Every request the clients sent is an outcome here, transport errors included.
     assert!(!statuses.is_empty(), "no request was sent");
-    let ok = statuses.iter().filter(|o| matches!(o, Ok((200, _)))).count();
+    let ok = statuses
+        .iter()
+        .filter(|o| matches!(o, Ok((200, _))))
+        .count();
     let unavailable = statuses
         .iter()
         .filter(|o| matches!(o, Ok((503, r)) if r == "ledger_unavailable"))
@@ -192,9 +195,16 @@ async fn redis_killed_mid_load_fails_closed_then_traffic_resumes() {
     assert!(ok > 0 && unavailable > 0, "{ok} allowed, {unavailable} 503");
     let other: Vec<&Outcome> = statuses
         .iter()
-        .filter(|o| !matches!(o, Ok((200, _))) && !matches!(o, Ok((503, r)) if r == "ledger_unavailable"))
+        .filter(|o| {
+            !matches!(o, Ok((200, _))) && !matches!(o, Ok((503, r)) if r == "ledger_unavailable")
+        })
         .collect();
-    assert!(other.is_empty(), "only 200 and 503: {} others, first {:?}", other.len(), other.first());
+    assert!(
+        other.is_empty(),
+        "only 200 and 503: {} others, first {:?}",
+        other.len(),
+        other.first()
+    );
     assert!(
         gates[0]
             .metric("transfer_gate_ledger_errors_total{backend=\"redis\"}")

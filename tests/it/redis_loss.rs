@@ -150,7 +150,9 @@ async fn a_loss_during_traffic_and_a_replica_down_during_it() {
     assert_eq!(statuses.len(), 800, "every request has an outcome");
     let other: Vec<_> = statuses
         .iter()
-        .filter(|o| !matches!(o, Ok((200, _))) && !matches!(o, Ok((503, r)) if r == "ledger_unavailable"))
+        .filter(|o| {
+            !matches!(o, Ok((200, _))) && !matches!(o, Ok((503, r)) if r == "ledger_unavailable")
+        })
         .collect();
     assert!(
         other.is_empty(),

@@ -653,8 +653,10 @@ fn json_hit_bytes_are_bounded_by_the_open_envelopes() {
             "seq {seq}: the hit arena held {held} bytes (bound {})",
             MAX + CHUNK
         );
-        let found: std::collections::BTreeSet<Vec<u8>> =
-            out.iter().flat_map(|r| r.subjects().map(|x| x.id.to_vec())).collect();
+        let found: std::collections::BTreeSet<Vec<u8>> = out
+            .iter()
+            .flat_map(|r| r.subjects().map(|x| x.id.to_vec()))
+            .collect();
         let want: std::collections::BTreeSet<Vec<u8>> =
             (0..200 * 40).map(|n| phone(n).into_bytes()).collect();
         assert_eq!(found, want, "seq {seq}: every identifier is found");
