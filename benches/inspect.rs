@@ -5,12 +5,24 @@
 //! Run: `cargo bench --bench inspect` (`INSPECT_CPU_TABLE=1` first prints MB per CPU-second;
 //! `INSPECT_ONCE` scans one body a fixed number of times, for instruction counts).
 
+// A bench is a test program: a body the scanner does not read exactly must stop it.
+#![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput};
-use transfer_gate::inspect::{resident_id_check_char, InspectConfig, Scanner};
+use transfer_gate::inspect::{resident_id_check_char, InspectConfig, Namespace, Scanner};
+use transfer_gate::model::{Category, CategorySet};
+
+/// The subjects of a body: (namespace, normalised identifier) → (categories, sensitive).
+type Subjects = BTreeMap<(Namespace, Vec<u8>), (CategorySet, bool)>;
+
+/// A subject for a failure message: namespace, identifier length (never the identifier) and
+/// what the other side holds for it.
+type Shown = (Namespace, usize, Option<(CategorySet, bool)>);
 
 const DATE: time::Date = time::macros::date!(2026 - 11 - 25);
 const TARGET: usize = 1 << 20;
@@ -126,62 +138,233 @@ fn json_record(c: &Customer) -> String {
     )
 }
 
-fn gen_json() -> Vec<u8> {
+/// A generated body and the customers in it (in body order).
+struct Body {
+    bytes: Vec<u8>,
+    customers: Vec<Customer>,
+}
+
+impl Body {
+    /// What the default configuration must find: one record per customer whose one subject is
+    /// the customer id (the `customer_id` subject field). Its mobile number, resident ID and
+    /// e-mail address are in the record, so they are no subjects of their own: they give it
+    /// the categories contact (also the `phone`, `email` and `address` fields) and identity
+    /// (the resident ID, sensitive). Nothing else in the body is PI of anyone.
+    fn subjects(&self) -> Subjects {
+        let cats = CategorySet::of(Category::Contact).union(CategorySet::of(Category::Identity));
+        self.customers
+            .iter()
+            .map(|c| {
+                (
+                    (Namespace::Field, c.id.to_string().into_bytes()),
+                    (cats, true),
+                )
+            })
+            .collect()
+    }
+
+    /// What the parser-only configuration (`customer_id` only, no detectors or categories)
+    /// must find: the customer ids, each with the basic category only (a record that carries
+    /// no other category), not sensitive.
+    fn ids(&self) -> Subjects {
+        self.customers
+            .iter()
+            .map(|c| {
+                (
+                    (Namespace::Field, c.id.to_string().into_bytes()),
+                    (CategorySet::of(Category::Basic), false),
+                )
+            })
+            .collect()
+    }
+}
+
+fn gen_json() -> Body {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let mut out = String::from(r#"{"batch_id":"b-1","customers":["#);
-    let mut i = 0;
+    let mut customers = Vec::new();
     while out.len() < TARGET {
-        if i > 0 {
+        if !customers.is_empty() {
             out.push(',');
         }
-        out.push_str(&json_record(&customer(&mut r, i)));
-        i += 1;
+        let c = customer(&mut r, customers.len() as u64);
+        out.push_str(&json_record(&c));
+        customers.push(c);
     }
     out.push_str("]}");
-    out.into_bytes()
+    Body {
+        bytes: out.into_bytes(),
+        customers,
+    }
 }
 
-fn gen_ndjson() -> Vec<u8> {
+fn gen_ndjson() -> Body {
     let mut r = Rng(0x1234_5678_9abc_def1);
     let mut out = String::new();
-    let mut i = 0;
+    let mut customers = Vec::new();
     while out.len() < TARGET {
-        out.push_str(&json_record(&customer(&mut r, i)));
+        let c = customer(&mut r, customers.len() as u64);
+        out.push_str(&json_record(&c));
         out.push('\n');
-        i += 1;
+        customers.push(c);
     }
-    out.into_bytes()
+    Body {
+        bytes: out.into_bytes(),
+        customers,
+    }
 }
 
-fn gen_csv() -> Vec<u8> {
+fn gen_csv() -> Body {
     let mut r = Rng(0x0bad_cafe_dead_beef);
     let mut out = String::from("customer_id,name,phone,id_no,email,address,note\r\n");
-    let mut i = 0;
+    let mut customers = Vec::new();
     while out.len() < TARGET {
-        let c = customer(&mut r, i);
+        let c = customer(&mut r, customers.len() as u64);
         out.push_str(&format!(
             "{},{},{},{},{},\"{}, \"\"lobby\"\"\",{}\r\n",
             c.id, c.name, c.phone, c.id_no, c.email, c.address, c.orders[0].0
         ));
-        i += 1;
+        customers.push(c);
     }
-    out.into_bytes()
+    Body {
+        bytes: out.into_bytes(),
+        customers,
+    }
 }
 
+/// Scans `body` fed in `chunk`-byte pieces, draining the records after every piece as the
+/// proxy does; returns the number of records. An unreadable body stops the bench.
 fn scan(cfg: &Arc<InspectConfig>, ct: &str, enc: Option<&str>, body: &[u8], chunk: usize) -> usize {
     let mut s = Scanner::new(cfg.clone(), Some(ct), enc, DATE, false);
     let mut n = 0;
     for c in body.chunks(chunk) {
-        if s.feed(c).is_err() {
-            return usize::MAX;
+        if let Err(e) = s.feed(c) {
+            panic!("{ct}: the scanner rejected the bench body: {e}");
         }
         n += s.records().len();
         s.clear_records();
     }
-    if s.finish().is_err() {
-        return usize::MAX;
+    if let Err(e) = s.finish() {
+        panic!("{ct}: the scanner rejected the bench body at its end: {e}");
     }
     n + s.records().len()
+}
+
+/// Checks, before anything is timed, that scanning `body` the way the bench does finds exactly
+/// `want` (as a set of subjects) in exactly `records` records; panics with the difference.
+fn check(
+    what: &str,
+    cfg: &Arc<InspectConfig>,
+    ct: &str,
+    enc: Option<&str>,
+    body: &[u8],
+    want: &Subjects,
+    records: usize,
+) {
+    let mut s = Scanner::new(cfg.clone(), Some(ct), enc, DATE, false);
+    let mut got = Subjects::new();
+    let mut n = 0;
+    let mut drain = |s: &mut Scanner| {
+        for r in s.take_records() {
+            n += 1;
+            for x in r.subjects {
+                let e = got
+                    .entry((x.namespace, x.id))
+                    .or_insert((CategorySet::EMPTY, false));
+                *e = (e.0.union(x.categories), e.1 || x.sensitive);
+            }
+        }
+    };
+    for c in body.chunks(64 * 1024) {
+        if let Err(e) = s.feed(c) {
+            panic!("{what}: the scanner rejected the bench body: {e}");
+        }
+        drain(&mut s);
+    }
+    if let Err(e) = s.finish() {
+        panic!("{what}: the scanner rejected the bench body at its end: {e}");
+    }
+    drain(&mut s);
+    // Identifiers are bench data (generated, not real people): shown by length only.
+    let differ = |a: &Subjects, b: &Subjects| -> Vec<Shown> {
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .take(3)
+            .map(|((ns, id), _)| (*ns, id.len(), b.get(&(*ns, id.clone())).copied()))
+            .collect()
+    };
+    assert!(
+        got == *want,
+        "{what}: {} subjects found, {} expected; expected but not found as expected {:?}, found but not expected {:?}",
+        got.len(),
+        want.len(),
+        differ(want, &got),
+        differ(&got, want)
+    );
+    assert_eq!(n, records, "{what}: records");
+    assert_eq!(
+        scan(cfg, ct, enc, body, 64 * 1024),
+        records,
+        "{what}: records counted by the timed scan"
+    );
+}
+
+/// Every bench body is checked for the exact subjects it holds before it is timed.
+fn check_all(
+    cfg: &Arc<InspectConfig>,
+    bare: &Arc<InspectConfig>,
+    json: &Body,
+    ndjson: &Body,
+    csv: &Body,
+    gz: &[u8],
+) {
+    let all = |b: &Body| b.customers.len();
+    let j = "application/json";
+    check(
+        "json",
+        cfg,
+        j,
+        None,
+        &json.bytes,
+        &json.subjects(),
+        all(json),
+    );
+    check(
+        "json.gz",
+        cfg,
+        j,
+        Some("gzip"),
+        gz,
+        &json.subjects(),
+        all(json),
+    );
+    check(
+        "json, parser only",
+        bare,
+        j,
+        None,
+        &json.bytes,
+        &json.ids(),
+        all(json),
+    );
+    check(
+        "ndjson",
+        cfg,
+        "application/x-ndjson",
+        None,
+        &ndjson.bytes,
+        &ndjson.subjects(),
+        all(ndjson),
+    );
+    check(
+        "csv",
+        cfg,
+        "text/csv",
+        None,
+        &csv.bytes,
+        &csv.subjects(),
+        all(csv),
+    );
 }
 
 /// CPU time of this thread in nanoseconds (`/proc/thread-self/schedstat`), so that the
@@ -297,15 +480,13 @@ fn cpu_table(cfg: &Arc<InspectConfig>, json: &[u8], ndjson: &[u8], csv: &[u8], g
 
 fn benches(c: &mut Criterion) {
     let cfg = Arc::new(InspectConfig::default());
-    let json = gen_json();
-    let ndjson = gen_ndjson();
-    let csv = gen_csv();
+    let bare = Arc::new(InspectConfig::for_tests(&["customer_id"], &[], &[]));
+    let (json_body, ndjson_body, csv_body) = (gen_json(), gen_ndjson(), gen_csv());
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let _ = gz.write_all(&json);
-    let gz = gz.finish().unwrap_or_default();
-    // Sanity: every customer is found.
-    assert!(scan(&cfg, "application/json", None, &json, 16 * 1024) > 1000);
-    assert!(scan(&cfg, "application/json", Some("gzip"), &gz, 16 * 1024) > 1000);
+    gz.write_all(&json_body.bytes).expect("gzip the JSON body");
+    let gz = gz.finish().expect("gzip the JSON body");
+    check_all(&cfg, &bare, &json_body, &ndjson_body, &csv_body, &gz);
+    let (json, ndjson, csv) = (json_body.bytes, ndjson_body.bytes, csv_body.bytes);
 
     cpu_table(&cfg, &json, &ndjson, &csv, &gz);
 
@@ -341,7 +522,6 @@ fn benches(c: &mut Criterion) {
         }
     }
     g.throughput(Throughput::Bytes(json.len() as u64));
-    let bare = Arc::new(InspectConfig::for_tests(&["customer_id"], &[], &[]));
     g.bench_function("engine/json_parse_only", |b| {
         b.iter(|| {
             black_box(scan(
@@ -384,6 +564,21 @@ fn once(what: &str) {
         "bare" => (&bare, "application/json", gen_json()),
         _ => (&cfg, "application/json", gen_json()),
     };
+    let want = if what == "bare" {
+        body.ids()
+    } else {
+        body.subjects()
+    };
+    check(
+        what,
+        cfg,
+        ct,
+        None,
+        &body.bytes,
+        &want,
+        body.customers.len(),
+    );
+    let body = body.bytes;
     // Batches of `n / 5` scans: the thread's CPU time moves in scheduler ticks.
     let batch = (n / 5).max(1);
     let mut records = 0;

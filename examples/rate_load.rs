@@ -86,6 +86,13 @@ async fn main() -> anyhow::Result<()> {
         lat.push(us);
     }
     lat.sort_unstable();
+    // A run that measured nothing fails instead of printing zeros for the percentiles.
+    let good = ok.load(Ordering::Relaxed);
+    anyhow::ensure!(
+        !lat.is_empty() && good > 0,
+        "nothing measured: {} requests timed, {good} answered 2xx",
+        lat.len()
+    );
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
             .copied()

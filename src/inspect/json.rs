@@ -24,7 +24,9 @@
 //! *decided* to be an envelope: its pending hits are emitted as loose subjects, later hits in
 //! it are emitted at once, and a subject field appearing in it afterwards makes it a record over
 //! the limit (unreadable). Only undecided objects hold the release frontier back, so the bytes
-//! held never exceed `max_record_bytes` plus one chunk.
+//! held never exceed `max_record_bytes` plus one chunk. The identifiers of the hits a decision
+//! emits stay in the hit arena until the envelope closes (at most `max_record_bytes` plus one
+//! chunk of them per open envelope), not until the body ends.
 
 use super::config::FieldInfo;
 use super::detect;
@@ -70,6 +72,7 @@ struct Frame {
     subj_base: u32,
     cats: CategorySet,
     hits_start: u32,
+    /// Length of `hit_bytes` when the object opened: the arena is cut back to it on close.
     hit_bytes_base: u32,
     decided: bool,
 }
@@ -134,6 +137,12 @@ impl JsonScanner {
             pos: 0,
             bom: 0,
         }
+    }
+
+    /// Bytes held in the hit arena (for the test of its bound).
+    #[cfg(test)]
+    pub(crate) fn held_hit_bytes(&self) -> usize {
+        self.hit_bytes.len()
     }
 
     /// Offset (decoded) up to which no byte belongs to an unjudged record or token.
@@ -872,7 +881,12 @@ impl JsonScanner {
                 }
             }
         }
-        let _ = f.hit_bytes_base;
+        // Every hit of the frame and its descendants is now emitted or passed up. When none
+        // was passed up, no hit left has bytes past the frame's base: the arena goes back to
+        // it, dropping the bytes of hits an envelope's decision drained ([`Self::check_size`]).
+        if self.hits.len() == from {
+            self.hit_bytes.truncate(f.hit_bytes_base as usize);
+        }
         self.value_done(sink);
         Ok(())
     }

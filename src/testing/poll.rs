@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 pub const INTERVAL: Duration = Duration::from_millis(25);
 
 /// Polls `probe` every [`INTERVAL`] until it returns `Some`; `None` once `timeout` has passed
-/// (the probe runs at least once, and once more at the deadline).
+/// (the probe runs at least once, and once more at the deadline). The caller asserts on the
+/// result (or uses [`eventually`]): a poll whose result is dropped checks nothing.
+#[must_use = "a poll checks nothing unless its result is asserted on (or use `eventually`)"]
 pub async fn poll_until<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
@@ -41,6 +43,7 @@ where
 }
 
 /// [`poll_until`] for code that is not async (a child process, a file), blocking the thread.
+#[must_use = "a poll checks nothing unless its result is asserted on"]
 pub fn poll_until_blocking<T>(
     timeout: Duration,
     mut probe: impl FnMut() -> Option<T>,

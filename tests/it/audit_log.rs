@@ -12,9 +12,10 @@ use crate::harness::upstream::Upstream;
 use crate::harness::{poll_until, require_tool, Dest, GateBuilder, GateProc};
 use std::process::Command;
 
-/// The request ids of a JSONL audit file; panics on a line that is not a whole JSON object.
+/// The request ids of a JSONL audit file; panics on a missing file and on a line that is not
+/// a whole JSON object.
 fn ids(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
         text.is_empty() || text.ends_with('\n'),
         "{} ends inside a line",
@@ -76,11 +77,14 @@ impl Traffic {
                         .body(r#"{"event":"ping"}"#)
                         .send()
                         .await;
-                    if let Ok(r) = r {
-                        assert_eq!(r.status(), 200);
-                        let _ = r.bytes().await;
-                        answered.lock().unwrap().push(id);
-                    }
+                    // The rotation must not cost a request: a transport error fails the
+                    // test like a wrong status.
+                    let r = r.unwrap_or_else(|e| panic!("{id}: request failed: {e:?}"));
+                    assert_eq!(r.status(), 200, "{id}");
+                    r.bytes()
+                        .await
+                        .unwrap_or_else(|e| panic!("{id}: body failed: {e:?}"));
+                    answered.lock().unwrap().push(id);
                 }
             }));
         }

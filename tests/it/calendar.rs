@@ -104,5 +104,8 @@ async fn the_new_year_starts_a_window_and_ends_an_approval_without_a_restart() {
     assert_eq!(up.received().len(), 2);
 
     drain.trigger();
-    let _ = tokio::time::timeout(Duration::from_secs(30), running.done).await;
+    tokio::time::timeout(Duration::from_secs(30), running.done)
+        .await
+        .expect("the gate drains after the trigger")
+        .expect("the gate's task ends without a panic");
 }

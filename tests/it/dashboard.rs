@@ -120,7 +120,8 @@ const INSTANCES: &str = r#"
 fn gate_instances_up_counts_only_the_gate_jobs() {
     let dash = dashboard();
     let queries = panel_queries(&dash, "Gate instances up");
-    assert!(queries.len() >= 2, "{queries:?}");
+    // Instances up, instances expected, and the ledger's state: each is checked below.
+    assert_eq!(queries.len(), 3, "{queries:?}");
     let mut tests = String::new();
     // All selected (as the dashboard defines it), an operator's `.*`, and one job.
     for job in [
@@ -130,9 +131,7 @@ fn gate_instances_up_counts_only_the_gate_jobs() {
         let q: Vec<String> = queries.iter().map(|q| q.replace("$job", &job)).collect();
         tests.push_str(&expr_test(&q[0], "17m", &[("{}", 2.0)]));
         tests.push_str(&expr_test(&q[1], "17m", &[("{}", 3.0)]));
-        if let Some(ledger) = q.get(2) {
-            tests.push_str(&expr_test(ledger, "17m", &[("{}", 1.0)]));
-        }
+        tests.push_str(&expr_test(&q[2], "17m", &[("{}", 1.0)]));
     }
     let one: Vec<String> = queries
         .iter()

@@ -131,10 +131,28 @@ valid_until = "2028-12-31"
         .send()
         .await
         .unwrap();
-    let _ = r.bytes().await;
+    assert_eq!(r.status(), 200, "PI under the approval is allowed");
+    r.bytes().await.unwrap();
+    assert_eq!(up.received().len(), 1, "the allowed request went upstream");
+    assert_eq!(
+        gate.entity_counts().await,
+        (2, 0),
+        "both subjects committed"
+    );
     // Without personal information, and a domestic host.
-    let _ = client.get("http://api.eu.test/health").send().await;
-    let _ = client.get("http://localhost:9/").send().await;
+    let r = client
+        .get("http://api.eu.test/health")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "PI-free traffic is allowed");
+    // Domestic, to a port nothing listens on: passed through, and the connect fails.
+    let r = client.get("http://localhost:9/").send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        502,
+        "the domestic request reached its (closed) port"
+    );
     (gate, up)
 }
 

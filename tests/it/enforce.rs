@@ -7,6 +7,7 @@ use crate::harness::upstream::Upstream;
 use crate::harness::{eventually, poll_until, GateBuilder, GateProc};
 use std::collections::HashSet;
 use std::time::Duration;
+use transfer_gate::model::Regime;
 
 const URL: &str = "http://api.eu.test/v1/ingest";
 
@@ -622,8 +623,24 @@ async fn kill9_during_streaming_uploads_loses_no_forwarded_subject() {
             || async { (up.in_flight() == 0).then_some(()) },
         )
         .await;
-        gate.restart().await;
+        // Which subjects, not only how many: every one the upstream received is in the
+        // ledger the killed gate left behind.
         let received = received_ids(&up);
+        let missing = crate::harness::ledger::local_ledger_missing(
+            &gate.dir().join("data"),
+            &gate.dir().join("secrets/subject-hash.key"),
+            received.iter().copied(),
+            Regime::Cac2024,
+        )
+        .await;
+        assert!(
+            missing.is_empty(),
+            "cycle {cycle}: {} of the {} subjects the upstream received are not counted after kill -9 (first {:?})",
+            missing.len(),
+            received.len(),
+            missing.first()
+        );
+        gate.restart().await;
         let (counted, _) = gate.entity_counts().await;
         assert!(
             counted >= received.len() as u64,
@@ -738,9 +755,14 @@ async fn no_identifier_leaves_the_request_path() {
         .post_json(URL, format!(r#"{{"user_id":"{}"}}"#, ids[0]))
         .await;
     assert_eq!(ok.status(), 200);
-    let _ = gate
+    let broken = gate
         .post_json(URL, "{\"user_id\": \"13912345678\", broken")
         .await;
+    // An unreadable body with an identifier in it: refused as unreadable, and (below) the
+    // refusal leaks nothing either.
+    assert_eq!(broken.status(), 451);
+    assert_eq!(crate::harness::reason_of(&broken), "unreadable_body");
+    let broken_body = broken.text().await.unwrap();
     // The audit writer flushes within a second: wait for the three decisions' lines.
     let audit = gate.dir().join("data/audit.jsonl");
     eventually("three audit lines", Duration::from_secs(10), || async {
@@ -753,6 +775,10 @@ async fn no_identifier_leaves_the_request_path() {
     .await;
     let mut haystacks = vec![
         ("451 body".to_owned(), refusal.into_bytes()),
+        (
+            "unreadable body's answer".to_owned(),
+            broken_body.into_bytes(),
+        ),
         ("metrics".to_owned(), gate.metrics().await.into_bytes()),
     ];
     let decisions = reqwest::Client::builder()

@@ -48,7 +48,7 @@ async fn three_kinds(gate: &GateProc, id: u64) -> (u16, String, u16, u16) {
         .send()
         .await
         .map(|r| r.status().as_u16())
-        .unwrap_or(0);
+        .unwrap_or_else(|e| panic!("the domestic request got no answer: {e:?}"));
     (pi, reason, free, domestic)
 }
 

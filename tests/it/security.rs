@@ -7,7 +7,7 @@
 
 use crate::harness::redis::RedisServer;
 use crate::harness::upstream::Upstream;
-use crate::harness::{cli_on, poll_until, Dest, GateBuilder, GateProc};
+use crate::harness::{cli_on, eventually, poll_until, Dest, GateBuilder, GateProc};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -297,7 +297,7 @@ async fn client_chosen_text_is_redacted_before_it_rests() {
     assert_eq!(r.status(), 200);
     assert_eq!(up.received()[1].headers["x-request-id"], "order-77.retry:2");
 
-    poll_until(Duration::from_secs(5), || async {
+    eventually("three audit lines", Duration::from_secs(10), || async {
         (audit_lines(&gate).len() >= 3).then_some(())
     })
     .await;

@@ -282,12 +282,26 @@ fn multipart_table() {
     let last = recs.last().unwrap();
     assert_eq!(last.subjects[0].id, b"42");
     assert!(last.subjects[0].categories.contains(Category::Contact));
-    // JSON part records are at body offsets.
-    let j = body
-        .windows(14)
-        .position(|w| w == br#"{"user_id":9}"#.get(..14).unwrap_or(w))
-        .unwrap_or(0);
-    let _ = j;
+    // JSON part records are at body offsets: each object's span in the multipart body.
+    for (id, object) in [
+        (&b"9"[..], &br#"{"user_id":9}"#[..]),
+        (b"10", br#"{"user_id":10}"#),
+    ] {
+        let at = body
+            .windows(object.len())
+            .position(|w| w == object)
+            .expect("the object is in the body") as u64;
+        let rec = recs
+            .iter()
+            .find(|r| r.subjects.iter().any(|s| s.id == id))
+            .expect("a record for the subject");
+        assert_eq!(
+            rec.decoded_span,
+            at..at + object.len() as u64,
+            "user_id {}",
+            String::from_utf8_lossy(id)
+        );
+    }
     let r = inspect_bytes(
         &cfg(),
         Some("multipart/form-data; boundary=XyZ"),
@@ -589,5 +603,62 @@ fn brotli_windows_over_the_bound_are_unreadable_before_decoding() {
         )
         .unwrap();
         assert_eq!(f.subject_count(), 1, "lgwin {lgwin}");
+    }
+}
+
+/// The hit arena of the JSON scanner is bounded by the open envelopes, not by the body: the
+/// identifiers an envelope's decision drained go when the envelope closes. Envelopes (objects
+/// without a subject field, over `max_record_bytes`) one after another, at the top (NDJSON) and
+/// inside one outer envelope (a JSON array in an object); every identifier is still found.
+#[test]
+fn json_hit_bytes_are_bounded_by_the_open_envelopes() {
+    const MAX: usize = 256;
+    const CHUNK: usize = 64;
+    let cfg = cfg().with_max_record_bytes(MAX);
+    let phone = |n: usize| format!("1380{n:07}");
+    let envelope = |e: usize| {
+        let fields: Vec<String> = (0..40)
+            .map(|k| format!("\"p{k}\":\"{}\"", phone(e * 40 + k)))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    };
+    let ndjson: String = (0..200).map(|e| envelope(e) + "\n").collect();
+    let nested = format!(
+        "{{\"items\":[{}]}}",
+        (0..200).map(envelope).collect::<Vec<_>>().join(",")
+    );
+    for (seq, body) in [(true, ndjson), (false, nested)] {
+        let mut s = super::super::json::JsonScanner::new(seq);
+        let mut out = Records::default();
+        let mut watched = Vec::new();
+        let mut sink = Sink {
+            cfg: &cfg,
+            det: detect::DetectCtx {
+                detectors: cfg.detectors(),
+                transfer_date: DATE,
+                resident_id_sensitive: cfg.resident_id_sensitive(),
+            },
+            out: &mut out,
+            watched: &mut watched,
+        };
+        let mut held = 0;
+        for c in body.as_bytes().chunks(CHUNK) {
+            s.feed(c, &mut sink).unwrap();
+            held = held.max(s.held_hit_bytes());
+        }
+        s.finish(&mut sink).unwrap();
+        // One envelope's worth (the outer one holds none of its own).
+        assert!(
+            held <= MAX + CHUNK,
+            "seq {seq}: the hit arena held {held} bytes (bound {})",
+            MAX + CHUNK
+        );
+        let found: std::collections::BTreeSet<Vec<u8>> = out
+            .iter()
+            .flat_map(|r| r.subjects().map(|x| x.id.to_vec()))
+            .collect();
+        let want: std::collections::BTreeSet<Vec<u8>> =
+            (0..200 * 40).map(|n| phone(n).into_bytes()).collect();
+        assert_eq!(found, want, "seq {seq}: every identifier is found");
     }
 }

@@ -3,10 +3,23 @@
 //! loopback upstreams that record exactly what they received ([`upstream::Upstream`]), a test
 //! CA ([`certs::TestCa`]), clients (reqwest and `curl`), the binary as a command ([`cli`]) and
 //! waiting for conditions ([`eventually`]).
+//!
+//! Every check must be able to fail. Three rules for every helper here and every test that
+//! uses them (also in docs/architecture.md, "Tests"):
+//! - A helper never turns "missing" into a passing value: a series the gate does not export, an
+//!   unreadable file or `/proc` field, a request without an answer fails the test with what was
+//!   missing ([`GateProc::metric`] panics; expecting absence is explicit, with
+//!   [`GateProc::metric_opt`]). A transport error is an outcome the test asserts on
+//!   ([`redis::Outcome`]), never a request silently left out.
+//! - A helper that polls returns its result and the caller asserts on it ([`poll_until`] is
+//!   `#[must_use]`; [`eventually`] panics naming what it waited for).
+//! - `let _ =` (or `if let Ok(..)`) on the result of the thing under test is a defect: assert on
+//!   the status, the error, the bytes.
 
 pub mod approvals;
 pub mod certs;
 pub mod cli;
+pub mod ledger;
 pub mod poll;
 pub mod redis;
 pub mod squid;
@@ -482,16 +495,24 @@ impl GateProc {
             .unwrap()
     }
 
-    /// The value of one metric series (exact label text as rendered), or 0.
+    /// The value of one metric series (exact label text as rendered). A series the gate does
+    /// not export fails the test, naming the series and what the family does export: a
+    /// missing or mislabelled series never reads as 0. A test that expects the series to be
+    /// absent (or polls until it appears) uses [`GateProc::metric_opt`].
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-                    .map(|v| v.trim().parse::<f64>().unwrap())
-            })
-            .unwrap_or(0.0)
+        match series_value(&text, series) {
+            Some(v) => v,
+            None => panic!(
+                "metric series {series} is not exported; {}",
+                family_summary(&text, series)
+            ),
+        }
+    }
+
+    /// The value of one metric series, `None` when the gate does not export it.
+    pub async fn metric_opt(&self, series: &str) -> Option<f64> {
+        series_value(&self.metrics().await, series)
     }
 
     /// Polls until the audit log holds at least `n` lines and returns them all (panics with
@@ -552,20 +573,60 @@ impl GateProc {
         self.status_kib("VmHWM:") * 1024
     }
 
+    /// A `kB` field of the gate's `/proc/<pid>/status`; an unreadable file or a missing field
+    /// fails the test (a memory bound must never pass on a reading of 0).
     fn status_kib(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (is the gate still running?)"));
         status
             .lines()
             .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("{path} has no {field} field"))
     }
 }
 
 impl Drop for GateProc {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// The value of `series` (exact name and label text) in a Prometheus text exposition.
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+    })
+}
+
+/// What the exposition holds of `series`'s family (for a failure message): its series, or the
+/// families it exports when it has none.
+fn family_summary(text: &str, series: &str) -> String {
+    let family = series.split('{').next().unwrap_or(series);
+    let same: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .collect();
+    if same.is_empty() {
+        let mut families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        families.dedup();
+        format!(
+            "the family {family} has no series; exported families: {}",
+            families.join(", ")
+        )
+    } else {
+        format!("the family {family} exports:\n{}", same.join("\n"))
     }
 }
 
@@ -591,8 +652,16 @@ pub fn curl(args: &[&str]) -> (u16, String) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    // `-w` always prints the code (`000` when there was no HTTP response): text without one
+    // is a failure of the run, never a status.
+    let (body, code) = text
+        .rsplit_once('\n')
+        .unwrap_or_else(|| panic!("curl printed no status line: {text:?}"));
+    let code = code
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl printed no status code: {text:?}"));
+    (code, body.to_owned())
 }
 
 /// Samples a process's resident memory every 20 ms on a thread until stopped.
@@ -623,9 +692,12 @@ impl RssSampler {
         RssSampler { stop, thread }
     }
 
-    /// Stops sampling and returns the peak RSS in bytes (never 0 when sampling worked).
+    /// Stops sampling and returns the peak RSS in bytes; fails the test when not one sample
+    /// was taken (a memory bound must never pass on a reading of 0).
     pub fn stop(self) -> u64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap()
+        let peak = self.thread.join().unwrap();
+        assert!(peak > 0, "no resident memory sample was taken");
+        peak
     }
 }

@@ -107,18 +107,24 @@ pub fn received_ids(up: &Upstream) -> Vec<u64> {
         .collect()
 }
 
-/// Posts `{"user_id": id}` to `eu`: the status and the gate's reason header (None when the
-/// request failed).
-pub async fn send(client: &reqwest::Client, id: u64) -> Option<(u16, String)> {
+/// What one request got: the status and the gate's reason header, or the transport error (a
+/// reset or refused connection, a body cut off) as text. A transport error is an outcome the
+/// caller asserts on, never a request left out of the count.
+pub type Outcome = Result<(u16, String), String>;
+
+/// Posts `{"user_id": id}` to `eu` and reads the whole answer.
+pub async fn send(client: &reqwest::Client, id: u64) -> Outcome {
     let r = client
         .post("http://api.eu.test/v1/events")
         .header("content-type", "application/json")
         .body(format!("{{\"user_id\": {id}}}"))
         .send()
         .await
-        .ok()?;
+        .map_err(|e| format!("subject {id}: request failed: {e:?}"))?;
     let status = r.status().as_u16();
     let reason = crate::harness::reason_of(&r);
-    let _ = r.bytes().await;
-    Some((status, reason))
+    r.bytes()
+        .await
+        .map_err(|e| format!("subject {id}: the body of a {status} answer failed: {e:?}"))?;
+    Ok((status, reason))
 }
