@@ -4,12 +4,13 @@
 //! with what it sent where in the window.
 
 use crate::config::{Approval, ApprovalStatus, UNIDENTIFIED};
-use crate::ledger::activity::{ActivityMonths, CLIENT_COUNTERS};
+use crate::ledger::activity::{MonthActivity, CLIENT_COUNTERS};
 use crate::ledger::ScopeCounts;
 use crate::model::shanghai_date;
 use crate::policy::{self, Counts};
 use crate::proxy::Gate;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 fn date(d: Option<time::Date>) -> Value {
     d.map(|d| Value::String(d.to_string()))
@@ -71,10 +72,13 @@ pub async fn status(gate: &Gate) -> Value {
     let window_year = regime.window_start_year(today.year());
     let window_start = time::Date::from_calendar_date(window_year, time::Month::January, 1).ok();
     let clients = match gate.history.activity(gate).await {
-        Ok(a) => clients(c, &a.months, &format!("{window_year:04}-01")),
+        Ok(a) => {
+            let since = format!("{window_year:04}-01");
+            clients(c, a.months.range(since..).map(|(_, d)| d))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "client activity unavailable for /v1/status");
-            clients(c, &Default::default(), "")
+            clients(c, std::iter::empty())
         }
     };
     json!({
@@ -97,13 +101,16 @@ pub async fn status(gate: &Gate) -> Value {
 }
 
 /// `clients`: per declared client (and `unidentified` when it sent anything), per destination
-/// it sent to in the window (months from `since`), its requests allowed and refused, bytes sent
-/// upstream and the subjects it was the first to send there.
-fn clients(c: &crate::config::Config, months: &ActivityMonths, since: &str) -> Vec<Value> {
-    use std::collections::BTreeMap;
+/// it sent to in `months` (the window's for `/v1/status`, the period's for the report), its
+/// requests allowed and refused, bytes sent upstream and the subjects it was the first to send
+/// there.
+pub fn clients<'a>(
+    c: &crate::config::Config,
+    months: impl Iterator<Item = &'a BTreeMap<String, MonthActivity>>,
+) -> Vec<Value> {
     // client → destination → counters, in CLIENT_COUNTERS order.
     let mut sums: BTreeMap<&str, BTreeMap<&str, [u64; 5]>> = BTreeMap::new();
-    for (_, dests) in months.range(since.to_owned()..) {
+    for dests in months {
         for (dest, a) in dests {
             for (key, n) in &a.clients {
                 let Some((client, counter)) = key.rsplit_once(':') else {

@@ -95,10 +95,19 @@ pub fn diagram(doc: &Value) -> String {
         .into_iter()
         .flatten()
         .collect();
+    // Internal systems (clients that sent anything in the period) → the company's gate →
+    // destinations.
+    let systems: Vec<&Value> = doc["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["destinations"].as_array().is_some_and(|d| !d.is_empty()))
+        .collect();
     let row = 120;
-    let height = (dests.len().max(1) * row + 40) as i64;
-    let width = 1100;
-    let (ex, ey, ew, eh) = (20, height / 2 - 45, 240, 90);
+    let crow = 76;
+    let height = (dests.len().max(1) * row + 40).max(systems.len() * crow + 40) as i64;
+    let width = 1400;
+    let (ex, ey, ew, eh) = (330, height / 2 - 45, 240, 90);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -120,7 +129,45 @@ pub fn diagram(doc: &Value) -> String {
         ty2 = ey + 50,
         ty3 = ey + 72,
     );
-    let (dx, dw, dh) = (820, 260, 84);
+    let (sx, sw, sh) = (20, 230, 60);
+    for (i, c) in systems.iter().enumerate() {
+        let y = 20 + (i * crow) as i64 + (crow as i64 - sh) / 2;
+        let (sent, new): (u64, u64) =
+            c["destinations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .fold((0, 0), |(a, n), d| {
+                    (
+                        a + d["allowed"].as_u64().unwrap_or(0),
+                        n + d["new_subjects"].as_u64().unwrap_or(0),
+                    )
+                });
+        let _ = write!(
+            s,
+            r##"<g class="system" data-client="{name}">
+<rect x="{sx}" y="{y}" width="{sw}" height="{sh}" rx="8" fill="#f0fff4" stroke="#2f855a" stroke-width="2"/>
+<text x="{tx}" y="{t1}" text-anchor="middle" font-weight="bold">{name}</text>
+<text x="{tx}" y="{t2}" text-anchor="middle" font-size="12">{owner}</text>
+<text x="{tx}" y="{t3}" text-anchor="middle" font-size="11" fill="#4a5568">{sent} forwarded · {new} new subjects</text>
+<path d="M {x1} {y1} C {c1} {y1}, {c2} {y2}, {x2} {y2}" fill="none" stroke="#2f855a" stroke-width="2" marker-end="url(#arrow)"/>
+</g>
+"##,
+            name = fit(&c["name"], 28),
+            owner = fit(&c["owner"], 30),
+            tx = sx + sw / 2,
+            t1 = y + 20,
+            t2 = y + 37,
+            t3 = y + 52,
+            x1 = sx + sw,
+            y1 = y + sh / 2,
+            x2 = ex,
+            y2 = ey + eh / 2,
+            c1 = sx + sw + 40,
+            c2 = ex - 40,
+        );
+    }
+    let (dx, dw, dh) = (1120, 260, 84);
     for (i, d) in dests.iter().enumerate() {
         let y = 20 + (i * row) as i64 + (row as i64 - dh) / 2;
         let (state, colour) = flow_state(doc, d);
@@ -285,6 +332,24 @@ th{{background:#edf2f7}}
         }
         o.push_str("</table>\n");
     }
+    o.push_str("<h2>Internal systems → destinations</h2>\n<table><tr><th>system (client)</th><th>owner</th><th>destination</th><th>forwarded</th><th>refused</th><th>bytes</th><th>new subjects</th><th>new sensitive</th></tr>\n");
+    for c in doc["clients"].as_array().into_iter().flatten() {
+        for d in c["destinations"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                t(&c["name"]),
+                t(&c["owner"]),
+                t(&d["destination"]),
+                t(&d["allowed"]),
+                t(&d["refused"]),
+                t(&d["bytes"]),
+                t(&d["new_subjects"]),
+                t(&d["new_sensitive_subjects"]),
+            );
+        }
+    }
+    o.push_str("</table>\n<p class=\"note\">A subject is attributed to the system that sent it to the destination first in the counting window.</p>\n");
     o.push_str("<h2>Approvals</h2>\n<table><tr><th>id</th><th>mechanism</th><th>status</th><th>state</th><th>destinations</th><th>categories</th><th>valid from</th><th>valid until</th><th>days left</th><th>used / max subjects</th><th>used / max sensitive</th><th>reference</th></tr>\n");
     for a in doc["approvals"].as_array().into_iter().flatten() {
         let _ = writeln!(

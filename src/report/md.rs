@@ -135,6 +135,30 @@ pub fn render(doc: &Value) -> String {
     }
     let _ = writeln!(
         o,
+        "\n## Internal systems → destinations\n\n| system (client) | owner | destination | forwarded | refused | bytes | new subjects | new sensitive |\n|---|---|---|---:|---:|---:|---:|---:|"
+    );
+    for c in doc["clients"].as_array().into_iter().flatten() {
+        for d in c["destinations"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                cell(&text(&c["name"])),
+                cell(&text(&c["owner"])),
+                cell(&text(&d["destination"])),
+                text(&d["allowed"]),
+                text(&d["refused"]),
+                text(&d["bytes"]),
+                text(&d["new_subjects"]),
+                text(&d["new_sensitive_subjects"]),
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nA subject is attributed to the system that sent it to the destination first in the counting window."
+    );
+    let _ = writeln!(
+        o,
         "\n## Approvals\n\n| id | mechanism | status | state | destinations | categories | valid from | valid until | days left | used / max subjects | used / max sensitive | reference |\n|---|---|---|---|---|---|---|---|---:|---|---|---|"
     );
     for a in doc["approvals"].as_array().into_iter().flatten() {

@@ -1,6 +1,7 @@
 //! The data-flow inventory (`GET /v1/report`, `transfer-gate report`): per destination and
 //! Asia/Shanghai month, the subjects *newly counted* that month, sensitive subjects, the data
-//! categories seen, the approvals and their state, and the refused transfers by reason.
+//! categories seen, the approvals and their state, and the refused transfers by reason; and
+//! per internal system (client) what it sent to each destination in the period.
 //!
 //! - this file: the `/v1/report` document, built by the gate from the ledger's monthly tallies,
 //!   the `/v1/status` view and the [`history`];
@@ -147,6 +148,11 @@ pub async fn document(
             }
         }
     }
+    // Which internal systems sent what where in the period (SPEC §2 "Where it shows").
+    status["clients"] = Value::Array(crate::status::clients(
+        &snap.config,
+        hist_months.iter().map(|(_, a)| *a),
+    ));
     status["report"] = json!({
         "from": from.map(|m| m.to_string()),
         "to": to.map(|m| m.to_string()),
