@@ -1,7 +1,8 @@
 //! The files and directories the configuration names, checked the way `run` will use them at
 //! start: the hash key (mode, length; with Redis it must exist), `data_dir` and the audit log
 //! (writable by this user), the upstream CA file (parsed), the Redis address, password file and
-//! CA file, and the inspection settings the engine is built from. [`super::load`] runs these
+//! CA file, the TLS proxy listener's certificate, key and client CA, and the inspection
+//! settings the engine is built from. [`super::load`] runs these
 //! checks, so `check`, `run` and reload agree on what is an error. (The interception CA pair
 //! and the admin token are checked where their keys are validated.)
 //!
@@ -26,6 +27,12 @@ pub(super) fn check(cfg: &Config, file: &str, d: &mut Diagnostics) {
         }
     }
     redis(cfg, file, d);
+    if let Some(t) = &cfg.gate.proxy_tls {
+        // The TLS proxy listener's certificate, key and client CA, loaded as `run` loads them.
+        if let Err(e) = crate::identity::tls::server_config(t) {
+            d.error(file, "gate.proxy_tls_listen", e.to_string());
+        }
+    }
     if let Err(e) = crate::proxy::inspect_config(cfg) {
         d.error(file, "inspection", e.to_string());
     }

@@ -199,3 +199,89 @@ fn run_refuses_an_invalid_config_listing_every_error() {
         "{err}"
     );
 }
+
+#[test]
+fn clients_claimed_twice_and_unknown_names_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let gate = format!(
+        r#"
+[gate]
+proxy_listen = "127.0.0.1:13128"
+admin_listen = "127.0.0.1:19464"
+unidentified = "sometimes"
+client_certificates = "require"
+
+[entity]
+name = "Co"
+regime = "cac-2024"
+
+[[destination]]
+name = "eu"
+recipient = "R"
+country = "DE"
+hosts = ["api.eu.test"]
+clients = ["billing", "nobody"]
+
+[[client]]
+name = "billing"
+token_sha256 = ["{digest}"]
+cidrs = ["10.20.0.0/16"]
+tls_identities = ["spiffe://corp/billing"]
+
+[[client]]
+name = "billing"
+token_sha256 = ["{digest}", "abc"]
+cidrs = ["10.20.0.0/16", "10.0.0.0/33"]
+tls_identities = ["spiffe://corp/billing"]
+
+[[client]]
+name = "unidentified"
+
+[[client]]
+name = "Bad Name"
+"#
+    );
+    let (code, text) = check(dir.path(), &gate, "");
+    assert_eq!(code, 2, "{text}");
+    for needle in [
+        "gate.unidentified: `sometimes` is not one of: allow, refuse",
+        "gate.client_certificates: only with gate.proxy_tls_listen",
+        "client[1].name: client `billing` is defined twice",
+        "client[1].token_sha256[0]: this digest is claimed by client `billing` too",
+        "client[1].token_sha256[1]: must be 64 hex digits",
+        "client[1].cidrs[0]: `10.20.0.0/16` is claimed by client `billing` too",
+        "client[1].cidrs[1]: `10.0.0.0/33` is not a network",
+        "client[1].tls_identities[0]: identity `spiffe://corp/billing` is claimed by client `billing` too",
+        "client[2].name: `unidentified` is reserved",
+        "client[3].name: use 1 to 64 of a-z",
+        "destination[0].clients[1]: `nobody` is not a declared [[client]]",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}
+
+#[test]
+fn the_tls_proxy_listener_needs_its_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = r#"
+[gate]
+proxy_listen = "127.0.0.1:13128"
+admin_listen = "127.0.0.1:19464"
+proxy_tls_listen = "127.0.0.1:0"
+client_certificates = "require"
+
+[entity]
+name = "Co"
+regime = "cac-2024"
+"#;
+    let (code, text) = check(dir.path(), gate, "");
+    assert_eq!(code, 2, "{text}");
+    for needle in [
+        "gate.proxy_tls_cert: needed with gate.proxy_tls_listen",
+        "gate.proxy_tls_key: needed with gate.proxy_tls_listen",
+        "gate.client_certificates: `require` needs gate.client_ca_file",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}
