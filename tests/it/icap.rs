@@ -596,3 +596,77 @@ async fn a_body_cut_off_after_the_preview_is_neither_allowed_nor_counted() {
     .await;
     assert!(counted.is_some(), "the whole request counts its subject");
 }
+
+/// Who is sending, behind Squid (SPEC §2 "Behind Squid"): Squid's `X-Client-IP` matched
+/// against the clients' networks through a real Squid; `X-Client-Username` naming a declared
+/// client (sent by Squid when it authenticates users, here in a raw REQMOD); a client outside
+/// the destination's `clients` gets the 403 encapsulated, and under `unidentified = "refuse"`
+/// an unidentified request the 407.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squid_passes_who_is_sending() {
+    let up = Upstream::http().await;
+    let (gate, port) = gate_with_icap(
+        GateBuilder::new()
+            .section(CATEGORIES)
+            .gate_key("unidentified = \"refuse\"")
+            .section("[[client]]\nname = \"desk\"\nowner = \"office\"\ncidrs = [\"127.0.0.1/32\"]\n\n[[client]]\nname = \"crm\"\n")
+            .destination(
+                Dest::new("jp", "api.jp.test")
+                    .connect_to(up.addr)
+                    .set("clients", "[\"desk\"]"),
+            ),
+    )
+    .await;
+    let squid = Squid::start(port, &["api.jp.test"]).await;
+    let proxy = format!("http://{}", squid.addr);
+    let url = format!("http://api.jp.test:{}/v1/c", up.addr.port());
+    let (status, reason, body) = tokio::task::spawn_blocking(move || {
+        curl_via(&proxy, &url, r#"{"user_id":"u-77"}"#)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{reason} {body}");
+    assert_eq!(up.received().len(), 1);
+
+    // A user name naming crm wins over the address; crm may not send to jp.
+    let head = "POST http://api.jp.test/v1/c HTTP/1.1\r\nHost: api.jp.test\r\nContent-Length: 0\r\n\r\n";
+    let icap = |extra: &str| {
+        format!(
+            "REQMOD icap://127.0.0.1:{port}/reqmod ICAP/1.0\r\nHost: 127.0.0.1:{port}\r\nAllow: 204\r\n{extra}Encapsulated: req-hdr=0, null-body={}\r\n\r\n{head}",
+            head.len()
+        )
+        .into_bytes()
+    };
+    let resp = icap_raw(
+        port,
+        &icap("X-Client-IP: 127.0.0.1\r\nX-Client-Username: crm\r\n"),
+        "}",
+    )
+    .await;
+    assert!(resp.contains("HTTP/1.1 403"), "{resp}");
+    assert!(resp.contains("client_not_allowed"), "{resp}");
+    // No identity at all under `refuse`: the 407, encapsulated.
+    let resp = icap_raw(port, &icap("X-Client-IP: 192.0.2.7\r\n"), "}").await;
+    assert!(resp.contains("HTTP/1.1 407"), "{resp}");
+    assert!(resp.contains("client_unidentified"), "{resp}");
+    assert_eq!(up.received().len(), 1, "nothing refused reached the upstream");
+
+    let lines = gate.audit_lines(3).await;
+    let who: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["client_name"].as_str().unwrap(),
+                l["identified_by"].as_str().unwrap_or("null"),
+                l["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(who.contains(&("desk", "icap", "allowed")), "{who:?}");
+    assert!(who.contains(&("crm", "icap", "client_not_allowed")), "{who:?}");
+    assert!(
+        who.contains(&("unidentified", "null", "client_unidentified")),
+        "{who:?}"
+    );
+    assert!(lines.iter().all(|l| l["origin"] == "icap"));
+}
