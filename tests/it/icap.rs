@@ -620,16 +620,16 @@ async fn squid_passes_who_is_sending() {
     let squid = Squid::start(port, &["api.jp.test"]).await;
     let proxy = format!("http://{}", squid.addr);
     let url = format!("http://api.jp.test:{}/v1/c", up.addr.port());
-    let (status, reason, body) = tokio::task::spawn_blocking(move || {
-        curl_via(&proxy, &url, r#"{"user_id":"u-77"}"#)
-    })
-    .await
-    .unwrap();
+    let (status, reason, body) =
+        tokio::task::spawn_blocking(move || curl_via(&proxy, &url, r#"{"user_id":"u-77"}"#))
+            .await
+            .unwrap();
     assert_eq!(status, 200, "{reason} {body}");
     assert_eq!(up.received().len(), 1);
 
     // A user name naming crm wins over the address; crm may not send to jp.
-    let head = "POST http://api.jp.test/v1/c HTTP/1.1\r\nHost: api.jp.test\r\nContent-Length: 0\r\n\r\n";
+    let head =
+        "POST http://api.jp.test/v1/c HTTP/1.1\r\nHost: api.jp.test\r\nContent-Length: 0\r\n\r\n";
     let icap = |extra: &str| {
         format!(
             "REQMOD icap://127.0.0.1:{port}/reqmod ICAP/1.0\r\nHost: 127.0.0.1:{port}\r\nAllow: 204\r\n{extra}Encapsulated: req-hdr=0, null-body={}\r\n\r\n{head}",
@@ -649,7 +649,11 @@ async fn squid_passes_who_is_sending() {
     let resp = icap_raw(port, &icap("X-Client-IP: 192.0.2.7\r\n"), "}").await;
     assert!(resp.contains("HTTP/1.1 407"), "{resp}");
     assert!(resp.contains("client_unidentified"), "{resp}");
-    assert_eq!(up.received().len(), 1, "nothing refused reached the upstream");
+    assert_eq!(
+        up.received().len(),
+        1,
+        "nothing refused reached the upstream"
+    );
 
     let lines = gate.audit_lines(3).await;
     let who: Vec<(&str, &str, &str)> = lines
@@ -663,7 +667,10 @@ async fn squid_passes_who_is_sending() {
         })
         .collect();
     assert!(who.contains(&("desk", "icap", "allowed")), "{who:?}");
-    assert!(who.contains(&("crm", "icap", "client_not_allowed")), "{who:?}");
+    assert!(
+        who.contains(&("crm", "icap", "client_not_allowed")),
+        "{who:?}"
+    );
     assert!(
         who.contains(&("unidentified", "null", "client_unidentified")),
         "{who:?}"

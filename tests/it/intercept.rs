@@ -613,3 +613,74 @@ fn a_group_readable_ca_key_is_an_error_in_check_and_run() {
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("chmod 600"));
 }
+
+/// The requests inside an intercepted `CONNECT` carry the identity the `CONNECT` had (clients
+/// send `Proxy-Authorization` on the `CONNECT` only), over http/1.1 and h2; a client outside
+/// the destination's `clients` is refused at the `CONNECT`.
+#[tokio::test]
+async fn requests_inside_a_connect_carry_its_identity() {
+    let token = "intercept-token-0123456789abcdef";
+    let clients = format!(
+        "[[client]]\nname = \"billing\"\ntoken_sha256 = [\"{}\"]\n\n[[client]]\nname = \"crm\"\ntoken_sha256 = [\"{}\"]",
+        transfer_gate::identity::token_digest_hex(token),
+        transfer_gate::identity::token_digest_hex("crm-token-0123456789abcdef0123")
+    );
+    let b = GateBuilder::new().section(&clients);
+    let up_ca = TestCa::new("upstream test CA");
+    let up = Upstream::builder()
+        .tls(up_ca.server_config(&["api.eu.test"]))
+        .start()
+        .await;
+    let gate = with_gate_ca(b, Some(&up_ca))
+        .destination(eu(up.addr).set("clients", "[\"billing\"]"))
+        .start()
+        .await;
+    let ca = gate.dir().join("secrets/ca.pem");
+    for http1 in [true, false] {
+        let cert = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+        let proxy = reqwest::Proxy::all(gate.proxy_url())
+            .unwrap()
+            .basic_auth("billing", token);
+        let b = reqwest::Client::builder()
+            .proxy(proxy)
+            .add_root_certificate(cert)
+            .timeout(Duration::from_secs(30));
+        let c = if http1 { b.http1_only() } else { b }.build().unwrap();
+        for _ in 0..2 {
+            let r = c
+                .post("https://api.eu.test/v1/events")
+                .header("content-type", "application/json")
+                .body("{\"user_id\":7}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    // crm's CONNECT is refused before any TLS.
+    let mut s = TcpStream::connect(gate.proxy).await.unwrap();
+    let basic = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("crm:crm-token-0123456789abcdef0123")
+    };
+    s.write_all(
+        format!("CONNECT api.eu.test:443 HTTP/1.1\r\nHost: api.eu.test:443\r\nProxy-Authorization: Basic {basic}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(up.received().len(), 4);
+    let lines = gate.audit_lines(5).await;
+    let inner: Vec<_> = lines.iter().filter(|l| l["method"] == "POST").collect();
+    assert_eq!(inner.len(), 4, "{lines:#?}");
+    assert!(inner
+        .iter()
+        .all(|l| l["client_name"] == "billing" && l["identified_by"] == "token"));
+    assert!(lines
+        .iter()
+        .any(|l| l["client_name"] == "crm" && l["reason"] == "client_not_allowed"));
+}
