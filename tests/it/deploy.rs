@@ -2,6 +2,7 @@
 //! alert rules query is exported on `/metrics`, the dashboard's queries parse as PromQL, and
 //! the alert rules pass their `promtool test rules` unit tests (`scripts/test-deploy`).
 
+use crate::harness::certs::TestCa;
 use crate::harness::upstream::Upstream;
 use crate::harness::{require_tool, Dest, GateBuilder, GateProc};
 use std::collections::BTreeSet;
@@ -94,10 +95,18 @@ fn exported(metrics: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// A gate with one destination, one approval and a little traffic of each kind.
+/// A gate with one destination, one approval, a TLS proxy listener and a little traffic of
+/// each kind, one failed TLS proxy handshake included.
 async fn gate_with_traffic() -> (GateProc, Upstream) {
     let up = Upstream::http().await;
+    let server_ca = TestCa::new("proxy server CA");
+    let (cert, key) = server_ca.leaf_pem(&["127.0.0.1"]);
     let gate = GateBuilder::new()
+        .file("proxy.pem", cert.as_bytes())
+        .file("proxy.key", key.as_bytes())
+        .gate_key("proxy_tls_listen = \"127.0.0.1:0\"")
+        .gate_key("proxy_tls_cert = \"proxy.pem\"")
+        .gate_key("proxy_tls_key = \"proxy.key\"")
         .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
         .approvals(
             r#"
@@ -153,7 +162,35 @@ valid_until = "2028-12-31"
         502,
         "the domestic request reached its (closed) port"
     );
+    // Plain HTTP on the TLS proxy listener: a failed handshake (reason `other`), so the
+    // handshake-error family has a series.
+    failed_tls_handshake(&gate).await;
     (gate, up)
+}
+
+/// Speaks plain HTTP to the TLS proxy listener and waits until the failed handshake is counted.
+async fn failed_tls_handshake(gate: &GateProc) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gate
+        .proxy_tls
+        .expect("listen.json names the TLS proxy listener");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET http://api.eu.test/ HTTP/1.1\r\nHost: api.eu.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    for _ in 0..50 {
+        if gate
+            .metrics()
+            .await
+            .contains("transfer_gate_proxy_tls_handshake_errors_total{")
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the failed TLS proxy handshake was not counted");
 }
 
 fn missing(wanted: &BTreeSet<String>, have: &BTreeSet<String>) -> Vec<String> {
@@ -174,6 +211,8 @@ async fn every_metric_the_dashboard_queries_is_exported() {
         "transfer_gate_approval_expiry_timestamp_seconds",
         "transfer_gate_request_duration_seconds",
         "transfer_gate_ledger_commit_seconds",
+        "transfer_gate_bytes_total",
+        "transfer_gate_proxy_tls_handshake_errors_total",
     ] {
         assert!(
             wanted.contains(family),
@@ -194,6 +233,7 @@ async fn every_metric_the_alert_rules_use_is_exported() {
     let rules = std::fs::read_to_string(repo().join("deploy/prometheus/alerts.yml")).unwrap();
     let wanted = metric_names(&rules);
     assert!(wanted.contains("transfer_gate_threshold_utilization_ratio"));
+    assert!(wanted.contains("transfer_gate_proxy_tls_handshake_errors_total"));
     let (gate, _up) = gate_with_traffic().await;
     let have = exported(&gate.metrics().await);
     let gone = missing(&wanted, &have);
@@ -243,7 +283,8 @@ fn dashboard_queries_parse_as_promql() {
         let q = q
             .replace("$__rate_interval", "5m")
             .replace("$__range", "1d")
-            .replace("$job", "transfer-gate");
+            .replace("$job", "transfer-gate")
+            .replace("$client", ".*");
         let json = serde_json::to_string(&q).unwrap();
         yaml.push_str(&format!(
             "      - record: dashboard:q{i}\n        expr: {json}\n"

@@ -597,13 +597,129 @@ async fn a_body_cut_off_after_the_preview_is_neither_allowed_nor_counted() {
     assert!(counted.is_some(), "the whole request counts its subject");
 }
 
+/// Who is sending behind Squid (SPEC §2 "Behind Squid"), with the shipped fragment's
+/// `adaptation_send_username on` and `adaptation_send_client_ip on`: Squid authenticates its
+/// users (Basic, through a helper that accepts any password); a user name that is a declared
+/// client's `name` identifies that client, any other falls back to `X-Client-IP` against the
+/// clients' `cidrs` — both `identified_by` `icap` — and the destination's `clients` allowlist
+/// applies to either.
+#[tokio::test]
+async fn squid_tells_the_gate_who_is_sending() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Upstream::http().await;
+    let b = GateBuilder::new()
+        .destination(
+            Dest::new("eu", "api.eu.test")
+                .connect_to(up.addr)
+                .set("clients", "[\"billing\"]"),
+        )
+        .section(&format!(
+            "[[client]]\nname = \"billing\"\nowner = \"payments team\"\ntoken_sha256 = [\"{}\"]\n\n\
+             [[client]]\nname = \"batch\"\ncidrs = [\"127.0.0.0/8\"]",
+            transfer_gate::identity::token_digest_hex("not-used-behind-squid-0123456789")
+        ));
+    let (gate, port) = gate_with_icap(b).await;
+    // Squid's Basic authentication helper: every user name and password is accepted (the
+    // password is Squid's business; the gate only ever sees the name).
+    let helper_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(helper_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let helper = helper_dir.path().join("accept-any");
+    std::fs::write(&helper, "#!/bin/sh\nwhile read -r line; do echo OK; done\n").unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let auth = format!(
+        "auth_param basic program {}\n\
+         auth_param basic children 1\n\
+         auth_param basic realm transfer-gate-test\n\
+         acl authed proxy_auth REQUIRED\n\
+         http_access allow authed",
+        helper.display()
+    );
+    let squid = Squid::start_with(port, &["api.eu.test"], &auth).await;
+    let url = format!("http://api.eu.test:{}/v1/events", up.addr.port());
+    let as_user = |user: &str| {
+        reqwest::Client::builder()
+            .proxy(
+                reqwest::Proxy::all(squid.proxy_url())
+                    .unwrap()
+                    .basic_auth(user, "squid-password"),
+            )
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    };
+    let body = r#"{"user_id": "u-1001"}"#;
+    // The user name is a declared client: billing, allowed at eu.
+    let r = as_user("billing")
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", squid.logs());
+    // Not a declared client's name: X-Client-IP (127.0.0.1) makes it batch, not allowed at eu.
+    let r = as_user("someone-else")
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.headers()
+            .get("x-transfer-gate-reason")
+            .and_then(|v| v.to_str().ok()),
+        Some("client_not_allowed")
+    );
+    assert_eq!(
+        up.received().len(),
+        1,
+        "only billing's request went upstream"
+    );
+
+    let lines = wait_audit(&gate, 2).await;
+    let who: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["client_name"].as_str().unwrap_or("?"),
+                l["identified_by"].as_str().unwrap_or("null"),
+                l["reason"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("billing", "icap", "allowed"),
+            ("batch", "icap", "client_not_allowed")
+        ],
+        "{lines:?}"
+    );
+    assert_eq!(
+        gate.metric(
+            r#"transfer_gate_decisions_total{client="billing",decision="allow",destination="eu",reason="allowed"}"#
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        gate.metric(
+            r#"transfer_gate_decisions_total{client="batch",decision="block",destination="eu",reason="client_not_allowed"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
 /// Who is sending, behind Squid (SPEC §2 "Behind Squid"): Squid's `X-Client-IP` matched
 /// against the clients' networks through a real Squid; `X-Client-Username` naming a declared
 /// client (sent by Squid when it authenticates users, here in a raw REQMOD); a client outside
 /// the destination's `clients` gets the 403 encapsulated, and under `unidentified = "refuse"`
 /// an unidentified request the 407.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn squid_passes_who_is_sending() {
+async fn refusals_of_who_is_sending_are_encapsulated() {
     let up = Upstream::http().await;
     let (gate, port) = gate_with_icap(
         GateBuilder::new()

@@ -1,9 +1,10 @@
 //! A real Squid (the Debian `squid` package) in front of the gate's ICAP listener: a generated
 //! `squid.conf` in a temporary directory (loopback `http_port` on a free port, no cache, pid and
-//! logs in the directory, test host names in its own `hosts_file`), `icap_service …
-//! reqmod_precache bypass=off icap://127.0.0.1:<port>/reqmod` and `adaptation_access … allow
-//! all`. Started with `squid -N` (no daemon); killed when dropped. Run as root, Squid drops
-//! to its `cache_effective_user` (Debian: `proxy`), so the directory is world-writable.
+//! logs in the directory, test host names in its own `hosts_file`) followed by the shipped
+//! fragment `deploy/squid/transfer-gate.conf` as it is, only its ICAP service URI pointed at the
+//! test gate's port — so the tests run what operators include. Started with `squid -N` (no
+//! daemon); killed when dropped. Run as root, Squid drops to its `cache_effective_user`
+//! (Debian: `proxy`), so the directory is world-writable.
 
 use super::{free_port, poll_until, require_tool};
 use std::net::SocketAddr;
@@ -26,13 +27,15 @@ impl Squid {
         Self::start_with(icap_port, hosts, "").await
     }
 
-    /// [`Squid::start`] with extra `squid.conf` lines.
+    /// [`Squid::start`] with extra `squid.conf` lines, placed before the `http_access` rules
+    /// (`{dir}` in them is replaced by Squid's directory).
     pub async fn start_with(icap_port: u16, hosts: &[&str], extra: &str) -> Squid {
         require_tool("squid");
         let dir = tempfile::tempdir().unwrap();
         set_mode(dir.path(), 0o777);
         let port = free_port();
         let d = dir.path().display();
+        let extra = extra.replace("{dir}", &d.to_string());
         let conf = format!(
             "http_port 127.0.0.1:{port}\n\
              pid_filename {d}/squid.pid\n\
@@ -42,18 +45,15 @@ impl Squid {
              hosts_file {d}/hosts\n\
              cache deny all\n\
              cache_mem 8 MB\n\
-             http_access allow localhost\n\
-             http_access deny all\n\
              visible_hostname transfer-gate-test\n\
              pinger_enable off\n\
              logfile_rotate 0\n\
              shutdown_lifetime 0 seconds\n\
-             icap_enable on\n\
-             icap_send_client_ip on\n\
-             icap_service_failure_limit -1\n\
-             icap_service svc reqmod_precache bypass=off icap://127.0.0.1:{icap_port}/reqmod\n\
-             adaptation_access svc allow all\n\
-             {extra}\n"
+             {extra}\n\
+             http_access allow localhost\n\
+             http_access deny all\n\
+             {}\n",
+            shipped_fragment(icap_port)
         );
         std::fs::write(dir.path().join("squid.conf"), conf).unwrap();
         let hosts_file: String = hosts.iter().map(|h| format!("127.0.0.1 {h}\n")).collect();
@@ -119,6 +119,19 @@ impl Squid {
             .build()
             .unwrap()
     }
+}
+
+/// `deploy/squid/transfer-gate.conf` with its service URI pointed at `127.0.0.1:icap_port`.
+fn shipped_fragment(icap_port: u16) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/squid/transfer-gate.conf");
+    let text = std::fs::read_to_string(&path).unwrap();
+    const URI: &str = "icap://127.0.0.1:1344/reqmod";
+    assert!(
+        text.contains(URI),
+        "{} no longer names {URI}",
+        path.display()
+    );
+    text.replace(URI, &format!("icap://127.0.0.1:{icap_port}/reqmod"))
 }
 
 fn set_mode(p: &Path, mode: u32) {
