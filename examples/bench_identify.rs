@@ -104,7 +104,11 @@ hosts = ["{HOST}"]
 connect_to = "{up}"
 
 {}"#,
-        if with_clients { clients() } else { String::new() }
+        if with_clients {
+            clients()
+        } else {
+            String::new()
+        }
     );
     common::start_gate(bin, dir, &rest).await
 }
@@ -213,7 +217,11 @@ async fn main() -> Result<()> {
                 b = b.identity(identity.clone());
             }
             let out = load(g.child.id(), b.build()?, &url, conns, duration).await;
-            let expect = if matches!(i, 0 | 3) { "unidentified" } else { "svc-057" };
+            let expect = if matches!(i, 0 | 3) {
+                "unidentified"
+            } else {
+                "svc-057"
+            };
             let counted = allowed_for(d, expect).await?;
             ensure!(
                 out.requests > 0 && counted >= out.requests as f64,

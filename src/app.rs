@@ -197,9 +197,9 @@ pub async fn start_with_clock(
                         // The report's activity reaches its store (Redis: every replica's
                         // report) within a second; the daily samples every 30 s.
                         if ticks % sample_every == 0 {
-                            gate.history.sample(&gate).await;
+                            gate.history.sample(gate.history_sources()).await;
                         } else {
-                            gate.history.flush(&gate).await;
+                            gate.history.flush(gate.history_sources()).await;
                         }
                         ticks = ticks.wrapping_add(1);
                         gate.publish_ledger_counters();
@@ -245,7 +245,7 @@ pub async fn start_with_clock(
         }
         let _ = refresher.await;
         // What the drained requests counted last reaches the report's store.
-        g.history.sample(&g).await;
+        g.history.sample(g.history_sources()).await;
         g.audit.flush().await;
     });
     Ok(Running {

@@ -71,7 +71,7 @@ pub async fn status(gate: &Gate) -> Value {
     }
     let window_year = regime.window_start_year(today.year());
     let window_start = time::Date::from_calendar_date(window_year, time::Month::January, 1).ok();
-    let clients = match gate.history.activity(gate).await {
+    let clients = match gate.history.activity(gate.history_sources()).await {
         Ok(a) => {
             let since = format!("{window_year:04}-01");
             clients(c, a.months.range(since..).map(|(_, d)| d))

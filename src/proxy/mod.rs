@@ -467,6 +467,15 @@ impl Gate {
         }
     }
 
+    /// What the activity history reads and moves ([`crate::report::history::History`]).
+    pub fn history_sources(&self) -> crate::report::history::Sources<'_> {
+        crate::report::history::Sources {
+            recorder: &self.report_activity,
+            ledger: self.ledger.as_ref(),
+            now: self.clock.now(),
+        }
+    }
+
     /// The current snapshot (one atomic load).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()

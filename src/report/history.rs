@@ -8,7 +8,7 @@
 //! - per month and destination, the records sent per data category and the transfers refused
 //!   (`block`) or that would have been (`would_block`) per reason
 //!   ([`crate::ledger::activity`]). They are counted where the gate decides, into
-//!   [`Gate::report_activity`], and [`History::flush`] moves them every second (the gate's
+//!   `Gate::report_activity`, and [`History::flush`] moves them every second (the gate's
 //!   refresher; also before every `/v1/report` answer and when the gate stops) into one store: with a ledger
 //!   that shares them ([`crate::ledger::Ledger::shares_activity`], Redis) into the backend, so
 //!   every replica reports the union of all replicas; otherwise into this file, for this
@@ -26,7 +26,6 @@
 use crate::ledger::activity::{is_empty, merge, ActivityMonths};
 use crate::ledger::{Ledger, LedgerError, Scope};
 use crate::model::shanghai_date;
-use crate::proxy::Gate;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +33,19 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 pub use crate::ledger::activity::{MonthActivity, StoredActivity};
+
+/// What the history reads and moves: the activity counted in process, the ledger (its
+/// tallies, and its shared activity store when it keeps one) and the time now. The gate hands
+/// these over (`Gate::history_sources`); the history knows nothing else of it.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    /// The activity counted where the gate decides.
+    pub recorder: &'a crate::ledger::activity::ActivityRecorder,
+    /// The subject ledger.
+    pub ledger: &'a dyn Ledger,
+    /// Now.
+    pub now: std::time::SystemTime,
+}
 
 /// How often the gate samples the entity's counts (and writes the file).
 pub const INTERVAL: Duration = Duration::from_secs(30);
@@ -118,10 +130,10 @@ impl History {
 
     /// Samples the ledger's entity tallies now, flushes the activity and writes the file when
     /// something changed.
-    pub async fn sample(&self, gate: &Gate) {
-        self.flush(gate).await;
-        let today = shanghai_date(gate.clock.now());
-        let entity = match gate.ledger.monthly().await {
+    pub async fn sample(&self, src: Sources<'_>) {
+        self.flush(src).await;
+        let today = shanghai_date(src.now);
+        let entity = match src.ledger.monthly().await {
             Ok(t) => Some(t.iter().filter(|t| t.scope == Scope::Entity).fold(
                 DaySample::default(),
                 |a, t| DaySample {
@@ -151,12 +163,12 @@ impl History {
         self.save(&mut st);
     }
 
-    /// Moves the activity counted in process ([`Gate::report_activity`]) into its store: the
+    /// Moves the activity counted in process (`Gate::report_activity`) into its store: the
     /// shared backend when the ledger keeps it, else this history (written by the next
     /// [`History::sample`]). A delta the backend does not take is kept for the next flush.
-    pub async fn flush(&self, gate: &Gate) {
-        let today = shanghai_date(gate.clock.now()).to_string();
-        self.flush_delta(gate.report_activity.take(), gate.ledger.as_ref(), &today)
+    pub async fn flush(&self, src: Sources<'_>) {
+        let today = shanghai_date(src.now).to_string();
+        self.flush_delta(src.recorder.take(), src.ledger, &today)
             .await;
     }
 
@@ -214,9 +226,9 @@ impl History {
     ///
     /// # Errors
     /// The shared store cannot be read.
-    pub async fn activity(&self, gate: &Gate) -> Result<StoredActivity, LedgerError> {
-        self.flush(gate).await;
-        self.stored(gate.ledger.as_ref()).await
+    pub async fn activity(&self, src: Sources<'_>) -> Result<StoredActivity, LedgerError> {
+        self.flush(src).await;
+        self.stored(src.ledger).await
     }
 
     async fn stored(&self, ledger: &dyn Ledger) -> Result<StoredActivity, LedgerError> {

@@ -67,8 +67,8 @@ pub async fn document(
     from: Option<Month>,
     to: Option<Month>,
 ) -> Value {
-    history.sample(gate).await;
-    let (activity, activity_note) = match history.activity(gate).await {
+    history.sample(gate.history_sources()).await;
+    let (activity, activity_note) = match history.activity(gate.history_sources()).await {
         Ok(a) if gate.ledger.shares_activity() => (a, SHARED_NOTE.to_owned()),
         Ok(a) => (a, LOCAL_NOTE.to_owned()),
         Err(e) => (
@@ -190,7 +190,7 @@ fn add(v: &mut Value, n: u64) {
 /// The `/v1/history` document: the entity's daily cumulative newly-counted subjects and its
 /// monthly tallies (for `assess`'s 30-day rate).
 pub async fn history_document(gate: &Gate, history: &History) -> Value {
-    history.sample(gate).await;
+    history.sample(gate.history_sources()).await;
     let tallies = gate.ledger.monthly().await.unwrap_or_default();
     let months: Vec<Value> = tallies
         .iter()

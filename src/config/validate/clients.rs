@@ -9,10 +9,12 @@ use crate::config::{Client, Destination, Diagnostics, Mode, UNIDENTIFIED};
 use ipnet::IpNet;
 use std::collections::HashMap;
 
-/// Validates every `[[client]]` block.
+/// Validates every `[[client]]` block. `icap`: whether the ICAP listener is on, where a name
+/// alone identifies a client (Squid's `X-Client-Username`).
 pub(super) fn validate(
     file: &str,
     raws: Vec<Option<RawClient>>,
+    icap: bool,
     d: &mut Diagnostics,
 ) -> Vec<Client> {
     let mut out = Vec::new();
@@ -102,11 +104,11 @@ pub(super) fn validate(
                 ),
             }
         }
-        if tls_identities.is_empty() && token_sha256.is_empty() && nets.is_empty() {
+        if tls_identities.is_empty() && token_sha256.is_empty() && nets.is_empty() && !icap {
             d.warn(
                 file,
                 &p,
-                format!("client `{}` has no tls_identities, token_sha256 or cidrs: no request can be identified as it", r.name),
+                format!("client `{}` has no tls_identities, token_sha256 or cidrs and gate.icap_listen is off (where Squid's user name could name it): no request can be identified as it", r.name),
             );
         }
         out.push(Client {

@@ -227,7 +227,8 @@ fn build(
     let destinations = destinations::validate(file, raw_dests, &domestic, regime, d);
     let important_data = important::validate(file, raw_important, &destinations, d);
     let tls = tls::validate(path, file, raw_tls, &destinations, d);
-    let clients = clients::validate(file, raw_clients, d);
+    let icap = gate.as_ref().is_some_and(|g| g.icap_listen.is_some());
+    let clients = clients::validate(file, raw_clients, icap, d);
     clients::check_allowlists(file, &destinations, &clients, d);
     let approvals = match &gate {
         Some(g) => approvals::load(&g.approvals_file, &destinations, regime, d, hasher),
