@@ -545,3 +545,25 @@ async fn require_refuses_the_handshake_without_a_certificate_of_the_ca() {
         "{text}"
     );
 }
+
+#[test]
+fn client_token_prints_a_token_once_and_its_digest() {
+    let out = crate::harness::cli::cli(["client", "token", "billing"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let token = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .expect("a 64-hex-digit token")
+        .to_owned();
+    let line = format!("token_sha256 = [\"{}\"]", digest(&token));
+    assert!(out.stdout.contains(&line), "{}", out.stdout);
+    // A new token each time; a name that is not a client name is refused.
+    let again = crate::harness::cli::cli(["client", "token", "billing"]);
+    assert!(!again.stdout.contains(&token));
+    assert_eq!(
+        crate::harness::cli::cli(["client", "token", "Not A Name"]).code,
+        Some(2)
+    );
+}

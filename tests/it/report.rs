@@ -56,6 +56,10 @@ async fn report_inventories_flows_and_renders_a_diagram() {
         .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
         .destination(Dest::new("us", "api.us.test").connect_to(up.addr))
         .section(CATEGORIES)
+        // Every request here comes from 127.0.0.1: the internal system `crm-sync`.
+        .section(
+            "[[client]]\nname = \"crm-sync\"\nowner = \"sales ops\"\ncidrs = [\"127.0.0.1/32\"]",
+        )
         .approvals(
             "[[approval]]\nid = \"SC-EU-1\"\nmechanism = \"standard_contract\"\nstatus = \"active\"\n\
              destinations = [\"eu\"]\ncategories = [\"basic\", \"health\"]\nmax_subjects = 1000\n\
@@ -116,6 +120,24 @@ async fn report_inventories_flows_and_renders_a_diagram() {
     assert_eq!(doc["approvals"][0]["state"], "in_force");
     assert_eq!(doc["approvals"][0]["used_subjects"], 2);
     assert_eq!(doc["entity_months"][0]["subjects"], 2);
+    // Which internal system sent what where: the two subjects to eu, the refusal at us.
+    let crm = &doc["clients"][0];
+    assert_eq!(crm["name"], "crm-sync", "{doc:#}");
+    assert_eq!(crm["owner"], "sales ops");
+    let to = |d: &str| {
+        crm["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["destination"] == d)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {d} for crm-sync: {doc:#}"))
+    };
+    assert_eq!(to("eu")["allowed"], 2);
+    assert_eq!(to("eu")["new_subjects"], 2);
+    assert_eq!(to("eu")["new_sensitive_subjects"], 1);
+    assert_eq!(to("us")["refused"], 1);
+    assert_eq!(to("us")["new_subjects"], 0);
 
     // The activity history survives a kill -9 (it was written when the report was asked for).
     let mut gate = gate;
@@ -191,6 +213,14 @@ async fn report_inventories_flows_and_renders_a_diagram() {
         "no SVG in the DOM:\n{dom}"
     );
     assert_eq!(dom.matches("class=\"flow\"").count(), 2);
+    // Internal systems → gate → destinations: the system's box, its owner and its table row.
+    assert_eq!(dom.matches("class=\"system\"").count(), 1, "{dom}");
+    assert!(dom.contains("data-client=\"crm-sync\""));
+    assert!(dom.contains("sales ops"));
+    assert!(
+        dom.contains("<td>crm-sync</td><td>sales ops</td><td>eu</td>"),
+        "{dom}"
+    );
     assert!(dom.contains("Test Recipient Ltd"));
     assert!(dom.contains("standard_contract SC-EU-1 (in force until 2030-01-01)"));
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
