@@ -319,6 +319,18 @@ async fn assess_exit_codes_follow_the_actions_due() {
 }
 
 /// The categories and refusals of a report (what every replica must agree on).
+/// The `unidentified` client's counters at `dest` in a report's `clients`.
+fn client_at(doc: &serde_json::Value, dest: &str) -> serde_json::Value {
+    doc["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] == "unidentified")
+        .flat_map(|c| c["destinations"].as_array().cloned().unwrap_or_default())
+        .find(|d| d["destination"] == dest)
+        .unwrap_or_default()
+}
+
 fn activity_parts(doc: &serde_json::Value) -> serde_json::Value {
     let dests: Vec<serde_json::Value> = doc["destinations"]
         .as_array()
@@ -343,6 +355,7 @@ fn activity_parts(doc: &serde_json::Value) -> serde_json::Value {
         "destinations": dests,
         "unregistered_blocked": doc["unregistered_blocked"],
         "activity_since": doc["report"]["activity_since"],
+        "clients": doc["clients"],
     })
 }
 
@@ -421,6 +434,9 @@ async fn replicas_on_one_redis_report_the_same_categories_and_refusals() {
             && dest("eu")["records"]["health"] == 1
             && dest("us")["blocked"]["approval_required"] == 2
             && p["unregistered_blocked"][0]["blocked"]["unknown_destination"] == 1
+            // Per-client counters are shared the same way: every replica's requests.
+            && client_at(p, "eu")["allowed"] == 3
+            && client_at(p, "us")["refused"] == 2
     };
     let agreed = poll_until(std::time::Duration::from_secs(10), || async {
         let ra = activity_parts(&admin_json(&a, "/v1/report").await);
