@@ -6,7 +6,8 @@
 //! `cargo run --release --example rate_load -- URL HOST BODY_FILE RATE SECONDS [CONNS [NEW_EVERY]]`
 //! prints `sent ok p50_us p90_us p99_us max_us`. When the body contains `NEWID`, one request in
 //! `NEW_EVERY` (default 10; 0: none, 1: every one) carries a user id never sent before (fresh
-//! per run), the others the already-counted id `1`.
+//! per run), the others the already-counted id `1`. With `PROXY_AUTHORIZATION` set in the
+//! environment, every request carries it as its `Proxy-Authorization` header (a client token).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -43,17 +44,21 @@ async fn main() -> anyhow::Result<()> {
     let next_id = Arc::new(AtomicU64::new(1_000_000_000 + seed * 100_000));
     let ok = Arc::new(AtomicU64::new(0));
     let limit = Arc::new(tokio::sync::Semaphore::new(conns));
+    let auth = std::env::var("PROXY_AUTHORIZATION")
+        .ok()
+        .filter(|a| !a.is_empty());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     for i in 0..total {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
         let permit = limit.clone().acquire_owned().await?;
-        let (client, url, host, tx, ok) = (
+        let (client, url, host, tx, ok, auth) = (
             client.clone(),
             url.clone(),
             host.clone(),
             tx.clone(),
             ok.clone(),
+            auth.clone(),
         );
         let payload = if new_every > 0 && i % new_every == 0 && body.contains("NEWID") {
             body.replace(
@@ -64,8 +69,11 @@ async fn main() -> anyhow::Result<()> {
             body.replace("NEWID", "1")
         };
         tokio::spawn(async move {
-            let req = hyper::Request::post(url)
-                .header("host", host)
+            let mut req = hyper::Request::post(url).header("host", host);
+            if let Some(a) = auth {
+                req = req.header("proxy-authorization", a);
+            }
+            let req = req
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(payload)));
             if let Ok(req) = req {
