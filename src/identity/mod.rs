@@ -72,14 +72,51 @@ pub struct Carried {
 }
 
 /// What a connection knows of its client before any request: the verified client
-/// certificate's identities (TLS proxy listener) and, inside a `CONNECT`, the identity it had.
+/// certificate's identities (TLS proxy listener), inside a `CONNECT` the identity it had, and
+/// the last token that verified on it.
 #[derive(Debug, Clone, Default)]
 pub struct ConnIdentity {
     /// A client certificate that verified against `gate.client_ca_file`.
     pub certificate: Option<Arc<tls::PeerIdentities>>,
     /// The identity of the `CONNECT` whose tunnel this connection is.
     pub carried: Option<Arc<Carried>>,
+    /// The last `Proxy-Authorization` value that verified on this connection.
+    pub verified: Arc<VerifiedToken>,
 }
+
+/// The last `Proxy-Authorization` value that verified on a connection, the client it named and
+/// the [`Clients`] generation it was verified under. A keep-alive client sends the same value
+/// on every request: the next one is compared (in constant time) instead of hashed again.
+#[derive(Debug, Default)]
+pub struct VerifiedToken(std::sync::Mutex<Option<(Box<[u8]>, u64, u16)>>);
+
+impl VerifiedToken {
+    fn get(&self, value: &[u8], generation: u64) -> Option<u16> {
+        let g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (v, gen, client) = g.as_ref()?;
+        (*gen == generation && ct_eq(v, value)).then_some(*client)
+    }
+
+    fn set(&self, value: &[u8], generation: u64, client: u16) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((value.into(), generation, client));
+    }
+}
+
+/// Equal length and content, compared without an early exit.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Each [`Clients`] gets its own generation, so a token verified under one configuration is
+/// never taken for a client of another.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Why a request could not be identified where it had to be: a credential that does not
 /// verify (never a fall-back to the address).
@@ -92,6 +129,7 @@ const MAX_CREDENTIAL: usize = 4096;
 /// The declared clients, compiled for lookups whose cost does not grow with their number.
 #[derive(Debug, Default)]
 pub struct Clients {
+    generation: u64,
     names: Vec<Arc<str>>,
     owners: Vec<Option<String>>,
     modes: Vec<Mode>,
@@ -110,7 +148,10 @@ pub struct Clients {
 impl Clients {
     /// Compiles the validated `[[client]]` blocks (at most `u16::MAX`).
     pub fn new(clients: &[Client]) -> Clients {
-        let mut c = Clients::default();
+        let mut c = Clients {
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..Clients::default()
+        };
         for (i, cl) in clients.iter().enumerate().take(usize::from(u16::MAX)) {
             let i = i as u16;
             let name: Arc<str> = Arc::from(cl.name.as_str());
@@ -232,13 +273,19 @@ impl Clients {
             });
         }
         if let (true, Some(value)) = (self.uses_tokens(), authorization) {
-            return self
-                .by_token(value.as_bytes())
-                .map(|client| Identity {
-                    client: Some(client),
-                    by: Some(IdentifiedBy::Token),
-                })
-                .ok_or(BadCredential);
+            let value = value.as_bytes();
+            let client = match conn.verified.get(value, self.generation) {
+                Some(c) => c,
+                None => {
+                    let c = self.by_token(value).ok_or(BadCredential)?;
+                    conn.verified.set(value, self.generation, c);
+                    c
+                }
+            };
+            return Ok(Identity {
+                client: Some(client),
+                by: Some(IdentifiedBy::Token),
+            });
         }
         Ok(self
             .by_address(peer)
@@ -323,11 +370,7 @@ impl Clients {
         }
         let digest: [u8; 32] = Sha256::digest(token).into();
         let (stored, client) = self.tokens.get(&prefix(&digest))?;
-        let diff = stored
-            .iter()
-            .zip(digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        (diff == 0).then_some(*client)
+        ct_eq(stored, &digest).then_some(*client)
     }
 
     /// The client of the longest source prefix containing `ip`.

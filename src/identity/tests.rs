@@ -137,7 +137,7 @@ fn certificates_match_uri_then_dns_then_cn_without_san() {
     // A certificate identity wins over a token and an address; the token is not consulted.
     let conn = ConnIdentity {
         certificate: Some(Arc::new(peer(&[spiffe], &[], None))),
-        carried: None,
+        ..ConnIdentity::default()
     };
     let id = c.identify(&conn, Some(&hv("Bearer wrong")), ip("10.20.5.1"));
     assert_eq!(
@@ -153,11 +153,11 @@ fn certificates_match_uri_then_dns_then_cn_without_san() {
 fn a_connect_identity_is_carried_by_name() {
     let c = clients();
     let conn = ConnIdentity {
-        certificate: None,
         carried: Some(Arc::new(Carried {
             name: Some(Arc::from("crm")),
             by: Some(IdentifiedBy::Token),
         })),
+        ..ConnIdentity::default()
     };
     assert_eq!(
         c.identify(&conn, None, ip("127.0.0.2")),
@@ -167,11 +167,11 @@ fn a_connect_identity_is_carried_by_name() {
         })
     );
     let gone = ConnIdentity {
-        certificate: None,
         carried: Some(Arc::new(Carried {
             name: Some(Arc::from("removed")),
             by: Some(IdentifiedBy::Token),
         })),
+        ..ConnIdentity::default()
     };
     assert_eq!(
         c.identify(&gone, None, ip("127.0.0.2")),
@@ -212,5 +212,50 @@ fn no_tokens_declared_means_the_header_is_ignored() {
     assert_eq!(
         token_digest_hex("test"),
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+}
+
+#[test]
+fn a_verified_token_is_remembered_per_connection_and_configuration() {
+    let c = clients();
+    let conn = ConnIdentity::default();
+    let good = hv(&format!("Bearer {}", "tok-crm"));
+    let ip = ip("192.0.2.1");
+    assert_eq!(
+        c.identify(&conn, Some(&good), ip).map(|i| i.client),
+        Ok(Some(1))
+    );
+    // The same value again: answered from the connection, the same client.
+    assert_eq!(
+        c.identify(&conn, Some(&good), ip).map(|i| i.client),
+        Ok(Some(1))
+    );
+    // Another value on the same connection is verified on its own (and a bad one refused).
+    let bad = hv("Bearer tok-crm-but-not");
+    assert_eq!(c.identify(&conn, Some(&bad), ip), Err(BadCredential));
+    let billing = hv("Bearer tok-billing-1");
+    assert_eq!(
+        c.identify(&conn, Some(&billing), ip).map(|i| i.client),
+        Ok(Some(0))
+    );
+    // A new configuration (a reload) does not trust what an older one verified: here the
+    // remembered client index would name nobody.
+    let reloaded = Clients::new(&[]);
+    assert_eq!(
+        reloaded.identify(&conn, Some(&billing), ip),
+        Ok(Identity::UNIDENTIFIED),
+        "no tokens declared any more: the header is ignored"
+    );
+    let other = Clients::new(&[Client {
+        name: "solo".into(),
+        owner: None,
+        mode: Mode::Enforce,
+        tls_identities: vec![],
+        token_sha256: vec![digest("tok-solo")],
+        cidrs: vec![],
+    }]);
+    assert_eq!(
+        other.identify(&conn, Some(&billing), ip),
+        Err(BadCredential)
     );
 }

@@ -119,8 +119,8 @@ pub(super) fn start(
                 let session = Session {
                     conn,
                     client: ConnIdentity {
-                        certificate: None,
                         carried: Some(Arc::new(carried)),
+                        ..ConnIdentity::default()
                     },
                     destination,
                     authority,

@@ -584,7 +584,7 @@ pub async fn serve(
                         .as_ref()
                         .and_then(|ca| session.peer_certificates().and_then(|c| ca.verify(c)))
                         .map(Arc::new);
-                    let client = ConnIdentity { certificate, carried: None };
+                    let client = ConnIdentity { certificate, ..ConnIdentity::default() };
                     conn.serve(stream, activity, addr, client).await;
                 });
             }
