@@ -88,7 +88,15 @@ pub struct ConnIdentity {
 /// the [`Clients`] generation it was verified under. A keep-alive client sends the same value
 /// on every request: the next one is compared (in constant time) instead of hashed again.
 #[derive(Debug, Default)]
-pub struct VerifiedToken(std::sync::Mutex<Option<(Box<[u8]>, u64, u16)>>);
+pub struct VerifiedToken(std::sync::Mutex<Option<Verified>>);
+
+/// One verified `Proxy-Authorization` value.
+#[derive(Debug)]
+struct Verified {
+    value: Box<[u8]>,
+    generation: u64,
+    client: u16,
+}
 
 impl VerifiedToken {
     fn get(&self, value: &[u8], generation: u64) -> Option<u16> {
@@ -96,16 +104,19 @@ impl VerifiedToken {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (v, gen, client) = g.as_ref()?;
-        (*gen == generation && ct_eq(v, value)).then_some(*client)
+        let v = g.as_ref()?;
+        (v.generation == generation && ct_eq(&v.value, value)).then_some(v.client)
     }
 
     fn set(&self, value: &[u8], generation: u64, client: u16) {
         *self
             .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((value.into(), generation, client));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Verified {
+            value: value.into(),
+            generation,
+            client,
+        });
     }
 }
 
