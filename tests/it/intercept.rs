@@ -684,3 +684,69 @@ async fn requests_inside_a_connect_carry_its_identity() {
         .iter()
         .any(|l| l["client_name"] == "crm" && l["reason"] == "client_not_allowed"));
 }
+
+/// The TLS proxy listener carries interception too: curl speaks TLS to the gate (with its
+/// client certificate), sends `CONNECT` inside it and TLS to the intercepted host inside that;
+/// the inner request carries the certificate's identity.
+#[tokio::test]
+async fn interception_through_the_tls_proxy_listener_carries_the_certificate() {
+    let server_ca = TestCa::new("proxy server CA");
+    let client_ca = TestCa::new("clients CA");
+    let (cert, key) = server_ca.leaf_pem(&["127.0.0.1"]);
+    let (client_cert, client_key) = client_ca.client_pem("spiffe://corp.test/billing");
+    let b = GateBuilder::new()
+        .file("proxy.pem", cert.as_bytes())
+        .file("proxy.key", key.as_bytes())
+        .file("clients-ca.pem", client_ca.cert_pem.as_bytes())
+        .file("server-ca.pem", server_ca.cert_pem.as_bytes())
+        .file("client.pem", client_cert.as_bytes())
+        .file("client.key", client_key.as_bytes())
+        .gate_key("proxy_tls_listen = \"127.0.0.1:0\"")
+        .gate_key("proxy_tls_cert = \"proxy.pem\"")
+        .gate_key("proxy_tls_key = \"proxy.key\"")
+        .gate_key("client_ca_file = \"clients-ca.pem\"")
+        .section(
+            "[[client]]\nname = \"billing\"\ntls_identities = [\"spiffe://corp.test/billing\"]",
+        );
+    let up_ca = TestCa::new("upstream test CA");
+    let up = Upstream::builder()
+        .tls(up_ca.server_config(&["api.eu.test"]))
+        .start()
+        .await;
+    let gate = with_gate_ca(b, Some(&up_ca))
+        .destination(eu(up.addr).set("clients", "[\"billing\"]"))
+        .start()
+        .await;
+    let d = gate.dir().to_owned();
+    let p = |f: &str| d.join(f).display().to_string();
+    let proxy = format!("https://127.0.0.1:{}", gate.proxy_tls.unwrap().port());
+    let args = [
+        "--proxy".to_owned(),
+        proxy,
+        "--proxy-cacert".to_owned(),
+        p("server-ca.pem"),
+        "--proxy-cert".to_owned(),
+        p("client.pem"),
+        "--proxy-key".to_owned(),
+        p("client.key"),
+        "--cacert".to_owned(),
+        p("secrets/ca.pem"),
+        "-H".to_owned(),
+        "content-type: application/json".to_owned(),
+        "--data-binary".to_owned(),
+        "{\"user_id\":9}".to_owned(),
+        "https://api.eu.test/v1/events".to_owned(),
+    ];
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}\n{}", gate.logs());
+    assert_eq!(up.received().len(), 1);
+    let lines = gate.audit_lines(1).await;
+    let inner = lines.iter().find(|l| l["method"] == "POST").unwrap();
+    assert_eq!(inner["client_name"], "billing", "{lines:#?}");
+    assert_eq!(inner["identified_by"], "certificate");
+}
