@@ -8,7 +8,7 @@
 
 use crate::harness::certs::TestCa;
 use crate::harness::upstream::Upstream;
-use crate::harness::{curl, reason_of, require_tool, Dest, GateBuilder, GateProc};
+use crate::harness::{curl, python_post, reason_of, require_tool, Dest, GateBuilder, GateProc};
 use std::process::Command;
 
 const BILLING_TOKEN: &str = "billing-token-0123456789abcdef";
@@ -83,26 +83,6 @@ fn curl_verbose(args: &[&str]) -> (u16, String) {
     (code, body)
 }
 
-fn python_requests(proxy: &str) -> u16 {
-    require_tool("python3");
-    let script = format!(
-        "import requests\nr = requests.post('http://api.eu.test/v1/customers', data='{BODY}', \
-         headers={{'content-type': 'application/json'}}, proxies={{'http': '{proxy}'}}, timeout=20)\nprint(r.status_code)"
-    );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python3 with requests is required (scripts/test installs python3-requests): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_identify_clients_and_the_allowlist_refuses_the_others() {
     let up = Upstream::http().await;
@@ -115,7 +95,12 @@ async fn tokens_identify_clients_and_the_allowlist_refuses_the_others() {
         assert_eq!(code, 200, "{body}");
     }
     assert_eq!(
-        python_requests(&format!("http://billing:{BILLING_TOKEN}@127.0.0.1:{port}")),
+        python_post(
+            &format!("http://billing:{BILLING_TOKEN}@127.0.0.1:{port}"),
+            "http://api.eu.test/v1/customers",
+            BODY
+        )
+        .0,
         200
     );
     // Bearer from reqwest.

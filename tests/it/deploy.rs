@@ -179,18 +179,23 @@ async fn failed_tls_handshake(gate: &GateProc) {
         .await
         .unwrap();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    for _ in 0..50 {
-        if gate
-            .metrics()
+    let closed =
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "the gate did not close a connection that is not TLS"
+    );
+    let counted = crate::harness::poll_until(std::time::Duration::from_secs(5), || async {
+        gate.metrics()
             .await
             .contains("transfer_gate_proxy_tls_handshake_errors_total{")
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the failed TLS proxy handshake was not counted");
+            .then_some(())
+    })
+    .await;
+    assert!(
+        counted.is_some(),
+        "the failed TLS proxy handshake was not counted"
+    );
 }
 
 fn missing(wanted: &BTreeSet<String>, have: &BTreeSet<String>) -> Vec<String> {

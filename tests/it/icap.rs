@@ -4,6 +4,7 @@
 //! the proxy listener. Also the ICAP protocol itself over raw TCP (OPTIONS, ISTag on reload,
 //! preview, malformed input).
 
+use crate::harness::python_post;
 use crate::harness::squid::Squid;
 use crate::harness::upstream::Upstream;
 use crate::harness::{
@@ -186,32 +187,6 @@ fn curl_via(proxy: &str, url: &str, body: &str) -> (u16, String, String) {
     (status, reason, body.to_owned())
 }
 
-/// Runs Python `requests` through Squid; returns (status, reason header, body).
-fn python_via(proxy: &str, url: &str, body: &str) -> (u16, String, String) {
-    require_tool("python3");
-    let script = "import sys, requests\n\
-        r = requests.post(sys.argv[2], data=sys.argv[3].encode(), headers={'content-type': 'application/json'}, proxies={'http': sys.argv[1]}, timeout=60)\n\
-        print(r.status_code)\n\
-        print(r.headers.get('x-transfer-gate-reason', ''))\n\
-        sys.stdout.write(r.text)\n";
-    let out = Command::new("python3")
-        .args(["-c", script, proxy, url, body])
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python3 with requests is required (scripts/test installs python3-requests): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut it = text.splitn(3, '\n');
-    let status = it.next().unwrap_or("0").trim().parse().unwrap_or(0);
-    let reason = it.next().unwrap_or("").trim().to_owned();
-    (status, reason, it.next().unwrap_or("").to_owned())
-}
-
 #[tokio::test]
 async fn curl_and_python_requests_through_squid_are_judged_by_the_gate() {
     let up = Upstream::http().await;
@@ -220,7 +195,7 @@ async fn curl_and_python_requests_through_squid_are_judged_by_the_gate() {
     let eu = format!("http://api.eu.test:{}/v1/ingest", up.addr.port());
     let us = format!("http://api.us.test:{}/v1/ingest", up.addr.port());
     type Client = fn(&str, &str, &str) -> (u16, String, String);
-    let clients: [(&str, Client); 2] = [("curl", curl_via), ("python", python_via)];
+    let clients: [(&str, Client); 2] = [("curl", curl_via), ("python", python_post)];
     let mut next_user = 1;
     for (name, client) in clients {
         // Allowed: forwarded by Squid with the body unchanged.

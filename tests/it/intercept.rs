@@ -50,13 +50,22 @@ fn with_gate_ca(b: GateBuilder, upstream_ca: Option<&TestCa>) -> GateBuilder {
 /// An HTTPS upstream for `api.eu.test` with its own test CA, and an intercepting gate that
 /// trusts that CA for upstream connections.
 async fn intercepting(b: GateBuilder) -> (GateProc, Upstream, PathBuf) {
+    intercepting_only(b, "").await
+}
+
+/// [`intercepting`] with `eu` open only to `clients` (a TOML array; empty: every client).
+async fn intercepting_only(b: GateBuilder, clients: &str) -> (GateProc, Upstream, PathBuf) {
     let up_ca = TestCa::new("upstream test CA");
     let up = Upstream::builder()
         .tls(up_ca.server_config(&["api.eu.test"]))
         .start()
         .await;
+    let dest = match clients {
+        "" => eu(up.addr),
+        list => eu(up.addr).set("clients", list),
+    };
     let gate = with_gate_ca(b, Some(&up_ca))
-        .destination(eu(up.addr))
+        .destination(dest)
         .start()
         .await;
     let ca = gate.dir().join("secrets/ca.pem");
@@ -626,16 +635,7 @@ async fn requests_inside_a_connect_carry_its_identity() {
         transfer_gate::identity::token_digest_hex("crm-token-0123456789abcdef0123")
     );
     let b = GateBuilder::new().section(&clients);
-    let up_ca = TestCa::new("upstream test CA");
-    let up = Upstream::builder()
-        .tls(up_ca.server_config(&["api.eu.test"]))
-        .start()
-        .await;
-    let gate = with_gate_ca(b, Some(&up_ca))
-        .destination(eu(up.addr).set("clients", "[\"billing\"]"))
-        .start()
-        .await;
-    let ca = gate.dir().join("secrets/ca.pem");
+    let (gate, up, ca) = intercepting_only(b, "[\"billing\"]").await;
     for http1 in [true, false] {
         let cert = reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
         let proxy = reqwest::Proxy::all(gate.proxy_url())
@@ -708,15 +708,7 @@ async fn interception_through_the_tls_proxy_listener_carries_the_certificate() {
         .section(
             "[[client]]\nname = \"billing\"\ntls_identities = [\"spiffe://corp.test/billing\"]",
         );
-    let up_ca = TestCa::new("upstream test CA");
-    let up = Upstream::builder()
-        .tls(up_ca.server_config(&["api.eu.test"]))
-        .start()
-        .await;
-    let gate = with_gate_ca(b, Some(&up_ca))
-        .destination(eu(up.addr).set("clients", "[\"billing\"]"))
-        .start()
-        .await;
+    let (gate, up, _) = intercepting_only(b, "[\"billing\"]").await;
     let d = gate.dir().to_owned();
     let p = |f: &str| d.join(f).display().to_string();
     let proxy = format!("https://127.0.0.1:{}", gate.proxy_tls.unwrap().port());

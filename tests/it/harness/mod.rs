@@ -664,6 +664,33 @@ pub fn curl(args: &[&str]) -> (u16, String) {
     (code, body.to_owned())
 }
 
+/// POSTs `body` as JSON to `url` with Python `requests` through the HTTP proxy `proxy`;
+/// returns (status, `X-Transfer-Gate-Reason`, body).
+pub fn python_post(proxy: &str, url: &str, body: &str) -> (u16, String, String) {
+    require_tool("python3");
+    let script = "import sys, requests\n\
+        r = requests.post(sys.argv[2], data=sys.argv[3].encode(), headers={'content-type': 'application/json'}, proxies={'http': sys.argv[1]}, timeout=60)\n\
+        print(r.status_code)\n\
+        print(r.headers.get('x-transfer-gate-reason', ''))\n\
+        sys.stdout.write(r.text)\n";
+    let out = Command::new("python3")
+        .args(["-c", script, proxy, url, body])
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python3 with requests is required (scripts/test installs python3-requests): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut it = text.splitn(3, '\n');
+    let status = it.next().unwrap_or("0").trim().parse().unwrap_or(0);
+    let reason = it.next().unwrap_or("").trim().to_owned();
+    (status, reason, it.next().unwrap_or("").to_owned())
+}
+
 /// Samples a process's resident memory every 20 ms on a thread until stopped.
 pub struct RssSampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
