@@ -142,7 +142,6 @@ const MAX_CREDENTIAL: usize = 4096;
 pub struct Clients {
     generation: u64,
     names: Vec<Arc<str>>,
-    owners: Vec<Option<String>>,
     modes: Vec<Mode>,
     by_name: HashMap<Arc<str>, u16>,
     /// URI SANs, DNS SANs and CNs written exactly.
@@ -167,7 +166,6 @@ impl Clients {
             let i = i as u16;
             let name: Arc<str> = Arc::from(cl.name.as_str());
             c.names.push(name.clone());
-            c.owners.push(cl.owner.clone());
             c.modes.push(cl.mode);
             c.by_name.insert(name, i);
             for id in &cl.tls_identities {
@@ -200,16 +198,6 @@ impl Clients {
         c
     }
 
-    /// How many clients are declared.
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    /// Whether no client is declared.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
     /// Whether `Proxy-Authorization` is consulted (some client declares `token_sha256`).
     pub fn uses_tokens(&self) -> bool {
         !self.tokens.is_empty()
@@ -229,19 +217,9 @@ impl Clients {
             .cloned()
     }
 
-    /// The name of client `i`.
-    pub fn name_of(&self, i: u16) -> Option<&str> {
-        self.names.get(usize::from(i)).map(|n| &**n)
-    }
-
     /// The client's index by name.
     pub fn index(&self, name: &str) -> Option<u16> {
         self.by_name.get(name).copied()
-    }
-
-    /// The owner of client `i`.
-    pub fn owner(&self, i: u16) -> Option<&str> {
-        self.owners.get(usize::from(i)).and_then(|o| o.as_deref())
     }
 
     /// Whether `id`'s client is in observe mode (`mode = "observe"`).

@@ -1,5 +1,5 @@
 //! The proxy listener and the request path every listener shares, as named phases over one
-//! per-request context ([`request::RequestCx`]):
+//! per-request context ([`context::RequestCx`]):
 //!
 //! state ([`Gate`], [`Snapshot`], [`Route`]: here) → listen ([`serve`], `crate::listen`) →
 //! [`request`] (id, loop check, dispatch) → [`route`] (target and [`classify`]) or
@@ -562,7 +562,7 @@ pub async fn serve(
                     let Ok(io) = accepted.into_io() else { return };
                     let local = io.local_addr().unwrap_or(peer);
                     let activity = io.activity();
-                    let addr = request::Conn { peer, local };
+                    let addr = context::Conn { peer, local };
                     let Some(tls) = tls else {
                         return conn.serve(io, activity, addr, ConnIdentity::default()).await;
                     };
@@ -624,7 +624,7 @@ impl Connection {
         self,
         io: IO,
         activity: Arc<crate::listen::Activity>,
-        addr: request::Conn,
+        addr: context::Conn,
         client: ConnIdentity,
     ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

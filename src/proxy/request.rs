@@ -5,7 +5,7 @@
 //! [`super::connect`], everything else to [`super::route`]. The request's context through the
 //! later phases is a [`RequestCx`] (`super::context`).
 
-pub use super::context::{Conn, RequestCx};
+use super::context::{Conn, RequestCx};
 use super::identify::{must_refuse, unidentified};
 use super::Gate;
 use crate::identity::ConnIdentity;
