@@ -111,7 +111,7 @@ pub fn diagram(doc: &Value) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r##"<svg id="dataflow" xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="dataflow-title" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">
+        r##"<svg id="dataflow" xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="dataflow-title" width="100%" style="max-width:{width}px" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">
 <title id="dataflow-title">Data-flow diagram: {entity} to its overseas destinations</title>
 <defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="12" markerHeight="12" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#4a5568"/></marker></defs>
 <rect x="{ex}" y="{ey}" width="{ew}" height="{eh}" rx="10" fill="#edf2f7" stroke="#2d3748" stroke-width="2"/>
