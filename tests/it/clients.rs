@@ -552,3 +552,33 @@ fn client_token_prints_a_token_once_and_its_digest() {
         Some(2)
     );
 }
+
+/// A stalled TLS handshake on the TLS proxy listener — nothing sent, or half a record — is
+/// closed by the header deadline (SPEC §9), and the listener goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_on_the_tls_proxy_listener_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::http().await;
+    let (gate, server_ca, _) = tls_gate(&up, "optional").await;
+    let addr = gate.proxy_tls.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The first bytes of a TLS handshake record, then nothing.
+    half.write_all(&[0x16, 0x03, 0x01, 0x02]).await.unwrap();
+    for s in [&mut silent, &mut half] {
+        let mut buf = [0u8; 64];
+        // The harness's client_header_seconds is well under this bound.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .expect("the gate closes a stalled handshake");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+    // The listener still serves a real client.
+    let ca_path = gate.dir().join("server-ca.pem");
+    std::fs::write(&ca_path, &server_ca.cert_pem).unwrap();
+    let proxy = format!("https://127.0.0.1:{}", addr.port());
+    let ca = ca_path.display().to_string();
+    let token = format!("Proxy-Authorization: Bearer {CRM_TOKEN}");
+    let (code, body) = curl_via(&proxy, &["--proxy-cacert", &ca, "--proxy-header", &token]);
+    assert_eq!(code, 200, "{body}");
+}

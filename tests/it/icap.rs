@@ -740,13 +740,28 @@ async fn refusals_of_who_is_sending_are_encapsulated() {
     let resp = icap_raw(port, &icap("X-Client-IP: 192.0.2.7\r\n"), "}").await;
     assert!(resp.contains("HTTP/1.1 407"), "{resp}");
     assert!(resp.contains("client_unidentified"), "{resp}");
+    // A hostile ICAP client: a phone number as the user name and as the address names nobody,
+    // and is written nowhere.
+    let phone = "13812345678";
+    let resp = icap_raw(
+        port,
+        &icap(&format!(
+            "X-Client-IP: {phone}\r\nX-Client-Username: {phone}\r\n"
+        )),
+        "}",
+    )
+    .await;
+    assert!(resp.contains("HTTP/1.1 407"), "{resp}");
+    assert!(!resp.contains(phone), "{resp}");
     assert_eq!(
         up.received().len(),
         1,
         "nothing refused reached the upstream"
     );
 
-    let lines = gate.audit_lines(3).await;
+    let lines = gate.audit_lines(4).await;
+    let audit = std::fs::read_to_string(gate.dir().join("data/audit.jsonl")).unwrap();
+    assert!(!audit.contains(phone) && !gate.logs().contains(phone));
     let who: Vec<(&str, &str, &str)> = lines
         .iter()
         .map(|l| {
