@@ -34,7 +34,7 @@ async fn replica(
     let l = RedisLedger::open(
         RedisOptions {
             target: target.clone(),
-            timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(10),
             entity: entity.into(),
             cache_entries: DEFAULT_CACHE_ENTRIES,
             journal_dir: Some(journal.to_path_buf()),
