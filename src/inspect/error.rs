@@ -80,6 +80,18 @@ pub enum Unreadable {
         /// Offset of the problem.
         offset: u64,
     },
+    /// An XML `DOCTYPE` with an internal subset or an external identifier: the gate processes
+    /// no DTD (no entity expanded, nothing fetched), so it cannot read what a DTD-processing
+    /// receiver would.
+    #[error("XML document type declaration with an internal subset or external identifier at offset {offset}")]
+    Doctype {
+        /// Offset of the `<!DOCTYPE`.
+        offset: u64,
+    },
+    /// The XML declaration's `encoding` and the `Content-Type` charset name different
+    /// encodings (or the declaration names another family than the bytes are in).
+    #[error("XML declaration encoding and Content-Type charset disagree")]
+    EncodingConflict,
     /// `feed` or `finish` called after the scanner already failed or finished.
     #[error("scanner already failed or finished")]
     Closed,
@@ -104,6 +116,8 @@ impl Unreadable {
             Unreadable::WindowTooLarge => "window_too_large",
             Unreadable::Corrupt { .. } => "corrupt_encoding",
             Unreadable::BadMultipart { .. } => "bad_multipart",
+            Unreadable::Doctype { .. } => "xml_doctype",
+            Unreadable::EncodingConflict => "encoding_conflict",
             Unreadable::Closed => "closed",
         }
     }

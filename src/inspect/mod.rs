@@ -37,6 +37,7 @@ mod multipart;
 mod pipeline;
 pub mod record;
 pub mod transfer;
+mod xml;
 
 #[cfg(test)]
 mod tests;
@@ -91,6 +92,11 @@ pub enum BodyKind {
         /// Whether the first row is a header row.
         header: bool,
     },
+    /// `application/xml`, `text/xml`, `application/soap+xml`, `*/*+xml`.
+    Xml {
+        /// The `charset` the type names, if any: the XML declaration must agree with it.
+        named: Option<Charset>,
+    },
 }
 
 /// How a body is read: its format and charset.
@@ -138,6 +144,8 @@ pub fn body_type(value: &[u8]) -> Result<BodyType, Unreadable> {
             BodyKind::Multipart(b.to_vec())
         }
         e if e.starts_with("application/") && e.ends_with("+json") => BodyKind::Json,
+        "application/xml" | "text/xml" => BodyKind::Xml { named: None },
+        e if e.ends_with("+xml") => BodyKind::Xml { named: None },
         _ => return Err(Unreadable::UnknownContentType),
     };
     let charset = match mt.param("charset") {
@@ -149,6 +157,12 @@ pub fn body_type(value: &[u8]) -> Result<BodyType, Unreadable> {
     if matches!(kind, BodyKind::Multipart(_)) && charset != Charset::Utf8 {
         return Err(Unreadable::UnsupportedCharset);
     }
+    let kind = match kind {
+        BodyKind::Xml { .. } => BodyKind::Xml {
+            named: mt.param("charset").map(|_| charset),
+        },
+        k => k,
+    };
     Ok(BodyType { kind, charset })
 }
 
@@ -167,6 +181,7 @@ pub(crate) enum Format {
     Multipart(Box<multipart::MultipartScanner>),
     /// A multipart text field's value, collected whole.
     Text(multipart::TextValue),
+    Xml(Box<xml::XmlScanner>),
 }
 
 impl Format {
@@ -179,6 +194,7 @@ impl Format {
             BodyKind::Multipart(b) => {
                 Format::Multipart(Box::new(multipart::MultipartScanner::new(b)))
             }
+            BodyKind::Xml { named } => Format::Xml(Box::new(xml::XmlScanner::new(*named))),
         }
     }
 
@@ -189,6 +205,7 @@ impl Format {
             Format::Form(s) => s.feed(data, sink),
             Format::Multipart(s) => s.feed(data, sink),
             Format::Text(s) => s.feed(data, sink),
+            Format::Xml(s) => s.feed(data, sink),
         }
     }
 
@@ -199,6 +216,7 @@ impl Format {
             Format::Form(s) => s.finish(sink),
             Format::Multipart(s) => s.finish(sink),
             Format::Text(s) => s.finish(),
+            Format::Xml(s) => s.finish(sink),
         }
     }
 
@@ -209,6 +227,7 @@ impl Format {
             Format::Form(s) => s.frontier(),
             Format::Multipart(s) => s.frontier(),
             Format::Text(_) => 0,
+            Format::Xml(s) => s.frontier(),
         }
     }
 }
@@ -228,7 +247,10 @@ pub(crate) fn pipeline(
     if let Some(c) = coding {
         stages.push(pipeline::Stage::Content(decode::Decoder::new(c, limits)?));
     }
-    if charset.needs_decoding() {
+    if let Format::Xml(x) = &format {
+        // XML settles its charset with the declaration in the body.
+        stages.push(pipeline::Stage::Xml(x.decoder()));
+    } else if charset.needs_decoding() {
         stages.push(pipeline::Stage::Charset(charset::Transcoder::new(charset)));
     }
     Ok(pipeline::Pipeline::new(stages, format))

@@ -18,6 +18,7 @@ use super::charset::Transcoder;
 use super::decode::Decoder;
 use super::error::Unreadable;
 use super::transfer::TransferDecoder;
+use super::xml::XmlDecoder;
 use super::{Format, Sink};
 
 /// Checkpoints `(input consumed, output produced)` of a decoding stage, and the release rule:
@@ -76,6 +77,8 @@ pub(crate) enum Stage {
     Content(Decoder),
     /// `charset`.
     Charset(Transcoder),
+    /// An XML body's charset: the declaration settled with `charset`.
+    Xml(XmlDecoder),
 }
 
 type Out<'a> = &'a mut dyn FnMut(&[u8]) -> Result<(), Unreadable>;
@@ -86,6 +89,7 @@ impl Stage {
             Stage::Transfer(d) => d.feed(input, out),
             Stage::Content(d) => d.feed(input, out),
             Stage::Charset(d) => d.feed(input, out),
+            Stage::Xml(d) => d.feed(input, out),
         }
     }
 
@@ -94,6 +98,7 @@ impl Stage {
             Stage::Transfer(d) => d.finish(out),
             Stage::Content(d) => d.finish(out),
             Stage::Charset(d) => d.finish(out),
+            Stage::Xml(d) => d.finish(out),
         }
     }
 
@@ -102,6 +107,7 @@ impl Stage {
             Stage::Transfer(d) => d.release_for(frontier),
             Stage::Content(d) => d.release_for(frontier).min(d.encoded_len()),
             Stage::Charset(d) => d.release_for(frontier).min(d.input_len()),
+            Stage::Xml(d) => d.release_for(frontier),
         }
     }
 }
