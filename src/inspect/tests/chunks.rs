@@ -246,3 +246,41 @@ proptest! {
         }
     }
 }
+
+/// XML: markup, references, CDATA, comments, multi-byte characters and a byte order mark cut
+/// anywhere give the same records (or the same error) as the body fed whole.
+#[test]
+fn xml_split_anywhere() {
+    let c = cfg();
+    let bodies: [&[u8]; 7] = [
+        "\u{feff}<?xml version=\"1.0\" encoding=\"UTF-8\"?><s:E xmlns:s=\"urn:s\"><s:B><r a=\"&#49;3800138000\"><user_id>u&amp;1</user_id>\
+         <n><![CDATA[13900139000]]></n></r><!-- 13700137000 --><?pi 13600136000?></s:B></s:E>"
+            .as_bytes(),
+        "<a><r><user_id>张三</user_id><diagnosis>流感</diagnosis></r><t>&#x31;&#x33;800138000</t></a>".as_bytes(),
+        b"<a><t>138<![CDATA[0013]]>8000</t></a>",
+        "<a>\u{feff}13800138000</a>".as_bytes(),
+        b"<a><b>&nbsp;</b></a>",
+        b"<a><b></a>",
+        b"<!DOCTYPE a [<!ENTITY x \"y\">]><a>&x;</a>",
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        let r = same_at_every_cut(&c, "text/xml", body);
+        assert_eq!(r.is_ok(), i < 4, "{r:?}");
+    }
+    let ok = same_at_every_cut(&c, "text/xml", bodies[0]);
+    assert_eq!(
+        ids(&ok),
+        [
+            b"13600136000".to_vec(),
+            b"13700137000".to_vec(),
+            b"u&1".to_vec()
+        ]
+    );
+    // GB18030 declared: cut inside a two- or four-byte character.
+    let gb = encoding_rs::GB18030
+        .encode("<?xml version=\"1.0\" encoding=\"GB18030\"?><a><user_id>张三😀</user_id></a>")
+        .0
+        .into_owned();
+    let r = same_at_every_cut(&c, "text/xml", &gb);
+    assert_eq!(ids(&r), ["张三😀".as_bytes().to_vec()]);
+}
