@@ -1,6 +1,7 @@
 //! Inspection engine throughput (SPEC §10): the streaming scanner vs
 //! `serde_json::from_slice::<Value>` on the same ~1 MB bodies of realistic customer records
-//! (JSON array, NDJSON, CSV), plus gzip-encoded JSON.
+//! (JSON array, NDJSON, CSV), plus gzip-encoded JSON; and the XML scanner vs `roxmltree`
+//! building its tree of the same ~1 MB SOAP batch (`cargo bench --bench inspect -- xml`).
 //!
 //! Run: `cargo bench --bench inspect` (`INSPECT_CPU_TABLE=1` first prints MB per CPU-second;
 //! `INSPECT_ONCE` scans one body a fixed number of times, for instruction counts).
@@ -230,6 +231,50 @@ fn gen_csv() -> Body {
         bytes: out.into_bytes(),
         customers,
     }
+}
+
+/// A SOAP 1.1 envelope whose `Body` holds a batch of the same customer records as elements
+/// (namespace prefixes, the orders as attributes of empty elements), about 1 MB.
+fn gen_xml() -> Body {
+    let mut r = Rng(0x5eed_0f_50a9_0001);
+    let mut out = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:crm="urn:example:crm"><soap:Header><crm:Auth>token-b-1</crm:Auth></soap:Header><soap:Body><crm:SyncCustomers batch_id="b-1">
+"#,
+    );
+    let mut customers = Vec::new();
+    while out.len() < TARGET {
+        let c = customer(&mut r, customers.len() as u64);
+        let orders: String = c
+            .orders
+            .iter()
+            .map(|(id, sku, qty, cents)| {
+                format!(
+                    r#"<crm:order order_id="{id}" sku="{sku}" qty="{qty}" amount="{}.{:02}" currency="CNY" status="shipped"/>"#,
+                    cents / 100,
+                    cents % 100
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "<crm:Customer><crm:customer_id>{}</crm:customer_id><crm:name>{}</crm:name><crm:phone>{}</crm:phone><crm:id_no>{}</crm:id_no><crm:email>{}</crm:email><crm:address>{}</crm:address><crm:vip>true</crm:vip><crm:orders>{orders}</crm:orders><crm:created_at>2026-03-01T08:00:00+08:00</crm:created_at></crm:Customer>\n",
+            c.id, c.name, c.phone, c.id_no, c.email, c.address
+        ));
+        customers.push(c);
+    }
+    out.push_str("</crm:SyncCustomers></soap:Body></soap:Envelope>");
+    Body {
+        bytes: out.into_bytes(),
+        customers,
+    }
+}
+
+/// `roxmltree` building its tree of `body` (UTF-8 checked first, as the gate checks it).
+fn roxmltree_parse(body: &[u8]) -> bool {
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|s| roxmltree::Document::parse(s).ok())
+        .is_some()
 }
 
 /// Scans `body` fed in `chunk`-byte pieces, draining the records after every piece as the
@@ -547,7 +592,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-/// `INSPECT_ONCE=<json|ndjson|csv|bare> INSPECT_REPEAT=<n>`: scan that body `n` times and exit,
+/// `INSPECT_ONCE=<json|ndjson|csv|bare|xml> INSPECT_REPEAT=<n>`: scan that body `n` times and exit,
 /// for instruction counts under `valgrind --tool=callgrind` (repeatable on a loaded machine,
 /// unlike time): the difference between two repeat counts is the cost of the scans alone. It
 /// also prints the best and median MB per CPU-second of five batches of the repetitions.
@@ -562,6 +607,7 @@ fn once(what: &str) {
         "ndjson" => (&cfg, "application/x-ndjson", gen_ndjson()),
         "csv" => (&cfg, "text/csv", gen_csv()),
         "bare" => (&bare, "application/json", gen_json()),
+        "xml" => (&cfg, "application/soap+xml", gen_xml()),
         _ => (&cfg, "application/json", gen_json()),
     };
     let want = if what == "bare" {

@@ -64,7 +64,7 @@ async fn wait_audit(gate: &GateProc, n: usize) -> Vec<serde_json::Value> {
 
 /// Sends raw bytes to the ICAP port and reads the answer until the peer closes or `until`
 /// appears in it (bounded by 10 s).
-async fn icap_raw(port: u16, msg: &[u8], until: &str) -> String {
+pub(crate) async fn icap_raw(port: u16, msg: &[u8], until: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
