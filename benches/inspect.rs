@@ -589,6 +589,37 @@ fn benches(c: &mut Criterion) {
             ))
         })
     });
+    // XML (SOAP batch) against roxmltree building its tree of the same bytes (SPEC §10).
+    let xml_body = gen_xml();
+    check(
+        "xml (SOAP)",
+        &cfg,
+        "application/soap+xml",
+        None,
+        &xml_body.bytes,
+        &xml_body.subjects(),
+        xml_body.customers.len(),
+    );
+    assert!(
+        roxmltree_parse(&xml_body.bytes),
+        "roxmltree reads the SOAP body"
+    );
+    let xml = xml_body.bytes;
+    g.throughput(Throughput::Bytes(xml.len() as u64));
+    g.bench_function("engine/xml_soap", |b| {
+        b.iter(|| {
+            black_box(scan(
+                &cfg,
+                "application/soap+xml",
+                None,
+                black_box(&xml),
+                64 * 1024,
+            ))
+        })
+    });
+    g.bench_function("roxmltree/xml_soap", |b| {
+        b.iter(|| black_box(roxmltree_parse(black_box(&xml))))
+    });
     g.finish();
 }
 

@@ -160,7 +160,10 @@ async fn a_streamed_xml_batch_is_judged_record_by_record() {
     );
     let forwarded = seen.matches("</hr:Employee>").count() as u64;
     let (counted, sensitive) = gate.entity_counts().await;
-    assert!(counted >= forwarded && forwarded > 2000, "{counted} {forwarded}");
+    assert!(
+        counted >= forwarded && forwarded > 2000,
+        "{counted} {forwarded}"
+    );
     assert_eq!(sensitive, 0);
 }
 
@@ -182,10 +185,7 @@ async fn counting_listener() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 async fn billion_laughs_and_xxe_are_refused_and_nothing_is_fetched() {
     let up = Upstream::http().await;
     let (trap, connections) = counting_listener().await;
-    let gate = GateBuilder::new()
-        .destination(eu(up.addr))
-        .start()
-        .await;
+    let gate = GateBuilder::new().destination(eu(up.addr)).start().await;
     let secret = gate.dir().join("secret.txt");
     std::fs::write(&secret, "13800138000 secret-4711").unwrap();
     let file_url = format!("file://{}", secret.display());
@@ -224,9 +224,15 @@ async fn billion_laughs_and_xxe_are_refused_and_nothing_is_fetched() {
         let text = r.text().await.unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["reason"], "unreadable_body", "{what}");
-        assert!(!text.contains("secret-4711") && !text.contains("lol"), "{what}: {text}");
+        assert!(
+            !text.contains("secret-4711") && !text.contains("lol"),
+            "{what}: {text}"
+        );
     }
-    assert!(up.received().is_empty(), "an unreadable body reached the upstream");
+    assert!(
+        up.received().is_empty(),
+        "an unreadable body reached the upstream"
+    );
     // A request after them completes: had the gate fetched anything, it would have done so
     // while judging those bodies.
     let r = gate
@@ -273,7 +279,12 @@ async fn xml_is_read_on_the_icap_path_too() {
         .start()
         .await;
     let port = gate.icap.unwrap().port();
-    let r = crate::icap::icap_raw(port, &reqmod(port, "text/xml", &soap(&[(41, None)])), "\r\n\r\n").await;
+    let r = crate::icap::icap_raw(
+        port,
+        &reqmod(port, "text/xml", &soap(&[(41, None)])),
+        "\r\n\r\n",
+    )
+    .await;
     assert!(r.starts_with("ICAP/1.0 204"), "{r}");
     let series = "transfer_gate_entity_subjects{class=\"all\"}";
     let counted = crate::harness::poll_until(Duration::from_secs(10), || async {
