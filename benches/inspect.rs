@@ -236,7 +236,7 @@ fn gen_csv() -> Body {
 /// A SOAP 1.1 envelope whose `Body` holds a batch of the same customer records as elements
 /// (namespace prefixes, the orders as attributes of empty elements), about 1 MB.
 fn gen_xml() -> Body {
-    let mut r = Rng(0x5eed_0f_50a9_0001);
+    let mut r = Rng(0x005e_ed0f_50a9_0001);
     let mut out = String::from(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:crm="urn:example:crm"><soap:Header><crm:Auth>token-b-1</crm:Auth></soap:Header><soap:Body><crm:SyncCustomers batch_id="b-1">
