@@ -1,6 +1,8 @@
 //! XML and SOAP bodies (SPEC §3): names and values read, records as JSON makes them, charsets
 //! from the declaration, DTDs refused, streaming record by record.
 
+use proptest::prelude::*;
+
 use super::formats::encode;
 use super::*;
 
@@ -485,4 +487,35 @@ fn errors_and_debug_never_show_values() {
     let mut s = Scanner::new(Arc::new(cfg()), Some("text/xml"), None, DATE, false);
     s.feed(b"<a><user_id>secret-47").unwrap();
     assert!(!format!("{s:?}").contains("secret"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(crate::testing::proptest_cases(256)))]
+
+    /// A SOAP envelope with XML-significant bytes written over it never panics, and is read
+    /// (or refused) the same whole and cut in pieces: the same records when readable.
+    #[test]
+    fn mutated_xml_reads_the_same_however_cut(
+        flips in prop::collection::vec(
+            (any::<usize>(), prop_oneof![
+                Just(b'<'), Just(b'>'), Just(b'&'), Just(b';'), Just(b'"'), Just(b'/'),
+                Just(b'!'), Just(b'?'), Just(b'['), Just(b']'), Just(b'-'), Just(b' '),
+                Just(0xEF), Just(0xBB), Just(0xBF), any::<u8>(),
+            ]),
+            0..4,
+        ),
+        sizes in prop::collection::vec(1usize..48, 1..4),
+    ) {
+        let mut body = SOAP11.as_bytes().to_vec();
+        let n = body.len();
+        for (at, b) in flips {
+            body[at % n] = b;
+        }
+        let whole = chunked(&cfg(), "text/xml", None, &body, &[body.len()]);
+        let cut = chunked(&cfg(), "text/xml", None, &body, &sizes);
+        prop_assert_eq!(whole.is_ok(), cut.is_ok(), "{:?} / {:?}", whole, cut);
+        if let (Ok(a), Ok(b)) = (whole, cut) {
+            prop_assert_eq!(a, b);
+        }
+    }
 }
