@@ -128,7 +128,11 @@ pub fn inspect_headers_except(
                 continue;
             }
             let v = value.as_bytes();
-            if cfg.headers().iter().any(|h| h.eq_ignore_ascii_case(n)) {
+            if cfg
+                .headers()
+                .iter()
+                .any(|h| super::config::same_name(h.as_bytes(), n.as_bytes()))
+            {
                 for part in v.split(|c| *c == b',') {
                     rec.subject_value(part, sink);
                 }
