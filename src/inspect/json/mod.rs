@@ -12,7 +12,10 @@
 //! The records (SPEC §3) are kept by `records`: the frame of every open object and what
 //! becomes of it when it closes.
 
+mod embedded;
 mod records;
+
+pub(crate) use embedded::{looks_like_document, read as read_embedded, Embedded};
 
 use super::config::FieldInfo;
 use super::detect;
@@ -87,6 +90,8 @@ pub(crate) struct JsonScanner {
     pos: u64,
     /// Bytes of a leading BOM matched so far.
     bom: u8,
+    /// Containers open around the body (a document inside a value: those around the value).
+    depth_base: usize,
 }
 
 impl JsonScanner {
@@ -109,6 +114,7 @@ impl JsonScanner {
             val_info: FieldInfo::default(),
             pos: 0,
             bom: 0,
+            depth_base: 0,
         }
     }
 
@@ -494,7 +500,7 @@ impl JsonScanner {
         if !info.categories.is_empty() {
             self.add_cats(info.categories, sink.out);
         }
-        if self.stack.len() >= sink.cfg.max_depth() {
+        if self.depth_base + self.stack.len() >= sink.cfg.max_depth() {
             return Err(Unreadable::TooDeep { offset: at });
         }
         if info.subject_rank.is_some() && self.subj_container.is_none() {
@@ -649,6 +655,17 @@ impl JsonScanner {
             return Ok(());
         }
         let info = self.val_info;
+        if looks_like_document(s) {
+            let subjects = info.subject_rank.is_some() || self.subj_container.is_some();
+            let at = self.tok_start;
+            let doc = embedded::read(s, self.stack.len(), subjects, sink)
+                .map_err(|_| Unreadable::TooDeep { offset: at })?;
+            if let Some(doc) = doc {
+                self.take_embedded(&doc, info, sink)?;
+                self.value_done(sink);
+                return Ok(());
+            }
+        }
         if info.subject_rank.is_some()
             || !info.categories.is_empty()
             || self.subj_container.is_some()

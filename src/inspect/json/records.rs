@@ -19,7 +19,7 @@
 //!
 //! The grammar that drives these frames is the parent module.
 
-use super::JsonScanner;
+use super::{Embedded, JsonScanner};
 use crate::inspect::config::FieldInfo;
 use crate::inspect::detect;
 use crate::inspect::error::Unreadable;
@@ -100,6 +100,64 @@ impl JsonScanner {
         let a = self.subj_bytes.len() as u32;
         self.subj_bytes.extend_from_slice(v);
         self.subjs.push((a, self.subj_bytes.len() as u32));
+        Ok(())
+    }
+
+    /// A value that is a JSON document (SPEC §3 "Documents inside values"), read: its records
+    /// go out (placed at the value, released no later than any open record allows), and what
+    /// it holds outside them goes to the innermost object as a value of `info`'s field would.
+    pub(super) fn take_embedded(
+        &mut self,
+        doc: &Embedded,
+        info: FieldInfo,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
+        let span = self.tok_start..self.pos;
+        let release = self
+            .frames
+            .get(self.first_undecided)
+            .map_or(self.tok_start, |f| f.start.min(self.tok_start));
+        doc.move_records(sink.out, span.clone(), release);
+        let cats = info.categories.union(doc.categories());
+        if !cats.is_empty() {
+            self.add_cats(cats, sink.out);
+        }
+        let has_values = doc.subject_values().next().is_some();
+        let direct = has_values && info.subject_rank.is_some() && self.subj_container.is_none();
+        match self.frames.last_mut() {
+            Some(f) if !f.decided => {
+                f.direct |= direct;
+                for v in doc.subject_values() {
+                    let a = self.subj_bytes.len() as u32;
+                    self.subj_bytes.extend_from_slice(v);
+                    self.subjs.push((a, self.subj_bytes.len() as u32));
+                }
+                for (ns, id, cats) in doc.hits() {
+                    let a = self.hit_bytes.len() as u32;
+                    self.hit_bytes.extend_from_slice(id);
+                    self.hits.push(Hit {
+                        ns,
+                        id: (a, self.hit_bytes.len() as u32),
+                        cats,
+                    });
+                }
+            }
+            Some(f) if has_values => {
+                return Err(Unreadable::RecordTooLarge { offset: f.start });
+            }
+            other => {
+                // Loose, as a detector hit here would be.
+                let extra = other.map_or(CategorySet::EMPTY, |f| f.cats);
+                let mut any = false;
+                for (ns, id, cats) in doc.hits() {
+                    sink.out.subject(ns, id, cats.union(extra));
+                    any = true;
+                }
+                if any {
+                    sink.out.end_record(span, release);
+                }
+            }
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 mod bodies;
 mod chunks;
 mod differential;
+mod embedded;
 mod formats;
 mod positions;
 mod props;
