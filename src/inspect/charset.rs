@@ -15,8 +15,8 @@
 
 use encoding_rs::{DecoderResult, Encoding};
 
+use super::checkpoints::Checkpoints;
 use super::error::Unreadable;
-use super::pipeline::Checkpoints;
 
 /// Input bytes decoded per step (the checkpoint granularity).
 const STEP_IN: usize = 4 * 1024;

@@ -156,7 +156,7 @@ pub const MAX_FIELD_NAME: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A field name is empty or longer than [`MAX_FIELD_NAME`].
-    #[error("field name #{index} in `{list}` is empty or longer than 128 bytes")]
+    #[error("field name #{index} in `{list}` is empty, only separators, or longer than 128 bytes")]
     BadFieldName {
         /// Which list (`fields`, `headers`, `categories`, `watched`).
         list: &'static str,
@@ -376,7 +376,7 @@ impl InspectConfig {
         let mut map = FieldMap::default();
         let mut len_mask = 0u128;
         let entry = |name: &str| -> (Box<[u8]>, usize) {
-            let k: Box<[u8]> = name.to_ascii_lowercase().into_bytes().into_boxed_slice();
+            let k: Box<[u8]> = canonical(name.as_bytes()).into_boxed_slice();
             let l = k.len();
             (k, l)
         };
@@ -413,9 +413,11 @@ impl InspectConfig {
         self.len_mask = len_mask;
     }
 
-    /// Looks a field name up, case-insensitively; `None` when it means nothing. A bracket
-    /// suffix is removed (`user_id[]`, `user_id[0]` are `user_id`), and a PHP-style nested
-    /// name also matches by its bracketed parts (`data[user_id]`).
+    /// Looks a field name up across the spellings programs use (SPEC §3: case, the separators
+    /// `_`, `-`, `.` and space, camelCase boundaries — `user_id`, `userId`, `UserID`,
+    /// `user-id`, `USER ID` are one name); `None` when it means nothing. A bracket suffix is
+    /// removed (`user_id[]`, `user_id[0]` are `user_id`), and a PHP-style nested name also
+    /// matches by its bracketed parts (`data[user_id]`).
     #[inline]
     pub(crate) fn lookup(&self, name: &[u8]) -> Option<FieldInfo> {
         if let Some(info) = self.lookup_exact(name) {
@@ -442,6 +444,26 @@ impl InspectConfig {
 
     #[inline]
     fn lookup_exact(&self, name: &[u8]) -> Option<FieldInfo> {
+        // Most names have no separator: their canonical form is their case fold, which the
+        // comparison below does in place. The others are stripped into a stack buffer.
+        if name.iter().any(|c| is_separator(*c)) {
+            if name.len() > MAX_FIELD_NAME {
+                return None;
+            }
+            let mut buf = [0u8; MAX_FIELD_NAME];
+            let mut n = 0;
+            for c in name.iter().filter(|c| !is_separator(**c)) {
+                buf[n] = *c;
+                n += 1;
+            }
+            return self.lookup_folded(&buf[..n]);
+        }
+        self.lookup_folded(name)
+    }
+
+    /// Looks up a name that holds no separator, ignoring ASCII case.
+    #[inline]
+    fn lookup_folded(&self, name: &[u8]) -> Option<FieldInfo> {
         let n = name.len();
         if n == 0 || n > MAX_FIELD_NAME || self.len_mask & (1u128 << n.min(127)) == 0 {
             return None;
@@ -494,12 +516,44 @@ impl InspectConfig {
     }
 }
 
+/// The separators that spellings of one name differ by (`user_id`, `user-id`, `user.id`,
+/// `user id`).
+#[inline]
+const fn is_separator(c: u8) -> bool {
+    matches!(c, b'_' | b'-' | b'.' | b' ')
+}
+
+/// The canonical form of a field name: ASCII lower case without separators, so that every
+/// spelling of one name (SPEC §3) is one key. A camelCase boundary needs nothing more:
+/// `userId` folds to `userid` like `user_id`.
+pub(crate) fn canonical(name: &[u8]) -> Vec<u8> {
+    name.iter()
+        .filter(|c| !is_separator(**c))
+        .map(u8::to_ascii_lowercase)
+        .collect()
+}
+
+/// Whether two names are spellings of one name (see [`canonical`]).
+pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
+    let (mut x, mut y) = (
+        a.iter().filter(|c| !is_separator(**c)),
+        b.iter().filter(|c| !is_separator(**c)),
+    );
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(p), Some(q)) if p.eq_ignore_ascii_case(q) => {}
+            _ => return false,
+        }
+    }
+}
+
 fn check_names<'a>(
     list: &'static str,
     names: impl Iterator<Item = &'a str>,
 ) -> Result<(), ConfigError> {
     for (index, n) in names.enumerate() {
-        if n.is_empty() || n.len() > MAX_FIELD_NAME {
+        if canonical(n.as_bytes()).is_empty() || n.len() > MAX_FIELD_NAME {
             return Err(ConfigError::BadFieldName { list, index });
         }
     }

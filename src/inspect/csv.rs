@@ -11,6 +11,7 @@
 use super::config::FieldInfo;
 use super::detect;
 use super::error::Unreadable;
+use super::json::{looks_like_document, read_embedded};
 use super::record::{trim, Namespace};
 use super::Sink;
 use crate::model::CategorySet;
@@ -252,18 +253,48 @@ impl CsvScanner {
                 let mut cats = CategorySet::EMPTY;
                 self.hits.clear();
                 self.hit_bytes.clear();
+                // Subject values of cells that are JSON documents: (column, range of bytes).
+                let mut doc_values: Vec<(usize, (u32, u32))> = Vec::new();
+                let mut doc_bytes = Vec::new();
                 for k in 0..self.ends.len() {
                     let v = field_of(&self.row, &self.ends, k);
                     let t = trim(v);
-                    if let Some(info) = cols.get(k) {
-                        if !t.is_empty() {
-                            cats = cats.union(info.categories);
-                            if let Some(r) = info.subject_rank {
-                                if best.is_none_or(|(b, _)| r < b) {
-                                    best = Some((r, k));
-                                }
+                    let info = cols.get(k).copied().unwrap_or_default();
+                    let mut doc = None;
+                    if looks_like_document(t) {
+                        let subject = info.subject_rank.is_some();
+                        doc = read_embedded(t, 0, subject, sink).map_err(|_| {
+                            Unreadable::TooDeep {
+                                offset: self.row_start,
+                            }
+                        })?;
+                    }
+                    if let Some(doc) = &doc {
+                        doc.move_records(sink.out, self.row_start..self.pos, self.row_start);
+                        cats = cats.union(doc.categories());
+                        for v in doc.subject_values() {
+                            let a = doc_bytes.len() as u32;
+                            doc_bytes.extend_from_slice(v);
+                            doc_values.push((k, (a, doc_bytes.len() as u32)));
+                        }
+                        for (ns, id, c) in doc.hits() {
+                            let a = self.hit_bytes.len() as u32;
+                            self.hit_bytes.extend_from_slice(id);
+                            self.hits.push((ns, (a, self.hit_bytes.len() as u32), c));
+                        }
+                    }
+                    // A document cell without subject values names nobody by itself.
+                    let names = doc.is_none() || doc_values.last().is_some_and(|d| d.0 == k);
+                    if !t.is_empty() {
+                        cats = cats.union(info.categories);
+                        if let (Some(r), true) = (info.subject_rank, names) {
+                            if best.is_none_or(|(b, _)| r < b) {
+                                best = Some((r, k));
                             }
                         }
+                    }
+                    if doc.is_some() {
+                        continue;
                     }
                     let hits = &mut self.hits;
                     let hb = &mut self.hit_bytes;
@@ -277,8 +308,19 @@ impl CsvScanner {
                     for h in &self.hits {
                         cats = cats.union(h.2);
                     }
-                    sink.out
-                        .subject(Namespace::Field, trim(self.field(k)), cats);
+                    let mut from_doc = false;
+                    for (_, (a, b)) in doc_values.iter().filter(|d| d.0 == k) {
+                        sink.out.subject(
+                            Namespace::Field,
+                            &doc_bytes[*a as usize..*b as usize],
+                            cats,
+                        );
+                        from_doc = true;
+                    }
+                    if !from_doc {
+                        sink.out
+                            .subject(Namespace::Field, trim(self.field(k)), cats);
+                    }
                 } else {
                     for (ns, (a, b), c) in &self.hits {
                         sink.out.subject(

@@ -9,7 +9,7 @@
 
 use super::detect;
 use super::error::Unreadable;
-use super::json::JsonScanner;
+use super::json::{looks_like_document, Embedded, JsonScanner};
 use super::record::{trim, Namespace};
 use super::Sink;
 use crate::model::CategorySet;
@@ -23,12 +23,20 @@ pub(crate) struct FormRecord {
     cats: CategorySet,
     hits: Vec<(Namespace, (u32, u32), CategorySet)>,
     hit_bytes: Vec<u8>,
+    /// Documents read from values: their own records go out before the form record's.
+    docs: Vec<Embedded>,
+    /// A document in a value nested past `max_depth` (the body is unreadable; the head,
+    /// which cannot be, reads such a value as text).
+    failed: Option<Unreadable>,
 }
 
 impl FormRecord {
     /// Whether the record holds anything that needs judging.
     pub(crate) fn is_interesting(&self) -> bool {
-        !self.subjects.is_empty() || !self.hits.is_empty() || !self.cats.is_empty()
+        !self.subjects.is_empty()
+            || !self.hits.is_empty()
+            || !self.cats.is_empty()
+            || !self.docs.is_empty()
     }
 
     /// One named value of the record. The name is inspected like the value (`?<id>`,
@@ -42,6 +50,9 @@ impl FormRecord {
                 }
                 if !t.is_empty() {
                     self.cats = self.cats.union(info.categories);
+                    if self.document(t, info.subject_rank.is_some(), sink) {
+                        return;
+                    }
                     if info.subject_rank.is_some() {
                         self.push_subject(t);
                     }
@@ -49,7 +60,43 @@ impl FormRecord {
             }
             None => self.detect(name, sink),
         }
-        self.detect(value, sink);
+        if !self.document(value, false, sink) {
+            self.detect(value, sink);
+        }
+    }
+
+    /// Reads `value` as a JSON document when it is one (SPEC §3 "Documents inside values"):
+    /// what it holds outside its own records belongs to this record — its scalars are
+    /// subject values when `subject` (the value is a subject field's). Returns whether it was
+    /// a document (the value is then read).
+    pub(crate) fn document(&mut self, value: &[u8], subject: bool, sink: &mut Sink<'_>) -> bool {
+        if !looks_like_document(value) {
+            return false;
+        }
+        let doc = match super::json::read_embedded(value, 0, subject, sink) {
+            Ok(Some(doc)) => doc,
+            Ok(None) => return false,
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                return false;
+            }
+        };
+        self.cats = self.cats.union(doc.categories());
+        for v in doc.subject_values() {
+            self.push_subject(v);
+        }
+        for (ns, id, c) in doc.hits() {
+            let a = self.hit_bytes.len() as u32;
+            self.hit_bytes.extend_from_slice(id);
+            self.hits.push((ns, (a, self.hit_bytes.len() as u32), c));
+        }
+        self.docs.push(doc);
+        true
+    }
+
+    /// The first failure of a document in a value, if any (see [`FormRecord::document`]).
+    pub(crate) fn failure(&mut self) -> Result<(), Unreadable> {
+        self.failed.take().map_or(Ok(()), Err)
     }
 
     /// Text that is neither a name nor a value of a field (a multipart part's header
@@ -67,6 +114,9 @@ impl FormRecord {
     /// A value that identifies the subject by itself (a configured header).
     pub(crate) fn subject_value(&mut self, value: &[u8], sink: &mut Sink<'_>) {
         let t = trim(value);
+        if self.document(t, true, sink) {
+            return;
+        }
         if !t.is_empty() {
             self.push_subject(t);
         }
@@ -95,10 +145,15 @@ impl FormRecord {
         self.subjects.push((a, self.subject_bytes.len() as u32));
     }
 
-    /// Adds the record's subjects to the sink (without closing the record). Without a subject
-    /// field, each detector hit is a subject of its own and the categories are outside every
-    /// record (they apply to the whole request).
-    pub(crate) fn emit(&self, sink: &mut Sink<'_>) {
+    /// Adds the record's subjects to the sink (without closing the record; the caller closes
+    /// it at `span`). Without a subject field, each detector hit is a subject of its own and
+    /// the categories are outside every record (they apply to the whole request). The
+    /// records of documents in its values go first, each closed at `span` and released no
+    /// later than its start.
+    pub(crate) fn emit(&self, sink: &mut Sink<'_>, span: std::ops::Range<u64>) {
+        for d in &self.docs {
+            d.move_records(sink.out, span.clone(), span.start);
+        }
         if self.subjects.is_empty() {
             sink.out.add_outside(self.cats);
             for (ns, (a, b), c) in &self.hits {
@@ -202,8 +257,9 @@ impl FormScanner {
         }
         let mut rec = FormRecord::default();
         parse_pairs(&body, &mut rec, sink);
-        rec.emit(sink);
+        rec.failure()?;
         let end = body.len() as u64;
+        rec.emit(sink, 0..end);
         sink.out.end_record(0..end, end);
         Ok(())
     }

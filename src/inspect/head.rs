@@ -70,7 +70,7 @@ pub fn inspect_query(
     run(cfg, transfer_date, destination_sensitive, |sink| {
         let mut rec = FormRecord::default();
         form::parse_pairs(query.as_bytes(), &mut rec, sink);
-        rec.emit(sink);
+        rec.emit(sink, 0..0);
         sink.out.end_record(0..0, 0);
     })
 }
@@ -91,7 +91,7 @@ pub fn inspect_url(
         let mut decoded = Vec::new();
         percent_decode_path(path.as_bytes(), &mut decoded);
         rec.detect(&decoded, sink);
-        rec.emit(sink);
+        rec.emit(sink, 0..0);
         sink.out.end_record(0..0, 0);
     })
 }
@@ -128,7 +128,11 @@ pub fn inspect_headers_except(
                 continue;
             }
             let v = value.as_bytes();
-            if cfg.headers().iter().any(|h| h.eq_ignore_ascii_case(n)) {
+            if cfg
+                .headers()
+                .iter()
+                .any(|h| super::config::same_name(h.as_bytes(), n.as_bytes()))
+            {
                 for part in v.split(|c| *c == b',') {
                     rec.subject_value(part, sink);
                 }
@@ -151,6 +155,8 @@ pub fn inspect_headers_except(
                 v
             };
             match memchr::memchr(b'?', v) {
+                // A JSON document as the value (an event or context header).
+                _ if rec.document(v, false, sink) => {}
                 // A URL: the part before the query through the detectors, the query as fields.
                 Some(q) => {
                     let before = memchr::memchr(b'?', text).unwrap_or(text.len());
@@ -160,7 +166,7 @@ pub fn inspect_headers_except(
                 None => rec.detect(text, sink),
             }
         }
-        rec.emit(sink);
+        rec.emit(sink, 0..0);
         sink.out.end_record(0..0, 0);
     })
 }

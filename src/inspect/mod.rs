@@ -15,14 +15,15 @@
 //! request, head and body together.
 //!
 //! Submodules: [`config`] (settings, lookups), [`mediatype`] (strict `Content-Type`),
-//! `pipeline` (the decoding chain and its release mapping) with `decode` (content codings),
-//! [`charset`] and [`transfer`] (multipart transfer encodings), the formats `json` (JSON,
-//! NDJSON; its stage 1, the SIMD index, is `json_index`, its lexical helpers `json_lex`), `csv`,
+//! `pipeline` (the decoding chain) with `decode` (content codings), [`charset`] and
+//! [`transfer`] (multipart transfer encodings), whose release mapping is `checkpoints`; the
+//! formats `json` (JSON, NDJSON; its stage 1, the SIMD index, is `json_index`, its lexical helpers `json_lex`), `csv`,
 //! `form` (form bodies and queries), `multipart`, `xml` (XML and SOAP on `quick-xml`; its
 //! charset stage settles the declaration's `encoding` with the `Content-Type`), `head` (URL and
 //! headers), `detect` (one file per detector), [`record`] (outputs), [`error`].
 
 pub mod charset;
+mod checkpoints;
 pub mod config;
 mod csv;
 mod decode;

@@ -185,7 +185,7 @@ impl MultipartScanner {
         }
         let mut rec = FormRecord::default();
         rec.free_text(&text, sink);
-        rec.emit(sink);
+        rec.emit(sink, self.text_start..end);
         sink.out.end_record(self.text_start..end, end);
         Ok(())
     }
@@ -436,6 +436,7 @@ impl MultipartScanner {
             if let Format::Text(t) = p.pipe.format_mut() {
                 let value = std::mem::take(&mut t.value);
                 self.form.field(&p.name, &value, sink);
+                self.form.failure()?;
             }
         }
         // Text fields are the form record's: hold from this part's headers on.
@@ -456,8 +457,9 @@ impl MultipartScanner {
             self.emit_text(end, sink)?;
         }
         if self.form.is_interesting() {
-            self.form.emit(sink);
-            sink.out.end_record(self.held_from.unwrap_or(0)..end, end);
+            let span = self.held_from.unwrap_or(0)..end;
+            self.form.emit(sink, span.clone());
+            sink.out.end_record(span, end);
         }
         Ok(())
     }

@@ -10,8 +10,8 @@
 
 use base64::Engine;
 
+use super::checkpoints::Checkpoints;
 use super::error::Unreadable;
-use super::pipeline::Checkpoints;
 
 /// A transfer encoding that needs decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -120,6 +120,19 @@ async fn pi_in_every_position_is_refused_and_never_forwarded() {
         ),
         Req::Header(URL, "origin", "https://13800138000.example.cn"),
         Req::Header(URL, "x-trace-context", "user 110105 19491231 002X"),
+        // A subject field however a program spells it (SPEC §3).
+        Req::Json(URL, r#"{"userId": "u-77"}"#),
+        Req::Json(URL, r#"{"USER-ID": "u-77"}"#),
+        Req::Form(URL, "User.Id=u-77"),
+        Req::Get("http://api.eu.test/v1/ingest?UserID=u-77"),
+        // Documents inside values: serialized JSON in a JSON string, a form value, a header.
+        Req::Json(URL, r#"{"event": "{\"userId\":\"u-77\"}"}"#),
+        Req::Json(
+            URL,
+            r#"{"event": "[{\"payload\":\"{\\\"user_id\\\":7}\"}]"}"#,
+        ),
+        Req::Form(URL, "payload=%7B%22user_id%22%3A%22u-77%22%7D"),
+        Req::Header(URL, "x-event", r#"{"user_id":"u-77"}"#),
         // Digits as people write them.
         Req::Json(URL, r#"{"note": "call 138  0013  8000"}"#),
         Req::Json(URL, r#"{"note": "tel 138.0013.8000"}"#),
@@ -133,6 +146,11 @@ async fn pi_in_every_position_is_refused_and_never_forwarded() {
     for r in &cases {
         let (status, body) = send(&gate, r).await;
         assert_eq!(status, 451, "{}: {body}", describe(r));
+        assert!(
+            !body.contains("unreadable_body"),
+            "refused for the PI it carries, not as unreadable: {}: {body}",
+            describe(r)
+        );
         assert!(
             !body.contains(id) && !body.contains("13800138000"),
             "no PI in the answer"
@@ -184,6 +202,9 @@ async fn what_carries_no_pi_still_passes() {
         Req::Header(URL, "x-request-start", "t=1732700000000"),
         Req::Header(URL, "cookie", "theme=dark; page=2"),
         Req::Form(URL, "page=2&ts=1732700000000"),
+        // A document inside a value without PI, and text that only looks like one.
+        Req::Json(URL, r#"{"event": "{\"page\":2,\"tags\":[\"a\"]}"}"#),
+        Req::Json(URL, r#"{"note": "{draft} [v2]"}"#),
     ];
     for r in &cases {
         let (status, body) = send(&gate, r).await;
@@ -198,7 +219,7 @@ async fn every_value_of_a_subject_field_counts() {
     let up = Upstream::http().await;
     let gate = counting_gate(&up).await;
     let mut total = 0;
-    let cases: [(Req<'_>, u64); 9] = [
+    let cases: [(Req<'_>, u64); 11] = [
         (Req::Header(URL, "x-user-id", "a, b, c"), 3),
         (Req::Json(URL, r#"{"user_id": [1, 2, 3]}"#), 3),
         (
@@ -222,6 +243,9 @@ async fn every_value_of_a_subject_field_counts() {
             3,
         ),
         (Req::Json(URL, r#"{"user_id": [[{"x": "n1"}], "n2"]}"#), 2),
+        // A serialized list as a subject field's value, however the field is spelled.
+        (Req::Json(URL, r#"{"userId": "[\"s1\", \"s2\"]"}"#), 2),
+        (Req::Form(URL, "user_id=%5B%22s3%22%2C%22s4%22%5D"), 2),
     ];
     for (r, n) in &cases {
         let (status, body) = send(&gate, r).await;

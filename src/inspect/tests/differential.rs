@@ -54,7 +54,14 @@ fn text() -> impl Strategy<Value = String> {
 
 fn json_strings(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
-        serde_json::Value::String(s) => out.push(s.clone()),
+        // A document inside a value is inspected as JSON (SPEC §3): its strings, not the
+        // serialized text as one.
+        serde_json::Value::String(s) => match serde_json::from_str(s) {
+            Ok(doc @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+                json_strings(&doc, out)
+            }
+            _ => out.push(s.clone()),
+        },
         serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings(x, out)),
         serde_json::Value::Object(o) => o.values().for_each(|x| json_strings(x, out)),
         _ => {}

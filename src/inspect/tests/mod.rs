@@ -4,6 +4,7 @@
 mod bodies;
 mod chunks;
 mod differential;
+mod embedded;
 mod formats;
 mod positions;
 mod props;
@@ -264,4 +265,82 @@ fn debug_output_never_shows_identifiers() {
     )
     .unwrap_err();
     assert!(!format!("{e} {e:?}").contains("secret"));
+}
+
+#[test]
+fn configured_names_match_across_spellings() {
+    let cfg = InspectConfig::for_tests(
+        &["user_id"],
+        &[Detector::CnMobile],
+        &[("medical_record", Category::Health)],
+    )
+    .with_watched_fields(&["survey_coordinates"])
+    .unwrap()
+    .with_headers(&["x-user-id"]);
+    // Every spelling of the subject field names the same subject field.
+    for key in [
+        "user_id", "userId", "UserID", "user-id", "USER ID", "user.id", "USERID",
+    ] {
+        let f = json(&cfg, &format!(r#"{{"{key}":"u-1","medicalRecord":"x"}}"#));
+        assert_eq!(f.subject_count(), 1, "{key}");
+        let s = &f.subjects()[0];
+        assert_eq!(
+            (s.namespace, s.id.as_slice()),
+            (Namespace::Field, &b"u-1"[..]),
+            "{key}"
+        );
+        assert!(s.categories.contains(Category::Health), "{key}");
+    }
+    // Forms, queries, CSV headers, subject headers and watched names too.
+    let form = inspect_bytes(
+        &cfg,
+        Some("application/x-www-form-urlencoded"),
+        None,
+        b"userId=7&Medical-Record=y",
+        DATE,
+        false,
+    )
+    .unwrap();
+    assert_eq!(form.subjects()[0].id, b"7");
+    assert!(form.subjects()[0].categories.contains(Category::Health));
+    let q = inspect_query(&cfg, "UserId=8", DATE, false);
+    assert_eq!(q.subjects()[0].id, b"8");
+    let csv = inspect_bytes(
+        &cfg,
+        Some("text/csv"),
+        None,
+        b"User ID,x\n9,1\n",
+        DATE,
+        false,
+    )
+    .unwrap();
+    assert_eq!(csv.subjects()[0].id, b"9");
+    let mut h = http::HeaderMap::new();
+    h.insert("x-userid", http::HeaderValue::from_static("10"));
+    let f = inspect_headers(&cfg, &h, DATE, false);
+    assert_eq!(f.subjects()[0].id, b"10");
+    let f = json(&cfg, r#"{"surveyCoordinates":[1,2]}"#);
+    assert_eq!(f.watched_seen, ["survey_coordinates"]);
+    // Other names stay other names: letters are not dropped, only separators.
+    for key in ["user_ids", "users_id", "user__idx", "use_rid_", "uid"] {
+        let f = json(&cfg, &format!(r#"{{"{key}":"u-1"}}"#));
+        let same = key.replace('_', "").eq_ignore_ascii_case("userid");
+        assert_eq!(f.subject_count(), usize::from(same), "{key}");
+    }
+    // A name of separators only is no name.
+    let no: [&str; 0] = [];
+    let e = InspectConfig::new(
+        &["__"],
+        DetectorSet::ALL,
+        &no,
+        &[],
+        Limits {
+            max_depth: 8,
+            max_record_bytes: 1024,
+            decode: DecodeLimits::default(),
+        },
+        true,
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::BadFieldName { .. }), "{e:?}");
 }

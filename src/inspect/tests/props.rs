@@ -44,6 +44,7 @@ fn leaf() -> impl Strategy<Value = serde_json::Value> {
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("user_id".to_owned()),
+        Just("userId".to_owned()),
         Just("UID".to_owned()),
         Just("diagnosis".to_owned()),
         Just("gps".to_owned()),
@@ -58,8 +59,15 @@ pub(super) fn doc() -> impl Strategy<Value = serde_json::Value> {
     leaf().prop_recursive(5, 60, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
-            prop::collection::vec((key(), inner), 0..6)
+            prop::collection::vec((key(), inner.clone()), 0..6)
                 .prop_map(|kv| { serde_json::Value::Object(kv.into_iter().collect()) }),
+            // A document inside a value: a container serialized into a string.
+            inner.prop_map(|v| match v {
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                    serde_json::Value::String(v.to_string())
+                }
+                other => other,
+            }),
         ]
     })
 }

@@ -65,6 +65,15 @@ fn walk(ctx: &mut Ctx<'_>, v: &serde_json::Value, p: &mut Pending, subject: bool
     use serde_json::Value;
     match v {
         Value::String(s) => {
+            // A document inside a value is read where it sits (SPEC §3).
+            let t = s.trim_ascii();
+            if matches!(t.as_bytes().first(), Some(b'{' | b'[')) {
+                if let Ok(doc @ (Value::Object(_) | Value::Array(_))) =
+                    serde_json::from_str::<Value>(s)
+                {
+                    return walk(ctx, &doc, p, subject);
+                }
+            }
             if subject {
                 value(p, s.as_bytes());
             }

@@ -9,33 +9,23 @@
 //! `scratch` (strings as sent, unescaped when they close), and stage 1 carries its escape and
 //! in-string state, so results never depend on where the body is cut.
 //!
-//! Records (SPEC §3): every open object has a *frame* that collects its subject values, its
-//! category fields and the detector hits of its non-record descendants. Every value counts: each
-//! subject field (duplicate keys included), each element of an array held by a subject field
-//! and each scalar inside an object held by one is a subject value (the container is a
-//! *subject container*). An object that directly holds a subject field with a value is a record
-//! when it closes; otherwise its hits, categories and container-derived subject values move to
-//! the enclosing object, or, at the top, the hits become loose subjects and the categories apply
-//! to the whole request ([`Records::add_outside`]). Object keys are inspected like values.
-//! Frames, subject values and hits live in stacks (truncated on close), so nothing is allocated
-//! per value.
-//!
-//! Memory bound: an object that grows past `max_record_bytes` without a subject field is
-//! *decided* to be an envelope: its pending hits are emitted as loose subjects, later hits in
-//! it are emitted at once, and a subject field appearing in it afterwards makes it a record over
-//! the limit (unreadable). Only undecided objects hold the release frontier back, so the bytes
-//! held never exceed `max_record_bytes` plus one chunk. The identifiers of the hits a decision
-//! emits stay in the hit arena until the envelope closes (at most `max_record_bytes` plus one
-//! chunk of them per open envelope), not until the body ends.
+//! The records (SPEC §3) are kept by `records`: the frame of every open object and what
+//! becomes of it when it closes.
+
+mod embedded;
+mod records;
+
+pub(crate) use embedded::{looks_like_document, read as read_embedded, Embedded};
 
 use super::config::FieldInfo;
 use super::detect;
 use super::error::Unreadable;
 use super::json_index::{JsonIndex, WINDOW};
 use super::json_lex::{is_num_byte, unescape, valid_number};
-use super::record::{trim, Namespace, Records};
+use super::record::trim;
 use super::Sink;
 use crate::model::CategorySet;
+use records::{Frame, Hit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -61,30 +51,16 @@ enum State {
     Done,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Frame {
-    start: u64,
-    /// The object directly holds a subject field (with a non-`null` value).
-    direct: bool,
-    /// First of its subject values in `subjs` (later ones are its own or passed up).
-    subjs_start: u32,
-    /// Length of `subj_bytes` when the object opened.
-    subj_base: u32,
-    cats: CategorySet,
-    hits_start: u32,
-    /// Length of `hit_bytes` when the object opened: the arena is cut back to it on close.
-    hit_bytes_base: u32,
-    decided: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Hit {
-    ns: Namespace,
-    id: (u32, u32),
-    cats: CategorySet,
-}
-
 const LITS: [&[u8]; 3] = [b"true", b"false", b"null"];
+
+/// One window of the body as stage 2 walks it: its bytes, stage 1's index of them, and the
+/// offset of its first byte.
+#[derive(Clone, Copy)]
+struct Win<'a> {
+    data: &'a [u8],
+    ix: &'a JsonIndex,
+    base: u64,
+}
 
 /// The streaming JSON scanner. `seq` accepts any number of top-level values (NDJSON etc.).
 #[derive(Debug)]
@@ -114,6 +90,8 @@ pub(crate) struct JsonScanner {
     pos: u64,
     /// Bytes of a leading BOM matched so far.
     bom: u8,
+    /// Containers open around the body (a document inside a value: those around the value).
+    depth_base: usize,
 }
 
 impl JsonScanner {
@@ -136,6 +114,7 @@ impl JsonScanner {
             val_info: FieldInfo::default(),
             pos: 0,
             bom: 0,
+            depth_base: 0,
         }
     }
 
@@ -200,9 +179,14 @@ impl JsonScanner {
         let (data, base) = (&data[i..], base + i as u64);
         let mut ix = std::mem::take(&mut self.index);
         let mut r = Ok(());
-        for (w, win) in data.chunks(WINDOW).enumerate() {
-            ix.index(win, self.seq);
-            r = self.walk(win, base + (w * WINDOW) as u64, &ix, sink);
+        for (w, data) in data.chunks(WINDOW).enumerate() {
+            ix.index(data, self.seq);
+            let win = Win {
+                data,
+                ix: &ix,
+                base: base + (w * WINDOW) as u64,
+            };
+            r = self.walk(win, sink);
             if r.is_err() {
                 break;
             }
@@ -211,21 +195,16 @@ impl JsonScanner {
         r
     }
 
-    /// Stage 2: walks the index of one window (`base` is the offset of its first byte).
-    fn walk(
-        &mut self,
-        data: &[u8],
-        base: u64,
-        ix: &JsonIndex,
-        sink: &mut Sink<'_>,
-    ) -> Result<(), Unreadable> {
+    /// Stage 2: walks the index of one window.
+    fn walk(&mut self, win: Win<'_>, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
+        let Win { data, ix, base } = win;
         let pos = ix.pos();
         let mut k = 0usize;
         if matches!(
             self.state,
             State::Str { .. } | State::Num | State::Lit { .. }
         ) {
-            match self.carried(data, base, ix, sink)? {
+            match self.carried(win, sink)? {
                 Some(next) => k = next,
                 None => return Ok(()),
             }
@@ -248,7 +227,7 @@ impl JsonScanner {
                                 return self.string_open(data, p, true, sink);
                             };
                             k += 1;
-                            self.string_in(data, ix, p, q as usize, base, true, sink)?;
+                            self.string_in(win, p..q as usize, true, sink)?;
                             match (pos.get(k), pos.get(k + 1), pos.get(k + 2)) {
                                 (Some(&colon), Some(&v), Some(&vq))
                                     if data[colon as usize] == b':' && data[v as usize] == b'"' =>
@@ -258,7 +237,7 @@ impl JsonScanner {
                                     let v = v as usize;
                                     self.pos = base + v as u64;
                                     self.tok_start = self.pos;
-                                    self.string_in(data, ix, v, vq as usize, base, false, sink)?;
+                                    self.string_in(win, v..vq as usize, false, sink)?;
                                 }
                                 _ => break,
                             }
@@ -304,7 +283,7 @@ impl JsonScanner {
                         _ => return Err(Unreadable::Malformed { offset: at }),
                     }
                 }
-                State::Value | State::ArrFirst => match self.value(data, ix, p, k, base, sink)? {
+                State::Value | State::ArrFirst => match self.value(win, p, k, sink)? {
                     Some(next) => k = next,
                     None => return Ok(()),
                 },
@@ -318,13 +297,8 @@ impl JsonScanner {
 
     /// Completes a string, number or literal carried over from the previous window; returns
     /// the first index entry after it, or `None` when it goes on past this window.
-    fn carried(
-        &mut self,
-        data: &[u8],
-        base: u64,
-        ix: &JsonIndex,
-        sink: &mut Sink<'_>,
-    ) -> Result<Option<usize>, Unreadable> {
+    fn carried(&mut self, win: Win<'_>, sink: &mut Sink<'_>) -> Result<Option<usize>, Unreadable> {
+        let Win { data, ix, base } = win;
         let n = data.len();
         let mut i = 0usize;
         match self.state {
@@ -391,7 +365,7 @@ impl JsonScanner {
                 });
             }
             // json-seq: the next top-level value follows at once, inside the same run.
-            match self.value(data, ix, i, k, base, sink)? {
+            match self.value(win, i, k, sink)? {
                 Some(next) => k = next,
                 None => return Ok(None),
             }
@@ -413,13 +387,12 @@ impl JsonScanner {
     /// entry after the value's tokens, or `None` when the window ends inside it.
     fn value(
         &mut self,
-        data: &[u8],
-        ix: &JsonIndex,
+        win: Win<'_>,
         mut p: usize,
         k: usize,
-        base: u64,
         sink: &mut Sink<'_>,
     ) -> Result<Option<usize>, Unreadable> {
+        let Win { data, ix, base } = win;
         let n = data.len();
         loop {
             let at = base + p as u64;
@@ -442,7 +415,7 @@ impl JsonScanner {
                     self.tok_start = at;
                     return match ix.pos().get(k) {
                         Some(&q) => {
-                            self.string_in(data, ix, p, q as usize, base, false, sink)?;
+                            self.string_in(win, p..q as usize, false, sink)?;
                             Ok(Some(k + 1))
                         }
                         None => {
@@ -527,7 +500,7 @@ impl JsonScanner {
         if !info.categories.is_empty() {
             self.add_cats(info.categories, sink.out);
         }
-        if self.stack.len() >= sink.cfg.max_depth() {
+        if self.depth_base + self.stack.len() >= sink.cfg.max_depth() {
             return Err(Unreadable::TooDeep { offset: at });
         }
         if info.subject_rank.is_some() && self.subj_container.is_none() {
@@ -561,28 +534,6 @@ impl JsonScanner {
         Ok(())
     }
 
-    /// Closes the innermost container (and a subject container that ends with it).
-    fn pop(&mut self) {
-        self.stack.pop();
-        if self.subj_container.is_some_and(|d| self.stack.len() < d) {
-            self.subj_container = None;
-        }
-    }
-
-    /// Adds categories to the innermost object; in an envelope already decided (or outside any
-    /// object) they are outside every record and apply to the whole request.
-    fn add_cats(&mut self, cats: CategorySet, out: &mut Records) {
-        match self.frames.last_mut() {
-            Some(f) => {
-                f.cats = f.cats.union(cats);
-                if f.decided {
-                    out.add_outside(cats);
-                }
-            }
-            None => out.add_outside(cats),
-        }
-    }
-
     /// After any complete value: decide what comes next.
     fn value_done(&mut self, _sink: &mut Sink<'_>) {
         self.val_info = FieldInfo::default();
@@ -605,20 +556,18 @@ impl JsonScanner {
         Ok(())
     }
 
-    /// A string whose quotes are at `p` and `q` of the window: inspected in place unless it
-    /// holds a backslash; the detector prefilter comes from stage 1's masks.
-    #[allow(clippy::too_many_arguments)]
+    /// A string whose quotes are at `quotes.start` and `quotes.end` of the window: inspected
+    /// in place unless it holds a backslash; the detector prefilter comes from stage 1's masks.
     #[inline]
     fn string_in(
         &mut self,
-        data: &[u8],
-        ix: &JsonIndex,
-        p: usize,
-        q: usize,
-        base: u64,
+        win: Win<'_>,
+        quotes: std::ops::Range<usize>,
         key: bool,
         sink: &mut Sink<'_>,
     ) -> Result<(), Unreadable> {
+        let Win { data, ix, base } = win;
+        let (p, q) = (quotes.start, quotes.end);
         let raw = &data[p + 1..q];
         self.pos = base + q as u64 + 1;
         let bits = ix.string_bits(p + 1, q, detect::MIN_DIGITS);
@@ -706,6 +655,17 @@ impl JsonScanner {
             return Ok(());
         }
         let info = self.val_info;
+        if looks_like_document(s) {
+            let subjects = info.subject_rank.is_some() || self.subj_container.is_some();
+            let at = self.tok_start;
+            let doc = embedded::read(s, self.stack.len(), subjects, sink)
+                .map_err(|_| Unreadable::TooDeep { offset: at })?;
+            if let Some(doc) = doc {
+                self.take_embedded(&doc, info, sink)?;
+                self.value_done(sink);
+                return Ok(());
+            }
+        }
         if info.subject_rank.is_some()
             || !info.categories.is_empty()
             || self.subj_container.is_some()
@@ -735,203 +695,6 @@ impl JsonScanner {
         }
         if s.len() >= 11 && s.iter().all(u8::is_ascii_digit) {
             self.detect(s, None, sink);
-        }
-        Ok(())
-    }
-
-    /// A non-empty scalar that is the value of a subject or category field, or sits in a
-    /// subject container: its categories and subject value go to the innermost object.
-    fn field_value(
-        &mut self,
-        info: FieldInfo,
-        v: &[u8],
-        out: &mut Records,
-    ) -> Result<(), Unreadable> {
-        if !info.categories.is_empty() {
-            self.add_cats(info.categories, out);
-        }
-        let direct = info.subject_rank.is_some() && self.subj_container.is_none();
-        if !direct && self.subj_container.is_none() {
-            return Ok(());
-        }
-        let Some(f) = self.frames.last_mut() else {
-            return Ok(());
-        };
-        if f.decided {
-            return Err(Unreadable::RecordTooLarge { offset: f.start });
-        }
-        f.direct |= direct;
-        // Children truncate their values on close (or pass them up), so the arena's top
-        // belongs to the innermost object.
-        let a = self.subj_bytes.len() as u32;
-        self.subj_bytes.extend_from_slice(v);
-        self.subjs.push((a, self.subj_bytes.len() as u32));
-        Ok(())
-    }
-
-    /// Runs the detectors over a value (with stage 1's prefilter when given); hits go to the
-    /// innermost undecided object, or out.
-    fn detect(&mut self, s: &[u8], profile: Option<(usize, bool)>, sink: &mut Sink<'_>) {
-        if let Some((digits, at)) = profile {
-            // The prefilter of `detect::scan_profiled`, without the call: most values have
-            // neither an `@` nor enough digits for any detector.
-            if !at && digits < detect::MIN_DIGITS {
-                #[cfg(test)]
-                detect::trace::record(s);
-                return;
-            }
-        }
-        let from = self.hits.len();
-        let hits = &mut self.hits;
-        let bytes = &mut self.hit_bytes;
-        let mut hit = |ns, id: &[u8], cats| {
-            let a = bytes.len() as u32;
-            bytes.extend_from_slice(id);
-            hits.push(Hit {
-                ns,
-                id: (a, bytes.len() as u32),
-                cats,
-            });
-        };
-        match profile {
-            Some((digits, at)) => detect::scan_profiled(s, &sink.det, digits, at, &mut hit),
-            None => detect::scan(s, &sink.det, &mut hit),
-        }
-        if self.hits.len() == from {
-            return;
-        }
-        match self.frames.last() {
-            Some(f) if !f.decided => {}
-            other => {
-                // Loose: no enclosing object, or an envelope already decided.
-                let extra = other.map_or(CategorySet::EMPTY, |f| f.cats);
-                let start = self.tok_start;
-                self.emit_hits(from, extra, sink);
-                // The token is complete: the frontier may pass it.
-                let rel = self
-                    .frames
-                    .get(self.first_undecided)
-                    .map_or(self.pos, |f| f.start.min(self.pos));
-                sink.out.end_record(start..self.pos, rel);
-                self.truncate_hits(from);
-            }
-        }
-    }
-
-    fn emit_hits(&self, from: usize, extra: CategorySet, sink: &mut Sink<'_>) {
-        for h in &self.hits[from..] {
-            let id = &self.hit_bytes[h.id.0 as usize..h.id.1 as usize];
-            sink.out.subject(h.ns, id, h.cats.union(extra));
-        }
-    }
-
-    fn truncate_hits(&mut self, from: usize) {
-        if let Some(h) = self.hits.get(from) {
-            self.hit_bytes.truncate(h.id.0 as usize);
-        }
-        self.hits.truncate(from);
-    }
-
-    fn close_object(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
-        self.pop();
-        let Some(f) = self.frames.pop() else {
-            return Err(Unreadable::Malformed { offset: self.pos });
-        };
-        self.first_undecided = self.first_undecided.min(self.frames.len());
-        let from = f.hits_start as usize;
-        let values = f.subjs_start as usize;
-        let has_values = self.subjs.len() > values;
-        if f.direct && has_values {
-            let mut cats = f.cats;
-            for h in &self.hits[from..] {
-                cats = cats.union(h.cats);
-            }
-            for &(a, b) in &self.subjs[values..] {
-                let id = &self.subj_bytes[a as usize..b as usize];
-                sink.out.subject(Namespace::Field, id, cats);
-            }
-            self.truncate_hits(from);
-            self.subjs.truncate(values);
-            self.subj_bytes.truncate(f.subj_base as usize);
-            let rel = self.frontier();
-            sink.out.end_record(f.start..self.pos, rel);
-        } else {
-            if !has_values {
-                self.subj_bytes.truncate(f.subj_base as usize);
-            }
-            match self.frames.last_mut() {
-                Some(p) if !p.decided => {
-                    // Not a record: hits, categories and the values of a subject container
-                    // belong to the enclosing object.
-                    p.cats = p.cats.union(f.cats);
-                }
-                Some(p) if has_values => {
-                    return Err(Unreadable::RecordTooLarge { offset: p.start });
-                }
-                parent => {
-                    // Outside every record: the categories apply to the whole request.
-                    sink.out.add_outside(f.cats);
-                    let extra = f.cats.union(parent.map_or(CategorySet::EMPTY, |p| p.cats));
-                    if self.hits.len() > from {
-                        self.emit_hits(from, extra, sink);
-                        self.truncate_hits(from);
-                        let rel = self.frontier();
-                        sink.out.end_record(f.start..self.pos, rel);
-                    }
-                }
-            }
-        }
-        // Every hit of the frame and its descendants is now emitted or passed up. When none
-        // was passed up, no hit left has bytes past the frame's base: the arena goes back to
-        // it, dropping the bytes of hits an envelope's decision drained ([`Self::check_size`]).
-        if self.hits.len() == from {
-            self.hit_bytes.truncate(f.hit_bytes_base as usize);
-        }
-        self.value_done(sink);
-        Ok(())
-    }
-
-    /// Decides objects that grew past `max_record_bytes` (see the module docs).
-    fn check_size(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
-        let max = sink.cfg.max_record_bytes() as u64;
-        while let Some(f) = self.frames.get(self.first_undecided).copied() {
-            if self.pos.saturating_sub(f.start) <= max {
-                break;
-            }
-            let idx = self.first_undecided;
-            let own_values = self
-                .frames
-                .get(idx + 1)
-                .map_or(self.subjs.len(), |g| g.subjs_start as usize)
-                > f.subjs_start as usize;
-            if f.direct || own_values {
-                return Err(Unreadable::RecordTooLarge { offset: f.start });
-            }
-            // An envelope: its categories are outside every record.
-            sink.out.add_outside(f.cats);
-            let from = f.hits_start as usize;
-            let to = self
-                .frames
-                .get(idx + 1)
-                .map_or(self.hits.len(), |g| g.hits_start as usize);
-            if to > from {
-                for h in &self.hits[from..to] {
-                    let id = &self.hit_bytes[h.id.0 as usize..h.id.1 as usize];
-                    sink.out.subject(h.ns, id, h.cats.union(f.cats));
-                }
-                // The bytes stay in the arena until the frame closes; only the entries go.
-                self.hits.drain(from..to);
-                let gone = (to - from) as u32;
-                for g in &mut self.frames[idx + 1..] {
-                    g.hits_start -= gone;
-                }
-            }
-            self.frames[idx].decided = true;
-            self.first_undecided += 1;
-            let rel = self.frontier();
-            if to > from {
-                sink.out.end_record(f.start..self.pos, rel);
-            }
         }
         Ok(())
     }
