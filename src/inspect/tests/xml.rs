@@ -519,3 +519,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn json_documents_in_text_are_read_where_they_sit() {
+    // A payload element holding serialized JSON: the phone in it is the record's person.
+    let f = ok(
+        r#"<rows><row><userId>u-1</userId><payload>{"m":"13800138000","diagnosis":"x"}</payload></row></rows>"#,
+    );
+    assert_eq!(subs(&f), [field("u-1", true)]);
+    // A record inside the document, with no record around it.
+    let f = ok(r#"<Event><data><![CDATA[{"customerId":"c-2"}]]></data></Event>"#);
+    assert_eq!(subs(&f), [field("c-2", false)]);
+    // A subject element holding a serialized list counts each element.
+    let mut f = subs(&ok(r#"<row><user_id>["a","b"]</user_id></row>"#));
+    f.sort();
+    assert_eq!(f, [field("a", false), field("b", false)]);
+    // Text that only looks like a document is text.
+    let f = ok(r#"<row><user_id>[draft]</user_id></row>"#);
+    assert_eq!(subs(&f), [field("[draft]", false)]);
+}

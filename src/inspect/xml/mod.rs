@@ -35,6 +35,7 @@ use quick_xml::Reader;
 use super::charset::Charset;
 use super::config::FieldInfo;
 use super::error::Unreadable;
+use super::json::{looks_like_document, read_embedded};
 use super::record::trim;
 use super::Sink;
 use records::Frames;
@@ -325,6 +326,15 @@ impl XmlScanner {
             } else {
                 Err(Unreadable::Malformed { offset: at })
             };
+        }
+        if looks_like_document(text) {
+            // A JSON document as the value (SPEC §3 "Documents inside values").
+            let subject = self.frames.in_subject_element();
+            let doc = read_embedded(text, self.frames.depth(), subject, sink)
+                .map_err(|_| Unreadable::TooDeep { offset: at })?;
+            if let Some(doc) = doc {
+                return self.frames.document(&doc, at, end, sink);
+            }
         }
         if !blank {
             self.frames.text(text, at, end, sink)?;

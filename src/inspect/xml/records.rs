@@ -20,6 +20,7 @@
 use super::super::config::FieldInfo;
 use super::super::detect;
 use super::super::error::Unreadable;
+use super::super::json::Embedded;
 use super::super::record::{trim, Namespace, Records};
 use super::super::Sink;
 use crate::model::CategorySet;
@@ -149,6 +150,66 @@ impl Frames {
             if !f.info.categories.is_empty() {
                 let c = f.info.categories;
                 self.add_cats(c, sink.out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether character data here is a subject value (it sits in a subject element).
+    pub(super) fn in_subject_element(&self) -> bool {
+        self.subj_elem.is_some()
+    }
+
+    /// Character data that is a JSON document, read (spanning `at..pos`): its records go out,
+    /// released no later than any open element allows; its subject values (in a subject
+    /// element), hits and categories are the innermost element's, as its text's would be.
+    pub(super) fn document(
+        &mut self,
+        doc: &Embedded,
+        at: u64,
+        pos: u64,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
+        let release = self.frontier(at);
+        doc.move_records(sink.out, at..pos, release);
+        let own = self
+            .frames
+            .last()
+            .map_or(CategorySet::EMPTY, |f| f.info.categories);
+        let cats = own.union(doc.categories());
+        if !cats.is_empty() {
+            self.add_cats(cats, sink.out);
+        }
+        if let Some(e) = self.subj_elem {
+            for v in doc.subject_values() {
+                match e.checked_sub(1) {
+                    Some(holder) => self.subject_value(holder, v)?,
+                    None => {
+                        sink.out.subject(Namespace::Field, v, CategorySet::EMPTY);
+                        sink.out.end_record(at..pos, release);
+                    }
+                }
+            }
+        }
+        let from = self.hits.len();
+        for (ns, id, cats) in doc.hits() {
+            let a = self.hit_bytes.len() as u32;
+            self.hit_bytes.extend_from_slice(id);
+            self.hits.push(Hit {
+                ns,
+                id: (a, self.hit_bytes.len() as u32),
+                cats,
+            });
+        }
+        if self.hits.len() > from {
+            match self.frames.last() {
+                Some(f) if !f.decided => {}
+                other => {
+                    let extra = other.map_or(CategorySet::EMPTY, |f| f.cats);
+                    self.emit_hits(from, extra, sink);
+                    sink.out.end_record(at..pos, release);
+                    self.truncate_hits(from);
+                }
             }
         }
         Ok(())
