@@ -8,6 +8,7 @@ mod formats;
 mod positions;
 mod props;
 mod reference;
+mod xlsx;
 
 use std::sync::Arc;
 
