@@ -155,11 +155,14 @@ impl<'a> Workbook<'a> {
         let bad = Unreadable::BadWorkbook;
         // Bound the work of parsing the central directory before it is parsed: an entry has a
         // header with this signature, so there are no more entries than signatures.
-        if memchr::memmem::find_iter(buf, CD_MAGIC).nth(MAX_ENTRIES).is_some() {
+        if memchr::memmem::find_iter(buf, CD_MAGIC)
+            .nth(MAX_ENTRIES)
+            .is_some()
+        {
             return Err(bad("more than 10,000 entries"));
         }
-        let mut zip =
-            ZipArchive::new(Cursor::new(buf)).map_err(|_| bad("not a readable zip (truncated?)"))?;
+        let mut zip = ZipArchive::new(Cursor::new(buf))
+            .map_err(|_| bad("not a readable zip (truncated?)"))?;
         if zip.len() > MAX_ENTRIES {
             return Err(bad("more than 10,000 entries"));
         }
@@ -311,7 +314,9 @@ impl<'a> Workbook<'a> {
         let r = (&mut e.inner).take(max + 1).read_to_end(&mut out);
         e.check(r)?;
         if out.len() as u64 > max {
-            return Err(Unreadable::BadWorkbook("a package part over its size limit"));
+            return Err(Unreadable::BadWorkbook(
+                "a package part over its size limit",
+            ));
         }
         Ok(Some(out))
     }
@@ -345,7 +350,9 @@ impl<'a> Workbook<'a> {
                 }
                 Ev::Text(t) if in_defined => {
                     if text.len() + t.len() > 1 << 20 {
-                        return Err(Unreadable::BadWorkbook("a defined name over its size limit"));
+                        return Err(Unreadable::BadWorkbook(
+                            "a defined name over its size limit",
+                        ));
                     }
                     text.push_str(t);
                 }
@@ -454,7 +461,9 @@ impl<'a> Workbook<'a> {
                     loose.flush(&mut text, sink);
                     for a in s.attributes().with_checks(false) {
                         let a = a.map_err(|_| malformed())?;
-                        let v = a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|_| malformed())?;
+                        let v = a
+                            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                            .map_err(|_| malformed())?;
                         loose.scan(v.as_bytes(), sink);
                     }
                 }
@@ -532,15 +541,13 @@ impl Entry<'_, '_> {
                 Event::GeneralRef(r) => {
                     let c = match r.resolve_char_ref() {
                         Ok(Some(c)) => c.encode_utf8(&mut chr),
-                        Ok(None) => {
-                            match quick_xml::escape::resolve_predefined_entity(&r) {
-                                Some(s) => {
-                                    visit(Ev::Text(s))?;
-                                    continue;
-                                }
-                                None => return Err(malformed()),
+                        Ok(None) => match quick_xml::escape::resolve_predefined_entity(&r) {
+                            Some(s) => {
+                                visit(Ev::Text(s))?;
+                                continue;
                             }
-                        }
+                            None => return Err(malformed()),
+                        },
                         Err(_) => return Err(malformed()),
                     };
                     visit(Ev::Text(c))?;
@@ -583,7 +590,9 @@ impl<R: Read> Read for Bounded<'_, R> {
                 && self.read > self.packed.max(1).saturating_mul(u64::from(l.max_ratio)))
         {
             self.bomb = true;
-            return Err(std::io::Error::other("decoded size or ratio over the limit"));
+            return Err(std::io::Error::other(
+                "decoded size or ratio over the limit",
+            ));
         }
         Ok(n)
     }
@@ -621,7 +630,9 @@ fn attr(s: &BytesStart<'_>, name: &str) -> Result<Option<String>, Unreadable> {
     for a in s.attributes() {
         let a = a.map_err(|_| malformed())?;
         if local(a.key.0) == name {
-            let v = a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(|_| malformed())?;
+            let v = a
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|_| malformed())?;
             return Ok(Some(v.into_owned()));
         }
     }
@@ -651,12 +662,13 @@ fn part_name(base: &str, target: &str) -> String {
 /// Whether an entry name stays inside the package: not absolute, no drive, no `..` segment,
 /// no backslash (which some extractors take for a separator).
 fn safe_name(raw: &[u8]) -> bool {
-    !raw.is_empty()
-        && raw[0] != b'/'
-        && !raw.contains(&b'\\')
-        && !raw.contains(&0)
-        && !(raw.len() >= 2 && raw[1] == b':')
-        && raw.split(|c| *c == b'/').all(|seg| seg != b"..")
+    let drive = raw.get(1) == Some(&b':');
+    let outside = raw.first().is_none_or(|c| *c == b'/')
+        || raw.contains(&b'\\')
+        || raw.contains(&0)
+        || drive
+        || raw.split(|c| *c == b'/').any(|seg| seg == b"..");
+    !outside
 }
 
 /// Detector hits of loose values (names, other parts): a record of subjects of their own.
@@ -823,10 +835,9 @@ impl<'s> Rows<'s> {
             CellType::Bool => return Ok(()),
             CellType::Shared => {
                 let k: usize = v.trim().parse().map_err(|_| malformed())?;
-                let s = self
-                    .strings
-                    .get(k)
-                    .ok_or(Unreadable::BadWorkbook("a shared string index out of range"))?;
+                let s = self.strings.get(k).ok_or(Unreadable::BadWorkbook(
+                    "a shared string index out of range",
+                ))?;
                 self.row_bytes += s.len();
                 s.clone()
             }

@@ -13,7 +13,11 @@ pub(super) fn validate(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
     let max_record_bytes = raw.max_record_bytes.unwrap_or(1 << 20);
     let max_buffered_bytes = raw.max_buffered_bytes.unwrap_or(256 << 20);
     let max_depth = raw.max_depth.unwrap_or(64);
+    let max_workbook_bytes = raw
+        .max_workbook_bytes
+        .unwrap_or(crate::inspect::DEFAULT_MAX_WORKBOOK_BYTES);
     for (k, v) in [
+        ("inspection.max_workbook_bytes", max_workbook_bytes),
         ("inspection.max_body_bytes", max_body_bytes),
         ("inspection.atomic_body_bytes", atomic_body_bytes),
         ("inspection.max_record_bytes", max_record_bytes),
@@ -55,6 +59,28 @@ pub(super) fn validate(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
             file,
             "inspection.max_record_bytes",
             "is held in memory per request; at most 268435456 (256 MiB)",
+        );
+    }
+    if max_workbook_bytes > max_body_bytes {
+        d.error(
+            file,
+            "inspection.max_workbook_bytes",
+            "must not exceed max_body_bytes",
+        );
+    }
+    // A workbook is held twice while it is judged (the body, and the scanner's copy that the
+    // zip is read from): one that cannot fit in the budget waits for room and may get 503.
+    if raw.max_workbook_bytes.is_some()
+        && max_buffered_bytes > 0
+        && max_workbook_bytes.saturating_mul(2) > max_buffered_bytes
+    {
+        d.warn(
+            file,
+            "inspection.max_workbook_bytes",
+            format!(
+                "a workbook is held twice while it is judged; workbooks over max_buffered_bytes / 2 ({}) can never be read and get 503",
+                max_buffered_bytes / 2
+            ),
         );
     }
     if max_depth > 1024 {
@@ -145,6 +171,7 @@ pub(super) fn validate(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
             .max_decoded_bytes
             .unwrap_or(max_body_bytes.saturating_mul(4)),
         max_decompression_ratio: raw.max_decompression_ratio.unwrap_or(100),
+        max_workbook_bytes,
         unreadable: unreadable(
             raw.unreadable.as_deref().unwrap_or("block"),
             file,

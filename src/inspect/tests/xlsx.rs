@@ -33,13 +33,7 @@ fn inspect(cfg: &InspectConfig, ctype: &str, body: &[u8]) -> Result<Findings, Un
 fn ids(f: &Findings) -> Vec<(Namespace, String, bool)> {
     f.subjects()
         .into_iter()
-        .map(|s| {
-            (
-                s.namespace,
-                String::from_utf8(s.id).unwrap(),
-                s.sensitive,
-            )
-        })
+        .map(|s| (s.namespace, String::from_utf8(s.id).unwrap(), s.sensitive))
         .collect()
 }
 
@@ -313,7 +307,14 @@ fn a_zip_bomb_entry_is_refused() {
 
 #[test]
 fn entries_outside_the_package_are_refused() {
-    for name in ["../x", "/etc/x", "xl/../../x", "..\\x", "xl\\..\\..\\x", "C:/x"] {
+    for name in [
+        "../x",
+        "/etc/x",
+        "xl/../../x",
+        "..\\x",
+        "xl\\..\\..\\x",
+        "C:/x",
+    ] {
         let body = zip_of(&[
             ("[Content_Types].xml", TYPES),
             ("xl/workbook.xml", BOOK),
@@ -447,15 +448,15 @@ fn multipart_parts_are_workbooks_by_name_type_or_content() {
             r#"name="file"; filename="customers.xlsx""#,
             Some("application/octet-stream"),
         ),
-        (r#"name="file"; filename="CUSTOMERS.XLSX""#, Some("text/csv")),
+        (
+            r#"name="file"; filename="CUSTOMERS.XLSX""#,
+            Some("text/csv"),
+        ),
         (r#"name="file"; filename="customers.xlsx""#, None),
         (r#"name="file""#, Some("application/octet-stream")),
         (r#"name="file""#, Some(XLSX)),
     ] {
-        let body = multipart(&[
-            (r#"name="note""#, None, b"hello"),
-            (disp, ctype, &book),
-        ]);
+        let body = multipart(&[(r#"name="note""#, None, b"hello"), (disp, ctype, &book)]);
         let f = inspect(&cfg(), mp, &body).unwrap_or_else(|e| panic!("{disp} {ctype:?}: {e}"));
         assert_eq!(f.subject_count(), 6, "{disp} {ctype:?}");
     }
