@@ -25,3 +25,4 @@ mod redis_loss;
 mod report;
 mod security;
 mod startup;
+mod xlsx;
