@@ -268,7 +268,8 @@ fn gen_xlsx() -> Body {
         s.write_string(row, 4, &c.email).expect("write a cell");
         s.write_string(row, 5, format!("{}, \"lobby\"", c.address))
             .expect("write a cell");
-        s.write_string(row, 6, &c.orders[0].0).expect("write a cell");
+        s.write_string(row, 6, &c.orders[0].0)
+            .expect("write a cell");
         customers.push(c);
     }
     Body {

@@ -13,9 +13,10 @@ pub(super) fn validate(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
     let max_record_bytes = raw.max_record_bytes.unwrap_or(1 << 20);
     let max_buffered_bytes = raw.max_buffered_bytes.unwrap_or(256 << 20);
     let max_depth = raw.max_depth.unwrap_or(64);
+    // Default 64 MiB, never more than a body may be.
     let max_workbook_bytes = raw
         .max_workbook_bytes
-        .unwrap_or(crate::inspect::DEFAULT_MAX_WORKBOOK_BYTES);
+        .unwrap_or(crate::inspect::DEFAULT_MAX_WORKBOOK_BYTES.min(max_body_bytes));
     for (k, v) in [
         ("inspection.max_workbook_bytes", max_workbook_bytes),
         ("inspection.max_body_bytes", max_body_bytes),
@@ -195,5 +196,51 @@ pub(super) fn unreadable(v: &str, file: &str, path: &str, d: &mut Diagnostics) -
             d.error(file, path, format!("`{v}` is not one of: block, allow"));
             Unreadable::Block
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(raw: RawInspection) -> (Inspection, Diagnostics) {
+        let mut d = Diagnostics::default();
+        let i = validate("gate.toml", raw, &mut d);
+        (i, d)
+    }
+
+    #[test]
+    fn max_workbook_bytes_defaults_to_64_mib_within_max_body_bytes() {
+        let (i, d) = run(RawInspection::default());
+        assert_eq!(i.max_workbook_bytes, 64 << 20);
+        assert!(!d.has_errors());
+        // A small max_body_bytes lowers the default instead of failing the configuration.
+        let (i, d) = run(RawInspection {
+            max_body_bytes: Some(4096),
+            atomic_body_bytes: Some(1024),
+            ..RawInspection::default()
+        });
+        assert_eq!(i.max_workbook_bytes, 4096);
+        assert!(!d.has_errors());
+        // Written: validated.
+        for (v, key_errs) in [(Some(0), 1), (Some(2 << 30), 1), (Some(1 << 20), 0)] {
+            let (_, d) = run(RawInspection {
+                max_workbook_bytes: v,
+                ..RawInspection::default()
+            });
+            let errs = d
+                .errors()
+                .filter(|e| e.path == "inspection.max_workbook_bytes")
+                .count();
+            assert_eq!(errs, key_errs, "{v:?}");
+        }
+        // Over half the budget: a warning (the workbook is held twice).
+        let (_, d) = run(RawInspection {
+            max_workbook_bytes: Some(200 << 20),
+            ..RawInspection::default()
+        });
+        assert!(d
+            .warnings()
+            .any(|w| w.path == "inspection.max_workbook_bytes"));
     }
 }
