@@ -275,3 +275,57 @@ async fn a_workbook_over_max_workbook_bytes_gets_413_and_nothing_is_forwarded() 
     // Three customers and the member of staff (the resident ID is sensitive).
     assert_eq!(gate.entity_counts().await, (4, 1));
 }
+
+/// The ICAP listener behind Squid takes the same path: a workbook is counted as on the proxy
+/// listener, a zip slip is refused, one over `max_workbook_bytes` gets 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workbooks_through_squid_and_icap_are_judged_the_same() {
+    let up = Upstream::http().await;
+    let book = workbook(1000, 20);
+    let approval = "[[approval]]\nid = \"SA-1\"\nmechanism = \"security_assessment\"\nstatus = \"active\"\ndestinations = [\"eu\"]\ncategories = [\"basic\", \"contact\", \"health\", \"identity\"]\nvalid_from = \"2024-01-01\"\nvalid_until = \"2099-12-31\"\n";
+    let gate = GateBuilder::new()
+        .entity("regime = \"cac-2024\"\nciio = true")
+        .approvals(approval)
+        .gate_key("icap_listen = \"127.0.0.1:0\"")
+        .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+        .section(&format!(
+            "[inspection]\nmax_workbook_bytes = {}\n\n[inspection.categories]\nhealth = [\"diagnosis\"]",
+            book.len() + 1
+        ))
+        .start()
+        .await;
+    let squid =
+        crate::harness::squid::Squid::start(gate.icap.unwrap().port(), &["api.eu.test"]).await;
+    let url = format!("http://api.eu.test:{}/v1/import", up.addr.port());
+    let post = |ctype: &'static str, body: Vec<u8>| {
+        squid
+            .client()
+            .post(&url)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+    };
+    let r = post(XLSX, book.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(gate.entity_counts().await, (21, 11));
+    assert_eq!(up.received().last().unwrap().body, book);
+    let forwarded = up.received().len();
+    let rels = br#"<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#;
+    let slip = zip_of(&[
+        ("xl/workbook.xml", br#"<workbook xmlns:r="r"><sheets><sheet name="S" sheetId="1" r:id="rId1"/></sheets></workbook>"#),
+        ("xl/_rels/workbook.xml.rels", rels),
+        ("xl/worksheets/sheet1.xml", b"<worksheet/>"),
+        ("/etc/x", b"13800138000"),
+    ]);
+    let r = post("application/octet-stream", slip).await.unwrap();
+    assert_eq!(r.status(), 451);
+    assert_eq!(reason_of(&r), "unreadable_body");
+    let r = post(XLSX, workbook(5000, 200)).await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        up.received().len(),
+        forwarded,
+        "nothing more reached the upstream"
+    );
+    assert_eq!(gate.entity_counts().await, (21, 11));
+}
