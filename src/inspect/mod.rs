@@ -18,7 +18,8 @@
 //! `pipeline` (the decoding chain and its release mapping) with `decode` (content codings),
 //! [`charset`] and [`transfer`] (multipart transfer encodings), the formats `json` (JSON,
 //! NDJSON; its stage 1, the SIMD index, is `json_index`, its lexical helpers `json_lex`), `csv`,
-//! `form` (form bodies and queries), `multipart`, `xlsx` (spreadsheets, judged whole), `head`
+//! `form` (form bodies and queries), `multipart`, `xlsx` (spreadsheets, judged whole; its sheet
+//! reader `xlsx::sheet`), `head`
 //! (URL and headers), `detect` (one file per detector), [`record`] (outputs), [`error`].
 
 pub mod charset;
