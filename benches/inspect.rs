@@ -1,7 +1,9 @@
 //! Inspection engine throughput (SPEC §10): the streaming scanner vs
 //! `serde_json::from_slice::<Value>` on the same ~1 MB bodies of realistic customer records
-//! (JSON array, NDJSON, CSV), plus gzip-encoded JSON; and the XML scanner vs `roxmltree`
-//! building its tree of the same ~1 MB SOAP batch (`cargo bench --bench inspect -- xml`).
+//! (JSON array, NDJSON, CSV), plus gzip-encoded JSON; the XML scanner vs `roxmltree`
+//! building its tree of the same ~1 MB SOAP batch (`cargo bench --bench inspect -- xml`); and
+//! an xlsx workbook of the CSV's columns (written by `rust_xlsxwriter`; phones and ids as
+//! number cells), judged whole.
 //!
 //! Run: `cargo bench --bench inspect` (`INSPECT_CPU_TABLE=1` first prints MB per CPU-second;
 //! `INSPECT_ONCE` scans one body a fixed number of times, for instruction counts).
@@ -269,6 +271,51 @@ fn gen_xml() -> Body {
     }
 }
 
+const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// The CSV body's columns as a workbook of about as many customers (ids and phones as number
+/// cells, the rest shared strings).
+fn gen_xlsx() -> Body {
+    let mut r = Rng(0x0bad_cafe_dead_beef);
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let s = wb.add_worksheet();
+    for (k, h) in [
+        "customer_id",
+        "name",
+        "phone",
+        "id_no",
+        "email",
+        "address",
+        "note",
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.write_string(0, k as u16, *h).expect("write the header");
+    }
+    let mut customers = Vec::new();
+    // About as many rows as the ~1 MB CSV body holds.
+    while customers.len() < 7_000 {
+        let c = customer(&mut r, customers.len() as u64);
+        let row = customers.len() as u32 + 1;
+        s.write_number(row, 0, c.id as f64).expect("write a cell");
+        s.write_string(row, 1, &c.name).expect("write a cell");
+        let phone: f64 = c.phone.parse().expect("a phone is digits");
+        s.write_number(row, 2, phone).expect("write a cell");
+        s.write_string(row, 3, &c.id_no).expect("write a cell");
+        s.write_string(row, 4, &c.email).expect("write a cell");
+        s.write_string(row, 5, format!("{}, \"lobby\"", c.address))
+            .expect("write a cell");
+        s.write_string(row, 6, &c.orders[0].0)
+            .expect("write a cell");
+        customers.push(c);
+    }
+    Body {
+        bytes: wb.save_to_buffer().expect("write the workbook"),
+        customers,
+    }
+}
+
 /// `roxmltree` building its tree of `body` (UTF-8 checked first, as the gate checks it).
 fn roxmltree_parse(body: &[u8]) -> bool {
     std::str::from_utf8(body)
@@ -531,7 +578,18 @@ fn benches(c: &mut Criterion) {
     gz.write_all(&json_body.bytes).expect("gzip the JSON body");
     let gz = gz.finish().expect("gzip the JSON body");
     check_all(&cfg, &bare, &json_body, &ndjson_body, &csv_body, &gz);
+    let xlsx_body = gen_xlsx();
+    check(
+        "xlsx",
+        &cfg,
+        XLSX,
+        None,
+        &xlsx_body.bytes,
+        &xlsx_body.subjects(),
+        xlsx_body.customers.len(),
+    );
     let (json, ndjson, csv) = (json_body.bytes, ndjson_body.bytes, csv_body.bytes);
+    let xlsx = xlsx_body.bytes;
 
     cpu_table(&cfg, &json, &ndjson, &csv, &gz);
 
@@ -566,6 +624,10 @@ fn benches(c: &mut Criterion) {
             });
         }
     }
+    g.throughput(Throughput::Bytes(xlsx.len() as u64));
+    g.bench_function("engine/xlsx(workbook bytes)", |b| {
+        b.iter(|| black_box(scan(&cfg, XLSX, None, black_box(&xlsx), 64 * 1024)))
+    });
     g.throughput(Throughput::Bytes(json.len() as u64));
     g.bench_function("engine/json_parse_only", |b| {
         b.iter(|| {
@@ -623,7 +685,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-/// `INSPECT_ONCE=<json|ndjson|csv|bare|xml> INSPECT_REPEAT=<n>`: scan that body `n` times and exit,
+/// `INSPECT_ONCE=<json|ndjson|csv|xml|xlsx|bare> INSPECT_REPEAT=<n>`: scan that body `n` times and exit,
 /// for instruction counts under `valgrind --tool=callgrind` (repeatable on a loaded machine,
 /// unlike time): the difference between two repeat counts is the cost of the scans alone. It
 /// also prints the best and median MB per CPU-second of five batches of the repetitions.
@@ -637,6 +699,7 @@ fn once(what: &str) {
     let (cfg, ct, body) = match what {
         "ndjson" => (&cfg, "application/x-ndjson", gen_ndjson()),
         "csv" => (&cfg, "text/csv", gen_csv()),
+        "xlsx" => (&cfg, XLSX, gen_xlsx()),
         "bare" => (&bare, "application/json", gen_json()),
         "xml" => (&cfg, "application/soap+xml", gen_xml()),
         _ => (&cfg, "application/json", gen_json()),
@@ -669,11 +732,17 @@ fn once(what: &str) {
         rates.push((body.len() * batch) as f64 / secs / 1e6);
     }
     rates.sort_by(f64::total_cmp);
-    println!(
-        "{what}: {} bytes x {n}: {records} records; MB per CPU-second best {:.0}, median {:.0}",
-        body.len(),
+    let (best, median) = (
         rates.last().copied().unwrap_or(0.0),
-        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+    );
+    let per_body = records as f64 / n as f64;
+    let mb = body.len() as f64 / 1e6;
+    println!(
+        "{what}: {} bytes x {n}: {records} records; MB per CPU-second best {best:.0}, median {median:.0}; records per CPU-second best {:.0}, median {:.0}",
+        body.len(),
+        best / mb * per_body,
+        median / mb * per_body,
     );
 }
 

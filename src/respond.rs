@@ -135,6 +135,8 @@ pub enum Failure<'a> {
     Upstream(UpstreamFailure),
     /// A body over `inspection.max_body_bytes`: 413.
     TooLarge,
+    /// An xlsx workbook over `inspection.max_workbook_bytes` (it is judged whole): 413.
+    WorkbookTooLarge,
     /// The buffered-bytes budget (`inspection.max_buffered_bytes`) stayed spent for
     /// `timeouts.idle_seconds` while the request waited for room, or a record could never fit
     /// it: 503 with `Retry-After: 1`.
@@ -163,7 +165,9 @@ impl<'a> Failure<'a> {
             Failure::Upstream(UpstreamFailure::Timeout) => {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
             }
-            Failure::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Failure::TooLarge | Failure::WorkbookTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+            }
             Failure::Busy => (StatusCode::SERVICE_UNAVAILABLE, "gate_busy"),
             Failure::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Failure::LoopDetected => (StatusCode::LOOP_DETECTED, "loop_detected"),
@@ -183,6 +187,9 @@ impl<'a> Failure<'a> {
             Failure::Upstream(UpstreamFailure::Timeout) => "The upstream did not answer in time.",
             Failure::TooLarge => {
                 "The request body is larger than the gate inspects (inspection.max_body_bytes)."
+            }
+            Failure::WorkbookTooLarge => {
+                "The workbook is larger than the gate judges whole (inspection.max_workbook_bytes)."
             }
             Failure::Busy => "The gate holds as many request bytes as it may (inspection.max_buffered_bytes); retry shortly.",
             Failure::LoopDetected => {

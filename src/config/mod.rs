@@ -266,6 +266,8 @@ pub struct Inspection {
     pub max_decoded_bytes: u64,
     /// Decoded ÷ encoded ratio cap.
     pub max_decompression_ratio: u64,
+    /// An xlsx workbook is held and judged whole up to this size; larger is 413.
+    pub max_workbook_bytes: u64,
     /// Default for unreadable bodies.
     pub unreadable: Unreadable,
     /// Whether a resident ID alone is sensitive.

@@ -124,6 +124,7 @@ pub struct RawInspection {
     pub max_depth: Option<u32>,
     pub max_decoded_bytes: Option<u64>,
     pub max_decompression_ratio: Option<u64>,
+    pub max_workbook_bytes: Option<u64>,
     pub unreadable: Option<String>,
     #[serde(default = "default_true")]
     pub resident_id_sensitive: bool,

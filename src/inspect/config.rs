@@ -168,6 +168,9 @@ pub enum ConfigError {
     ZeroLimit(&'static str),
 }
 
+/// The default of `inspection.max_workbook_bytes` (SPEC §12): 64 MiB.
+pub const DEFAULT_MAX_WORKBOOK_BYTES: u64 = 64 << 20;
+
 /// The engine's bounds on one body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -190,6 +193,8 @@ pub struct InspectConfig {
     max_record_bytes: usize,
     decode: DecodeLimits,
     resident_id_sensitive: bool,
+    /// An xlsx workbook larger than this is 413 (`inspection.max_workbook_bytes`).
+    max_workbook_bytes: u64,
     map: FieldMap,
     table: Vec<Vec<(Box<[u8]>, FieldInfo)>>,
     /// Bit `n` set when some mapped name has length `n` (quick rejection of keys).
@@ -244,6 +249,7 @@ impl InspectConfig {
             max_record_bytes: 1 << 20,
             decode: DecodeLimits::default(),
             resident_id_sensitive: true,
+            max_workbook_bytes: DEFAULT_MAX_WORKBOOK_BYTES,
             map: FieldMap::default(),
             table: Vec::new(),
             len_mask: 0,
@@ -346,6 +352,18 @@ impl InspectConfig {
     pub fn with_resident_id_sensitive(mut self, on: bool) -> Self {
         self.resident_id_sensitive = on;
         self
+    }
+
+    /// Replaces `max_workbook_bytes` (the largest xlsx body judged whole).
+    #[must_use]
+    pub fn with_max_workbook_bytes(mut self, n: u64) -> Self {
+        self.max_workbook_bytes = n.max(1);
+        self
+    }
+
+    /// The largest xlsx workbook judged whole (`inspection.max_workbook_bytes`).
+    pub fn max_workbook_bytes(&self) -> u64 {
+        self.max_workbook_bytes
     }
 
     /// Replaces the decode limits.

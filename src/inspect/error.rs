@@ -1,5 +1,6 @@
 //! The typed *unreadable* outcome of inspection (SPEC §3, §9): the proxy turns every variant
-//! into 451 `unreadable_body`. Variants carry kinds and offsets, never body bytes, so they are
+//! into 451 `unreadable_body`, except [`Unreadable::WorkbookTooLarge`] (413, like a body over
+//! `max_body_bytes`). Variants carry kinds and offsets, never body bytes, so they are
 //! safe to log.
 
 /// Why a body cannot be inspected. Offsets are in the decoded body.
@@ -92,6 +93,15 @@ pub enum Unreadable {
     /// encodings (or the declaration names another family than the bytes are in).
     #[error("XML declaration encoding and Content-Type charset disagree")]
     EncodingConflict,
+    /// An xlsx workbook larger than `inspection.max_workbook_bytes` (or whose shared strings
+    /// are): the proxy answers 413, whatever `unreadable` says.
+    #[error("workbook larger than inspection.max_workbook_bytes")]
+    WorkbookTooLarge,
+    /// An xlsx body that cannot be read: not a zip, truncated, an OLE2 file (`.xls`, an
+    /// encrypted workbook), an entry path outside the package, an encrypted entry, macros,
+    /// more than 10,000 entries, no `xl/workbook.xml`, malformed XML. The reason is fixed text.
+    #[error("workbook unreadable: {0}")]
+    BadWorkbook(&'static str),
     /// `feed` or `finish` called after the scanner already failed or finished.
     #[error("scanner already failed or finished")]
     Closed,
@@ -118,6 +128,8 @@ impl Unreadable {
             Unreadable::BadMultipart { .. } => "bad_multipart",
             Unreadable::Doctype { .. } => "xml_doctype",
             Unreadable::EncodingConflict => "encoding_conflict",
+            Unreadable::WorkbookTooLarge => "workbook_too_large",
+            Unreadable::BadWorkbook(_) => "bad_workbook",
             Unreadable::Closed => "closed",
         }
     }

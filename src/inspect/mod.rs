@@ -17,10 +17,12 @@
 //! Submodules: [`config`] (settings, lookups), [`mediatype`] (strict `Content-Type`),
 //! `pipeline` (the decoding chain) with `decode` (content codings), [`charset`] and
 //! [`transfer`] (multipart transfer encodings), whose release mapping is `checkpoints`; the
-//! formats `json` (JSON, NDJSON; its stage 1, the SIMD index, is `json_index`, its lexical helpers `json_lex`), `csv`,
-//! `form` (form bodies and queries), `multipart`, `xml` (XML and SOAP on `quick-xml`; its
-//! charset stage settles the declaration's `encoding` with the `Content-Type`), `head` (URL and
-//! headers), `detect` (one file per detector), [`record`] (outputs), [`error`].
+//! formats `json` (JSON, NDJSON; its stage 1, the SIMD index, is `json_index`, its lexical
+//! helpers `json_lex`; documents inside values are `json::embedded`), `csv`, `form` (form
+//! bodies and queries), `multipart`, `xml` (XML and SOAP on `quick-xml`; its charset stage
+//! settles the declaration's `encoding` with the `Content-Type`), `xlsx` (spreadsheets, judged
+//! whole; its sheet reader `xlsx::sheet`), `head` (URL and headers), `detect` (one file per
+//! detector), [`record`] (outputs), [`error`].
 
 pub mod charset;
 mod checkpoints;
@@ -39,6 +41,7 @@ mod multipart;
 mod pipeline;
 pub mod record;
 pub mod transfer;
+mod xlsx;
 mod xml;
 
 #[cfg(test)]
@@ -49,7 +52,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use charset::Charset;
-pub use config::{ConfigError, DecodeLimits, Detector, DetectorSet, InspectConfig, Limits};
+pub use config::{
+    ConfigError, DecodeLimits, Detector, DetectorSet, InspectConfig, Limits,
+    DEFAULT_MAX_WORKBOOK_BYTES,
+};
 pub use decode::{decoder_cost, Coding, MAX_BROTLI_WINDOW_BITS};
 pub use detect::{resident_id_birth_date, resident_id_check_char, resident_id_valid};
 pub use error::Unreadable;
@@ -99,6 +105,26 @@ pub enum BodyKind {
         /// The `charset` the type names, if any: the XML declaration must agree with it.
         named: Option<Charset>,
     },
+    /// An xlsx workbook, judged whole: its media type, a part named `*.xlsx`, or (`sniffed`)
+    /// an `application/octet-stream` body or part, which is a workbook only when its content
+    /// is a zip holding `xl/workbook.xml` (otherwise an unknown type, as before).
+    Xlsx {
+        /// The type did not say xlsx: only the content does.
+        sniffed: bool,
+    },
+}
+
+/// The xlsx media type.
+pub const XLSX_TYPE: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// A body the scanner holds whole before anything of it may be released (see
+/// [`Scanner::holds_whole`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WholeBody {
+    /// A declared xlsx workbook: over `max_workbook_bytes` it is 413.
+    Workbook,
+    /// An `application/octet-stream` body, held to see whether it is a workbook.
+    Sniffed,
 }
 
 /// How a body is read: its format and charset.
@@ -145,11 +171,20 @@ pub fn body_type(value: &[u8]) -> Result<BodyType, Unreadable> {
             }
             BodyKind::Multipart(b.to_vec())
         }
+        XLSX_TYPE => BodyKind::Xlsx { sniffed: false },
+        "application/octet-stream" => BodyKind::Xlsx { sniffed: true },
         e if e.starts_with("application/") && e.ends_with("+json") => BodyKind::Json,
         "application/xml" | "text/xml" => BodyKind::Xml { named: None },
         e if e.ends_with("+xml") => BodyKind::Xml { named: None },
         _ => return Err(Unreadable::UnknownContentType),
     };
+    // A workbook is binary: a charset parameter means nothing to it.
+    if matches!(kind, BodyKind::Xlsx { .. }) {
+        return Ok(BodyType {
+            kind,
+            charset: Charset::Utf8,
+        });
+    }
     let charset = match mt.param("charset") {
         None => Charset::Utf8,
         Some(l) => Charset::from_label(l).ok_or(Unreadable::UnsupportedCharset)?,
@@ -184,6 +219,8 @@ pub(crate) enum Format {
     /// A multipart text field's value, collected whole.
     Text(multipart::TextValue),
     Xml(Box<xml::XmlScanner>),
+    /// An xlsx workbook, held whole.
+    Xlsx(xlsx::XlsxScanner),
 }
 
 impl Format {
@@ -197,6 +234,17 @@ impl Format {
                 Format::Multipart(Box::new(multipart::MultipartScanner::new(b)))
             }
             BodyKind::Xml { named } => Format::Xml(Box::new(xml::XmlScanner::new(*named))),
+            BodyKind::Xlsx { sniffed } => Format::Xlsx(xlsx::XlsxScanner::new(*sniffed)),
+        }
+    }
+
+    /// Bytes the format holds inside the scanner (a workbook; a multipart body's current
+    /// workbook part), beyond what the proxy holds of the body itself.
+    pub(crate) fn held_bytes(&mut self) -> u64 {
+        match self {
+            Format::Xlsx(s) => s.held_bytes(),
+            Format::Multipart(s) => s.held_bytes(),
+            _ => 0,
         }
     }
 
@@ -208,6 +256,7 @@ impl Format {
             Format::Multipart(s) => s.feed(data, sink),
             Format::Text(s) => s.feed(data, sink),
             Format::Xml(s) => s.feed(data, sink),
+            Format::Xlsx(s) => s.feed(data, sink),
         }
     }
 
@@ -219,6 +268,7 @@ impl Format {
             Format::Multipart(s) => s.finish(sink),
             Format::Text(s) => s.finish(),
             Format::Xml(s) => s.finish(sink),
+            Format::Xlsx(s) => s.finish(sink),
         }
     }
 
@@ -230,6 +280,7 @@ impl Format {
             Format::Multipart(s) => s.frontier(),
             Format::Text(_) => 0,
             Format::Xml(s) => s.frontier(),
+            Format::Xlsx(s) => s.frontier(),
         }
     }
 }
@@ -281,6 +332,7 @@ pub struct Scanner<C: Borrow<InspectConfig> = Arc<InspectConfig>> {
     watched: Vec<bool>,
     fed: u64,
     phase: Phase,
+    whole: Option<WholeBody>,
 }
 
 impl<C: Borrow<InspectConfig>> std::fmt::Debug for Scanner<C> {
@@ -359,9 +411,15 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
         };
         let watched = vec![false; c.watched_fields().len()];
         let limits = c.decode_limits();
+        let mut whole = None;
         let pipe = content_type
             .and_then(|ct| body_type(ct.ok_or(Unreadable::UnknownContentType)?))
             .and_then(|bt| {
+                whole = match bt.kind {
+                    BodyKind::Xlsx { sniffed: false } => Some(WholeBody::Workbook),
+                    BodyKind::Xlsx { sniffed: true } => Some(WholeBody::Sniffed),
+                    _ => None,
+                };
                 let coding = Coding::parse(content_encoding?)?;
                 pipeline(Format::new(&bt.kind), bt.charset, coding, limits, None)
             });
@@ -377,6 +435,26 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
             watched,
             fed: 0,
             phase,
+            whole,
+        }
+    }
+
+    /// Whether the body's type makes the scanner hold it whole (an xlsx workbook, or an
+    /// `application/octet-stream` body sniffed for one): nothing is released before the end,
+    /// so the proxy reads it whole when it can (SPEC §3 "spreadsheets").
+    pub fn holds_whole(&self) -> Option<WholeBody> {
+        match self.phase {
+            Phase::Open => self.whole,
+            _ => None,
+        }
+    }
+
+    /// Bytes the scanner itself holds (a workbook, or a multipart body's workbook part, as
+    /// decoded): charged to the buffered-bytes budget on top of the body bytes the proxy holds.
+    pub fn buffered_bytes(&mut self) -> u64 {
+        match (&self.phase, self.pipe.as_mut()) {
+            (Phase::Open, Some(p)) => p.format_mut().held_bytes(),
+            _ => 0,
         }
     }
 

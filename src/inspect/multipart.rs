@@ -15,7 +15,11 @@
 //! one form record (SPEC §3: the whole form is a record), judged at the end of the body; every
 //! other part by its own type with a nested pipeline (transfer encoding, content encoding,
 //! charset, then JSON, NDJSON, CSV or form), whose records stream out with release offsets of
-//! the body as sent. A part of any other type (or a nested multipart) is unreadable.
+//! the body as sent. A part whose `filename` ends in `.xlsx` is read as an xlsx workbook
+//! whatever its type, an `application/octet-stream` part is one when its content is (held
+//! whole, like a workbook body); a `filename` ending in `.xlsm` or `.xls` (macro-enabled, or
+//! the binary format) is unreadable. A part of any other type (or a nested multipart) is
+//! unreadable.
 //!
 //! The boundary may be split across chunks: the scanner keeps the last `delimiter + 1` bytes
 //! back until it knows they are not the start of a delimiter.
@@ -94,6 +98,13 @@ pub(crate) struct MultipartScanner {
 }
 
 impl MultipartScanner {
+    /// Bytes the current part's format holds inside the scanner (a workbook part).
+    pub(crate) fn held_bytes(&mut self) -> u64 {
+        self.part
+            .as_mut()
+            .map_or(0, |p| p.pipe.format_mut().held_bytes())
+    }
+
     pub(crate) fn new(boundary: &[u8]) -> Self {
         let mut dash = b"--".to_vec();
         dash.extend_from_slice(boundary);
@@ -332,11 +343,26 @@ impl MultipartScanner {
                 return Err(bad);
             }
         }
-        let name = match disposition {
+        let (name, filename) = match disposition {
             Some(d) => self.disposition(d, sink)?,
-            None => Vec::new(),
+            None => (Vec::new(), None),
+        };
+        let workbook = match filename.as_deref().map(<[u8]>::to_ascii_lowercase) {
+            Some(f) if f.ends_with(b".xlsx") => true,
+            Some(f) if f.ends_with(b".xlsm") || f.ends_with(b".xls") => {
+                return Err(Unreadable::BadWorkbook(
+                    "a macro-enabled or binary workbook part",
+                ))
+            }
+            _ => false,
         };
         let (text, kind, charset) = match ctype {
+            // Named a workbook: read as one, whatever the type says.
+            _ if workbook => (
+                false,
+                Some(BodyKind::Xlsx { sniffed: false }),
+                Charset::Utf8,
+            ),
             None => (true, None, Charset::Utf8),
             Some(t) => {
                 let mt = MediaType::parse(t).map_err(|_| Unreadable::BadContentType)?;
@@ -372,9 +398,13 @@ impl MultipartScanner {
         Ok(Part { name, pipe, text })
     }
 
-    /// Parses `form-data; name=…; filename=…`: returns the field name; every parameter value
-    /// goes to the detectors.
-    fn disposition(&mut self, d: &[u8], sink: &mut Sink<'_>) -> Result<Vec<u8>, Unreadable> {
+    /// Parses `form-data; name=…; filename=…`: returns the field name and the file name (the
+    /// `filename*` one when both are sent); every parameter value goes to the detectors.
+    fn disposition(
+        &mut self,
+        d: &[u8],
+        sink: &mut Sink<'_>,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), Unreadable> {
         let bad = self.bad();
         let n = mediatype::token_len(d);
         if !d[..n].eq_ignore_ascii_case(b"form-data") {
@@ -383,6 +413,7 @@ impl MultipartScanner {
         let params = mediatype::parse_params(d, n).map_err(|_| bad.clone())?;
         let mut name: Option<Vec<u8>> = None;
         let mut ext_name: Option<Vec<u8>> = None;
+        let mut filenames: Vec<Vec<u8>> = Vec::new();
         for (k, v) in &params {
             let v = match k.strip_suffix('*') {
                 Some("name" | "filename") => ext_value(v).ok_or_else(|| bad.clone())?,
@@ -394,12 +425,23 @@ impl MultipartScanner {
             match k.as_str() {
                 "name" => name = Some(v),
                 "name*" => ext_name = Some(v),
+                "filename" | "filename*" => filenames.push(v),
                 _ => {}
             }
         }
+        // With `filename` and `filename*` both sent, servers pick either: a workbook by
+        // either name is read as one, so the one naming a workbook kind wins.
+        let filename = filenames
+            .iter()
+            .find(|f| {
+                let f = f.to_ascii_lowercase();
+                f.ends_with(b".xlsx") || f.ends_with(b".xlsm") || f.ends_with(b".xls")
+            })
+            .or(filenames.first())
+            .cloned();
         match (name, ext_name) {
             (Some(a), Some(b)) if a != b => Err(bad),
-            (a, b) => Ok(a.or(b).unwrap_or_default()),
+            (a, b) => Ok((a.or(b).unwrap_or_default(), filename)),
         }
     }
 

@@ -76,7 +76,8 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     pub(crate) fn new(stages: Vec<Stage>, format: Format) -> Self {
-        let text_check = !matches!(format, Format::Multipart(_));
+        // Multipart parts check their own text; a workbook is binary.
+        let text_check = !matches!(format, Format::Multipart(_) | Format::Xlsx(_));
         Pipeline {
             stages,
             format,

@@ -7,7 +7,7 @@
 use super::budget::{Budget, Charge};
 use super::context::RequestCx;
 use super::enforce::{self, Batch, Outcome};
-use super::gated::{refusal_now, Ctx, GatedBody, Shared, Summary};
+use super::gated::{self, refusal_now, Ctx, GatedBody, Shared, Summary};
 use super::head::{inspect_head, Head};
 use super::headers::wants_upgrade;
 use super::outcome::{finish, refuse_audited};
@@ -15,7 +15,7 @@ use super::sink::{Forbidden, SendCtx, Sink, Upstream};
 use super::{Gate, Snapshot};
 use crate::audit::AuditRecord;
 use crate::config::Unreadable;
-use crate::inspect::{decoder_cost, Coding, Scanner};
+use crate::inspect::{decoder_cost, Coding, Scanner, Unreadable as Unread, WholeBody};
 use crate::model::shanghai_date;
 use crate::policy::{Decision, Reason, Refusal};
 use crate::respond::{self, Failure, GateBody};
@@ -89,14 +89,24 @@ where
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let scanner = Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
+    let whole = WholeRead::of(snap, &scanner, &parts.headers);
+    if whole.too_large(declared) {
+        return (
+            respond::failure(Failure::WorkbookTooLarge, request_id),
+            Decision::Block,
+        );
+    }
     let Some(mut charge) = charge_decoder(gate, snap, &parts.headers).await else {
         return (respond::failure(Failure::Busy, request_id), Decision::Block);
     };
-    // A body read whole takes its length from the budget now, or is gated record by record.
-    let atomic_limit = snap.config.inspection.atomic_body_bytes;
+    // A body read whole takes its length from the budget now (and a workbook its copy in the
+    // scanner), or is gated record by record.
+    let atomic_limit = whole.limit;
     let atomic = body.is_end_stream()
-        || declared.is_some_and(|n| n <= atomic_limit && gate.budget.try_grow(&mut charge, n));
-    let scanner = Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
+        || declared.is_some_and(|n| {
+            n <= atomic_limit && gate.budget.try_grow(&mut charge, n + whole.copy(n))
+        });
     let step = Step {
         cx,
         dest: dest_index,
@@ -112,6 +122,61 @@ where
         serve_whole(step, parts, body, size, sink).await
     } else {
         serve_streamed(step, parts, body, charge, sink).await
+    }
+}
+
+/// How a body is read whole: up to `atomic_body_bytes`, or — a declared xlsx workbook, which
+/// the scanner holds whole anyway (SPEC §3 "spreadsheets") — up to `max_workbook_bytes`, with
+/// the scanner's copy of the workbook charged to the budget beside the body.
+struct WholeRead {
+    /// The largest declared length read whole.
+    limit: u64,
+    /// What the scanner holds whole, if anything.
+    kind: Option<WholeBody>,
+    /// `max_workbook_bytes`.
+    workbook: u64,
+    /// The body has a `Content-Encoding` (the workbook's decoded size is not known up front).
+    coded: bool,
+}
+
+impl WholeRead {
+    fn of<C: std::borrow::Borrow<crate::inspect::InspectConfig>>(
+        snap: &Snapshot,
+        scanner: &Scanner<C>,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        let i = &snap.config.inspection;
+        let kind = scanner.holds_whole();
+        let limit = match kind {
+            Some(WholeBody::Workbook) => i.atomic_body_bytes.max(i.max_workbook_bytes),
+            // An octet-stream body is most often no workbook: one that is not fails at its
+            // first bytes while it streams, so it is not held to find out.
+            Some(WholeBody::Sniffed) | None => i.atomic_body_bytes,
+        };
+        WholeRead {
+            limit,
+            kind,
+            workbook: i.max_workbook_bytes,
+            coded: headers.contains_key(http::header::CONTENT_ENCODING),
+        }
+    }
+
+    /// A declared workbook whose declared (unencoded) length is over `max_workbook_bytes`:
+    /// 413 before anything is read.
+    fn too_large(&self, declared: Option<u64>) -> bool {
+        self.kind == Some(WholeBody::Workbook)
+            && !self.coded
+            && declared.is_some_and(|n| n > self.workbook)
+    }
+
+    /// Budget for the scanner's copy of a workbook body of `n` bytes read whole: `n`, or
+    /// `max_workbook_bytes` when a content coding hides its decoded size.
+    fn copy(&self, n: u64) -> u64 {
+        match self.kind {
+            Some(_) if self.coded => self.workbook,
+            Some(_) => n,
+            None => 0,
+        }
     }
 }
 
@@ -230,6 +295,14 @@ where
     let mut outside = head.outside;
     if !bytes.is_empty() {
         match scanner.feed(&bytes).and_then(|()| scanner.finish()) {
+            // A workbook over max_workbook_bytes (as decoded): 413, like a body over
+            // max_body_bytes, whatever `unreadable` says.
+            Err(Unread::WorkbookTooLarge) => {
+                return (
+                    respond::failure(Failure::WorkbookTooLarge, request_id),
+                    Decision::Block,
+                )
+            }
             Ok(()) => {
                 for r in scanner.records().iter() {
                     batch.add_record(&gate.hasher, r);
@@ -356,6 +429,13 @@ where
         audit.bytes = summary.released;
         finish(&g, &name, audit, &s, &summary).await;
     });
+    // A workbook over max_workbook_bytes failed the body: 413.
+    if gated::is_too_large(&shared) {
+        return (
+            respond::failure(Failure::WorkbookTooLarge, request_id),
+            Decision::Block,
+        );
+    }
     // A body refused before the upstream's answer was passed on: the client gets the refusal.
     match refused_now {
         Some(r) => (

@@ -62,6 +62,8 @@ pub struct Summary {
     pub important_rule: Option<String>,
     /// The categories of the request's subjects (over all batches).
     pub categories: CategorySet,
+    /// The body failed as a workbook over `max_workbook_bytes` (the client gets 413).
+    pub too_large: bool,
 }
 
 impl Summary {
@@ -267,8 +269,10 @@ impl<B> GatedBody<B> {
     /// does, `Pending` while waiting for room, `Ready(false)` when the held bytes can never fit.
     fn charge_held(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         let budget: &Budget = &self.ctx.gate.budget;
+        // A workbook the scanner holds (as decoded) is held memory too.
+        let inside = self.scanner.as_mut().map_or(0, Scanner::buffered_bytes);
         loop {
-            let want = self.base + self.held_bytes();
+            let want = self.base + self.held_bytes() + inside;
             let have = self.charge.bytes();
             if want <= have {
                 return Poll::Ready(true);
@@ -351,8 +355,14 @@ impl<B> GatedBody<B> {
 
     /// Handles an unreadable body: stop inspecting and pass it on (allowed), or refuse.
     fn unreadable(&mut self, e: &Unreadable) -> Option<Polled> {
-        tracing::info!(kind = e.kind(), "streamed body is unreadable");
         self.scanner = None;
+        if *e == Unreadable::WorkbookTooLarge {
+            // Not unreadable: too large to judge (413), whatever `unreadable` says.
+            tracing::info!(kind = e.kind(), "streamed workbook too large");
+            self.lock().too_large = true;
+            return Some(self.fail("workbook too large"));
+        }
+        tracing::info!(kind = e.kind(), "streamed body is unreadable");
         if self.ctx.unreadable == UnreadablePolicy::Allow {
             self.lock().unreadable_allowed = true;
             self.release_all();
@@ -518,6 +528,11 @@ where
 /// Whether a gated body is waiting for (or failed for want of) room in the budget.
 pub(crate) fn is_busy(shared: &Shared) -> bool {
     shared.lock().unwrap_or_else(|p| p.into_inner()).busy
+}
+
+/// Whether a gated body failed as a workbook over `max_workbook_bytes` (413).
+pub(crate) fn is_too_large(shared: &Shared) -> bool {
+    shared.lock().unwrap_or_else(|p| p.into_inner()).too_large
 }
 
 /// The refusal recorded by a gated body that failed before the upstream answered.

@@ -194,6 +194,7 @@ pub fn inspect_config(
         },
         i.resident_id_sensitive,
     )?
+    .with_max_workbook_bytes(i.max_workbook_bytes)
     .with_watched_fields(&watched)
 }
 

@@ -6,7 +6,7 @@
 //! with [`forward`] too, uninspected.
 
 use super::body::{MeteredBody, Progress};
-use super::gated::{is_busy, refusal_now, Shared};
+use super::gated::{is_busy, is_too_large, refusal_now, Shared};
 use super::headers::{add_via, strip_hop_by_hop};
 use super::upstream::{is_connect_timeout, is_forbidden};
 use super::{Gate, Route, Snapshot};
@@ -212,6 +212,9 @@ where
             }
             if too_large.load(Ordering::Acquire) {
                 return Ok(respond::failure(Failure::TooLarge, request_id));
+            }
+            if gated.is_some_and(is_too_large) {
+                return Ok(respond::failure(Failure::WorkbookTooLarge, request_id));
             }
             if let Some(r) = gated.and_then(refusal_now) {
                 return Ok(respond::blocked(&r, request_id, snap.blocked_by.as_ref()));

@@ -25,4 +25,5 @@ mod redis_loss;
 mod report;
 mod security;
 mod startup;
+mod xlsx;
 mod xml;

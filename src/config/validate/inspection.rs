@@ -13,7 +13,12 @@ pub(super) fn validate(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
     let max_record_bytes = raw.max_record_bytes.unwrap_or(1 << 20);
     let max_buffered_bytes = raw.max_buffered_bytes.unwrap_or(256 << 20);
     let max_depth = raw.max_depth.unwrap_or(64);
+    // Default 64 MiB, never more than a body may be.
+    let max_workbook_bytes = raw
+        .max_workbook_bytes
+        .unwrap_or(crate::inspect::DEFAULT_MAX_WORKBOOK_BYTES.min(max_body_bytes));
     for (k, v) in [
+        ("inspection.max_workbook_bytes", max_workbook_bytes),
         ("inspection.max_body_bytes", max_body_bytes),
         ("inspection.atomic_body_bytes", atomic_body_bytes),
         ("inspection.max_record_bytes", max_record_bytes),
@@ -55,6 +60,28 @@ pub(super) fn validate(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
             file,
             "inspection.max_record_bytes",
             "is held in memory per request; at most 268435456 (256 MiB)",
+        );
+    }
+    if max_workbook_bytes > max_body_bytes {
+        d.error(
+            file,
+            "inspection.max_workbook_bytes",
+            "must not exceed max_body_bytes",
+        );
+    }
+    // A workbook is held twice while it is judged (the body, and the scanner's copy that the
+    // zip is read from): one that cannot fit in the budget waits for room and may get 503.
+    if raw.max_workbook_bytes.is_some()
+        && max_buffered_bytes > 0
+        && max_workbook_bytes.saturating_mul(2) > max_buffered_bytes
+    {
+        d.warn(
+            file,
+            "inspection.max_workbook_bytes",
+            format!(
+                "a workbook is held twice while it is judged; workbooks over max_buffered_bytes / 2 ({}) can never be read and get 503",
+                max_buffered_bytes / 2
+            ),
         );
     }
     if max_depth > 1024 {
@@ -145,6 +172,7 @@ pub(super) fn validate(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
             .max_decoded_bytes
             .unwrap_or(max_body_bytes.saturating_mul(4)),
         max_decompression_ratio: raw.max_decompression_ratio.unwrap_or(100),
+        max_workbook_bytes,
         unreadable: unreadable(
             raw.unreadable.as_deref().unwrap_or("block"),
             file,
@@ -168,5 +196,51 @@ pub(super) fn unreadable(v: &str, file: &str, path: &str, d: &mut Diagnostics) -
             d.error(file, path, format!("`{v}` is not one of: block, allow"));
             Unreadable::Block
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(raw: RawInspection) -> (Inspection, Diagnostics) {
+        let mut d = Diagnostics::default();
+        let i = validate("gate.toml", raw, &mut d);
+        (i, d)
+    }
+
+    #[test]
+    fn max_workbook_bytes_defaults_to_64_mib_within_max_body_bytes() {
+        let (i, d) = run(RawInspection::default());
+        assert_eq!(i.max_workbook_bytes, 64 << 20);
+        assert!(!d.has_errors());
+        // A small max_body_bytes lowers the default instead of failing the configuration.
+        let (i, d) = run(RawInspection {
+            max_body_bytes: Some(4096),
+            atomic_body_bytes: Some(1024),
+            ..RawInspection::default()
+        });
+        assert_eq!(i.max_workbook_bytes, 4096);
+        assert!(!d.has_errors());
+        // Written: validated.
+        for (v, key_errs) in [(Some(0), 1), (Some(2 << 30), 1), (Some(1 << 20), 0)] {
+            let (_, d) = run(RawInspection {
+                max_workbook_bytes: v,
+                ..RawInspection::default()
+            });
+            let errs = d
+                .errors()
+                .filter(|e| e.path == "inspection.max_workbook_bytes")
+                .count();
+            assert_eq!(errs, key_errs, "{v:?}");
+        }
+        // Over half the budget: a warning (the workbook is held twice).
+        let (_, d) = run(RawInspection {
+            max_workbook_bytes: Some(200 << 20),
+            ..RawInspection::default()
+        });
+        assert!(d
+            .warnings()
+            .any(|w| w.path == "inspection.max_workbook_bytes"));
     }
 }

@@ -9,6 +9,7 @@ mod formats;
 mod positions;
 mod props;
 mod reference;
+mod xlsx;
 mod xml;
 
 use std::sync::Arc;
