@@ -191,12 +191,12 @@ pub async fn start_with_clock(
                         let snap = gate.snapshot();
                         snap.gauges.refresh(gate.ledger.as_ref(), gate.clock.now()).await;
                         gate.ledger_up();
-                        if ticks % 15 == 0 {
+                        if ticks.is_multiple_of(15) {
                             gate.own.refresh_ledger().await;
                         }
                         // The report's activity reaches its store (Redis: every replica's
                         // report) within a second; the daily samples every 30 s.
-                        if ticks % sample_every == 0 {
+                        if ticks.is_multiple_of(sample_every) {
                             gate.history.sample(gate.history_sources()).await;
                         } else {
                             gate.history.flush(gate.history_sources()).await;
