@@ -460,36 +460,32 @@ impl InspectConfig {
         found
     }
 
+    /// Looks a name up by its canonical form without building it: one pass counts the
+    /// name's non-separator bytes and finds the first (the canonical length and first byte,
+    /// which pick the bucket, and most names are rejected there by length alone); only the
+    /// few names in the bucket are compared, skipping separators. No copy, no buffer.
     #[inline]
     fn lookup_exact(&self, name: &[u8]) -> Option<FieldInfo> {
-        // Most names have no separator: their canonical form is their case fold, which the
-        // comparison below does in place. The others are stripped into a stack buffer.
-        if name.iter().any(|c| is_separator(*c)) {
-            if name.len() > MAX_FIELD_NAME {
-                return None;
-            }
-            let mut buf = [0u8; MAX_FIELD_NAME];
-            let mut n = 0;
-            for c in name.iter().filter(|c| !is_separator(**c)) {
-                buf[n] = *c;
-                n += 1;
-            }
-            return self.lookup_folded(&buf[..n]);
-        }
-        self.lookup_folded(name)
-    }
-
-    /// Looks up a name that holds no separator, ignoring ASCII case.
-    #[inline]
-    fn lookup_folded(&self, name: &[u8]) -> Option<FieldInfo> {
-        let n = name.len();
-        if n == 0 || n > MAX_FIELD_NAME || self.len_mask & (1u128 << n.min(127)) == 0 {
+        if name.len() > MAX_FIELD_NAME {
             return None;
         }
+        let n = name.len() - separators(name);
+        let first = match name.first() {
+            Some(&c) if !is_separator(c) => c,
+            _ => name
+                .iter()
+                .copied()
+                .find(|c| !is_separator(*c))
+                .unwrap_or(0),
+        };
+        if n == 0 || self.len_mask & (1u128 << n.min(127)) == 0 {
+            return None;
+        }
+        let bucket = ((n & 63) << 5) | usize::from(first.to_ascii_lowercase() & 31);
         self.table
-            .get(bucket(name))?
+            .get(bucket)?
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .find(|(k, _)| k.len() == n && same_name(k, name))
             .map(|(_, v)| *v)
     }
 
@@ -541,6 +537,39 @@ const fn is_separator(c: u8) -> bool {
     matches!(c, b'_' | b'-' | b'.' | b' ')
 }
 
+/// How many bytes of `name` are separators, eight at a time (SWAR: a byte equal to a
+/// separator becomes zero after the XOR, and the zero-byte test marks it with its high bit).
+#[inline]
+fn separators(name: &[u8]) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let word_count = |w: u64| -> usize {
+        let mut marks = 0u64;
+        for sep in [b'_', b'-', b'.', b' '] {
+            let x = w ^ (LO * u64::from(sep));
+            // Exact zero-byte marks (no false positives from borrows): high bit of
+            // `!(((x & 0x7f..) + 0x7f..) | x)`.
+            marks |= !(((x & !HI).wrapping_add(!HI)) | x) & HI;
+        }
+        ((marks >> 7).wrapping_mul(LO) >> 56) as usize
+    };
+    let mut chunks = name.chunks_exact(8);
+    let mut count = 0;
+    for c in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        count += word_count(u64::from_le_bytes(b));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // Zero padding is not a separator.
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        count += word_count(u64::from_le_bytes(b));
+    }
+    count
+}
+
 /// The canonical form of a field name: ASCII lower case without separators, so that every
 /// spelling of one name (SPEC §3) is one key. A camelCase boundary needs nothing more:
 /// `userId` folds to `userid` like `user_id`.
@@ -576,4 +605,31 @@ fn check_names<'a>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separators_are_counted_in_every_position() {
+        let bytes = [
+            b'_', b'-', b'.', b' ', b'a', b'Z', 0, 0x80, 0xdf, 0xae, 0xa0, b'/',
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..40 {
+            for _ in 0..200 {
+                let name: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        bytes[(seed % bytes.len() as u64) as usize]
+                    })
+                    .collect();
+                let want = name.iter().filter(|c| is_separator(**c)).count();
+                assert_eq!(separators(&name), want, "{name:?}");
+            }
+        }
+    }
 }

@@ -24,6 +24,12 @@ use crate::model::CategorySet;
 /// every value; only values that pass are parsed.
 #[inline]
 pub(crate) fn looks_like_document(s: &[u8]) -> bool {
+    // Most values start with neither a bracket nor white space: one compare rules them out.
+    match s.first() {
+        Some(b'{' | b'[') => {}
+        Some(c) if c.is_ascii_whitespace() => {}
+        _ => return false,
+    }
     let t = s.trim_ascii();
     matches!(
         (t.first(), t.last()),
