@@ -12,7 +12,7 @@ use super::config::FieldInfo;
 use super::detect;
 use super::error::Unreadable;
 use super::json::{looks_like_document, read_embedded};
-use super::record::{trim, Namespace};
+use super::record::{trim, Hits, Namespace};
 use super::Sink;
 use crate::model::CategorySet;
 
@@ -50,8 +50,7 @@ pub(crate) struct CsvScanner {
     bom_settled: bool,
     /// The first bytes while they could still be a byte order mark (fewer than three).
     head: Vec<u8>,
-    hits: Vec<(Namespace, (u32, u32), CategorySet)>,
-    hit_bytes: Vec<u8>,
+    hits: Hits,
 }
 
 impl CsvScanner {
@@ -68,8 +67,7 @@ impl CsvScanner {
             pos: 0,
             bom_settled: false,
             head: Vec::new(),
-            hits: Vec::new(),
-            hit_bytes: Vec::new(),
+            hits: Hits::default(),
         }
     }
 
@@ -252,7 +250,6 @@ impl CsvScanner {
                 let mut best: Option<(u16, usize)> = None;
                 let mut cats = CategorySet::EMPTY;
                 self.hits.clear();
-                self.hit_bytes.clear();
                 // Subject values of cells that are JSON documents: (column, range of bytes).
                 let mut doc_values: Vec<(usize, (u32, u32))> = Vec::new();
                 let mut doc_bytes = Vec::new();
@@ -278,9 +275,7 @@ impl CsvScanner {
                             doc_values.push((k, (a, doc_bytes.len() as u32)));
                         }
                         for (ns, id, c) in doc.hits() {
-                            let a = self.hit_bytes.len() as u32;
-                            self.hit_bytes.extend_from_slice(id);
-                            self.hits.push((ns, (a, self.hit_bytes.len() as u32), c));
+                            self.hits.push(ns, id, c);
                         }
                     }
                     // A document cell without subject values names nobody by itself.
@@ -296,18 +291,10 @@ impl CsvScanner {
                     if doc.is_some() {
                         continue;
                     }
-                    let hits = &mut self.hits;
-                    let hb = &mut self.hit_bytes;
-                    detect::scan(v, &sink.det, &mut |ns, id, c| {
-                        let a = hb.len() as u32;
-                        hb.extend_from_slice(id);
-                        hits.push((ns, (a, hb.len() as u32), c));
-                    });
+                    self.hits.scan(v, &sink.det);
                 }
                 if let Some((_, k)) = best {
-                    for h in &self.hits {
-                        cats = cats.union(h.2);
-                    }
+                    cats = cats.union(self.hits.categories());
                     let mut from_doc = false;
                     for (_, (a, b)) in doc_values.iter().filter(|d| d.0 == k) {
                         sink.out.subject(
@@ -322,13 +309,7 @@ impl CsvScanner {
                             .subject(Namespace::Field, trim(self.field(k)), cats);
                     }
                 } else {
-                    for (ns, (a, b), c) in &self.hits {
-                        sink.out.subject(
-                            *ns,
-                            &self.hit_bytes[*a as usize..*b as usize],
-                            c.union(cats),
-                        );
-                    }
+                    self.hits.emit_loose(sink.out, cats);
                 }
                 sink.out.end_record(self.row_start..self.pos, self.pos);
             }

@@ -7,10 +7,9 @@
 //! encoder never leaves raw) is what a server that ignores the label would read as JSON: it is
 //! inspected as JSON as well as a form, and if it is not valid JSON either it is unreadable.
 
-use super::detect;
 use super::error::Unreadable;
 use super::json::{looks_like_document, Embedded, JsonScanner};
-use super::record::{trim, Namespace};
+use super::record::{trim, Hits, Namespace};
 use super::Sink;
 use crate::model::CategorySet;
 
@@ -21,8 +20,7 @@ pub(crate) struct FormRecord {
     subjects: Vec<(u32, u32)>,
     subject_bytes: Vec<u8>,
     cats: CategorySet,
-    hits: Vec<(Namespace, (u32, u32), CategorySet)>,
-    hit_bytes: Vec<u8>,
+    hits: Hits,
     /// Documents read from values: their own records go out before the form record's.
     docs: Vec<Embedded>,
     /// A document in a value nested past `max_depth` (the body is unreadable; the head,
@@ -86,9 +84,7 @@ impl FormRecord {
             self.push_subject(v);
         }
         for (ns, id, c) in doc.hits() {
-            let a = self.hit_bytes.len() as u32;
-            self.hit_bytes.extend_from_slice(id);
-            self.hits.push((ns, (a, self.hit_bytes.len() as u32), c));
+            self.hits.push(ns, id, c);
         }
         self.docs.push(doc);
         true
@@ -102,13 +98,7 @@ impl FormRecord {
     /// Text that is neither a name nor a value of a field (a multipart part's header
     /// parameters): only the detectors run on it, and their hits belong to the record.
     pub(crate) fn free_text(&mut self, text: &[u8], sink: &mut Sink<'_>) {
-        let hits = &mut self.hits;
-        let hb = &mut self.hit_bytes;
-        detect::scan(text, &sink.det, &mut |ns, id, c| {
-            let a = hb.len() as u32;
-            hb.extend_from_slice(id);
-            hits.push((ns, (a, hb.len() as u32), c));
-        });
+        self.detect(text, sink);
     }
 
     /// A value that identifies the subject by itself (a configured header).
@@ -130,13 +120,7 @@ impl FormRecord {
 
     /// Runs the detectors over text of the record that is not a subject value.
     pub(crate) fn detect(&mut self, text: &[u8], sink: &mut Sink<'_>) {
-        let hits = &mut self.hits;
-        let hb = &mut self.hit_bytes;
-        detect::scan(text, &sink.det, &mut |ns, id, c| {
-            let a = hb.len() as u32;
-            hb.extend_from_slice(id);
-            hits.push((ns, (a, hb.len() as u32), c));
-        });
+        self.hits.scan(text, &sink.det);
     }
 
     fn push_subject(&mut self, v: &[u8]) {
@@ -156,19 +140,10 @@ impl FormRecord {
         }
         if self.subjects.is_empty() {
             sink.out.add_outside(self.cats);
-            for (ns, (a, b), c) in &self.hits {
-                sink.out.subject(
-                    *ns,
-                    &self.hit_bytes[*a as usize..*b as usize],
-                    c.union(self.cats),
-                );
-            }
+            self.hits.emit_loose(sink.out, self.cats);
             return;
         }
-        let mut cats = self.cats;
-        for h in &self.hits {
-            cats = cats.union(h.2);
-        }
+        let cats = self.cats.union(self.hits.categories());
         for (a, b) in &self.subjects {
             sink.out.subject(
                 Namespace::Field,

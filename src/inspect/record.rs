@@ -456,3 +456,58 @@ mod spare_tests {
         .unwrap();
     }
 }
+
+/// Detector hits of a record being read (a form, a CSV or sheet row): namespace, identifier
+/// and categories, the identifiers back to back in one buffer reused across records.
+#[derive(Debug, Default)]
+pub(crate) struct Hits {
+    list: Vec<(Namespace, (u32, u32), CategorySet)>,
+    bytes: Vec<u8>,
+}
+
+impl Hits {
+    /// Forgets every hit (keeps the buffers).
+    pub(crate) fn clear(&mut self) {
+        self.list.clear();
+        self.bytes.clear();
+    }
+
+    /// Whether there is no hit.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Adds one hit.
+    pub(crate) fn push(&mut self, ns: Namespace, id: &[u8], cats: CategorySet) {
+        let a = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(id);
+        self.list.push((ns, (a, self.bytes.len() as u32), cats));
+    }
+
+    /// Runs the detectors over `text`, adding what they find.
+    pub(crate) fn scan(&mut self, text: &[u8], det: &super::detect::DetectCtx) {
+        super::detect::scan(text, det, &mut |ns, id, c| self.push(ns, id, c));
+    }
+
+    /// The hits, in the order found.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Namespace, &[u8], CategorySet)> + '_ {
+        self.list
+            .iter()
+            .map(|(ns, (a, b), c)| (*ns, &self.bytes[*a as usize..*b as usize], *c))
+    }
+
+    /// The union of the hits' categories.
+    pub(crate) fn categories(&self) -> CategorySet {
+        self.list
+            .iter()
+            .fold(CategorySet::EMPTY, |acc, h| acc.union(h.2))
+    }
+
+    /// Each hit as a subject of its own with `extra` categories added (a record without a
+    /// subject field).
+    pub(crate) fn emit_loose(&self, out: &mut Records, extra: CategorySet) {
+        for (ns, id, c) in self.iter() {
+            out.subject(ns, id, c.union(extra));
+        }
+    }
+}

@@ -6,7 +6,7 @@ use super::{attr, local, malformed, Ev};
 use crate::inspect::config::FieldInfo;
 use crate::inspect::detect;
 use crate::inspect::error::Unreadable;
-use crate::inspect::record::{trim, Namespace};
+use crate::inspect::record::{trim, Hits, Namespace};
 use crate::inspect::Sink;
 use crate::model::CategorySet;
 
@@ -54,8 +54,7 @@ pub(super) struct Rows<'s> {
     in_is: bool,
     in_rph: bool,
     value: String,
-    hits: Vec<(Namespace, (u32, u32), CategorySet)>,
-    hit_bytes: Vec<u8>,
+    hits: Hits,
 }
 
 impl<'s> Rows<'s> {
@@ -74,8 +73,7 @@ impl<'s> Rows<'s> {
             in_is: false,
             in_rph: false,
             value: String::new(),
-            hits: Vec::new(),
-            hit_bytes: Vec::new(),
+            hits: Hits::default(),
         }
     }
 
@@ -197,7 +195,6 @@ impl<'s> Rows<'s> {
         let mut best: Option<(u16, usize)> = None;
         let mut cats = CategorySet::EMPTY;
         self.hits.clear();
-        self.hit_bytes.clear();
         for (k, (c, v)) in cells.iter().enumerate() {
             if let Ok(j) = cols.binary_search_by_key(c, |(c, _)| *c) {
                 let info = cols[j].1;
@@ -210,38 +207,17 @@ impl<'s> Rows<'s> {
                     }
                 }
             }
-            let hits = &mut self.hits;
-            let hb = &mut self.hit_bytes;
-            let mut push = |ns, id: &[u8], c| {
-                let a = hb.len() as u32;
-                hb.extend_from_slice(id);
-                hits.push((ns, (a, hb.len() as u32), c));
-            };
-            detect::scan(v.as_bytes(), &sink.det, &mut push);
+            self.hits.scan(v.as_bytes(), &sink.det);
         }
         if !self.formulas.is_empty() {
-            let hits = &mut self.hits;
-            let hb = &mut self.hit_bytes;
-            detect::scan(self.formulas.as_bytes(), &sink.det, &mut |ns, id, c| {
-                let a = hb.len() as u32;
-                hb.extend_from_slice(id);
-                hits.push((ns, (a, hb.len() as u32), c));
-            });
+            self.hits.scan(self.formulas.as_bytes(), &sink.det);
         }
         if let Some((_, k)) = best {
-            for h in &self.hits {
-                cats = cats.union(h.2);
-            }
+            cats = cats.union(self.hits.categories());
             sink.out
                 .subject(Namespace::Field, trim(cells[k].1.as_bytes()), cats);
         } else {
-            for (ns, (a, b), c) in &self.hits {
-                sink.out.subject(
-                    *ns,
-                    &self.hit_bytes[*a as usize..*b as usize],
-                    c.union(cats),
-                );
-            }
+            self.hits.emit_loose(sink.out, cats);
         }
         sink.out.end_record(0..end, end);
     }
