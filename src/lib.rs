@@ -43,6 +43,7 @@ pub mod assess;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod data_dir;
 pub mod icap;
 pub mod identity;

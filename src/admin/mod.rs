@@ -2,10 +2,13 @@
 //! `GET /healthz` (process alive), `GET /readyz` (config loaded, listeners serving; not the
 //! ledger, whose state is `transfer_gate_ledger_up` and `/v1/status`), and the
 //! `/v1/*` API (`status`, `decisions`, `reload`, `report`, `history`) behind a bearer token
-//! compared in constant time — or, without a token file, answering loopback clients only.
+//! compared in constant time (or, for reads, a console session) — or, without a token file,
+//! answering loopback clients only — and the console under `/ui/` ([`crate::console`]).
+//! Every response carries the console's security headers.
 //! `/v1/report` and `/v1/history` read the activity history ([`crate::report::history`]),
 //! which the gate's periodic refresher keeps.
 
+use crate::console::session::Sessions;
 use crate::proxy::Gate;
 use crate::report::Month;
 use crate::respond::{self, Failure, GateBody};
@@ -28,6 +31,7 @@ const ADMIN_MAX_CONNECTIONS: usize = 256;
 pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch) {
     let cfg = gate.snapshot().config.clone();
     let builder = crate::proxy::server_builder(&cfg, false);
+    let sessions = Arc::new(Sessions::default());
     let acceptor = crate::listen::Acceptor::new(
         listener,
         crate::listen::Limits {
@@ -41,10 +45,11 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
         tokio::select! {
             (io, peer) = acceptor.accept() => {
                 let gate = gate.clone();
+                let sessions = sessions.clone();
                 let activity = io.activity();
                 let svc = service_fn(move |req| {
                     let flight = activity.request();
-                    let fut = handle(gate.clone(), peer, req);
+                    let fut = handle(gate.clone(), sessions.clone(), peer, req);
                     async move { fut.await.map(|resp| flight.attach(resp)) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
@@ -80,7 +85,7 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<GateBody> {
 }
 
 /// Compares two secrets in time that depends only on their lengths' digests, not contents.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
     let (x, y) = (Sha256::digest(a), Sha256::digest(b));
     x.iter()
@@ -89,36 +94,71 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
         == 0
 }
 
-/// Whether the caller may use `/v1/*`.
-fn authorized(token: Option<&str>, peer: SocketAddr, req: &Request<Incoming>) -> bool {
-    match token {
-        None => peer.ip().is_loopback(),
-        Some(t) => req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| ct_eq(given.trim().as_bytes(), t.as_bytes())),
-    }
+/// Whether the caller may use `/v1/*`: the bearer token; or, for reads, a console session
+/// (SPEC §6: the console's session authorizes its own reads, never `POST /v1/reload`);
+/// without a token file, a loopback caller.
+fn authorized(
+    token: Option<&str>,
+    sessions: &Sessions,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> bool {
+    let Some(t) = token else {
+        return peer.ip().is_loopback();
+    };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| ct_eq(given.trim().as_bytes(), t.as_bytes()));
+    bearer
+        || (matches!(*req.method(), Method::GET | Method::HEAD)
+            && matches!(
+                crate::console::access(token, sessions, peer, req.headers()),
+                crate::console::Access::Session(_)
+            ))
 }
 
 async fn handle(
     gate: Arc<Gate>,
+    sessions: Arc<Sessions>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<GateBody>, Infallible> {
+    let mut resp = route(&gate, &sessions, peer, req).await;
+    crate::console::secure(resp.headers_mut());
+    Ok(resp)
+}
+
+async fn route(
+    gate: &Gate,
+    sessions: &Sessions,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<GateBody> {
     let path = req.uri().path().to_owned();
     if path.starts_with("/v1/") {
         let snap = gate.snapshot();
-        if !authorized(snap.admin_token.as_deref(), peer, &req) {
-            return Ok(respond::failure(Failure::Unauthorized, ""));
+        if !authorized(snap.admin_token.as_deref(), sessions, peer, &req) {
+            return respond::failure(Failure::Unauthorized, "");
         }
-        return Ok(v1(&gate, &path, req).await);
+        return v1(gate, &path, req).await;
+    }
+    if path == "/ui" || path.starts_with("/ui/") {
+        return crate::console::handle(gate, sessions, peer, req).await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(respond::failure(Failure::MethodNotAllowed, ""));
+        return respond::failure(Failure::MethodNotAllowed, "");
     }
-    Ok(match path.as_str() {
+    match path.as_str() {
+        "/" => {
+            let mut r = Response::new(respond::empty());
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            r.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/ui/"));
+            r
+        }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         // The config is loaded and both listeners are bound before this listener serves. A
         // ledger outage does not make the gate unready: behind a Service that would take every
@@ -136,7 +176,7 @@ async fn handle(
             r
         }
         _ => respond::failure(Failure::NotFound, ""),
-    })
+    }
 }
 
 /// The value of query parameter `name`.

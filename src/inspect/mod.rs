@@ -32,6 +32,7 @@ mod decode;
 pub mod detect;
 pub mod error;
 mod form;
+pub(crate) use form::percent_decode;
 mod head;
 mod json;
 mod json_index;

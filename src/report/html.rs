@@ -111,7 +111,7 @@ pub fn diagram(doc: &Value) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r##"<svg id="dataflow" xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="dataflow-title" width="100%" style="max-width:{width}px" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">
+        r##"<svg id="dataflow" xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="dataflow-title" width="100%" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="13">
 <title id="dataflow-title">Data-flow diagram: {entity} to its overseas destinations</title>
 <defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerUnits="userSpaceOnUse" markerWidth="12" markerHeight="12" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#4a5568"/></marker></defs>
 <rect x="{ex}" y="{ey}" width="{ew}" height="{eh}" rx="10" fill="#edf2f7" stroke="#2d3748" stroke-width="2"/>
@@ -247,10 +247,7 @@ fn category_list(d: &Value) -> String {
 
 /// The report as one self-contained HTML page.
 pub fn render(doc: &Value) -> String {
-    let r = &doc["report"];
-    let mut o = String::new();
-    let _ = write!(
-        o,
+    format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Cross-border data-flow inventory — {entity}</title>
@@ -261,13 +258,27 @@ th,td{{border:1px solid #cbd5e0;padding:4px 8px;text-align:left;font-size:13px}}
 td.n{{text-align:right}}
 th{{background:#edf2f7}}
 .note{{color:#4a5568;font-size:13px}}
+svg#dataflow{{max-width:1400px}}
 </style></head><body>
 <h1>Cross-border data-flow inventory — {entity}</h1>
-<p>Generated {gen} by transfer-gate. Regime <b>{regime}</b>, counting window since {ws} (today {today}). Period: {from} to {to}.</p>
+{body}</body></html>
+"#,
+        entity = t(&doc["entity"]),
+        body = body(doc),
+    )
+}
+
+/// The report's content without the page around it (the console shows it in its own page,
+/// under its stylesheet): every value escaped, the diagram inline, no script, no style.
+pub fn body(doc: &Value) -> String {
+    let r = &doc["report"];
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        r#"<p>Generated {gen} by transfer-gate. Regime <b>{regime}</b>, counting window since {ws} (today {today}). Period: {from} to {to}.</p>
 <p>Entity in the window: <b>{all} subjects, {sens} sensitive</b>. Mechanism required now: <b>{req}</b>{because}.</p>
 <h2>Data flows</h2>
 "#,
-        entity = t(&doc["entity"]),
         gen = t(&r["generated_at"]),
         regime = t(&doc["regime"]),
         ws = t(&doc["window_start"]),
@@ -373,7 +384,7 @@ th{{background:#edf2f7}}
     }
     let _ = writeln!(
         o,
-        "</table>\n<p class=\"note\">Categories and refusals are recorded since {}. {}</p>\n</body></html>",
+        "</table>\n<p class=\"note\">Categories and refusals are recorded since {}. {}</p>",
         t(&r["activity_since"]),
         t(&r["activity_note"])
     );
