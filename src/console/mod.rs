@@ -30,6 +30,16 @@ use std::time::Instant;
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The query parameters a console page takes (the decisions filters, the report's months).
+const FILTERS: [&str; 6] = [
+    "destination",
+    "client_name",
+    "decision",
+    "reason",
+    "from",
+    "to",
+];
+
 /// The largest login form body read.
 const MAX_FORM: usize = 4096;
 
@@ -247,9 +257,22 @@ pub async fn handle(
         }
         (Method::GET | Method::HEAD, p) => {
             if acc == Access::Login {
-                let here = match req.uri().query() {
-                    Some(q) => format!("{p}?{q}"),
-                    None => p.to_owned(),
+                // Back to this page after login, with its filters only: whatever else the
+                // query holds (a token someone pasted into it) is not carried along.
+                let kept: Vec<&str> = req
+                    .uri()
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .filter(|kv| {
+                        let k = kv.split_once('=').map_or(*kv, |(k, _)| k);
+                        FILTERS.contains(&k)
+                    })
+                    .collect();
+                let here = if kept.is_empty() {
+                    p.to_owned()
+                } else {
+                    format!("{p}?{}", kept.join("&"))
                 };
                 let next = safe_next(Some(&here));
                 return see_other(&format!("/ui/login?next={}", encode(&next)));

@@ -8,6 +8,7 @@ mod budget;
 mod calendar;
 mod check;
 mod clients;
+mod console;
 mod dashboard;
 mod deploy;
 mod enforce;
