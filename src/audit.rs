@@ -2,7 +2,8 @@
 //! identifier — written by a background task ([`sink`]) to `gate.audit_log` (or stdout),
 //! buffered and flushed at least every second and on shutdown; the file is reopened on
 //! `SIGHUP` ([`Audit::reopen`]) so that logrotate can move it. The most recent decisions are
-//! also kept in memory for `GET /v1/decisions`.
+//! also kept in memory for `GET /v1/decisions`, and each decision is published on a bounded
+//! broadcast feed ([`Audit::subscribe`]) for `GET /v1/decisions/stream`.
 
 mod sink;
 
@@ -12,12 +13,45 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// How many recent decisions `/v1/decisions` can return.
 pub const RECENT: usize = 1000;
+
+/// How many decisions the live feed holds for its slowest subscriber; one that falls further
+/// behind loses the oldest ones ([`broadcast::error::RecvError::Lagged`]).
+pub const FEED_CAPACITY: usize = 1024;
+
+/// A decision as published on the live feed: its sequence number (1 for the process's first
+/// decision) and the record, whose JSON is made once for every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    /// The decision's number in this process, in the order decisions were recorded.
+    pub seq: u64,
+    /// The audit record (no identifier; the path redacted).
+    pub record: Arc<AuditRecord>,
+    json: OnceLock<bytes::Bytes>,
+}
+
+impl Published {
+    /// Decision number `seq`, `record`.
+    pub fn new(seq: u64, record: Arc<AuditRecord>) -> Self {
+        Published {
+            seq,
+            record,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The record as one line of compact JSON (made by the first subscriber that asks).
+    pub fn json(&self) -> &bytes::Bytes {
+        self.json.get_or_init(|| {
+            bytes::Bytes::from(serde_json::to_vec(&*self.record).unwrap_or_default())
+        })
+    }
+}
 
 /// One audit line.
 #[derive(Debug, Clone, Serialize)]
@@ -206,7 +240,15 @@ fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Resul
 #[derive(Clone, Debug)]
 pub struct Audit {
     tx: mpsc::Sender<Msg>,
-    recent: Arc<Mutex<VecDeque<Arc<AuditRecord>>>>,
+    recent: Arc<Mutex<Recent>>,
+    feed: broadcast::Sender<Arc<Published>>,
+}
+
+/// The recent decisions and the sequence number of the last one.
+#[derive(Debug)]
+struct Recent {
+    queue: VecDeque<Arc<AuditRecord>>,
+    seq: u64,
 }
 
 #[derive(Debug)]
@@ -230,19 +272,40 @@ impl Audit {
         tokio::spawn(sink::write_loop(rx, sink::Writer::new(out, path)));
         Ok(Audit {
             tx,
-            recent: Arc::new(Mutex::new(VecDeque::with_capacity(RECENT))),
+            recent: Arc::new(Mutex::new(Recent {
+                queue: VecDeque::with_capacity(RECENT),
+                seq: 0,
+            })),
+            feed: broadcast::channel(FEED_CAPACITY).0,
         })
+    }
+
+    /// Keeps `rec` among the recent decisions and publishes it on the live feed. Under the
+    /// lock, so that sequence numbers follow the feed's order. Without subscribers the feed
+    /// costs one uncontended lock and no allocation.
+    fn remember(&self, rec: &Arc<AuditRecord>) {
+        if let Ok(mut r) = self.recent.lock() {
+            if r.queue.len() == RECENT {
+                r.queue.pop_front();
+            }
+            r.queue.push_back(rec.clone());
+            r.seq += 1;
+            if self.feed.receiver_count() > 0 {
+                let _ = self.feed.send(Arc::new(Published::new(r.seq, rec.clone())));
+            }
+        }
+    }
+
+    /// A receiver of every decision recorded from now on. It holds at most
+    /// [`FEED_CAPACITY`] decisions it has not read; beyond that it lags and loses the oldest.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.feed.subscribe()
     }
 
     /// Records a decision (waits only when the writer is 65,536 lines behind).
     pub async fn record(&self, rec: AuditRecord) {
         let rec = Arc::new(rec);
-        if let Ok(mut q) = self.recent.lock() {
-            if q.len() == RECENT {
-                q.pop_front();
-            }
-            q.push_back(rec.clone());
-        }
+        self.remember(&rec);
         if self.tx.send(Msg::Record(rec)).await.is_err() {
             tracing::error!("audit writer stopped; decision not written");
         }
@@ -252,12 +315,7 @@ impl Audit {
     /// is far behind.
     pub fn record_now(&self, rec: AuditRecord) {
         let rec = Arc::new(rec);
-        if let Ok(mut q) = self.recent.lock() {
-            if q.len() == RECENT {
-                q.pop_front();
-            }
-            q.push_back(rec.clone());
-        }
+        self.remember(&rec);
         if let Err(mpsc::error::TrySendError::Full(msg)) = self.tx.try_send(Msg::Record(rec)) {
             let tx = self.tx.clone();
             tokio::spawn(async move {
@@ -292,7 +350,7 @@ impl Audit {
     /// The most recent decisions, newest first.
     pub fn recent(&self, limit: usize) -> Vec<Arc<AuditRecord>> {
         match self.recent.lock() {
-            Ok(q) => q.iter().rev().take(limit).cloned().collect(),
+            Ok(r) => r.queue.iter().rev().take(limit).cloned().collect(),
             Err(_) => Vec::new(),
         }
     }

@@ -1,7 +1,7 @@
 //! Rendering only: turns a decision's [`Refusal`] into the 451/403/407/503 `transfer_blocked` JSON
 //! with its `Link` header (SPEC §5, RFC 7725) — [`blocked`] — and every other synthetic answer
-//! of the proxy and admin listeners (502, 504, 413, 503 `gate_busy`, 400, 421, 508, 401, 404,
-//! 405) from one enum, [`Failure`] — [`failure`]. The vocabulary itself (`Reason`,
+//! of the proxy and admin listeners (502, 504, 413, 503 `gate_busy` and `too_many_streams`, 400,
+//! 421, 508, 401, 404, 405) from one enum, [`Failure`] — [`failure`]. The vocabulary itself (`Reason`,
 //! `Mechanism`, `Refusal`, `Decision`) lives in `crate::policy`; callers never assemble an
 //! error response themselves.
 
@@ -154,6 +154,9 @@ pub enum Failure<'a> {
     NotFound,
     /// An admin path with a method it does not take: 405 (plain text).
     MethodNotAllowed,
+    /// As many `/v1/decisions/stream` responses are open as the gate allows: 503 with
+    /// `Retry-After: 5`.
+    TooManyStreams,
 }
 
 impl<'a> Failure<'a> {
@@ -175,6 +178,7 @@ impl<'a> Failure<'a> {
             Failure::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Failure::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             Failure::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Failure::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
         }
     }
 
@@ -200,6 +204,9 @@ impl<'a> Failure<'a> {
             }
             Failure::NotFound => "not found\n",
             Failure::MethodNotAllowed => "method not allowed\n",
+            Failure::TooManyStreams => {
+                "As many decision streams are open as the gate allows; retry shortly."
+            }
         }
     }
 }
@@ -242,6 +249,9 @@ pub fn failure(f: Failure<'_>, request_id: &str) -> Response<GateBody> {
     match f {
         Failure::Busy => {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        Failure::TooManyStreams => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         Failure::Unauthorized => {
             h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

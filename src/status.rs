@@ -1,7 +1,8 @@
 //! The status view (`GET /v1/status`, `transfer-gate status`): regime, window, entity counts,
 //! the mechanism required now, each threshold with its limit and headroom, each destination's
-//! counts, each approval with its state, days to expiry and remaining volume, and each client
-//! with what it sent where in the window.
+//! counts, allowed clients and requests allowed and refused in the last hour and day, each
+//! approval with its state, days to expiry and remaining volume, and each client with what it
+//! sent where in the window.
 
 use crate::config::{Approval, ApprovalStatus, UNIDENTIFIED};
 use crate::ledger::activity::{MonthActivity, CLIENT_COUNTERS};
@@ -58,10 +59,16 @@ pub async fn status(gate: &Gate) -> Value {
         let approvals: Vec<&str> = policy::approvals_for(c, &d.name)
             .map(|a| c.approvals[a].id.as_str())
             .collect();
+        let recent = gate.recent.get(&d.name, now);
+        let tally =
+            |t: crate::proxy::recent::Tally| json!({"allowed": t.allowed, "refused": t.refused});
         destinations.push(json!({
             "name": d.name, "recipient": d.recipient, "country": d.country,
             "exemption": d.exemption.map(|e| e.as_str()), "sensitive": d.sensitive,
             "subjects": x.all, "sensitive_subjects": x.sensitive, "approvals": approvals,
+            // `null`: every client may send here.
+            "clients": d.clients,
+            "requests": {"last_hour": tally(recent.last_hour), "last_day": tally(recent.last_day)},
         }));
     }
     let mut approvals = Vec::new();
@@ -214,24 +221,45 @@ pub fn render(s: &Value) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<28} {:>10} {:>10} {:>10} {:>7}",
+        "{:<28} {:>10} {:>10} {:>10} {:>11}",
         "THRESHOLD", "COUNT", "LIMIT", "HEADROOM", "USED"
     );
     for t in s["thresholds"].as_array().into_iter().flatten() {
+        // A yes/no threshold (limit 1: any sensitive subject) is crossed or not; a percentage
+        // or a headroom of it means nothing.
+        let (headroom, used) = if t["limit"] == 1 {
+            let crossed = t["count"].as_u64().unwrap_or(0) >= 1;
+            (
+                "-".to_owned(),
+                if crossed { "crossed" } else { "not crossed" }.to_owned(),
+            )
+        } else {
+            (
+                v(&t["headroom"]),
+                format!("{:.1}%", t["utilization"].as_f64().unwrap_or(0.0) * 100.0),
+            )
+        };
         let _ = writeln!(
             o,
-            "{:<28} {:>10} {:>10} {:>10} {:>6.1}%",
+            "{:<28} {:>10} {:>10} {:>10} {:>11}",
             v(&t["name"]),
             v(&t["count"]),
             v(&t["limit"]),
-            v(&t["headroom"]),
-            t["utilization"].as_f64().unwrap_or(0.0) * 100.0
+            headroom,
+            used
         );
     }
     let _ = writeln!(
         o,
-        "\n{:<20} {:<4} {:>10} {:>10}  APPROVALS",
-        "DESTINATION", "CC", "SUBJECTS", "SENSITIVE"
+        "\n{:<20} {:<4} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  APPROVALS",
+        "DESTINATION",
+        "CC",
+        "SUBJECTS",
+        "SENSITIVE",
+        "1H ALLOW",
+        "1H REFUS",
+        "1D ALLOW",
+        "1D REFUS"
     );
     for d in s["destinations"].as_array().into_iter().flatten() {
         let ap: Vec<String> = d["approvals"]
@@ -244,13 +272,18 @@ pub fn render(s: &Value) -> String {
             .as_str()
             .map(|e| format!(" [exempt: {e}]"))
             .unwrap_or_default();
+        let r = &d["requests"];
         let _ = writeln!(
             o,
-            "{:<20} {:<4} {:>10} {:>10}  {}{}",
+            "{:<20} {:<4} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}  {}{}",
             v(&d["name"]),
             v(&d["country"]),
             v(&d["subjects"]),
             v(&d["sensitive_subjects"]),
+            v(&r["last_hour"]["allowed"]),
+            v(&r["last_hour"]["refused"]),
+            v(&r["last_day"]["allowed"]),
+            v(&r["last_day"]["refused"]),
             if ap.is_empty() {
                 "-".into()
             } else {
@@ -318,4 +351,70 @@ pub fn render(s: &Value) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+    use serde_json::json;
+
+    fn doc(sensitive: u64) -> serde_json::Value {
+        json!({
+            "entity": "E", "regime": "cac-2024", "mode": "enforce", "today": "2025-06-01",
+            "window_start": "2025-01-01", "ledger": {"backend": "local", "up": true},
+            "entity_subjects": {"all": 50_000, "sensitive": sensitive},
+            "required_mechanism": "none", "required_because": null,
+            "thresholds": [
+                {"name": "subjects_100000", "limit": 100_000, "count": 50_000, "headroom": 50_000, "utilization": 0.5},
+                {"name": "any_sensitive", "limit": 1, "count": sensitive, "headroom": 1u64.saturating_sub(sensitive), "utilization": sensitive as f64},
+            ],
+            "destinations": [{
+                "name": "eu", "country": "DE", "subjects": 7, "sensitive_subjects": 0,
+                "approvals": [], "clients": null,
+                "requests": {"last_hour": {"allowed": 3, "refused": 2}, "last_day": {"allowed": 13, "refused": 12}},
+            }],
+            "approvals": [], "clients": [],
+        })
+    }
+
+    fn line<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start} in\n{text}"))
+    }
+
+    #[test]
+    fn a_yes_no_threshold_is_crossed_or_not_never_a_percentage() {
+        let crossed = render(&doc(30));
+        let any = line(&crossed, "any_sensitive");
+        assert!(
+            any.ends_with(" crossed") && !any.contains("not crossed"),
+            "{any}"
+        );
+        assert!(!any.contains('%'), "{any}");
+        assert_eq!(
+            any.split_whitespace().nth(3),
+            Some("-"),
+            "no headroom: {any}"
+        );
+        let not = render(&doc(0));
+        let any = line(&not, "any_sensitive");
+        assert!(any.ends_with("not crossed"), "{any}");
+        // A count threshold keeps its percentage and headroom.
+        let subjects = line(&not, "subjects_100000");
+        assert!(subjects.ends_with("50.0%"), "{subjects}");
+        assert_eq!(subjects.split_whitespace().nth(3), Some("50000"));
+    }
+
+    #[test]
+    fn destinations_show_the_last_hour_and_day() {
+        let text = render(&doc(0));
+        assert!(text.contains("1H ALLOW"), "{text}");
+        let eu: Vec<&str> = line(&text, "eu ").split_whitespace().collect();
+        assert_eq!(
+            eu[..8],
+            ["eu", "DE", "7", "0", "3", "2", "13", "12"],
+            "{eu:?}"
+        );
+    }
 }

@@ -6,7 +6,9 @@
 //! answering loopback clients only — and the console under `/ui/` ([`crate::console`]).
 //! Every response carries the console's security headers.
 //! `/v1/report` and `/v1/history` read the activity history ([`crate::report::history`]),
-//! which the gate's periodic refresher keeps.
+//! which the gate's periodic refresher keeps. `/v1/decisions/stream` is [`stream`].
+
+pub mod stream;
 
 use crate::console::session::Sessions;
 use crate::proxy::Gate;
@@ -60,6 +62,8 @@ pub async fn serve(gate: Arc<Gate>, listener: TcpListener, mut drain: DrainWatch
             _ = drain.signaled() => break,
         }
     }
+    // Open decision streams end now, so that they never hold up the shutdown.
+    gate.streams.close();
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<GateBody> {
@@ -226,6 +230,7 @@ async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBod
             let recent = gate.audit.recent(limit);
             json(StatusCode::OK, &serde_json::json!({ "decisions": recent }))
         }
+        (&Method::GET, "/v1/decisions/stream") => stream::serve(gate, &req),
         (&Method::POST, "/v1/reload") => {
             let path = gate.snapshot().config.path.clone();
             match crate::reload::reload(gate, &path).await {
@@ -246,9 +251,15 @@ async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBod
                 }
             }
         }
-        (_, "/v1/status" | "/v1/decisions" | "/v1/reload" | "/v1/report" | "/v1/history") => {
-            respond::failure(Failure::MethodNotAllowed, "")
-        }
+        (
+            _,
+            "/v1/status"
+            | "/v1/decisions"
+            | "/v1/decisions/stream"
+            | "/v1/reload"
+            | "/v1/report"
+            | "/v1/history",
+        ) => respond::failure(Failure::MethodNotAllowed, ""),
         _ => respond::failure(Failure::NotFound, ""),
     }
 }

@@ -24,6 +24,7 @@ pub mod headers;
 pub mod identify;
 pub mod intercept;
 pub mod outcome;
+pub mod recent;
 pub mod request;
 pub mod route;
 pub mod sink;
@@ -348,6 +349,11 @@ pub struct Gate {
     pub report_activity: crate::ledger::activity::ActivityRecorder,
     /// The activity history behind `/v1/report` and `/v1/history`.
     pub history: crate::report::history::History,
+    /// Requests allowed and refused per destination in the last hour and day (`/v1/status`).
+    pub recent: recent::RecentRequests,
+    /// The open `/v1/decisions/stream` responses: their limit, and the signal that ends them
+    /// when the admin listener drains.
+    pub streams: crate::admin::stream::Streams,
 }
 
 impl Gate {
@@ -390,6 +396,8 @@ impl Gate {
             own,
             report_activity: crate::ledger::activity::ActivityRecorder::new(),
             history,
+            recent: recent::RecentRequests::new(),
+            streams: crate::admin::stream::Streams::new(),
         };
         gate.publish_config_info();
         Ok(Arc::new(gate))
@@ -397,7 +405,8 @@ impl Gate {
 
     /// Counts one decision on a transfer to `destination` from `client` (a client's name or
     /// `unidentified`): `transfer_gate_decisions_total`, the client's requests allowed or
-    /// refused there and, for refusals, the report's activity.
+    /// refused there, the destination's requests in the last hour and day ([`recent`]) and,
+    /// for refusals, the report's activity.
     pub fn count_decision(
         &self,
         destination: &str,
@@ -414,15 +423,14 @@ impl Gate {
             refused: u64::from(decision == Decision::Block),
             ..Default::default()
         };
+        let now = self.clock.now();
+        self.recent
+            .count(destination, decision == Decision::Block, now);
         self.report_activity
-            .client(self.clock.now(), destination, client, counted);
+            .client(now, destination, client, counted);
         if decision != Decision::Allow {
-            self.report_activity.decision(
-                self.clock.now(),
-                destination,
-                decision.as_str(),
-                reason.as_str(),
-            );
+            self.report_activity
+                .decision(now, destination, decision.as_str(), reason.as_str());
         }
     }
 
