@@ -5,6 +5,7 @@
 
 use super::{counts, list, text};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::fmt::Write;
 
 /// Escapes text for HTML and SVG.
@@ -37,22 +38,26 @@ fn fit(v: &Value, n: usize) -> String {
     }
 }
 
+/// The report's approvals by id.
+fn approvals_by_id(doc: &Value) -> HashMap<&str, &Value> {
+    doc["approvals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| Some((a["id"].as_str()?, a)))
+        .collect()
+}
+
 /// How a destination's flow stands: (label, colour).
-fn flow_state(doc: &Value, d: &Value) -> (String, &'static str) {
+fn flow_state(doc: &Value, by_id: &HashMap<&str, &Value>, d: &Value) -> (String, &'static str) {
     if let Some(e) = d["exemption"].as_str() {
         return (format!("exempt: {e}"), "#2b6cb0");
     }
-    let ids: Vec<&str> = d["approvals"]
+    let approvals: Vec<&Value> = d["approvals"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let approvals: Vec<&Value> = doc["approvals"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["id"].as_str().is_some_and(|id| ids.contains(&id)))
+        .filter_map(|id| by_id.get(id.as_str()?).copied())
         .collect();
     if let Some(a) = approvals.iter().find(|a| a["state"] == "in_force") {
         return (
@@ -168,9 +173,10 @@ pub fn diagram(doc: &Value) -> String {
         );
     }
     let (dx, dw, dh) = (1120, 260, 84);
+    let by_id = approvals_by_id(doc);
     for (i, d) in dests.iter().enumerate() {
         let y = 20 + (i * row) as i64 + (row as i64 - dh) / 2;
-        let (state, colour) = flow_state(doc, d);
+        let (state, colour) = flow_state(doc, &by_id, d);
         let (x1, y1, x2, y2) = (ex + ew, ey + eh / 2, dx, y + dh / 2);
         // Labels sit level with their destination, so rows never overlap.
         let (mx, my) = ((x1 + x2) / 2 + 20, y2);

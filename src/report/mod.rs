@@ -99,17 +99,25 @@ pub async fn document(
         .filter(|(m, _)| inside(*m))
         .collect();
     let snap = gate.snapshot();
+    // Each destination's monthly tallies, from one pass (not one pass per destination).
+    let mut by_destination: std::collections::HashMap<&str, Vec<(Month, u64, u64)>> =
+        std::collections::HashMap::new();
+    for ((scope, m), (all, sens)) in &by {
+        if let Scope::Destination(n) | Scope::Exempt(n) = scope {
+            by_destination
+                .entry(n.as_str())
+                .or_default()
+                .push((*m, *all, *sens));
+        }
+    }
     if let Some(dests) = status["destinations"].as_array_mut() {
         for (d, cfg) in dests.iter_mut().zip(snap.config.destinations.iter()) {
             let name = cfg.name.as_str();
             let mut months: BTreeMap<Month, Value> = BTreeMap::new();
-            for ((scope, m), (all, sens)) in &by {
-                let mine = matches!(scope, Scope::Destination(n) | Scope::Exempt(n) if n == name);
-                if mine {
-                    let v = month_entry(&mut months, *m);
-                    add(&mut v["subjects"], *all);
-                    add(&mut v["sensitive_subjects"], *sens);
-                }
+            for (m, all, sens) in by_destination.get(name).into_iter().flatten() {
+                let v = month_entry(&mut months, *m);
+                add(&mut v["subjects"], *all);
+                add(&mut v["sensitive_subjects"], *sens);
             }
             for (m, acts) in &hist_months {
                 if let Some(a) = acts.get(name) {
