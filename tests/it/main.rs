@@ -25,5 +25,6 @@ mod redis_loss;
 mod report;
 mod security;
 mod startup;
+mod stream;
 mod xlsx;
 mod xml;
