@@ -512,7 +512,7 @@ async fn the_gate_shuts_down_promptly_with_streams_open() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_counts_requests_in_the_last_hour_and_day() {
     let up = Upstream::http().await;
     let gate = gate(&up, "").await;
@@ -542,4 +542,15 @@ async fn status_counts_requests_in_the_last_hour_and_day() {
     assert_eq!(us["requests"]["last_hour"], tally(0, 1), "{us:#}");
     assert_eq!(us["requests"]["last_day"], tally(0, 1), "{us:#}");
     assert_eq!(us["clients"], serde_json::json!(["billing"]));
+    // `transfer-gate status` shows them: subjects, sensitive, 1h allowed/refused, 1d.
+    let out = crate::harness::cli_on(&gate.config, &["status"]);
+    assert!(out.success(), "{}", out.stdout);
+    let row: Vec<&str> = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("eu "))
+        .unwrap_or_else(|| panic!("no eu row in\n{}", out.stdout))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[4..8], ["3", "2", "3", "2"], "{row:?}");
 }
