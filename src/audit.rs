@@ -387,6 +387,27 @@ mod tests {
         assert_eq!(v["client"], "127.0.0.1:1");
     }
 
+    #[tokio::test]
+    async fn decisions_are_published_in_order_to_subscribers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = Audit::start(Some(dir.path().join("audit.jsonl"))).unwrap();
+        let rec = |id: &str| AuditRecord::new(id, "127.0.0.1:1".parse().unwrap(), "eu", "GET", "/");
+        // Before anyone subscribes nothing is queued for the feed.
+        audit.record(rec("before")).await;
+        let mut rx = audit.subscribe();
+        audit.record(rec("a")).await;
+        audit.record_now(rec("b"));
+        let a = rx.recv().await.unwrap();
+        let b = rx.recv().await.unwrap();
+        assert_eq!((a.seq, a.record.request_id.as_str()), (2, "a"));
+        assert_eq!((b.seq, b.record.request_id.as_str()), (3, "b"));
+        assert!(rx.is_empty());
+        let v: serde_json::Value = serde_json::from_slice(b.json()).unwrap();
+        assert_eq!(v["request_id"], "b");
+        assert!(!b.json().contains(&b'\n'));
+        assert_eq!(audit.recent(10).len(), 3);
+    }
+
     /// The allocation-free formatter agrees with the `time` crate's over instants from 1970
     /// to 9999, day boundaries, leap days and every millisecond digit included.
     #[test]

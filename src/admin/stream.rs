@@ -80,7 +80,7 @@ impl Streams {
 
     /// Streams open now.
     pub fn open(&self) -> usize {
-        MAX_STREAMS - self.slots.available_permits()
+        MAX_STREAMS.saturating_sub(self.slots.available_permits())
     }
 }
 
@@ -337,12 +337,8 @@ mod tests {
         assert_eq!(form_decode("%e4%b8%8a%zz+"), "上%zz ");
     }
 
-    #[tokio::test]
-    async fn a_lagging_reader_is_told_what_it_dropped_and_goes_on_from_the_newest() {
-        let (tx, rx) = broadcast::channel::<Arc<Published>>(4);
-        let streams = Streams::new();
-        let slot = streams.slots.clone().try_acquire_owned().unwrap();
-        let mut feed = Feed {
+    fn feed(rx: broadcast::Receiver<Arc<Published>>, streams: &Streams) -> Feed {
+        Feed {
             rx,
             filter: Filter::default(),
             keep_alive: tokio::time::interval_at(
@@ -351,8 +347,29 @@ mod tests {
             ),
             stop: streams.stop.subscribe(),
             opening: true,
-            _slot: slot,
-        };
+            _slot: streams.slots.clone().try_acquire_owned().unwrap(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_stream_sends_a_keep_alive_every_15_seconds() {
+        let (_tx, rx) = broadcast::channel::<Arc<Published>>(4);
+        let streams = Streams::new();
+        let mut feed = feed(rx, &streams);
+        let start = tokio::time::Instant::now();
+        assert_eq!(feed.next().await.unwrap(), OPENING);
+        assert_eq!(start.elapsed(), Duration::ZERO, "the opening comes at once");
+        for n in 1..=2 {
+            assert_eq!(feed.next().await.unwrap(), KEEP_ALIVE_LINE);
+            assert_eq!(start.elapsed(), KEEP_ALIVE * n);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lagging_reader_is_told_what_it_dropped_and_goes_on_from_the_newest() {
+        let (tx, rx) = broadcast::channel::<Arc<Published>>(4);
+        let streams = Streams::new();
+        let mut feed = feed(rx, &streams);
         assert_eq!(streams.open(), 1);
         let publish = |seq: u64| {
             let r = rec("eu", None, Decision::Block, Reason::ApprovalRequired);
@@ -380,5 +397,7 @@ mod tests {
         assert!(feed.next().await.is_none());
         drop(feed);
         assert_eq!(streams.open(), 0);
+        // Closed: no new stream gets a slot.
+        assert!(streams.slots.clone().try_acquire_owned().is_err());
     }
 }

@@ -26,5 +26,6 @@ mod redis_loss;
 mod report;
 mod security;
 mod startup;
+mod stream;
 mod xlsx;
 mod xml;
