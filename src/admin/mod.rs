@@ -183,13 +183,21 @@ async fn route(
     }
 }
 
-/// The value of query parameter `name`.
-fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        kv.split_once('=')
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v)
+/// The decoded value of query parameter `name` in `query`, by the
+/// `application/x-www-form-urlencoded` rules ([`form_decode`]).
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (form_decode(k) == name).then(|| form_decode(v))
     })
+}
+
+/// Decodes one name or value of a query or form: `+` is a space, `%XX` a byte (a malformed
+/// escape stays as written); invalid UTF-8 is replaced.
+pub(crate) fn form_decode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    crate::inspect::percent_decode(s.as_bytes(), &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBody> {
@@ -197,8 +205,8 @@ async fn v1(gate: &Gate, path: &str, req: Request<Incoming>) -> Response<GateBod
         (&Method::GET, "/v1/report") => {
             let mut months = [None, None];
             for (slot, name) in months.iter_mut().zip(["from", "to"]) {
-                if let Some(v) = query(&req, name) {
-                    match Month::parse(v) {
+                if let Some(v) = query_param(req.uri().query(), name) {
+                    match Month::parse(&v) {
                         Some(m) => *slot = Some(m),
                         None => {
                             let message = if name == "from" {

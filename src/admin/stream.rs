@@ -87,10 +87,14 @@ impl Streams {
 /// Which decisions a stream carries; `None` matches every value.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Filter {
-    destination: Option<String>,
-    client_name: Option<String>,
-    decision: Option<Decision>,
-    reason: Option<String>,
+    /// `destination`.
+    pub destination: Option<String>,
+    /// `client_name`.
+    pub client_name: Option<String>,
+    /// `decision`.
+    pub decision: Option<Decision>,
+    /// `reason`.
+    pub reason: Option<String>,
 }
 
 impl Filter {
@@ -102,7 +106,7 @@ impl Filter {
         let mut f = Filter::default();
         for pair in query.unwrap_or("").split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let (k, v) = (form_decode(k), form_decode(v));
+            let (k, v) = (super::form_decode(k), super::form_decode(v));
             if v.is_empty() {
                 continue;
             }
@@ -139,32 +143,6 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|x| x == r.reason.as_str())
     }
-}
-
-/// Decodes one name or value of a query by the `application/x-www-form-urlencoded` rules:
-/// `+` is a space, `%XX` a byte (a malformed escape stays as written); invalid UTF-8 is
-/// replaced.
-fn form_decode(s: &str) -> String {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One stream's state: what it follows, what it passes, its slot, and when it ends.
@@ -333,8 +311,8 @@ mod tests {
         }
         assert!(Filter::parse(Some("decision=blocked")).is_err());
         assert!(Filter::parse(Some("decision=would%5Fblock")).is_ok());
-        assert_eq!(form_decode("a%2"), "a%2");
-        assert_eq!(form_decode("%e4%b8%8a%zz+"), "上%zz ");
+        assert_eq!(crate::admin::form_decode("a%2"), "a%2");
+        assert_eq!(crate::admin::form_decode("%e4%b8%8a%zz+"), "上%zz ");
     }
 
     fn feed(rx: broadcast::Receiver<Arc<Published>>, streams: &Streams) -> Feed {

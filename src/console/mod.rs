@@ -12,6 +12,8 @@
 pub mod pages;
 pub mod session;
 
+use crate::admin::query_param;
+use crate::admin::stream::Filter;
 use crate::policy::{Decision, Reason};
 use crate::proxy::Gate;
 use crate::report::Month;
@@ -19,7 +21,7 @@ use crate::respond::{self, Failure, GateBody};
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use pages::{Choices, ClientInfo, Filters, Frame, Page};
+use pages::{Choices, ClientInfo, Frame, Page};
 use serde_json::Value;
 use session::Sessions;
 use std::net::SocketAddr;
@@ -89,20 +91,6 @@ pub fn access(
         .filter_map(session::from_cookie)
         .find(|id| sessions.check(id, token, now))
         .map_or(Access::Login, |id| Access::Session(id.to_owned()))
-}
-
-/// The decoded value of query parameter `name` in `query` (form rules: `+` is a space).
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (decode(k) == name).then(|| decode(v))
-    })
-}
-
-fn decode(s: &str) -> String {
-    let mut out = Vec::new();
-    crate::inspect::percent_decode(s.as_bytes(), &mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn html(status: StatusCode, body: String) -> Response<GateBody> {
@@ -369,19 +357,16 @@ async fn render(gate: &Gate, page: Page, query: Option<&str>) -> maud::Markup {
             pages::clients(&crate::status::status(gate).await, &info)
         }
         Page::Decisions => {
-            let f = Filters {
-                destination: query_param(query, "destination").filter(|v| !v.is_empty()),
-                client_name: query_param(query, "client_name").filter(|v| !v.is_empty()),
-                decision: query_param(query, "decision").filter(|v| !v.is_empty()),
-                reason: query_param(query, "reason").filter(|v| !v.is_empty()),
-            };
+            // A `decision` that is none of the three filters nothing out of the page: it shows
+            // every decision, and the select says "any".
+            let f = Filter::parse(query).unwrap_or_default();
             let recent: Vec<Value> = gate
                 .audit
                 .recent(crate::audit::RECENT)
                 .iter()
-                .filter_map(|r| serde_json::to_value(&**r).ok())
-                .filter(|d| f.keeps(d))
+                .filter(|r| f.matches(r))
                 .take(pages::LIVE_ROWS)
+                .filter_map(|r| serde_json::to_value(&**r).ok())
                 .collect();
             let snap = gate.snapshot();
             let mut destinations: Vec<&str> = snap

@@ -4,6 +4,7 @@
 //! decisions), so the console never shows a figure the API would not. Bars are inline SVG
 //! drawn here: the pages need no script (only the live view has one, `live.js`).
 
+use crate::admin::stream::Filter;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::Value;
 
@@ -453,30 +454,6 @@ pub struct ClientInfo<'a> {
     pub mode: &'a str,
 }
 
-/// The decisions page's filters (query parameters, as the stream takes them).
-#[derive(Debug, Default)]
-pub struct Filters {
-    /// `destination`.
-    pub destination: Option<String>,
-    /// `client_name`.
-    pub client_name: Option<String>,
-    /// `decision`.
-    pub decision: Option<String>,
-    /// `reason`.
-    pub reason: Option<String>,
-}
-
-impl Filters {
-    /// Whether decision `d` (an audit record as JSON) passes.
-    pub fn keeps(&self, d: &Value) -> bool {
-        let ok = |f: &Option<String>, key: &str| f.as_deref().is_none_or(|v| d[key] == v);
-        ok(&self.destination, "destination")
-            && ok(&self.client_name, "client_name")
-            && ok(&self.decision, "decision")
-            && ok(&self.reason, "reason")
-    }
-}
-
 /// The choices of the decisions page's filter selects.
 #[derive(Debug)]
 pub struct Choices<'a> {
@@ -523,12 +500,12 @@ const DECISION_COLUMNS: [&str; 11] = [
 pub const LIVE_ROWS: usize = 500;
 
 /// Decisions: the recent ones that pass the filters, then new ones live.
-pub fn decisions(recent: &[Value], f: &Filters, c: &Choices<'_>) -> Markup {
+pub fn decisions(recent: &[Value], f: &Filter, c: &Choices<'_>) -> Markup {
     html! {
         form.filters method="get" action="/ui/decisions" {
             (select("destination", "destination", &c.destinations, f.destination.as_deref()))
             (select("client_name", "client", &c.clients, f.client_name.as_deref()))
-            (select("decision", "decision", &c.decisions, f.decision.as_deref()))
+            (select("decision", "decision", &c.decisions, f.decision.map(|d| d.as_str())))
             (select("reason", "reason", &c.reasons, f.reason.as_deref()))
             button type="submit" { "Filter" }
             span #live-state { "live view needs JavaScript" }
@@ -536,7 +513,7 @@ pub fn decisions(recent: &[Value], f: &Filters, c: &Choices<'_>) -> Markup {
         p #dropped hidden {}
         table #decisions data-max-rows=(LIVE_ROWS)
             data-destination=[f.destination.as_deref()] data-client-name=[f.client_name.as_deref()]
-            data-decision=[f.decision.as_deref()] data-reason=[f.reason.as_deref()] {
+            data-decision=[f.decision.map(|d| d.as_str())] data-reason=[f.reason.as_deref()] {
             thead { tr { @for c in DECISION_COLUMNS { th { (c.replace('_', " ")) } } } }
             tbody {
                 @for d in recent {
@@ -607,9 +584,9 @@ mod tests {
             assert!(!page.contains("<script>alert"), "{page}");
             assert!(page.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"));
         }
-        let f = Filters {
+        let f = Filter {
             destination: Some(evil.into()),
-            ..Filters::default()
+            ..Filter::default()
         };
         let c = Choices {
             destinations: vec![evil],

@@ -133,6 +133,11 @@ pub async fn document(
                 crate::config::TlsMode::Tunnel => "tunnel",
             }));
             d["months"] = Value::Array(months.into_values().collect());
+            // The last hour's and day's requests are a live view of this process (the console,
+            // `/v1/status`), not part of an inventory for a filing.
+            if let Some(o) = d.as_object_mut() {
+                o.remove("requests");
+            }
         }
     }
     let mut entity_months: BTreeMap<Month, (u64, u64)> = BTreeMap::new();
