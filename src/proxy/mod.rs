@@ -293,12 +293,17 @@ impl Snapshot {
             .as_deref()
             .and_then(blocked_by_link);
         let admin_token = match &config.gate.admin_token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
+            Some(p) => {
+                let t = std::fs::read_to_string(p)
                     .map_err(|e| BuildError::Token(format!("{}: {e}", p.display())))?
                     .trim()
-                    .to_owned(),
-            ),
+                    .to_owned();
+                // An empty token would let anyone in with an empty one.
+                if t.is_empty() {
+                    return Err(BuildError::Token(format!("{}: the file is empty", p.display())));
+                }
+                Some(t)
+            }
             None => None,
         };
         let inspect = Arc::new(inspect_config(&config)?);
