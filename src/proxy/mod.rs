@@ -300,7 +300,10 @@ impl Snapshot {
                     .to_owned();
                 // An empty token would let anyone in with an empty one.
                 if t.is_empty() {
-                    return Err(BuildError::Token(format!("{}: the file is empty", p.display())));
+                    return Err(BuildError::Token(format!(
+                        "{}: the file is empty",
+                        p.display()
+                    )));
                 }
                 Some(t)
             }

@@ -64,6 +64,11 @@ def through_proxy(t):
         return e.code
 
 
+def css_str(s):
+    """A CSS string literal for an attribute selector (values may hold quotes)."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def cell_text(page, selector):
     loc = page.locator(selector)
     return loc.first.inner_text().strip() if loc.count() else None
@@ -169,10 +174,11 @@ with sync_playwright() as p:
     page.goto(BASE + "/ui/approvals")
     page_checks("/ui/approvals")
     for a in status["approvals"]:
-        row = page.locator(f'#approvals tr[data-approval="{a["id"]}"]')
+        sel = f'#approvals tr[data-approval={css_str(a["id"])}]'
+        row = page.locator(sel)
         check(row.count() == 1, f"approvals: no row for {a['id']}")
         if row.count():
-            check(cell_text(page, f'#approvals tr[data-approval="{a["id"]}"] td.days') == str(a["days_to_expiry"]) if a["days_to_expiry"] is not None else True,
+            check(cell_text(page, sel + " td.days") == str(a["days_to_expiry"]) if a["days_to_expiry"] is not None else True,
                   f"approvals: {a['id']} days")
             want = plan["marks"].get(a["id"], "")
             got = row.get_attribute("class") or ""

@@ -16,6 +16,8 @@ const BILLING_TOKEN: &str = "billing-token-0123456789abcdef";
 const CRM_TOKEN: &str = "crm-token-0123456789abcdef0123";
 /// A value that runs a script wherever it is not escaped.
 const EVIL: &str = r#"<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1">'"#;
+/// An approval id (free text in the register, a metric label) that is also hostile.
+const EVIL_ID: &str = r#"SCC-<script>window.__pwned=1</script>"'"#;
 /// Identifiers the traffic carries; none may reach the console's DOM or downloads.
 const IDENTIFIERS: [&str; 8] = [
     "u-1001",
@@ -42,9 +44,10 @@ async fn console_gate(up: &Upstream) -> GateProc {
     let today = shanghai_today();
     let approval = |id: &str, days: i64, reference: &str| {
         format!(
-            "[[approval]]\nid = \"{id}\"\nmechanism = \"standard_contract\"\nstatus = \"active\"\n\
+            "[[approval]]\nid = {}\nmechanism = \"standard_contract\"\nstatus = \"active\"\n\
              destinations = [\"eu\"]\ncategories = [\"basic\", \"contact\", \"health\"]\n\
              valid_from = \"2024-01-01\"\nvalid_until = \"{}\"\nmax_subjects = 1000\nreference = {}\n",
+            toml_str(id),
             today + time::Duration::days(days),
             toml_str(reference)
         )
@@ -69,10 +72,11 @@ async fn console_gate(up: &Upstream) -> GateProc {
         ))
         .destination(Dest::new("us", "api.us.test").connect_to(up.addr))
         .approvals(&format!(
-            "{}\n{}\n{}",
+            "{}\n{}\n{}\n{}",
             approval("SCC-SOON", 20, EVIL),
             approval("SCC-HALF", 100, "contract 2"),
-            approval("SCC-LONG", 400, "contract 3")
+            approval("SCC-LONG", 400, "contract 3"),
+            approval(EVIL_ID, 400, "contract 4")
         ))
         .start()
         .await
@@ -406,8 +410,8 @@ async fn every_page_in_a_real_browser() {
         "token": TOKEN,
         "proxy": gate.proxy_url(),
         "identifiers": IDENTIFIERS,
-        "marks": {"SCC-SOON": "mark-30", "SCC-HALF": "mark-180", "SCC-LONG": ""},
-        "hostile_texts": {"destinations": [EVIL], "approvals": [EVIL], "clients": [EVIL]},
+        "marks": {"SCC-SOON": "mark-30", "SCC-HALF": "mark-180", "SCC-LONG": "", EVIL_ID: ""},
+        "hostile_texts": {"destinations": [EVIL], "approvals": [EVIL, EVIL_ID], "clients": [EVIL]},
         "trigger": {
             "url": "http://api.us.test/v1/patients/110105194912310025",
             "body": r#"{"user_id":"u-2002","diagnosis":"flu"}"#,
