@@ -33,35 +33,33 @@ def check(ok, what):
     return ok
 
 
+def fetch(req, proxy=None):
+    """The status of `req` (an HTTP error is a status too), through `proxy` or none."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy} if proxy else {}))
+    try:
+        with opener.open(req, timeout=20) as r:
+            r.body = r.read()
+            return r.status, r.body
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+
+
 def admin_json(path):
-    req = urllib.request.Request(BASE + path, headers={"Authorization": "Bearer " + plan["token"]})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(req, timeout=20) as r:
-        return json.load(r)
+    status, body = fetch(urllib.request.Request(BASE + path, headers={"Authorization": "Bearer " + plan["token"]}))
+    assert status == 200, f"{path}: {status}"
+    return json.loads(body)
 
 
 def status_with_cookie(cookie_header):
-    req = urllib.request.Request(BASE + "/v1/status", headers={"Cookie": cookie_header})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=20) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return fetch(urllib.request.Request(BASE + "/v1/status", headers={"Cookie": cookie_header}))[0]
 
 
 def through_proxy(t):
     """One request through the gate (a refusal the live view must show)."""
-    handler = urllib.request.ProxyHandler({"http": plan["proxy"]})
-    opener = urllib.request.build_opener(handler)
     req = urllib.request.Request(t["url"], data=t["body"].encode(), method="POST",
                                  headers={"Content-Type": "application/json",
                                           "Proxy-Authorization": t["proxy_authorization"]})
-    try:
-        with opener.open(req, timeout=20) as r:
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return fetch(req, plan["proxy"])[0]
 
 
 def css_str(s):
@@ -213,7 +211,9 @@ with sync_playwright() as p:
     code = through_proxy(t)
     check(code == t["status"], f"the live trigger got {code}, want {t['status']}")
     try:
-        page.wait_for_function(f"document.querySelectorAll('#decisions tbody tr.new').length >= 1", timeout=15000)
+        # wait_for_selector runs in Playwright's own world: a wait_for_function string would be
+        # an eval, which the console's CSP rightly refuses.
+        page.wait_for_selector("#decisions tbody tr.new", timeout=15000)
         row = page.locator("#decisions tbody tr.new").first.inner_text()
         check(t["reason"] in row and t["client_name"] in row, f"decisions: live row {row!r}")
     except Exception as e:  # noqa: BLE001 - reported as a failed check

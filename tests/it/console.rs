@@ -34,14 +34,10 @@ fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-fn shanghai_today() -> time::Date {
-    (time::OffsetDateTime::now_utc() + time::Duration::hours(8)).date()
-}
-
 /// `eu` (hostile recipient, billing only, three approvals expiring in 20, 100 and 400 days),
 /// `us` (no approval); clients billing and crm (hostile owner); an admin token file.
 async fn console_gate(up: &Upstream) -> GateProc {
-    let today = shanghai_today();
+    let today = crate::harness::shanghai_today();
     let approval = |id: &str, days: i64, reference: &str| {
         format!(
             "[[approval]]\nid = {}\nmechanism = \"standard_contract\"\nstatus = \"active\"\n\
@@ -83,16 +79,7 @@ async fn console_gate(up: &Upstream) -> GateProc {
 }
 
 async fn send(gate: &GateProc, token: &str, url: &str, body: &str) -> u16 {
-    gate.client()
-        .post(url)
-        .header("proxy-authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    gate.post_status(url, body, Some(token)).await
 }
 
 /// Allowed, refused by the allowlist and refused for want of an approval.

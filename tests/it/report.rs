@@ -12,19 +12,7 @@ fn cli(gate: &GateProc, args: &[&str]) -> CliOutput {
 }
 
 async fn post(gate: &GateProc, url: &str, body: &str) -> u16 {
-    gate.client()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-fn today_shanghai() -> time::Date {
-    (time::OffsetDateTime::now_utc() + time::Duration::hours(8)).date()
+    gate.post_status(url, body, None).await
 }
 
 const CATEGORIES: &str = "[inspection.categories]\nhealth = [\"diagnosis\"]";
@@ -90,7 +78,7 @@ async fn report_inventories_flows_and_renders_a_diagram() {
     assert!(out.success(), "{}", out.stderr);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let month = {
-        let d = today_shanghai();
+        let d = crate::harness::shanghai_today();
         format!("{:04}-{:02}", d.year(), u8::from(d.month()))
     };
     let dests = doc["destinations"].as_array().unwrap();
@@ -240,7 +228,7 @@ async fn report_inventories_flows_and_renders_a_diagram() {
 #[tokio::test]
 async fn assess_exit_codes_follow_the_actions_due() {
     let up = Upstream::http().await;
-    let today = today_shanghai();
+    let today = crate::harness::shanghai_today();
     let soon = today + time::Duration::days(100);
     let mut gate = GateBuilder::new()
         .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
@@ -417,7 +405,7 @@ async fn replicas_on_one_redis_report_the_same_categories_and_refusals() {
 
     // Each replica flushes within a second: poll until A and B agree and hold both.
     let month = {
-        let d = today_shanghai();
+        let d = crate::harness::shanghai_today();
         format!("{:04}-{:02}", d.year(), u8::from(d.month()))
     };
     let complete = |p: &serde_json::Value| {

@@ -46,6 +46,11 @@ use std::time::Duration;
 
 /// A free loopback port (bound, then released). Only for a port that must be known before a
 /// process starts (Squid's, Redis's, a dead address); the gate's own listeners bind port 0.
+/// Today in Asia/Shanghai (the counting window's calendar).
+pub fn shanghai_today() -> time::Date {
+    (time::OffsetDateTime::now_utc() + time::Duration::hours(8)).date()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -478,6 +483,20 @@ impl GateProc {
             .send()
             .await
             .unwrap()
+    }
+
+    /// POSTs a JSON body through the gate, with `Proxy-Authorization: Bearer <token>` when a
+    /// client token is given, and returns the status.
+    pub async fn post_status(&self, url: &str, body: &str, token: Option<&str>) -> u16 {
+        let mut r = self
+            .client()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = token {
+            r = r.header("proxy-authorization", format!("Bearer {t}"));
+        }
+        r.send().await.unwrap().status().as_u16()
     }
 
     /// The `/metrics` text.
