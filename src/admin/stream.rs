@@ -18,7 +18,10 @@
 //!   proxies do not cut a quiet stream); `retry: 3000` and a comment first, so that a browser's
 //!   `EventSource` opens at once;
 //! - every stream ends when the admin listener drains ([`Streams::close`]), so open streams
-//!   never hold up a shutdown.
+//!   never hold up a shutdown;
+//! - a reader that stops reading (not one keep-alive taken in [`STALLED`]) loses its slot, so
+//!   stalled browsers cannot keep others from the live view; its stream ends when it reads
+//!   again.
 //!
 //! An open stream is a response in flight, so the admin listener's idle deadline
 //! ([`crate::listen`]) does not apply to it.
@@ -48,6 +51,62 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const OPENING: &[u8] = b"retry: 3000\n: transfer-gate decisions\n\n";
 
 const KEEP_ALIVE_LINE: &[u8] = b": keep-alive\n\n";
+
+/// A stream whose body has not been read this long (three keep-alives could not be sent) gives
+/// its slot back.
+pub const STALLED: Duration = Duration::from_secs(45);
+
+/// A stream's slot, shared with its watchdog: taken back when the reader stalls.
+#[derive(Debug)]
+struct Slot {
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    opened: tokio::time::Instant,
+    /// Milliseconds after `opened` when the body last handed a chunk to the connection.
+    last_sent: std::sync::atomic::AtomicU64,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit) -> Arc<Slot> {
+        Arc::new(Slot {
+            permit: std::sync::Mutex::new(Some(permit)),
+            opened: tokio::time::Instant::now(),
+            last_sent: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn sent(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_sent
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn held(&self) -> bool {
+        self.permit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn release(&self) {
+        self.permit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+    }
+}
+
+/// Gives the slot back once the body has not been read for [`STALLED`]; ends with the stream.
+async fn watchdog(slot: std::sync::Weak<Slot>) {
+    loop {
+        tokio::time::sleep(KEEP_ALIVE).await;
+        let Some(s) = slot.upgrade() else { return };
+        let last = Duration::from_millis(s.last_sent.load(std::sync::atomic::Ordering::Relaxed));
+        if s.opened.elapsed().saturating_sub(last) >= STALLED {
+            s.release();
+            return;
+        }
+    }
+}
 
 /// The open streams of a gate: their slots and the signal that ends them.
 #[derive(Debug)]
@@ -152,12 +211,22 @@ struct Feed {
     keep_alive: tokio::time::Interval,
     stop: watch::Receiver<bool>,
     opening: bool,
-    _slot: OwnedSemaphorePermit,
+    slot: Arc<Slot>,
 }
 
 impl Feed {
     /// The next chunk of the stream; `None` ends it.
     async fn next(&mut self) -> Option<Bytes> {
+        let chunk = self.produce().await;
+        self.slot.sent();
+        chunk
+    }
+
+    async fn produce(&mut self) -> Option<Bytes> {
+        if !self.slot.held() {
+            // The reader stalled and its slot went to others: end here.
+            return None;
+        }
         if std::mem::take(&mut self.opening) {
             return Some(Bytes::from_static(OPENING));
         }
@@ -217,13 +286,15 @@ pub fn serve<B>(gate: &Gate, req: &Request<B>) -> Response<GateBody> {
     let start = tokio::time::Instant::now() + KEEP_ALIVE;
     let mut keep_alive = tokio::time::interval_at(start, KEEP_ALIVE);
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let slot = Slot::new(slot);
+    tokio::spawn(watchdog(Arc::downgrade(&slot)));
     let feed = Feed {
         rx: gate.audit.subscribe(),
         filter,
         keep_alive,
         stop: streams.stop.subscribe(),
         opening: true,
-        _slot: slot,
+        slot,
     };
     let chunks = futures_util::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next().await?;
@@ -325,8 +396,32 @@ mod tests {
             ),
             stop: streams.stop.subscribe(),
             opening: true,
-            _slot: streams.slots.clone().try_acquire_owned().unwrap(),
+            slot: Slot::new(streams.slots.clone().try_acquire_owned().unwrap()),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_reader_gives_its_slot_back_and_a_reading_one_keeps_it() {
+        let (_tx, rx) = broadcast::channel::<Arc<Published>>(4);
+        let streams = Streams::new();
+        let mut reading = feed(rx.resubscribe(), &streams);
+        let stalled = feed(rx, &streams);
+        for f in [&reading, &stalled] {
+            tokio::spawn(watchdog(Arc::downgrade(&f.slot)));
+        }
+        assert_eq!(streams.open(), 2);
+        // The reading one takes every keep-alive for two minutes; the other takes nothing.
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(120) {
+            assert!(reading.next().await.is_some());
+        }
+        assert_eq!(streams.open(), 1, "the stalled reader's slot is back");
+        assert!(reading.slot.held());
+        let mut stalled = stalled;
+        assert!(
+            stalled.next().await.is_none(),
+            "a stream without its slot ends"
+        );
     }
 
     #[tokio::test(start_paused = true)]
