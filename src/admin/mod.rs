@@ -77,9 +77,10 @@ fn text(status: StatusCode, body: &'static str) -> Response<GateBody> {
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<GateBody> {
-    let mut r = Response::new(respond::full(
-        serde_json::to_vec_pretty(v).unwrap_or_default(),
-    ));
+    // A final newline, so that the next shell prompt starts on its own line after curl.
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(respond::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
