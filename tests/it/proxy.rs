@@ -540,6 +540,12 @@ async fn metrics_are_exposed() {
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
+    // No record was counted: no `transfer_gate_records_total` series yet (SPEC §6, a labelled
+    // counter's series appears when first used).
+    assert!(
+        !text.contains("transfer_gate_records_total{"),
+        "records_total series before any record was counted:\n{text}"
+    );
 }
 
 #[tokio::test]
