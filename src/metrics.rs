@@ -30,6 +30,21 @@ pub const APPROVAL_EXPIRY: &str = "transfer_gate_approval_expiry_timestamp_secon
 pub const APPROVAL_REMAINING: &str = "transfer_gate_approval_remaining_subjects";
 /// `transfer_gate_request_duration_seconds`
 pub const REQUEST_DURATION: &str = "transfer_gate_request_duration_seconds";
+/// Buckets of `transfer_gate_added_seconds`: 50 µs to 10 s.
+const ADDED_BUCKETS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+
+/// A response extension set where an upstream's response is forwarded: how long the gate waited
+/// for the upstream's response head, counted from the moment the request body had been sent in
+/// full (or, when the head came before the body ended, from handing the request head to the
+/// upstream connection). Not part of what the client receives.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamWait(pub std::time::Duration);
+
+/// `transfer_gate_added_seconds`
+pub const ADDED_SECONDS: &str = "transfer_gate_added_seconds";
 /// `transfer_gate_ledger_commit_seconds`
 pub const LEDGER_COMMIT: &str = "transfer_gate_ledger_commit_seconds";
 /// `transfer_gate_ledger_errors_total`
@@ -85,6 +100,9 @@ pub struct Metrics {
     pub approval_remaining: IntGaugeVec,
     /// Request duration by decision.
     pub request_duration: HistogramVec,
+    /// The time the gate adds to an exchange by decision (request duration minus the wait for
+    /// the upstream's response head).
+    pub added: HistogramVec,
     /// Ledger commit time by backend.
     pub ledger_commit: HistogramVec,
     /// Ledger errors by backend.
@@ -179,6 +197,14 @@ impl Metrics {
                     .buckets(latency_buckets),
                 &["decision"],
             )?,
+            added: HistogramVec::new(
+                HistogramOpts::new(
+                    ADDED_SECONDS,
+                    "Time the gate adds to an exchange: request head read to response head sent, minus the wait for the upstream's response head after the body was sent.",
+                )
+                .buckets(ADDED_BUCKETS.to_vec()),
+                &["decision"],
+            )?,
             ledger_commit: HistogramVec::new(
                 HistogramOpts::new(LEDGER_COMMIT, "Time to durably reserve a request's new subjects.")
                     .buckets(commit_buckets),
@@ -237,6 +263,7 @@ impl Metrics {
         registry.register(Box::new(m.approval_expiry.clone()))?;
         registry.register(Box::new(m.approval_remaining.clone()))?;
         registry.register(Box::new(m.request_duration.clone()))?;
+        registry.register(Box::new(m.added.clone()))?;
         registry.register(Box::new(m.ledger_commit.clone()))?;
         registry.register(Box::new(m.ledger_errors.clone()))?;
         registry.register(Box::new(m.ledger_losses.clone()))?;
@@ -254,6 +281,26 @@ impl Metrics {
     /// The request duration histogram for one decision value.
     pub fn duration(&self, decision: &str) -> Histogram {
         self.request_duration.with_label_values(&[decision])
+    }
+
+    /// Observes one finished exchange: `transfer_gate_request_duration_seconds` gets all of
+    /// `elapsed`, `transfer_gate_added_seconds` gets `elapsed` minus the [`UpstreamWait`] that
+    /// the forwarding code left in the response's extensions (none for a response the gate made
+    /// itself, such as a refusal: the whole duration is added).
+    pub fn observe_exchange<B>(
+        &self,
+        decision: &str,
+        elapsed: std::time::Duration,
+        resp: &http::Response<B>,
+    ) {
+        self.duration(decision).observe(elapsed.as_secs_f64());
+        let wait = resp
+            .extensions()
+            .get::<UpstreamWait>()
+            .map_or(std::time::Duration::ZERO, |w| w.0);
+        self.added
+            .with_label_values(&[decision])
+            .observe(elapsed.saturating_sub(wait).as_secs_f64());
     }
 
     /// Renders every registered family in the Prometheus text format.
@@ -298,6 +345,7 @@ mod tests {
             .set(1.0);
         m.approval_remaining.with_label_values(&["A", "all"]).set(1);
         m.duration("allow").observe(0.001);
+        m.added.with_label_values(&["allow"]).observe(0.001);
         m.ledger_commit.with_label_values(&["local"]).observe(0.001);
         m.ledger_errors.with_label_values(&["local"]).inc();
         m.ledger_up.with_label_values(&["local"]).set(1);
@@ -319,6 +367,7 @@ mod tests {
             APPROVAL_EXPIRY,
             APPROVAL_REMAINING,
             REQUEST_DURATION,
+            ADDED_SECONDS,
             LEDGER_COMMIT,
             LEDGER_ERRORS,
             LEDGER_UP,

@@ -7,6 +7,7 @@
 
 pub mod diag;
 mod files;
+pub mod host_index;
 pub mod locate;
 pub mod pattern;
 pub mod raw;
@@ -465,6 +466,8 @@ pub struct Config {
     pub approvals: Vec<Approval>,
     /// `[[client]]`: the internal services that send through the gate.
     pub clients: Vec<Client>,
+    /// The destination and domestic host patterns indexed for [`crate::proxy::classify`].
+    pub routes: host_index::Routes,
 }
 
 impl Config {

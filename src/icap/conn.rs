@@ -211,8 +211,7 @@ async fn reqmod(
     };
     let (resp, decision) = route(cx, req, &sink).await;
     gate.metrics
-        .duration(decision.as_str())
-        .observe(started.elapsed().as_secs_f64());
+        .observe_exchange(decision.as_str(), started.elapsed(), &resp);
     match sink.answer() {
         Answer::Aborted => {
             if let ReadSide::Pumped(h) = side {

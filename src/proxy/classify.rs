@@ -24,8 +24,31 @@ pub const UNKNOWN_LABEL: &str = "unknown";
 /// The metric / audit label for domestic hosts.
 pub const DOMESTIC_LABEL: &str = "domestic";
 
-/// Classifies `host` (a name or an IP literal, with or without IPv6 brackets, no port).
+/// Classifies `host` (a name or an IP literal, with or without IPv6 brackets, no port): the
+/// first destination in config order with a matching pattern, else domestic (an IP literal in a
+/// domestic network, or a name matching a domestic pattern), else unknown. One hash lookup per
+/// label of the host, whatever the number of patterns (`Config::routes`).
 pub fn classify(cfg: &Config, host: &str) -> Class {
+    let host = normalize_host(host.trim_start_matches('[').trim_end_matches(']'));
+    if let Some(i) = cfg.routes.destinations.first_match(&host) {
+        return Class::Destination(i);
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        if cfg.domestic.cidrs.iter().any(|n| n.contains(&ip)) {
+            return Class::Domestic;
+        }
+        return Class::Unknown;
+    }
+    if cfg.routes.domestic.first_match(&host).is_some() {
+        Class::Domestic
+    } else {
+        Class::Unknown
+    }
+}
+
+/// The linear scan `classify` replaced, kept as the reference of its differential test.
+#[cfg(test)]
+pub(crate) fn classify_linear(cfg: &Config, host: &str) -> Class {
     let host = normalize_host(host.trim_start_matches('[').trim_end_matches(']'));
     if let Some(i) = cfg
         .destinations
@@ -95,4 +118,89 @@ pub(crate) fn target<B>(req: &Request<B>, local: SocketAddr) -> Result<Target, &
         host: authority.host().to_owned(),
         authority,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::host_index::Routes;
+    use crate::config::HostPattern;
+    use proptest::prelude::*;
+
+    /// A loaded config whose destinations and domestic set the test replaces.
+    fn base() -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("gate.toml"),
+            "[gate]\nproxy_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[entity]\nname = \"Co\"\nregime = \"cac-2024\"\n[[destination]]\nname = \"d\"\nrecipient = \"R\"\ncountry = \"DE\"\nhosts = [\"api.eu.test\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("approvals.toml"), "").unwrap();
+        match crate::config::load(&dir.path().join("gate.toml")) {
+            Ok((c, _)) => c,
+            Err(d) => panic!("{d:?}"),
+        }
+    }
+
+    const LABELS: [&str; 7] = ["a", "b", "example", "com", "EXAMPLE", "10", "1"];
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![8 => prop::sample::select(&LABELS[..]).prop_map(str::to_owned), 1 => Just(String::new())],
+            1..5,
+        )
+        .prop_map(|ls| ls.join("."))
+    }
+
+    fn pattern() -> impl Strategy<Value = Option<HostPattern>> {
+        (prop::bool::ANY, name(), prop::bool::weighted(0.2)).prop_map(|(wild, n, dot)| {
+            let raw = format!(
+                "{}{n}{}",
+                if wild { "*." } else { "" },
+                if dot { "." } else { "" }
+            );
+            HostPattern::parse(&raw).ok()
+        })
+    }
+
+    fn host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => (name(), prop::bool::weighted(0.2))
+                .prop_map(|(n, dot)| format!("{n}{}", if dot { "." } else { "" })),
+            1 => prop::sample::select(&["10.1.2.3", "[::1]", "::1", "10.1.1.1", "192.0.2.1"][..])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// The indexed lookup answers what the linear scan answered, overlapping patterns and
+        /// domestic ones included.
+        #[test]
+        fn classify_is_the_linear_scan(
+            dests in prop::collection::vec(prop::collection::vec(pattern(), 1..4), 0..10),
+            domestic in prop::collection::vec(pattern(), 0..5),
+            hosts in prop::collection::vec(host(), 1..16),
+        ) {
+            let mut cfg = base();
+            let template = cfg.destinations[0].clone();
+            cfg.destinations = dests
+                .into_iter()
+                .enumerate()
+                .map(|(i, ps)| {
+                    let mut d = template.clone();
+                    d.name = format!("d{i}");
+                    d.hosts = ps.into_iter().flatten().collect();
+                    d
+                })
+                .collect();
+            cfg.domestic.hosts = domestic.into_iter().flatten().collect();
+            cfg.domestic.cidrs = vec!["10.1.0.0/16".parse().unwrap(), "::1/128".parse().unwrap()];
+            cfg.routes = Routes::build(&cfg.destinations, &cfg.domestic);
+            for h in &hosts {
+                prop_assert_eq!(classify(&cfg, h), classify_linear(&cfg, h), "host {:?}", h);
+            }
+        }
+    }
 }

@@ -296,8 +296,7 @@ async fn inner(
         ),
     };
     gate.metrics
-        .duration(decision.as_str())
-        .observe(started.elapsed().as_secs_f64());
+        .observe_exchange(decision.as_str(), started.elapsed(), &resp);
     Ok(resp)
 }
 

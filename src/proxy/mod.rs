@@ -60,8 +60,10 @@ pub struct Route {
     /// client index, the last for `unidentified`; each pair made when first used.
     bytes: Box<[std::sync::OnceLock<[IntCounter; 2]>]>,
     bytes_family: prometheus::IntCounterVec,
-    /// `transfer_gate_records_total{destination, category}`, in `Category::ALL` order.
-    pub records: Vec<IntCounter>,
+    /// `transfer_gate_records_total{destination, category}`, in `Category::ALL` order; each
+    /// made when first counted (SPEC §6: a labelled counter's series appears when first used).
+    records: Box<[std::sync::OnceLock<IntCounter>]>,
+    records_family: prometheus::IntCounterVec,
     /// Per client index, whether it may send here (`clients`); `None`: every client may.
     allowed: Option<Box<[bool]>>,
 }
@@ -103,9 +105,14 @@ impl Route {
 
     /// Adds per-category record counts (in `Category::ALL` order).
     pub fn count_records(&self, per_category: &[u64; 9]) {
-        for (c, n) in self.records.iter().zip(per_category) {
+        let cats = crate::model::Category::ALL.iter();
+        for ((c, n), cat) in self.records.iter().zip(per_category).zip(cats) {
             if *n > 0 {
-                c.inc_by(*n);
+                c.get_or_init(|| {
+                    self.records_family
+                        .with_label_values(&[&self.label, cat.as_str()])
+                })
+                .inc_by(*n);
             }
         }
     }
@@ -245,8 +252,9 @@ impl Snapshot {
             allowed,
             records: crate::model::Category::ALL
                 .iter()
-                .map(|c| metrics.records.with_label_values(&[name, c.as_str()]))
+                .map(|_| std::sync::OnceLock::new())
                 .collect(),
+            records_family: metrics.records.clone(),
         };
         let mut routes = Vec::with_capacity(config.destinations.len());
         for d in &config.destinations {

@@ -56,8 +56,7 @@ pub async fn handle(
         }
     };
     gate.metrics
-        .duration(decision.as_str())
-        .observe(started.elapsed().as_secs_f64());
+        .observe_exchange(decision.as_str(), started.elapsed(), &resp);
     Ok(resp)
 }
 

@@ -177,11 +177,17 @@ where
         Some(d) => t.response_header.min(d.saturating_duration_since(now)),
         None => t.response_header,
     };
+    let asked = std::time::Instant::now();
     let request = route.client().request(upstream_req);
     tokio::pin!(request);
+    // The wait for the upstream's response head (`transfer_gate_added_seconds` leaves it out):
+    // from the end of the request body, or from handing over the head when the response came
+    // first.
+    let mut waited_since = asked;
     let result = tokio::select! {
         r = &mut request => Ok(r),
         _ = sent_rx => {
+            waited_since = std::time::Instant::now();
             tokio::time::timeout(head_timeout(tokio::time::Instant::now()), &mut request)
                 .await
                 .map_err(|_| ())
@@ -232,7 +238,9 @@ where
         }
         Ok(Ok(r)) => r,
     };
+    let wait = waited_since.elapsed();
     let (mut parts, body) = resp.into_parts();
+    parts.extensions.insert(crate::metrics::UpstreamWait(wait));
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers);
     if let Ok(v) = http::HeaderValue::from_str(request_id) {

@@ -540,6 +540,12 @@ async fn metrics_are_exposed() {
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
+    // No record was counted: no `transfer_gate_records_total` series yet (SPEC §6, a labelled
+    // counter's series appears when first used).
+    assert!(
+        !text.contains("transfer_gate_records_total{"),
+        "records_total series before any record was counted:\n{text}"
+    );
 }
 
 #[tokio::test]
@@ -588,4 +594,57 @@ async fn sighup_reloads_and_a_broken_file_changes_nothing() {
     );
     assert!(gate.logs().contains("reload refused"));
     assert!(gate.logs().contains("bogus_key"));
+}
+
+#[tokio::test]
+async fn added_seconds_leave_out_the_upstream_wait() {
+    let up = Upstream::builder()
+        .delay(Duration::from_millis(300))
+        .start()
+        .await;
+    let gate = GateBuilder::new().destination(eu(up.addr)).start().await;
+    let r = gate
+        .client()
+        .post("http://api.eu.test/slow")
+        .header("content-type", "application/json")
+        .body(r#"{"event":"hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let total = gate
+        .metric("transfer_gate_request_duration_seconds_sum{decision=\"allow\"}")
+        .await;
+    let added = gate
+        .metric("transfer_gate_added_seconds_sum{decision=\"allow\"}")
+        .await;
+    assert!(
+        total >= 0.3,
+        "request duration {total} s includes the upstream's 300 ms"
+    );
+    assert!(
+        added < 0.2,
+        "added {added} s of {total} s: the upstream's wait is left out"
+    );
+
+    // A refused request has no upstream: all of its duration is the gate's.
+    let r = gate
+        .client()
+        .post("http://nowhere.test/")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 451);
+    assert_eq!(
+        gate.metric("transfer_gate_added_seconds_count{decision=\"block\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gate.metric("transfer_gate_added_seconds_sum{decision=\"block\"}")
+            .await,
+        gate.metric("transfer_gate_request_duration_seconds_sum{decision=\"block\"}")
+            .await
+    );
 }

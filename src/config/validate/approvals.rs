@@ -6,6 +6,7 @@ use crate::config::raw::RawApproval;
 use crate::config::{Approval, ApprovalMechanism, ApprovalStatus, Destination, Diagnostics};
 use crate::model::{Category, Regime};
 use sha2::Sha256;
+use std::collections::HashSet;
 use std::path::Path;
 use toml::{Table, Value};
 
@@ -46,12 +47,14 @@ fn validate(
     }
     let raws: Vec<Option<RawApproval>> = array(t, "approval", file, d);
     let mut out: Vec<Approval> = Vec::new();
+    let names: HashSet<&str> = dests.iter().map(|x| x.name.as_str()).collect();
+    let mut ids: HashSet<String> = HashSet::new();
     for (i, raw) in raws.into_iter().enumerate() {
         let Some(r) = raw else { continue };
         let p = format!("approval[{i}]");
         if r.id.trim().is_empty() {
             d.error(file, format!("{p}.id"), "must not be empty");
-        } else if out.iter().any(|a| a.id == r.id) {
+        } else if !ids.insert(r.id.clone()) {
             d.error(
                 file,
                 format!("{p}.id"),
@@ -89,7 +92,7 @@ fn validate(
             );
         }
         for (j, n) in r.destinations.iter().enumerate() {
-            if !dests.iter().any(|x| &x.name == n) {
+            if !names.contains(n.as_str()) {
                 d.error(
                     file,
                     format!("{p}.destinations[{j}]"),

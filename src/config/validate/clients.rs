@@ -130,6 +130,7 @@ pub(super) fn check_allowlists(
     clients: &[Client],
     d: &mut Diagnostics,
 ) {
+    let names: std::collections::HashSet<&str> = clients.iter().map(|c| c.name.as_str()).collect();
     for (i, dest) in destinations.iter().enumerate() {
         let Some(list) = &dest.clients else { continue };
         if list.is_empty() {
@@ -140,7 +141,7 @@ pub(super) fn check_allowlists(
             );
         }
         for (j, name) in list.iter().enumerate() {
-            if !clients.iter().any(|c| &c.name == name) {
+            if !names.contains(name.as_str()) {
                 let hint = if name == UNIDENTIFIED {
                     " (`unidentified` requests cannot be allowed by name; declare the client)"
                 } else {

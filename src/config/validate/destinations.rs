@@ -2,6 +2,7 @@
 //! or the domestic set), TLS handling, upstream, exemption and report details.
 
 use super::inspection::unreadable;
+use crate::config::host_index::OverlapIndex;
 use crate::config::raw::RawDestination;
 use crate::config::{Destination, Diagnostics, Domestic, Exemption, HostPattern, TlsMode};
 use crate::model::Regime;
@@ -17,6 +18,13 @@ pub(super) fn validate(
 ) -> Vec<Destination> {
     let mut out: Vec<Destination> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
+    // Overlap checks through indexes (not every pair): ids are domestic pattern and `out`
+    // indices; the diagnostics are those of the pairwise comparison, in the same order.
+    let mut domestic_idx = OverlapIndex::default();
+    for (k, p) in domestic.hosts.iter().enumerate() {
+        domestic_idx.insert(p, k);
+    }
+    let mut dest_idx = OverlapIndex::default();
     for (i, raw) in raws.into_iter().enumerate() {
         let Some(r) = raw else { continue };
         let p = format!("destination[{i}]");
@@ -54,7 +62,11 @@ pub(super) fn validate(
             let hp = format!("{p}.hosts[{j}]");
             match HostPattern::parse(h) {
                 Ok(pat) => {
-                    if let Some(dom) = domestic.hosts.iter().find(|dp| dp.overlaps(&pat)) {
+                    if let Some(dom) = domestic_idx
+                        .overlapping(&pat)
+                        .first()
+                        .map(|&k| &domestic.hosts[k])
+                    {
                         d.error(file, &hp, format!("`{h}` is also domestic (matches `{dom}`); a host is either domestic or overseas"));
                     }
                     if let Ok(ip) = pat
@@ -66,7 +78,7 @@ pub(super) fn validate(
                             d.error(file, &hp, format!("`{h}` is in a domestic network"));
                         }
                     }
-                    for other in &out {
+                    for other in dest_idx.overlapping(&pat).into_iter().map(|k| &out[k]) {
                         if let Some(op) = other.hosts.iter().find(|op| op.overlaps(&pat)) {
                             d.error(
                                 file,
@@ -163,6 +175,9 @@ pub(super) fn validate(
                 format!("{p}.recipient"),
                 "the overseas recipient's legal name is needed for the report",
             );
+        }
+        for p in &hosts {
+            dest_idx.insert(p, out.len());
         }
         out.push(Destination {
             name: r.name,

@@ -12,6 +12,7 @@ pub(super) fn validate(
     d: &mut Diagnostics,
 ) -> Vec<ImportantData> {
     let mut out = Vec::new();
+    let names: std::collections::HashSet<&str> = dests.iter().map(|x| x.name.as_str()).collect();
     for (i, raw) in raws.into_iter().enumerate() {
         let Some(r) = raw else { continue };
         let p = format!("important_data[{i}]");
@@ -19,7 +20,7 @@ pub(super) fn validate(
             None
         } else {
             for (j, n) in r.destinations.iter().enumerate() {
-                if !dests.iter().any(|x| &x.name == n) {
+                if !names.contains(n.as_str()) {
                     d.error(
                         file,
                         format!("{p}.destinations[{j}]"),

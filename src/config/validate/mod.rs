@@ -235,6 +235,7 @@ fn build(
         None => Vec::new(),
     };
 
+    let routes = crate::config::host_index::Routes::build(&destinations, &domestic);
     Some(Config {
         path: path.to_path_buf(),
         sha256: String::new(),
@@ -249,5 +250,6 @@ fn build(
         tls,
         approvals,
         clients,
+        routes,
     })
 }
