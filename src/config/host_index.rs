@@ -126,6 +126,41 @@ impl OverlapIndex {
     }
 }
 
+/// Random host names and patterns over a small label pool (so that they overlap often), for
+/// the differential tests here and in `proxy::classify`.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use super::HostPattern;
+    use proptest::prelude::*;
+
+    /// A name of 1–4 labels from `labels` (an empty label now and then).
+    pub(crate) fn name(labels: &'static [&'static str]) -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                8 => prop::sample::select(labels).prop_map(str::to_owned),
+                1 => Just(String::new()),
+            ],
+            1..5,
+        )
+        .prop_map(|ls| ls.join("."))
+    }
+
+    /// A pattern as written in a config (parsed; unparseable ones are `None`): exact or `*.`,
+    /// with a trailing dot now and then.
+    pub(crate) fn pattern(
+        labels: &'static [&'static str],
+    ) -> impl Strategy<Value = Option<HostPattern>> {
+        (prop::bool::ANY, name(labels), prop::bool::weighted(0.2)).prop_map(|(wild, n, dot)| {
+            let raw = format!(
+                "{}{n}{}",
+                if wild { "*." } else { "" },
+                if dot { "." } else { "" }
+            );
+            HostPattern::parse(&raw).ok()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,27 +169,12 @@ mod tests {
     /// Label pool with deliberate collisions, so random patterns overlap often.
     const LABELS: [&str; 6] = ["a", "b", "example", "com", "x-y", "EXAMPLE"];
 
-    fn label() -> impl Strategy<Value = String> {
-        prop_oneof![
-            8 => prop::sample::select(&LABELS[..]).prop_map(str::to_owned),
-            1 => Just(String::new()),
-        ]
-    }
-
     fn name() -> impl Strategy<Value = String> {
-        prop::collection::vec(label(), 1..5).prop_map(|ls| ls.join("."))
+        strategies::name(&LABELS)
     }
 
-    /// A pattern as written in a config (parsed; unparseable ones are skipped).
     fn pattern() -> impl Strategy<Value = Option<HostPattern>> {
-        (prop::bool::ANY, name(), prop::bool::weighted(0.2)).prop_map(|(wild, n, dot)| {
-            let raw = format!(
-                "{}{n}{}",
-                if wild { "*." } else { "" },
-                if dot { "." } else { "" }
-            );
-            HostPattern::parse(&raw).ok()
-        })
+        strategies::pattern(&LABELS)
     }
 
     /// A request host, normalised as `classify` does.

@@ -145,22 +145,11 @@ mod tests {
     const LABELS: [&str; 7] = ["a", "b", "example", "com", "EXAMPLE", "10", "1"];
 
     fn name() -> impl Strategy<Value = String> {
-        prop::collection::vec(
-            prop_oneof![8 => prop::sample::select(&LABELS[..]).prop_map(str::to_owned), 1 => Just(String::new())],
-            1..5,
-        )
-        .prop_map(|ls| ls.join("."))
+        crate::config::host_index::strategies::name(&LABELS)
     }
 
     fn pattern() -> impl Strategy<Value = Option<HostPattern>> {
-        (prop::bool::ANY, name(), prop::bool::weighted(0.2)).prop_map(|(wild, n, dot)| {
-            let raw = format!(
-                "{}{n}{}",
-                if wild { "*." } else { "" },
-                if dot { "." } else { "" }
-            );
-            HostPattern::parse(&raw).ok()
-        })
+        crate::config::host_index::strategies::pattern(&LABELS)
     }
 
     fn host() -> impl Strategy<Value = String> {
