@@ -97,8 +97,9 @@ impl Slot {
 
 /// Gives the slot back once the body has not been read for [`STALLED`]; ends with the stream.
 async fn watchdog(slot: std::sync::Weak<Slot>) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     loop {
-        tokio::time::sleep(KEEP_ALIVE).await;
+        tick.tick().await;
         let Some(s) = slot.upgrade() else { return };
         let last = Duration::from_millis(s.last_sent.load(std::sync::atomic::Ordering::Relaxed));
         if s.opened.elapsed().saturating_sub(last) >= STALLED {
