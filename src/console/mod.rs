@@ -203,7 +203,8 @@ pub async fn handle(
                 return see_other("/ui/");
             };
             let secure = forwarded_tls(req.headers());
-            let form = match read_form(req).await {
+            let within = gate.snapshot().config.timeouts.idle;
+            let form = match read_form(req, within).await {
                 Ok(f) => f,
                 Err(r) => return r,
             };
@@ -295,12 +296,22 @@ fn encode(s: &str) -> String {
     o
 }
 
-async fn read_form(req: Request<Incoming>) -> Result<String, Response<GateBody>> {
+/// The login form's body: at most [`MAX_FORM`] bytes, whole within `within` (the admin
+/// listener's idle timeout — a request in flight is not idle, so a client that sends half a
+/// form would otherwise hold its connection for good).
+async fn read_form(
+    req: Request<Incoming>,
+    within: std::time::Duration,
+) -> Result<String, Response<GateBody>> {
     let limited = http_body_util::Limited::new(req.into_body(), MAX_FORM);
-    match limited.collect().await {
-        Ok(b) => Ok(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
-        Err(_) => Err(respond::failure(
+    match tokio::time::timeout(within, limited.collect()).await {
+        Ok(Ok(b)) => Ok(String::from_utf8_lossy(&b.to_bytes()).into_owned()),
+        Ok(Err(_)) => Err(respond::failure(
             Failure::BadRequest("the login form is limited to 4 KiB"),
+            "",
+        )),
+        Err(_) => Err(respond::failure(
+            Failure::BadRequest("the login form did not arrive in time"),
             "",
         )),
     }

@@ -355,6 +355,43 @@ async fn access_needs_the_token_once_and_a_session_after() {
     assert_eq!(get(&gate, "/v1/status", Some(&cookie)).await.status(), 401);
 }
 
+/// A client that sends half a login form does not hold the admin connection: it gets 400 once
+/// the idle timeout passes, and the connection closes.
+#[tokio::test]
+async fn a_half_sent_login_form_is_answered_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gate = GateBuilder::new()
+        .file("admin.token", TOKEN.as_bytes())
+        .gate_key("admin_token_file = \"admin.token\"")
+        .timeouts("idle_seconds = 1")
+        .start()
+        .await;
+    let mut s = tokio::net::TcpStream::connect(gate.admin).await.unwrap();
+    s.write_all(
+        b"POST /ui/login HTTP/1.1\r\nhost: gate\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ntoken=cons",
+    )
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    })
+    .await
+    .expect("the half-sent form holds the connection");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("set-cookie"),
+        "{answer}"
+    );
+}
+
 #[tokio::test]
 async fn without_a_token_file_loopback_needs_no_login() {
     let gate = GateBuilder::new().start().await;
