@@ -2,11 +2,14 @@
 //! column of that key (or array element) in the text the operator wrote, so that `check` can
 //! print `gate.toml:42: inspection.max_body_bytes: …`.
 //!
-//! The file is parsed a second time with `toml_edit`, which keeps spans. A path whose last
-//! keys are absent (a missing key that a rule requires) resolves to the nearest key or table
-//! that is present; a path of which nothing is present has no position.
+//! The file is parsed a second time with `toml_edit`, which keeps spans, but only when the
+//! first diagnostic asks where a key is: a valid file (the common case, and a large one with
+//! 100,000 destinations) is parsed once. A path whose last keys are absent (a missing key that
+//! a rule requires) resolves to the nearest key or table that is present; a path of which
+//! nothing is present has no position.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 use toml_edit::{ImDocument, Item, Table, TableLike, Value};
 
 /// One configuration file's text, ready to answer "where is this key?".
@@ -14,10 +17,13 @@ use toml_edit::{ImDocument, Item, Table, TableLike, Value};
 pub struct Source {
     /// The file's name as diagnostics show it (e.g. `gate.toml`).
     pub file: String,
-    /// `None` when the text is not valid TOML (its parse error carries its own position).
-    doc: Option<ImDocument<String>>,
-    /// Byte offset where each line starts.
-    line_starts: Vec<usize>,
+    /// The text, kept until a position is asked for.
+    text: String,
+    /// Parsed on the first [`Source::position`]; `None` inside when the text is not valid
+    /// TOML (its parse error carries its own position).
+    doc: OnceLock<Option<ImDocument<String>>>,
+    /// Byte offset where each line starts (also on first use).
+    line_starts: OnceLock<Vec<usize>>,
 }
 
 /// A 1-based line and column (in characters) in a file.
@@ -30,15 +36,13 @@ pub struct Position {
 }
 
 impl Source {
-    /// Indexes `text`, the contents of `file`.
-    pub fn new(file: &str, text: &str) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+    /// Keeps `text`, the contents of `file`, to be indexed when a position is first asked for.
+    pub fn new(file: &str, text: String) -> Self {
         Source {
             file: file.to_owned(),
-            doc: ImDocument::parse(text.to_owned()).ok(),
-            line_starts,
+            text,
+            doc: OnceLock::new(),
+            line_starts: OnceLock::new(),
         }
     }
 
@@ -46,14 +50,22 @@ impl Source {
     /// `inspection.categories.health[0]`), or of its nearest present ancestor; `None` for an
     /// empty path or one of which nothing is in the file.
     pub fn position(&self, path: &str) -> Option<Position> {
-        let doc = self.doc.as_ref()?;
+        let doc = self
+            .doc
+            .get_or_init(|| ImDocument::parse(self.text.clone()).ok())
+            .as_ref()?;
         let span = locate(doc.as_table(), path)?;
         Some(self.position_of(doc.raw(), span.start))
     }
 
     fn position_of(&self, text: &str, offset: usize) -> Position {
-        let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
-        let start = self.line_starts[line - 1];
+        let line_starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        let line = line_starts.partition_point(|&s| s <= offset).max(1);
+        let start = line_starts[line - 1];
         let column = text.get(start..offset).map_or(1, |s| s.chars().count() + 1);
         Position { line, column }
     }
@@ -142,7 +154,7 @@ conn = { a = 1 }
 "#;
 
     fn at(path: &str) -> Option<(usize, usize)> {
-        Source::new("gate.toml", TEXT)
+        Source::new("gate.toml", TEXT.to_owned())
             .position(path)
             .map(|p| (p.line, p.column))
     }
@@ -166,6 +178,6 @@ conn = { a = 1 }
         assert_eq!(at("destination[5].name"), at("destination"));
         assert_eq!(at("ledger.redis_url"), None);
         assert_eq!(at(""), None);
-        assert_eq!(Source::new("x", "[gate").position("gate"), None);
+        assert_eq!(Source::new("x", "[gate".to_owned()).position("gate"), None);
     }
 }

@@ -10,7 +10,7 @@
 //! subjects are all counted already takes only shard read locks, one at a time: no contention.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -20,104 +20,21 @@ use super::api::{
     Alternative, Ceiling, Class, LedgerError, MonthlyTally, Refusal, Reservation, ReserveOutcome,
     Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
 };
-use super::table::{year_byte, Table, YearByte, Years};
+use super::shard::ScopeCounters;
+pub(crate) use super::shard::Shard;
+use super::table::{year_byte, YearByte, Years};
 use super::wal::{self, ScopeDelta};
 use crate::model::{shanghai_date, Regime};
 
 /// Number of shards (selected by the first byte of the subject key).
 pub(crate) const SHARDS: usize = 256;
-/// Most scopes a ledger holds (each shard keeps a table slot per scope id).
-pub(crate) const MAX_SCOPES: usize = 1 << 16;
+/// Most scopes a ledger holds: a scope costs memory only once it counts someone (see
+/// [`super::shard`]), so this bounds the registry, not the tables.
+pub(crate) const MAX_SCOPES: usize = 1 << 20;
 /// Most subjects in one reservation (so that one log frame stays well under its 64 MiB cap).
 pub const MAX_SUBJECTS_PER_RESERVATION: usize = 1 << 20;
 /// Most scopes in one reservation.
 pub const MAX_SCOPES_PER_RESERVATION: usize = 1 << 10;
-
-#[derive(Debug, Default)]
-pub(crate) struct Shard {
-    /// Indexed by scope id; missing tables are empty.
-    pub(crate) tables: Vec<Table>,
-    /// The sequence number of the last journaled commit that changed a table of this shard
-    /// (0: none since start). A reservation answered from the tables without a commit of its
-    /// own must not be acknowledged before that commit is durable (its subjects may have been
-    /// counted by it); waiting for this, rather than for every commit in flight, lets a
-    /// request whose subjects were all counted earlier go on without waiting for the group
-    /// commit of other requests' new subjects.
-    changed_at: u64,
-}
-
-impl Shard {
-    fn touch(&self, scope: usize, key: &[u8; 16]) -> u8 {
-        self.tables.get(scope).map_or(0, |t| t.touch(key))
-    }
-
-    fn get(&self, scope: usize, key: &[u8; 16]) -> Years {
-        self.tables
-            .get(scope)
-            .and_then(|t| t.get(key))
-            .unwrap_or_default()
-    }
-
-    pub(crate) fn table_mut(&mut self, scope: usize) -> &mut Table {
-        if self.tables.len() <= scope {
-            self.tables.resize_with(scope + 1, Table::default);
-        }
-        &mut self.tables[scope]
-    }
-}
-
-/// Per-year counts of one scope: `all[y]` subjects whose last year is `y`.
-#[derive(Debug)]
-pub(crate) struct ScopeCounters {
-    all: [AtomicU64; 256],
-    sensitive: [AtomicU64; 256],
-    /// The latest year byte ever counted.
-    top: AtomicU8,
-}
-
-impl ScopeCounters {
-    fn new() -> Self {
-        ScopeCounters {
-            all: std::array::from_fn(|_| AtomicU64::new(0)),
-            sensitive: std::array::from_fn(|_| AtomicU64::new(0)),
-            top: AtomicU8::new(0),
-        }
-    }
-
-    fn window(&self, start: YearByte) -> ScopeCounts {
-        // Years after the latest one ever counted hold nothing: sum only up to it.
-        let top = usize::from(self.top.load(Ordering::Acquire));
-        let sum = |a: &[AtomicU64; 256]| {
-            a.get(start as usize..=top)
-                .unwrap_or(&[])
-                .iter()
-                .map(|c| c.load(Ordering::Acquire))
-                .sum()
-        };
-        ScopeCounts {
-            all: sum(&self.all),
-            sensitive: sum(&self.sensitive),
-        }
-    }
-
-    fn clear(&self) {
-        for c in self.all.iter().chain(self.sensitive.iter()) {
-            c.store(0, Ordering::Relaxed);
-        }
-    }
-
-    fn bump(&self, class: Class, from: YearByte, to: YearByte) {
-        let a = match class {
-            Class::All => &self.all,
-            Class::Sensitive => &self.sensitive,
-        };
-        if from != 0 {
-            a[from as usize].fetch_sub(1, Ordering::AcqRel);
-        }
-        self.top.fetch_max(to, Ordering::AcqRel);
-        a[to as usize].fetch_add(1, Ordering::AcqRel);
-    }
-}
 
 /// What a durable backend's writer thread takes from the index.
 #[derive(Debug, Default)]
@@ -145,6 +62,8 @@ pub(crate) type Tally = (u64, u64);
 pub(crate) struct Core {
     pub(crate) scopes: Vec<Scope>,
     by_scope: HashMap<Scope, ScopeId>,
+    /// Per scope id, its counts: the list that [`Index::counters`] publishes.
+    counters: Vec<Arc<ScopeCounters>>,
     /// (scope, year, month) → (new all, new sensitive).
     pub(crate) tallies: BTreeMap<TallyKey, Tally>,
     /// Last sequence number assigned.
@@ -236,6 +155,7 @@ impl Index {
         let mut core = self.lock_core();
         let mut ids = Vec::with_capacity(scopes.len());
         let mut wait = 0;
+        let defined = core.scopes.len();
         for scope in scopes {
             if let Some(id) = core.by_scope.get(scope) {
                 ids.push(*id);
@@ -246,9 +166,11 @@ impl Index {
                 return Err(LedgerError::Limit("scope name longer than 65535 bytes"));
             }
             if core.scopes.len() >= MAX_SCOPES {
+                self.publish(&core, defined);
                 return Err(LedgerError::Limit("too many scopes"));
             }
             if let Some(e) = core.journal.as_ref().and_then(|j| j.refuse.clone()) {
+                self.publish(&core, defined);
                 return Err(LedgerError::Storage(e.to_string()));
             }
             let id = core.scopes.len() as u32;
@@ -263,6 +185,7 @@ impl Index {
             self.appended.store(seq, Ordering::Release);
             ids.push(ScopeId(id));
         }
+        self.publish(&core, defined);
         drop(core);
         if wait != 0 {
             self.journal_ready.notify_all();
@@ -270,15 +193,23 @@ impl Index {
         Ok((ids, wait))
     }
 
+    /// Adds scope `id` to the registry (published by [`Index::publish`]).
     fn define(&self, core: &mut Core, id: u32, scope: Scope) {
         core.by_scope.insert(scope.clone(), ScopeId(id));
         core.scopes.push(scope);
-        let mut v: Vec<Arc<ScopeCounters>> = self.counters.load().as_ref().clone();
-        v.push(Arc::new(ScopeCounters::new()));
-        self.counters.store(Arc::new(v));
+        core.counters.push(Arc::new(ScopeCounters::new()));
     }
 
-    /// Recovery: defines scope `id` (ids arrive densely, in order; repeats are ignored).
+    /// Publishes the counters of the scopes defined since `defined` were (one copy of the list
+    /// per registration, not per scope: registering 100,000 scopes stays linear).
+    fn publish(&self, core: &Core, defined: usize) {
+        if core.counters.len() != defined {
+            self.counters.store(Arc::new(core.counters.clone()));
+        }
+    }
+
+    /// Recovery: defines scope `id` (ids arrive densely, in order; repeats are ignored). The
+    /// counters are published by [`Index::recount`], which recovery ends with.
     pub(crate) fn restore_scope(&self, id: u32, scope: Scope) -> Result<(), LedgerError> {
         let mut core = self.lock_core();
         match (id as usize).cmp(&core.scopes.len()) {
@@ -300,7 +231,7 @@ impl Index {
         tallies: bool,
     ) -> Result<(), LedgerError> {
         let cur = year_byte(year);
-        let n = self.counters.load().len() as u32;
+        let n = self.lock_core().scopes.len() as u32;
         if let Some(d) = scopes.iter().find(|d| d.id >= n) {
             return Err(LedgerError::Corrupt(format!(
                 "record names unknown scope {}",
@@ -354,13 +285,17 @@ impl Index {
 
     /// Recomputes every per-year count from the tables (after recovery or pruning).
     pub(crate) fn recount(&self) {
+        {
+            let core = self.lock_core();
+            self.publish(&core, self.counters.load().len());
+        }
         let counters = self.counters.load_full();
         for c in counters.iter() {
             c.clear();
         }
         for shard in self.shards.iter() {
             let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for (scope, table) in shard.tables.iter().enumerate() {
+            for (scope, table) in shard.tables() {
                 let Some(c) = counters.get(scope) else {
                     continue;
                 };
@@ -370,12 +305,9 @@ impl Index {
                     all[y.all as usize] += 1;
                     sens[y.sensitive as usize] += 1;
                 }
-                if let Some(top) = (1..256).rev().find(|y| all[*y] > 0) {
-                    c.top.fetch_max(top as u8, Ordering::Relaxed);
-                }
-                for y in 1..256 {
-                    c.all[y].fetch_add(all[y], Ordering::Relaxed);
-                    c.sensitive[y].fetch_add(sens[y], Ordering::Relaxed);
+                for y in 1..=255u8 {
+                    c.add(Class::All, y, all[y as usize]);
+                    c.add(Class::Sensitive, y, sens[y as usize]);
                 }
             }
         }
@@ -736,14 +668,14 @@ impl Index {
     /// and takes it out of the per-year counts, which concurrent reservations keep updating.
     pub(crate) fn prune_shard(&self, shard: &mut Shard, min_all: YearByte) {
         let counters = self.counters.load();
-        for (scope, table) in shard.tables.iter_mut().enumerate() {
+        for (scope, table) in shard.tables_mut() {
             let Some(c) = counters.get(scope) else {
                 continue;
             };
             for (_, y) in table.iter().filter(|(_, y)| y.all < min_all) {
-                c.all[y.all as usize].fetch_sub(1, Ordering::AcqRel);
+                c.drop_one(Class::All, y.all);
                 if y.sensitive != 0 {
-                    c.sensitive[y.sensitive as usize].fetch_sub(1, Ordering::AcqRel);
+                    c.drop_one(Class::Sensitive, y.sensitive);
                 }
             }
             table.prune(min_all);
@@ -778,11 +710,15 @@ impl Index {
             .iter()
             .map(|s| {
                 let s = s.read().unwrap_or_else(PoisonError::into_inner);
-                s.tables.iter().map(Table::heap_bytes).sum::<usize>()
-                    + s.tables.capacity() * std::mem::size_of::<Table>()
+                s.heap_bytes()
             })
             .sum::<usize>()
-            + self.counters.load().len() * std::mem::size_of::<ScopeCounters>()
+            + self
+                .counters
+                .load()
+                .iter()
+                .map(|c| std::mem::size_of::<ScopeCounters>() + c.heap_bytes())
+                .sum::<usize>()
     }
 
     /// Number of (subject, scope) entries held.
@@ -792,9 +728,8 @@ impl Index {
             .map(|s| {
                 s.read()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .tables
-                    .iter()
-                    .map(Table::len)
+                    .tables()
+                    .map(|(_, t)| t.len())
                     .sum::<usize>()
             })
             .sum()

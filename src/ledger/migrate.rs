@@ -128,7 +128,7 @@ pub async fn export_local(
     let mut err: Option<std::io::Error> = None;
     index
         .for_each_shard(|_, shard| {
-            for (scope, table) in shard.tables.iter().enumerate() {
+            for (scope, table) in shard.tables() {
                 let Some(name) = scopes.get(scope) else {
                     continue;
                 };

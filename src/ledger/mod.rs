@@ -23,6 +23,7 @@ mod index;
 pub mod local;
 pub mod migrate;
 pub mod redis;
+mod shard;
 mod snapshot;
 #[cfg(test)]
 pub(crate) mod suite;

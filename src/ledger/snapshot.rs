@@ -90,9 +90,9 @@ pub(crate) fn write(
     let mut entries = 0u64;
     index.for_each_shard(|_, shard| {
         index.prune_shard(shard, min_year);
-        let live = shard.tables.iter().filter(|t| t.len() > 0).count();
+        let live = shard.tables().filter(|(_, t)| t.len() > 0).count();
         w.write_all(&(live as u32).to_le_bytes()).map_err(io)?;
-        for (scope, t) in shard.tables.iter().enumerate().filter(|(_, t)| t.len() > 0) {
+        for (scope, t) in shard.tables().filter(|(_, t)| t.len() > 0) {
             w.write_all(&(scope as u32).to_le_bytes()).map_err(io)?;
             w.write_all(&(t.len() as u32).to_le_bytes()).map_err(io)?;
             for (k, y) in t.iter() {

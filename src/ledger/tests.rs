@@ -626,3 +626,45 @@ fn a_known_subject_waits_only_for_commits_that_touched_its_shard() {
         "a later commit in its shard: waits for that one"
     );
 }
+
+/// A configuration of 100,000 destinations registers a scope each: accepted, and a scope
+/// costs memory only once it counts someone (not a 4 KiB count array per scope, nor a
+/// 100,000-slot table vector in every shard once the last destination counts); the scopes,
+/// their counts and the subjects survive a restart.
+#[test]
+fn a_hundred_thousand_destinations_register_count_and_recover() {
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let scopes: Vec<Scope> = std::iter::once(Scope::Entity)
+        .chain((0..100_000).map(|i| Scope::Destination(format!("d{i}"))))
+        .collect();
+    let last = |ids: &[ScopeId]| [ids[0], ids[ids.len() - 1]];
+    let ids = rt.block_on(async {
+        let l = open(&dir);
+        let ids = l.register_scopes(&scopes).await.unwrap();
+        assert_eq!(ids.len(), 100_001);
+        // Every shard gets subjects of the last destination.
+        reserve(&l, &plain(0..3000), &last(&ids), &[], R24, at(2026, 3, 1)).await;
+        let c = l.counts(ids[100_000], R24, at(2026, 3, 1)).await.unwrap();
+        assert_eq!(c.all, 3000);
+        assert_eq!(l.counts(ids[7], R24, at(2026, 3, 1)).await.unwrap().all, 0);
+        // 3,000 subjects in two scopes, 100,001 registered: a few MiB, not the ~400 MiB of
+        // eager count arrays or the ~800 MiB of dense per-shard table vectors.
+        let heap = l.index().heap_bytes();
+        assert!(heap < 32 << 20, "index heap {heap} bytes");
+        ids
+    });
+    rt.block_on(async {
+        let l = open(&dir);
+        let again = l.register_scopes(&scopes).await.unwrap();
+        assert_eq!(again, ids);
+        let c = l.counts(ids[100_000], R24, at(2026, 3, 1)).await.unwrap();
+        assert_eq!(c.all, 3000);
+        let p = l
+            .probe(&plain(2999..3001), &last(&ids), R24, at(2026, 3, 1))
+            .await
+            .unwrap();
+        assert_eq!(p[1].new_all, 1);
+    });
+}

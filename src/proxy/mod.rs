@@ -52,8 +52,14 @@ use upstream::{client, UpstreamClient, UpstreamConnector};
 pub struct Route {
     /// Pooled clients honouring the destination's `connect_to` and TLS settings: one per
     /// worker ([`crate::workers`]), so that a request and its upstream connection run on the
-    /// same thread, and a last one for requests outside the workers (ICAP, tests).
-    clients: Vec<UpstreamClient>,
+    /// same thread, and a last one for requests outside the workers (ICAP, tests). Each is
+    /// made on first use, so that a configuration of 100,000 destinations does not build
+    /// 300,000 clients at load when few of them will ever be used.
+    clients: Box<[std::sync::OnceLock<UpstreamClient>]>,
+    /// What the clients are made from.
+    connector: UpstreamConnector,
+    /// The clients' idle timeout for pooled connections.
+    idle: std::time::Duration,
     /// The metric label: the destination's name, or `domestic`.
     label: Arc<str>,
     /// `transfer_gate_bytes_total{destination, direction, client}` (upstream, downstream) per
@@ -73,7 +79,7 @@ impl Route {
     pub fn client(&self) -> &UpstreamClient {
         let last = self.clients.len() - 1;
         let i = crate::workers::current().map_or(last, |w| w.min(last));
-        &self.clients[i]
+        self.clients[i].get_or_init(|| client(self.connector.clone(), self.idle))
     }
 
     /// The byte counters (upstream, downstream) of `id`'s client on this route.
@@ -236,14 +242,9 @@ impl Snapshot {
                      connect_to: Option<&str>,
                      tls: Arc<rustls::ClientConfig>,
                      allowed: Option<Box<[bool]>>| Route {
-            clients: (0..pools)
-                .map(|_| {
-                    client(
-                        UpstreamConnector::new(connect_to, targets.clone(), tls.clone(), t.connect),
-                        t.idle,
-                    )
-                })
-                .collect(),
+            clients: (0..pools).map(|_| std::sync::OnceLock::new()).collect(),
+            connector: UpstreamConnector::new(connect_to, targets.clone(), tls, t.connect),
+            idle: t.idle,
             label: Arc::from(name),
             bytes: (0..=client_count)
                 .map(|_| std::sync::OnceLock::new())

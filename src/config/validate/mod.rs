@@ -106,7 +106,7 @@ fn read_table(
     };
     hasher.update(text.as_bytes());
     match text.parse::<Table>() {
-        Ok(t) => Some((t, Source::new(file, &text))),
+        Ok(t) => Some((t, Source::new(file, text))),
         Err(e) => {
             d.error(
                 file,

@@ -162,7 +162,7 @@ impl Journal {
     pub(crate) fn entries(&self, shard: usize, min_year: i32) -> Vec<Entry> {
         let mut out = Vec::new();
         let _ = self.ledger.index().for_shard(shard, |s| -> Result<(), ()> {
-            for (scope, table) in s.tables.iter().enumerate() {
+            for (scope, table) in s.tables() {
                 for (key, y) in table.iter() {
                     let all = year_of(y.all);
                     let Ok(key) = <[u8; 16]>::try_from(key) else {
