@@ -5,6 +5,10 @@
 //! an xlsx workbook of the CSV's columns (written by `rust_xlsxwriter`; phones and ids as
 //! number cells), judged whole.
 //!
+//! WebSocket message judging (`cargo bench --bench inspect -- websocket`): one ~1 KB JSON
+//! client message as it arrives in a masked permessage-deflate frame — header parsed,
+//! unmasked, inflated, inspected.
+//!
 //! Run: `cargo bench --bench inspect` (`INSPECT_CPU_TABLE=1` first prints MB per CPU-second;
 //! `INSPECT_ONCE` scans one body a fixed number of times, for instruction counts).
 
@@ -682,7 +686,70 @@ fn benches(c: &mut Criterion) {
     g.bench_function("roxmltree/xml_soap", |b| {
         b.iter(|| black_box(roxmltree_parse(black_box(&xml))))
     });
+    // One WebSocket client message: a masked, deflated frame of ~1 KB of JSON records.
+    let (frame, plain_len) = ws_frame();
+    assert!(ws_judge(&cfg, &frame) >= 6, "every record's subject found");
+    g.throughput(Throughput::Bytes(plain_len as u64));
+    g.bench_function(
+        "engine/websocket_message(1 KB JSON, deflated, masked)",
+        |b| b.iter(|| black_box(ws_judge(&cfg, black_box(&frame)))),
+    );
     g.finish();
+}
+
+/// A client frame (masked, RSV1: permessage-deflate) holding ~1 KB of JSON, and the JSON's length.
+fn ws_frame() -> (Vec<u8>, usize) {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::{Frame, FrameHeader};
+    let mut r = Rng(7);
+    let recs: Vec<String> = (0..6).map(|i| json_record(&customer(&mut r, i))).collect();
+    let json = format!("[{}]", recs.join(","));
+    let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut deflated = Vec::with_capacity(json.len() + 64);
+    c.compress_vec(json.as_bytes(), &mut deflated, flate2::FlushCompress::Sync)
+        .expect("deflate");
+    deflated.truncate(deflated.len() - 4);
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: true,
+        opcode: OpCode::Data(Data::Text),
+        mask: Some([0x12, 0x34, 0x56, 0x78]),
+        ..FrameHeader::default()
+    };
+    let mut out = Vec::new();
+    Frame::from_payload(header, deflated.into())
+        .format(&mut out)
+        .expect("frame");
+    (out, json.len())
+}
+
+/// Judges one WebSocket frame as the gate does: header, unmask, inflate, inspect; the subjects.
+fn ws_judge(cfg: &Arc<InspectConfig>, frame: &[u8]) -> usize {
+    use transfer_gate::proxy::websocket::{inflate, judge_message, Inflated};
+    let mut cur = std::io::Cursor::new(frame);
+    let (h, len) = tungstenite::protocol::frame::FrameHeader::parse(&mut cur)
+        .expect("header")
+        .expect("whole header");
+    let start = cur.position() as usize;
+    let mut payload = frame[start..start + len as usize].to_vec();
+    let mask = h.mask.expect("masked");
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+    let mut d = flate2::Decompress::new(false);
+    let Inflated::Ok(plain) = inflate(&mut d, &payload, 1 << 20) else {
+        panic!("inflate")
+    };
+    let f = judge_message(
+        cfg,
+        true,
+        transfer_gate::config::WebSocketBinary::Unreadable,
+        &plain,
+        DATE,
+        false,
+    )
+    .expect("readable");
+    f.subject_count()
 }
 
 /// `INSPECT_ONCE=<json|ndjson|csv|xml|xlsx|bare> INSPECT_REPEAT=<n>`: scan that body `n` times and exit,

@@ -103,6 +103,9 @@ pub struct AuditRecord {
     pub categories: Vec<&'static str>,
     /// Request body bytes forwarded upstream.
     pub bytes: u64,
+    /// WebSocket messages judged on the connection (absent for other requests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<u64>,
 }
 
 impl AuditRecord {
@@ -136,6 +139,7 @@ impl AuditRecord {
             important_data_rule: None,
             categories: Vec::new(),
             bytes: 0,
+            messages: None,
         }
     }
 }

@@ -162,6 +162,9 @@ pub struct RawDestination {
     #[serde(default = "default_true")]
     pub tls_verify: bool,
     pub clients: Option<Vec<String>>,
+    #[serde(default)]
+    pub websocket: bool,
+    pub websocket_binary: Option<String>,
 }
 
 /// One `[[important_data]]` rule.

@@ -96,6 +96,22 @@ pub fn inspect_url(
     })
 }
 
+/// Inspects free text (a WebSocket text message that is not JSON) with the detectors, as one
+/// record without subject fields: each hit is a subject of its own (SPEC §3 "Records").
+pub fn inspect_text(
+    cfg: &InspectConfig,
+    text: &str,
+    transfer_date: time::Date,
+    destination_sensitive: bool,
+) -> Findings {
+    run(cfg, transfer_date, destination_sensitive, |sink| {
+        let mut rec = FormRecord::default();
+        rec.detect(text.as_bytes(), sink);
+        rec.emit(sink, 0..0);
+        sink.out.end_record(0..0, 0);
+    })
+}
+
 /// Inspects every header value except [`FRAMING_HEADERS`], as one record: a value of a header
 /// in `inspection.subjects.headers` is a subject (each comma-separated element, each repeated
 /// header line); a header whose name (without an `x-` prefix) is a category field adds its

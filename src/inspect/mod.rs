@@ -61,7 +61,8 @@ pub use decode::{decoder_cost, Coding, MAX_BROTLI_WINDOW_BITS};
 pub use detect::{resident_id_birth_date, resident_id_check_char, resident_id_valid};
 pub use error::Unreadable;
 pub use head::{
-    inspect_headers, inspect_headers_except, inspect_query, inspect_url, FRAMING_HEADERS,
+    inspect_headers, inspect_headers_except, inspect_query, inspect_text, inspect_url,
+    FRAMING_HEADERS,
 };
 pub use record::{Namespace, Record, RecordRef, Records, Subject, SubjectRef};
 

@@ -40,6 +40,9 @@ pub(crate) async fn serve(
     authority: Authority,
     req: Request<Incoming>,
 ) -> (Response<GateBody>, Decision) {
+    if cx.snap.config.destinations[dest_index].websocket && super::websocket::is_websocket(&req) {
+        return super::websocket::serve(cx, dest_index, scheme, authority, req).await;
+    }
     let host = authority.host().to_owned();
     let sink = Upstream { scheme, authority };
     serve_with(cx, dest_index, &host, req, &sink).await
@@ -68,7 +71,7 @@ where
     let mut audit = cx.audit(&dest.name, req.method().as_str(), req.uri().path());
     audit.origin = sink.origin();
     let mut summary = Summary::default();
-    if let Err(refused) = admit(cx, dest_index, &req, &mut summary) {
+    if let Err(refused) = admit(cx, dest_index, &req, false, &mut summary) {
         return match refused {
             Admit::Refuse(refusal) => {
                 refuse_audited(gate, snap, refusal, request_id, audit, &summary).await
@@ -192,7 +195,7 @@ struct Step<'a> {
 }
 
 /// Why [`admit`] stops a request.
-enum Admit {
+pub(super) enum Admit {
     /// A refusal with its audit line (403 `client_not_allowed`, 451 `uninspectable`).
     Refuse(Refusal),
     /// A synthetic failure (413).
@@ -202,11 +205,13 @@ enum Admit {
 /// SPEC §5 step 0 and what is refused before anything is read: a client outside the
 /// destination's `clients` (recorded as `would_block` in `summary` when the request is
 /// observed, which then goes on), an `Upgrade` the gate cannot inspect, a declared length over
-/// `max_body_bytes`.
-fn admit<B>(
+/// `max_body_bytes`. `websocket`: the request is a WebSocket upgrade the destination allows
+/// (`websocket = true`), served by [`super::websocket`].
+pub(super) fn admit<B>(
     cx: RequestCx<'_>,
     dest: usize,
     req: &Request<B>,
+    websocket: bool,
     summary: &mut Summary,
 ) -> Result<(), Admit> {
     let name = &cx.snap.config.destinations[dest].name;
@@ -218,7 +223,7 @@ fn admit<B>(
         summary.refusal = Some(refusal);
         summary.observed = true;
     }
-    if wants_upgrade(req.headers()) {
+    if wants_upgrade(req.headers()) && !websocket {
         return Err(Admit::Refuse(Refusal::new(
             Reason::Uninspectable,
             name.clone(),
@@ -448,7 +453,7 @@ where
 
 /// Judges `batch` (the whole request, or the head of a streamed one) into `summary`; the
 /// refusal to send when the verdict refuses.
-async fn judge_into(
+pub(super) async fn judge_into(
     cx: RequestCx<'_>,
     dest_index: usize,
     batch: &Batch,
@@ -489,7 +494,7 @@ async fn send<S: Sink>(
 
 /// Records in `s` that the destination's host resolved to a forbidden target (refused in
 /// observe mode too: it is no policy decision) and returns the refusal.
-fn forbidden_summary(s: &mut Summary, dest: &str) -> Refusal {
+pub(super) fn forbidden_summary(s: &mut Summary, dest: &str) -> Refusal {
     let refusal = Refusal::new(Reason::ForbiddenTarget, dest);
     s.refusal = Some(refusal.clone());
     s.observed = false;

@@ -147,7 +147,7 @@ pub struct Ctx {
 /// reload reaches requests in flight"): an approval removed, revoked or narrowed by a reload
 /// since the request started applies from this record on, and a destination the new
 /// configuration no longer has refuses it (fail closed).
-async fn judge_now(ctx: &Ctx, batch: &Batch) -> Verdict {
+pub(crate) async fn judge_now(ctx: &Ctx, batch: &Batch) -> Verdict {
     let gate = &ctx.gate;
     let snap = gate.snapshot();
     let now = gate.clock.now();

@@ -236,7 +236,11 @@ where
         return;
     };
     if let Err(e) = watcher
-        .watch(builder.serve_connection(TokioIo::new(tls), svc))
+        .watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .into_owned(),
+        )
         .await
     {
         tracing::debug!(client = %conn.peer, destination, error = %e, "intercepted connection ended with an error");

@@ -30,6 +30,7 @@ pub mod route;
 pub mod sink;
 pub mod target;
 pub mod upstream;
+pub mod websocket;
 
 use crate::config::Config;
 use crate::identity::{ConnIdentity, Identity};

@@ -254,7 +254,7 @@ where
 #[derive(Debug)]
 pub struct Forbidden;
 
-fn upstream_error(
+pub(crate) fn upstream_error(
     gate: &Gate,
     label: &str,
     kind: UpstreamFailure,

@@ -27,5 +27,6 @@ mod report;
 mod security;
 mod startup;
 mod stream;
+mod websocket;
 mod xlsx;
 mod xml;

@@ -4,7 +4,9 @@
 use super::inspection::unreadable;
 use crate::config::host_index::OverlapIndex;
 use crate::config::raw::RawDestination;
-use crate::config::{Destination, Diagnostics, Domestic, Exemption, HostPattern, TlsMode};
+use crate::config::{
+    Destination, Diagnostics, Domestic, Exemption, HostPattern, TlsMode, WebSocketBinary,
+};
 use crate::model::Regime;
 use std::collections::HashSet;
 
@@ -117,6 +119,25 @@ pub(super) fn validate(
                 false
             }
         };
+        let websocket_binary = match r.websocket_binary.as_deref() {
+            None => WebSocketBinary::Unreadable,
+            Some("protobuf") => WebSocketBinary::Protobuf,
+            Some(o) => {
+                d.error(
+                    file,
+                    format!("{p}.websocket_binary"),
+                    format!("`{o}` is not one of: protobuf"),
+                );
+                WebSocketBinary::Unreadable
+            }
+        };
+        if r.websocket_binary.is_some() && !r.websocket {
+            d.error(
+                file,
+                format!("{p}.websocket_binary"),
+                "is set but `websocket` is not true",
+            );
+        }
         if let Some(c) = &r.connect_to {
             let ok = c
                 .rsplit_once(':')
@@ -193,6 +214,8 @@ pub(super) fn validate(
                 .unreadable
                 .map(|u| unreadable(&u, file, &format!("{p}.unreadable"), d)),
             tls_verify: r.tls_verify,
+            websocket: r.websocket,
+            websocket_binary,
             clients: r.clients,
         });
     }
