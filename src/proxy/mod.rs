@@ -61,6 +61,8 @@ pub struct Route {
     connector: UpstreamConnector,
     /// The clients' idle timeout for pooled connections.
     idle: std::time::Duration,
+    /// The most idle pooled connections a client keeps (`gate.max_connections`).
+    max_idle: usize,
     /// The metric label: the destination's name, or `domestic`.
     label: Arc<str>,
     /// `transfer_gate_bytes_total{destination, direction, client}` (upstream, downstream) per
@@ -80,7 +82,7 @@ impl Route {
     pub fn client(&self) -> &UpstreamClient {
         let last = self.clients.len() - 1;
         let i = crate::workers::current().map_or(last, |w| w.min(last));
-        self.clients[i].get_or_init(|| client(self.connector.clone(), self.idle))
+        self.clients[i].get_or_init(|| client(self.connector.clone(), self.idle, self.max_idle))
     }
 
     /// The byte counters (upstream, downstream) of `id`'s client on this route.
@@ -246,6 +248,7 @@ impl Snapshot {
             clients: (0..pools).map(|_| std::sync::OnceLock::new()).collect(),
             connector: UpstreamConnector::new(connect_to, targets.clone(), tls, t.connect),
             idle: t.idle,
+            max_idle: config.gate.max_connections.max(256),
             label: Arc::from(name),
             bytes: (0..=client_count)
                 .map(|_| std::sync::OnceLock::new())
