@@ -7,8 +7,8 @@
 //! white space and structural bytes, `pclmulqdq` for the in-string prefix XOR, native
 //! `popcnt`/`tzcnt` in the index writes), compiled into every x86-64 binary and entered only
 //! when the CPU reports AVX2, BMI1, POPCNT and PCLMULQDQ. The choice is made once per process
-//! (the widest path the CPU has, or the one `TRANSFER_GATE_SIMD=scalar|portable|avx2` names
-//! when the CPU has it) and kept as a plain function pointer: a window pays one indirect call,
+//! (the portable path, or the one `TRANSFER_GATE_SIMD=scalar|portable|avx2` names when the
+//! CPU has it; AVX2 becomes the default once it measures faster, see `chosen`) and kept as a plain function pointer: a window pays one indirect call,
 //! a block no test of CPU features.
 //!
 //! An AVX-512 path would be one more [`Path`] variant, one more arm in [`kernel_for`] and one
@@ -69,11 +69,11 @@ static CHOSEN: OnceLock<(Path, Kernel)> = OnceLock::new();
 
 fn chosen() -> &'static (Path, Kernel) {
     CHOSEN.get_or_init(|| {
-        let best = if Path::Avx2.supported() {
-            Path::Avx2
-        } else {
-            Path::Portable
-        };
+        // The default stays the portable path: the AVX2 path does not yet run fewer
+        // instructions than it (BENCHMARKS.md, inspection engine: LLVM builds one of its
+        // 64-bit masks byte by byte, 120 `vpinsrb` a block). It is chosen by
+        // `TRANSFER_GATE_SIMD=avx2` until a measurement shows it faster.
+        let best = Path::Portable;
         let path = match std::env::var(SIMD_ENV) {
             Err(_) => best,
             Ok(v) => match Path::parse(&v) {
@@ -142,9 +142,9 @@ pub(super) fn masks(path: Path, b: &[u8; 64], rs: u8) -> Option<super::json_inde
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::{
-        __m256i, _mm256_broadcastsi128_si256, _mm256_cmpeq_epi8, _mm256_loadu_si256,
-        _mm256_min_epu8, _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
-        _mm256_shuffle_epi8, _mm256_sub_epi8, _mm_clmulepi64_si128, _mm_cvtsi128_si64,
+        __m256i, _mm256_and_si256, _mm256_broadcastsi128_si256, _mm256_cmpeq_epi8,
+        _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8, _mm256_shuffle_epi8, _mm_clmulepi64_si128, _mm_cvtsi128_si64,
         _mm_set1_epi8, _mm_set_epi64x, _mm_setr_epi8,
     };
 
@@ -211,12 +211,6 @@ mod avx2 {
         _mm_cvtsi128_si64(v) as u64
     }
 
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn bits(v: __m256i) -> u64 {
-        u64::from(_mm256_movemask_epi8(v) as u32)
-    }
-
     /// The masks of a block, 32 bytes at a time. White space and structural bytes are found
     /// with one `vpshufb` each on the low nibble (the same tables in both 128-bit halves):
     /// - white space: the table holds, at the low nibble of each white-space byte, that byte
@@ -231,55 +225,80 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     #[inline]
     fn classify(b: &[u8; 64], rs: u8) -> Masks {
-        let rs_entry = if rs == b' ' { 0 } else { rs as i8 };
-        let ws_table = _mm256_broadcastsi128_si256(_mm_setr_epi8(
-            b' ' as i8,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            b'\t' as i8,
-            b'\n' as i8,
-            0,
-            0,
-            b'\r' as i8,
-            rs_entry,
-            0,
-        ));
+        // Two constant tables (json, json-seq), so that neither is built per block.
+        let ws = |rs: i8| {
+            _mm256_broadcastsi128_si256(_mm_setr_epi8(
+                b' ' as i8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                b'\t' as i8,
+                b'\n' as i8,
+                0,
+                0,
+                b'\r' as i8,
+                rs,
+                0,
+            ))
+        };
+        let ws_table = if rs == b' ' { ws(0) } else { ws(0x1E) };
         let op_table = _mm256_broadcastsi128_si256(_mm_setr_epi8(
             -128, -128, -128, -128, -128, -128, -128, -128, -128, -128, b':' as i8, b'[' as i8,
             b',' as i8, b']' as i8, -128, -128,
         ));
-        let splat = |c: u8| _mm256_set1_epi8(c as i8);
-        let mut m = Masks::default();
-        for (k, half) in [&b[..32], &b[32..]].into_iter().enumerate() {
-            // SAFETY: `half` is 32 bytes long, exactly the unaligned load's width.
-            let v = unsafe { _mm256_loadu_si256(half.as_ptr().cast::<__m256i>()) };
-            let sh = 32 * k;
-            let eq = |c: u8| bits(_mm256_cmpeq_epi8(v, splat(c)));
-            m.quote |= eq(b'"') << sh;
-            m.bslash |= eq(b'\\') << sh;
-            m.at |= eq(b'@') << sh;
-            m.ws |= bits(_mm256_cmpeq_epi8(_mm256_shuffle_epi8(ws_table, v), v)) << sh;
-            let t = _mm256_shuffle_epi8(op_table, v);
-            let op = _mm256_or_si256(
-                _mm256_cmpeq_epi8(t, v),
-                _mm256_cmpeq_epi8(_mm256_or_si256(t, splat(0x20)), v),
-            );
-            m.op |= bits(op) << sh;
-            let d = _mm256_sub_epi8(v, splat(b'0'));
-            let digit = _mm256_or_si256(
-                _mm256_cmpeq_epi8(_mm256_min_epu8(d, splat(9)), d),
-                _mm256_cmpeq_epi8(v, splat(0xEF)),
-            );
-            m.digits |= bits(digit) << sh;
-            m.high |= bits(v) << sh;
+        // SAFETY: both halves are 32 bytes of `b`, exactly the unaligned loads' width.
+        let (lo, hi) = unsafe {
+            (
+                _mm256_loadu_si256(b.as_ptr().cast::<__m256i>()),
+                _mm256_loadu_si256(b[32..].as_ptr().cast::<__m256i>()),
+            )
+        };
+        let (l, h) = (half(lo, ws_table, op_table), half(hi, ws_table, op_table));
+        let join = |i: usize| u64::from(l[i]) | (u64::from(h[i]) << 32);
+        Masks {
+            quote: join(0),
+            bslash: join(1),
+            ws: join(2),
+            op: join(3),
+            digits: join(4),
+            at: join(5),
+            high: join(6),
         }
-        m
+    }
+
+    /// The masks of 32 bytes, in the order of [`Masks`]' fields.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn half(v: __m256i, ws_table: __m256i, op_table: __m256i) -> [u32; 7] {
+        let splat = |c: u8| _mm256_set1_epi8(c as i8);
+        let bits = |x: __m256i| _mm256_movemask_epi8(x) as u32;
+        let eq = |c: u8| bits(_mm256_cmpeq_epi8(v, splat(c)));
+        let t = _mm256_shuffle_epi8(op_table, v);
+        let op = _mm256_or_si256(
+            _mm256_cmpeq_epi8(t, v),
+            _mm256_cmpeq_epi8(_mm256_or_si256(t, splat(0x20)), v),
+        );
+        // Digits by two signed compares (bytes of 0x80 and above are negative), and 0xEF
+        // as a mask of its own: written as an unsigned range test or'ed with the 0xEF test in
+        // the vector, LLVM scalarized this mask byte by byte.
+        let digit = _mm256_and_si256(
+            _mm256_cmpgt_epi8(v, splat(b'0' - 1)),
+            _mm256_cmpgt_epi8(splat(b'9' + 1), v),
+        );
+        [
+            eq(b'"'),
+            eq(b'\\'),
+            bits(_mm256_cmpeq_epi8(_mm256_shuffle_epi8(ws_table, v), v)),
+            bits(op),
+            bits(digit) | eq(0xEF),
+            eq(b'@'),
+            bits(v),
+        ]
     }
 }
 
