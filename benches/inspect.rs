@@ -10,7 +10,8 @@
 //! unmasked, inflated, inspected.
 //!
 //! Run: `cargo bench --bench inspect` (`INSPECT_CPU_TABLE=1` first prints MB per CPU-second;
-//! `INSPECT_ONCE` scans one body a fixed number of times, for instruction counts).
+//! `INSPECT_ONCE` scans one body a fixed number of times, for instruction counts;
+//! `TRANSFER_GATE_SIMD=scalar|portable|avx2` forces stage 1's path, printed with the table).
 
 // A bench is a test program: a body the scanner does not read exactly must stop it.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
@@ -509,7 +510,13 @@ fn cpu_line() -> String {
                 || *f == "bmi2"
         })
         .collect();
-    format!("cpu: {} | simd: {}", field("model name"), simd.join(" "))
+    format!(
+        "cpu: {} | simd: {} | stage 1: {} ({} selects)",
+        field("model name"),
+        simd.join(" "),
+        transfer_gate::inspect::simd_path().as_str(),
+        transfer_gate::inspect::SIMD_ENV,
+    )
 }
 
 /// Prints the side-by-side CPU-time table recorded in BENCHMARKS.md.

@@ -2,8 +2,7 @@
 //! 64 bytes at a time, that indexes where the tokens are, so that stage 2
 //! ([`super::json::JsonScanner`]) walks token positions instead of dispatching on every byte.
 //!
-//! Per 64-byte block it builds bitmasks (16-byte `wide` lanes, SSE2 on every x86-64) of
-//! quotes, backslashes, white space and the structural bytes `{}[]:,`; resolves escapes (a
+//! Per 64-byte block it builds bitmasks of quotes, backslashes, white space and the structural bytes `{}[]:,`; resolves escapes (a
 //! quote after an odd run of backslashes is not a quote); marks the bytes inside strings with
 //! a prefix XOR of the real quotes; and writes to [`JsonIndex::pos`] the position of every
 //! structural byte outside strings, every real quote (opening and closing) and the first byte
@@ -14,6 +13,14 @@
 //! It also keeps, per block, the masks stage 2 asks about per string: backslashes (does the
 //! string need unescaping) and the detector prefilter (digits or a full-width lead byte `0xEF`,
 //! and `@`), counted over a string's range with a popcount instead of a pass over its bytes.
+//!
+//! Three classifiers build the same masks: [`Scalar`] (byte by byte, the reference), [`Portable`]
+//! (16-byte `wide` lanes: SSE2 on every x86-64, NEON or plain code elsewhere) and, on x86-64
+//! CPUs that have it, AVX2 in [`super::simd`], the one module allowed `unsafe`. Which one runs is
+//! chosen once per process ([`super::simd::kernel`]); the window loop ([`JsonIndex::run`]) is
+//! generic over the classifier, so each path is compiled whole, with no test of CPU features
+//! per block. Under `cfg(test)` every window is indexed by every path the CPU supports and the
+//! positions, per-block masks and carries are checked equal to the scalar reference's.
 //!
 //! Chunk boundaries: the escape carry (is the next byte escaped) and the in-string carry
 //! survive from one window to the next, so a body may be cut anywhere, inside a backslash run,
@@ -28,7 +35,7 @@ use wide::u8x16;
 pub(super) const WINDOW: usize = 16 * 1024;
 
 /// What stage 2 asks stage 1 about a string, per 64-byte block.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct BlockBits {
     /// Backslashes (escaped or not).
     bslash: u64,
@@ -54,7 +61,7 @@ pub(super) struct StringBits {
 }
 
 /// The index of one window and the carries between windows.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct JsonIndex {
     /// Positions in the window (the first `len`; the rest is scratch space for the
     /// unconditional writes of stage 1): structural bytes outside strings, real quotes, and
@@ -68,15 +75,85 @@ pub(super) struct JsonIndex {
     escaped: u64,
 }
 
-/// The raw bitmasks of one block.
-struct Masks {
-    quote: u64,
-    bslash: u64,
-    ws: u64,
-    op: u64,
-    digits: u64,
-    at: u64,
-    high: u64,
+/// The raw bitmasks of one block (bit `i` is byte `i`), as every classifier builds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Masks {
+    /// `"`.
+    pub quote: u64,
+    /// `\\`.
+    pub bslash: u64,
+    /// Space, `\n`, `\r`, `\t`, and the record separator `0x1E` in json-seq.
+    pub ws: u64,
+    /// `{}[]:,`.
+    pub op: u64,
+    /// ASCII digits and `0xEF`.
+    pub digits: u64,
+    /// `@`.
+    pub at: u64,
+    /// Bytes of 0x80 and above.
+    pub high: u64,
+}
+
+/// A way to build the [`Masks`] of a 64-byte block; `rs` is the record separator `0x1E` of
+/// json-seq when it counts as white space, else a space again.
+pub(super) trait Classify {
+    /// The masks of the 64 bytes of `b`.
+    fn classify(b: &[u8; 64], rs: u8) -> Masks;
+
+    /// Every bit set from an odd-numbered set bit up to the next one (exclusive): the bytes
+    /// inside quote pairs, opening quote included.
+    #[inline(always)]
+    fn prefix_xor(mut x: u64) -> u64 {
+        x ^= x << 1;
+        x ^= x << 2;
+        x ^= x << 4;
+        x ^= x << 8;
+        x ^= x << 16;
+        x ^= x << 32;
+        x
+    }
+}
+
+/// The byte-at-a-time classifier: the reference the SIMD paths are tested against.
+pub(super) struct Scalar;
+
+impl Classify for Scalar {
+    fn classify(b: &[u8; 64], rs: u8) -> Masks {
+        let mut m = Masks::default();
+        for (i, &c) in b.iter().enumerate() {
+            let bit = 1u64 << i;
+            let set = |mask: &mut u64, yes: bool| {
+                if yes {
+                    *mask |= bit;
+                }
+            };
+            set(&mut m.quote, c == b'"');
+            set(&mut m.bslash, c == b'\\');
+            set(
+                &mut m.ws,
+                matches!(c, b' ' | b'\n' | b'\r' | b'\t') || c == rs,
+            );
+            set(
+                &mut m.op,
+                matches!(c, b'{' | b'}' | b'[' | b']' | b':' | b','),
+            );
+            set(&mut m.digits, c.is_ascii_digit() || c == 0xEF);
+            set(&mut m.at, c == b'@');
+            set(&mut m.high, c >= 0x80);
+        }
+        m
+    }
+}
+
+/// The 16-byte `wide` classifier: SSE2 on every x86-64 (the fallback there), the portable path
+/// on other targets.
+pub(super) struct Portable;
+
+impl Classify for Portable {
+    #[inline(always)]
+    fn classify(b: &[u8; 64], rs: u8) -> Masks {
+        classify(b, rs)
+    }
 }
 
 #[inline(always)]
@@ -140,19 +217,6 @@ fn classify(b: &[u8; 64], rs: u8) -> Masks {
     m
 }
 
-/// Every bit set from an odd-numbered set bit up to the next one (exclusive): the bytes inside
-/// quote pairs, opening quote included.
-#[inline(always)]
-fn prefix_xor(mut x: u64) -> u64 {
-    x ^= x << 1;
-    x ^= x << 2;
-    x ^= x << 4;
-    x ^= x << 8;
-    x ^= x << 16;
-    x ^= x << 32;
-    x
-}
-
 const EVEN: u64 = 0x5555_5555_5555_5555;
 
 impl JsonIndex {
@@ -161,6 +225,15 @@ impl JsonIndex {
     pub(super) fn index(&mut self, data: &[u8], seq: bool) {
         debug_assert!(data.len() <= WINDOW);
         let rs = if seq { 0x1E } else { b' ' };
+        #[cfg(test)]
+        self.check_paths(data, rs);
+        (super::simd::kernel())(self, data, rs);
+    }
+
+    /// Indexes `data` with the classifier `C`: the whole window loop, inlined into each path's
+    /// entry point so that it is compiled with that path's instructions.
+    #[inline(always)]
+    pub(super) fn run<C: Classify>(&mut self, data: &[u8], rs: u8) {
         self.len = 0;
         self.blocks.clear();
         self.blocks.reserve(data.len().div_ceil(64));
@@ -169,7 +242,7 @@ impl JsonIndex {
         let mut base = 0u16;
         for b in &mut it {
             if let Ok(b) = <&[u8; 64]>::try_from(b) {
-                self.block(b, 64, base, rs, &mut run);
+                self.block::<C>(b, 64, base, rs, &mut run);
             }
             base += 64;
         }
@@ -178,7 +251,41 @@ impl JsonIndex {
             // Padding with spaces adds no token; the carries are taken at the real end.
             let mut b = [b' '; 64];
             b[..rest.len()].copy_from_slice(rest);
-            self.block(&b, rest.len(), base, rs, &mut run);
+            self.block::<C>(&b, rest.len(), base, rs, &mut run);
+        }
+    }
+
+    /// Under test, before every window: every path the CPU supports indexes `data` from the
+    /// same carries as the scalar reference, and the raw masks of every block, the positions,
+    /// the kept per-block masks and the carries must all be the reference's.
+    #[cfg(test)]
+    #[allow(clippy::panic)]
+    fn check_paths(&self, data: &[u8], rs: u8) {
+        use super::simd::{kernel_for, masks, Path};
+        let mut want = self.clone();
+        want.run::<Scalar>(data, rs);
+        for path in Path::ALL {
+            let Some(kernel) = kernel_for(path) else {
+                continue;
+            };
+            for (k, b) in data.chunks(64).enumerate() {
+                let mut block = [b' '; 64];
+                block[..b.len()].copy_from_slice(b);
+                assert_eq!(
+                    masks(path, &block, rs),
+                    masks(Path::Scalar, &block, rs),
+                    "{path:?}: raw masks of block {k}"
+                );
+            }
+            let mut got = self.clone();
+            kernel(&mut got, data, rs);
+            assert_eq!(got.pos(), want.pos(), "{path:?}: positions");
+            assert_eq!(got.blocks, want.blocks, "{path:?}: per-block masks");
+            assert_eq!(
+                (got.in_str, got.escaped),
+                (want.in_str, want.escaped),
+                "{path:?}: carries"
+            );
         }
     }
 
@@ -241,8 +348,8 @@ impl JsonIndex {
     }
 
     #[inline(always)]
-    fn block(&mut self, b: &[u8; 64], len: usize, base: u16, rs: u8, run: &mut u64) {
-        let m = classify(b, rs);
+    fn block<C: Classify>(&mut self, b: &[u8; 64], len: usize, base: u16, rs: u8, run: &mut u64) {
+        let m = C::classify(b, rs);
         // Escapes (simdjson's branchless odd-backslash-run resolution): `escaped` marks the
         // byte after each escaping backslash.
         let bs = m.bslash & !self.escaped;
@@ -256,7 +363,7 @@ impl JsonIndex {
             (escaped >> len) & 1
         };
         let quote = m.quote & !escaped;
-        let in_str = prefix_xor(quote) ^ self.in_str;
+        let in_str = C::prefix_xor(quote) ^ self.in_str;
         self.in_str = ((in_str as i64) >> 63) as u64;
         let op = m.op & !in_str;
         let other = !(in_str | quote | m.ws | op);
@@ -305,6 +412,8 @@ impl JsonIndex {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     /// The index by a byte-at-a-time reference: the same positions, whatever the windows.
@@ -433,6 +542,65 @@ mod tests {
             }
         }
         in_str
+    }
+
+    /// Every byte value at every position of a block, in json and json-seq mode: each path's
+    /// raw masks are the scalar reference's (`index` checks them, see `check_paths`).
+    #[test]
+    fn every_byte_value_classified_alike_by_every_path() {
+        let all: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+        for shift in 0..64 {
+            let data: Vec<u8> = all.iter().cycle().skip(shift).take(512).copied().collect();
+            for seq in [false, true] {
+                JsonIndex::default().index(&data, seq);
+            }
+        }
+    }
+
+    /// The differential test runs the SIMD paths this CPU has; a detection that failed would
+    /// leave AVX2 untested on a machine that has it.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_path_is_tested_where_the_cpu_has_it() {
+        use super::super::simd::Path;
+        assert_eq!(
+            Path::Avx2.supported(),
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("pclmulqdq")
+        );
+        assert!(Path::Portable.supported() && Path::Scalar.supported());
+    }
+
+    /// Bytes that matter to stage 1 (and their aliases under the tricks of the SIMD
+    /// classifiers: `0x0C`/`0x1A` for `,`/`:`, `0x1B`/`0x3B` for `[`/`{`, `0x80`/`0xA0`).
+    fn nasty_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            4 => prop::sample::select(b"\"\\{}[]:, \t\n\r@0918aZu".to_vec()),
+            1 => prop::sample::select(vec![0x1E, 0xEF, 0x0C, 0x1A, 0x1B, 0x3B, 0x7B, 0x5C, 0x80, 0xA0, 0xAC, 0xBA, 0xDB, 0xFF, 0x00, 0x2F, 0x3A, 0x39, 0x40]),
+            1 => any::<u8>(),
+        ];
+        prop::collection::vec(byte, 0..400)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: crate::testing::proptest_cases(200),
+            ..ProptestConfig::default()
+        })]
+
+        /// Every path against the scalar reference (masks, positions, carries: `check_paths`
+        /// inside `index`) on arbitrary bytes, whole and cut at every position, json and
+        /// json-seq. (The byte-at-a-time `reference` is not the oracle here: on bytes that
+        /// are no JSON, e.g. a backslash outside strings, stage 1 escapes as simdjson does.)
+        #[test]
+        fn every_path_agrees_at_every_cut(data in nasty_bytes(), seq in any::<bool>()) {
+            let mut ix = JsonIndex::default();
+            ix.index(&data, seq);
+            for cut in 0..=data.len() {
+                let mut ix = JsonIndex::default();
+                ix.index(&data[..cut], seq);
+                ix.index(&data[cut..], seq);
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! Submodules: [`config`] (settings, lookups), [`mediatype`] (strict `Content-Type`),
 //! `pipeline` (the decoding chain) with `decode` (content codings), [`charset`] and
 //! [`transfer`] (multipart transfer encodings), whose release mapping is `checkpoints`; the
-//! formats `json` (JSON, NDJSON; its stage 1, the SIMD index, is `json_index`, its lexical
+//! formats `json` (JSON, NDJSON; its stage 1, the SIMD index, is `json_index`, whose
+//! run-time choice of SIMD path, the crate's one `unsafe` module, is `simd`; its lexical
 //! helpers `json_lex`; documents inside values are `json::embedded`), `csv`, `form` (form
 //! bodies and queries), `multipart`, `xml` (XML and SOAP on `quick-xml`; its charset stage
 //! settles the declaration's `encoding` with the `Content-Type`), `xlsx` (spreadsheets, judged
@@ -41,6 +42,7 @@ pub mod mediatype;
 mod multipart;
 mod pipeline;
 pub mod record;
+mod simd;
 pub mod transfer;
 mod xlsx;
 mod xml;
@@ -65,6 +67,7 @@ pub use head::{
     FRAMING_HEADERS,
 };
 pub use record::{Namespace, Record, RecordRef, Records, Subject, SubjectRef};
+pub use simd::{selected as simd_path, Path as SimdPath, SIMD_ENV};
 
 use crate::model::CategorySet;
 use detect::DetectCtx;
