@@ -71,13 +71,8 @@ where
     let mut audit = cx.audit(&dest.name, req.method().as_str(), req.uri().path());
     audit.origin = sink.origin();
     let mut summary = Summary::default();
-    if let Err(refused) = admit(cx, dest_index, &req, false, &mut summary) {
-        return match refused {
-            Admit::Refuse(refusal) => {
-                refuse_audited(gate, snap, refusal, request_id, audit, &summary).await
-            }
-            Admit::Fail(f) => (respond::failure(f, request_id), Decision::Block),
-        };
+    if let Err(answer) = admit_or_answer(cx, dest_index, &req, false, &mut summary, &audit).await {
+        return answer;
     }
     let now = gate.clock.now();
     let today = shanghai_date(now);
@@ -200,6 +195,30 @@ pub(super) enum Admit {
     Refuse(Refusal),
     /// A synthetic failure (413).
     Fail(Failure<'static>),
+}
+
+/// [`admit`], with the answer to a request it stops: the refusal, audited, or the failure.
+pub(super) async fn admit_or_answer<B>(
+    cx: RequestCx<'_>,
+    dest: usize,
+    req: &Request<B>,
+    websocket: bool,
+    summary: &mut Summary,
+    audit: &AuditRecord,
+) -> Result<(), (Response<GateBody>, Decision)> {
+    match admit(cx, dest, req, websocket, summary) {
+        Ok(()) => Ok(()),
+        Err(Admit::Refuse(refusal)) => Err(refuse_audited(
+            cx.gate,
+            cx.snap,
+            refusal,
+            cx.request_id,
+            audit.clone(),
+            summary,
+        )
+        .await),
+        Err(Admit::Fail(f)) => Err((respond::failure(f, cx.request_id), Decision::Block)),
+    }
 }
 
 /// SPEC §5 step 0 and what is refused before anything is read: a client outside the

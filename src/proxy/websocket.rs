@@ -15,7 +15,7 @@
 
 use super::budget::{Budget, Charge};
 use super::context::RequestCx;
-use super::destination::{admit, forbidden_summary, judge_into, Admit};
+use super::destination::{admit_or_answer, forbidden_summary, judge_into};
 use super::enforce::{Batch, Outcome};
 use super::gated::{judge_now, Ctx, Summary};
 use super::head::inspect_head;
@@ -149,13 +149,8 @@ pub(crate) async fn serve(
     let mut audit = cx.audit(&dest.name, req.method().as_str(), req.uri().path());
     audit.origin = "proxy";
     let mut summary = Summary::default();
-    if let Err(refused) = admit(cx, dest_index, &req, true, &mut summary) {
-        return match refused {
-            Admit::Refuse(refusal) => {
-                refuse_audited(gate, snap, refusal, request_id, audit, &summary).await
-            }
-            Admit::Fail(f) => (respond::failure(f, request_id), Decision::Block),
-        };
+    if let Err(answer) = admit_or_answer(cx, dest_index, &req, true, &mut summary, &audit).await {
+        return answer;
     }
     let now = gate.clock.now();
     let today = shanghai_date(now);
