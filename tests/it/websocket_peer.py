@@ -31,7 +31,12 @@ async def server(log, deflate, tls):
                 if msg == "bye":
                     await ws.close(1000, "bye")
                     break
-                await ws.send("ack")
+                try:
+                    await ws.send("ack")
+                except ConnectionClosed:
+                    # Closed by the gate while this message was acknowledged: the messages
+                    # received before the close are still queued; log them all.
+                    continue
         except ConnectionClosed:
             pass
         rcvd = ws.protocol.close_rcvd
