@@ -403,28 +403,48 @@ impl Relay {
         let (mut cr, cw) = tokio::io::split(client);
         let (ur, mut uw) = tokio::io::split(upstream);
         let cw: Shared<_> = Arc::new(tokio::sync::Mutex::new(cw));
-        let mut down = tokio::spawn(copy_frames(ur, cw.clone(), self.last.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut down = tokio::spawn(copy_frames(ur, cw.clone(), self.last.clone(), stopped));
         let end = tokio::select! {
             e = self.up(&mut cr, &mut uw) => e,
             _ = &mut down => End::Server,
         };
         match end {
             End::Close(code, reason) => {
-                // Both sides closed by the gate; the server's direction stops at a frame
-                // boundary (the writer lock) so the close frame is not cut into a frame.
-                down.abort();
-                let _ = down.await;
+                // Both sides closed by the gate. The server's direction stops, at a frame
+                // boundary when it can (the writer lock), and hands back its reader: the
+                // server's close frame is awaited on it (the closing handshake). Dropping a
+                // socket with unread bytes would reset it, and the server would lose what it
+                // had received but not yet read — messages already judged and counted.
+                let _ = stop.send(());
+                let (ur, boundary) = match (&mut down).await {
+                    Ok((ur, boundary)) => (Some(ur), boundary),
+                    Err(_) => (None, false),
+                };
                 let _ = uw.write_all(&close_frame(code, reason, true)).await;
-                let _ = uw.shutdown().await;
+                let _ = uw.flush().await;
                 {
                     let mut w = cw.lock().await;
-                    let _ = w.write_all(&close_frame(code, reason, false)).await;
+                    if boundary {
+                        let _ = w.write_all(&close_frame(code, reason, false)).await;
+                    }
                     let _ = w.shutdown().await;
                 }
-                // What the client still sends is read and dropped until it closes (bounded),
-                // so that its close frame is not lost to a reset.
+                // Both peers' remaining bytes are read and dropped until they close (bounded),
+                // so that neither close frame is lost to a reset.
                 let linger = self.idle.min(LINGER);
-                let _ = tokio::time::timeout(linger, drain(&mut cr, self.max as u64 + 65536)).await;
+                let limit = self.max as u64 + 65536;
+                let upstream_done = async {
+                    if let Some(mut ur) = ur {
+                        drain(&mut ur, limit).await;
+                    }
+                };
+                let _ = tokio::time::timeout(
+                    linger,
+                    futures_util::future::join(upstream_done, drain(&mut cr, limit)),
+                )
+                .await;
+                let _ = uw.shutdown().await;
             }
             End::Client => {
                 let _ = uw.shutdown().await;
@@ -853,8 +873,14 @@ async fn charge(budget: &Budget, c: &mut Charge, want: u64, wait: Duration) -> b
 }
 
 /// The server→client direction: frames copied whole, uninspected, so that the gate's own
-/// close frame can only come between two frames.
-async fn copy_frames<R, W>(mut ur: R, cw: Shared<W>, last: Arc<LastIo>)
+/// close frame can only come between two frames. On `stop` it returns the reader and whether
+/// it stopped between two frames (the gate may then write its close frame to the client).
+async fn copy_frames<R, W>(
+    mut ur: R,
+    cw: Shared<W>,
+    last: Arc<LastIo>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (R, bool)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -870,12 +896,16 @@ where
                 Ok(None) => {}
                 Err(_) => {
                     let _ = cw.lock().await.shutdown().await;
-                    return;
+                    return (ur, false);
                 }
             }
-            if !matches!(read_more(&mut ur, &mut buf, None).await, Read::Data) {
+            let read = tokio::select! {
+                r = read_more(&mut ur, &mut buf, None) => r,
+                _ = &mut stop => return (ur, true),
+            };
+            if !matches!(read, Read::Data) {
                 let _ = cw.lock().await.shutdown().await;
-                return;
+                return (ur, false);
             }
             last.touch();
         };
@@ -883,21 +913,25 @@ where
         let mut w = cw.lock().await;
         while left > 0 {
             if buf.is_empty() {
-                if !matches!(read_more(&mut ur, &mut buf, None).await, Read::Data) {
+                let read = tokio::select! {
+                    r = read_more(&mut ur, &mut buf, None) => r,
+                    _ = &mut stop => return (ur, false),
+                };
+                if !matches!(read, Read::Data) {
                     let _ = w.shutdown().await;
-                    return;
+                    return (ur, false);
                 }
                 last.touch();
             }
             let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
             if w.write_all(&buf[..n]).await.is_err() {
-                return;
+                return (ur, false);
             }
             buf.advance(n);
             left -= n as u64;
         }
         if w.flush().await.is_err() {
-            return;
+            return (ur, false);
         }
     }
 }
