@@ -69,11 +69,13 @@ static CHOSEN: OnceLock<(Path, Kernel)> = OnceLock::new();
 
 fn chosen() -> &'static (Path, Kernel) {
     CHOSEN.get_or_init(|| {
-        // The default stays the portable path: the AVX2 path does not yet run fewer
-        // instructions than it (BENCHMARKS.md, inspection engine: LLVM builds one of its
-        // 64-bit masks byte by byte, 120 `vpinsrb` a block). It is chosen by
-        // `TRANSFER_GATE_SIMD=avx2` until a measurement shows it faster.
-        let best = Path::Portable;
+        // The widest path the CPU has: AVX2 runs half the stage-1 instructions of the
+        // portable path (BENCHMARKS.md, inspection engine, "Stage 1 on AVX2").
+        let best = if Path::Avx2.supported() {
+            Path::Avx2
+        } else {
+            Path::Portable
+        };
         let path = match std::env::var(SIMD_ENV) {
             Err(_) => best,
             Ok(v) => match Path::parse(&v) {
@@ -143,9 +145,9 @@ pub(super) fn masks(path: Path, b: &[u8; 64], rs: u8) -> Option<super::json_inde
 mod avx2 {
     use std::arch::x86_64::{
         __m256i, _mm256_and_si256, _mm256_broadcastsi128_si256, _mm256_cmpeq_epi8,
-        _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
-        _mm256_set1_epi8, _mm256_shuffle_epi8, _mm_clmulepi64_si128, _mm_cvtsi128_si64,
-        _mm_set1_epi8, _mm_set_epi64x, _mm_setr_epi8,
+        _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+        _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srli_epi16, _mm_clmulepi64_si128,
+        _mm_cvtsi128_si64, _mm_set1_epi8, _mm_set_epi64x, _mm_setr_epi8,
     };
 
     use super::super::json_index::{Classify, JsonIndex, Masks};
@@ -283,19 +285,28 @@ mod avx2 {
             _mm256_cmpeq_epi8(t, v),
             _mm256_cmpeq_epi8(_mm256_or_si256(t, splat(0x20)), v),
         );
-        // Digits by two signed compares (bytes of 0x80 and above are negative), and 0xEF
-        // as a mask of its own: written as an unsigned range test or'ed with the 0xEF test in
-        // the vector, LLVM scalarized this mask byte by byte.
-        let digit = _mm256_and_si256(
-            _mm256_cmpgt_epi8(v, splat(b'0' - 1)),
-            _mm256_cmpgt_epi8(splat(b'9' + 1), v),
+        // Digits and 0xEF by two nibble lookups (bit 1: high nibble 3 and low nibble 0..9;
+        // bit 2: 0xEF): written as compares, LLVM built this mask byte by byte.
+        let hi_table = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+            0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0,
+        ));
+        let lo_table = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+            1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 2,
+        ));
+        let nibble = splat(0x0F);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nibble);
+        let lo = _mm256_and_si256(v, nibble);
+        let class = _mm256_and_si256(
+            _mm256_shuffle_epi8(hi_table, hi),
+            _mm256_shuffle_epi8(lo_table, lo),
         );
+        let digit = !bits(_mm256_cmpeq_epi8(class, _mm256_setzero_si256()));
         [
             eq(b'"'),
             eq(b'\\'),
             bits(_mm256_cmpeq_epi8(_mm256_shuffle_epi8(ws_table, v), v)),
             bits(op),
-            bits(digit) | eq(0xEF),
+            digit,
             eq(b'@'),
             bits(v),
         ]
