@@ -2,7 +2,8 @@
 //! threshold utilisation, the mechanism required now, approval expiry and remaining volume.
 //! A reservation updates the gauges of the scopes it touched from its own outcome; a periodic
 //! refresh (and every reload) recomputes them all from the ledger, which also covers approvals
-//! never used and the turn of the year.
+//! never used and the turn of the year. A destination's series appear once it has counted
+//! someone.
 
 use super::enforce::Scopes;
 use crate::config::Config;
@@ -10,16 +11,21 @@ use crate::ledger::{Ledger, ScopeId};
 use crate::metrics::Metrics;
 use crate::policy::Mechanism;
 use crate::policy::{self, Counts, Threshold};
-use prometheus::{Gauge, IntGauge};
+use prometheus::{Gauge, IntGauge, IntGaugeVec};
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 #[derive(Debug)]
 enum Target {
     Entity,
+    /// A destination's two series, made when it first counts someone: a configuration of
+    /// 100,000 destinations would otherwise export 200,000 series at zero (SPEC §6: labels
+    /// bounded by use).
     Destination {
-        all: IntGauge,
-        sensitive: IntGauge,
+        vec: IntGaugeVec,
+        name: Box<str>,
+        series: OnceLock<(IntGauge, IntGauge)>,
     },
     Approval {
         all: Option<(IntGauge, u64)>,
@@ -67,12 +73,9 @@ impl Gauges {
             .push(Target::Entity);
         for (i, d) in cfg.destinations.iter().enumerate() {
             let t = Target::Destination {
-                all: m
-                    .destination_subjects
-                    .with_label_values(&[d.name.as_str(), "all"]),
-                sensitive: m
-                    .destination_subjects
-                    .with_label_values(&[d.name.as_str(), "sensitive"]),
+                vec: m.destination_subjects.clone(),
+                name: d.name.as_str().into(),
+                series: OnceLock::new(),
             };
             // An exempt destination's transfers live in its exempt scope.
             let sid = scopes.exempt[i].unwrap_or(scopes.destination[i]);
@@ -195,7 +198,16 @@ impl Gauges {
                         g.set(i64::from(*m == need));
                     }
                 }
-                Target::Destination { all, sensitive } => {
+                Target::Destination { vec, name, series } => {
+                    if c.all == 0 && c.sensitive == 0 && series.get().is_none() {
+                        continue;
+                    }
+                    let (all, sensitive) = series.get_or_init(|| {
+                        (
+                            vec.with_label_values(&[&**name, "all"]),
+                            vec.with_label_values(&[&**name, "sensitive"]),
+                        )
+                    });
                     all.set(c.all as i64);
                     sensitive.set(c.sensitive as i64);
                 }
