@@ -271,10 +271,15 @@ impl MessageReader {
         if b.is_empty() {
             return Ok(());
         }
-        if simd_utf8(b) {
+        let text = simd_utf8(b);
+        if text {
             self.text(info, b, sink);
         }
         if wire::is_message(b) {
+            // Text that also parses as a message is read as one for the detectors only: its
+            // field's name already applied to the text (a subject field's value is the text,
+            // not the numbers its bytes happen to spell).
+            let info = if text { FieldInfo::default() } else { info };
             self.open(info, at, sink)?;
             self.walk_schemaless(b, at, sink)?;
             self.close(sink);
