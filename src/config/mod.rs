@@ -340,8 +340,8 @@ pub enum WebSocketBinary {
     /// Not set: binary messages are unreadable.
     #[default]
     Unreadable,
-    /// `"protobuf"`: read as protobuf. No protobuf reader exists yet, so these are
-    /// unreadable too for now (`docs/inspection.md`).
+    /// `"protobuf"`: each binary message is one protobuf message, read without a schema
+    /// (`docs/inspection.md`).
     Protobuf,
 }
 
