@@ -206,6 +206,66 @@ fn gen_json() -> Body {
     }
 }
 
+fn pb_varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7F) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn pb_bytes(n: u64, v: &[u8], out: &mut Vec<u8>) {
+    pb_varint(n << 3 | 2, out);
+    pb_varint(v.len() as u64, out);
+    out.extend_from_slice(v);
+}
+
+/// A gRPC body of `partner.v1.Customer` messages (`tests/data/partner.proto`), one frame per
+/// customer: name, phone, ID number, address (city), e-mail, member id (a subject field of the
+/// default configuration when the schema names it), notes (the orders as text).
+fn gen_grpc() -> Body {
+    let mut r = Rng(0x5eed_1234_5678_9abc);
+    let mut out = Vec::new();
+    let mut customers = Vec::new();
+    while out.len() < TARGET {
+        let c = customer(&mut r, customers.len() as u64);
+        let mut m = Vec::new();
+        pb_bytes(1, c.name.as_bytes(), &mut m);
+        pb_bytes(2, c.phone.as_bytes(), &mut m);
+        pb_bytes(3, c.id_no.as_bytes(), &mut m);
+        let mut addr = Vec::new();
+        pb_bytes(1, c.address.as_bytes(), &mut addr);
+        pb_bytes(4, &addr, &mut m);
+        pb_bytes(5, c.email.as_bytes(), &mut m);
+        pb_varint(6 << 3, &mut m);
+        pb_varint(c.id, &mut m);
+        for (id, sku, qty, cents) in &c.orders {
+            pb_bytes(8, format!("{id} {sku} x{qty} {cents}").as_bytes(), &mut m);
+        }
+        out.push(0);
+        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        out.extend_from_slice(&m);
+        customers.push(c);
+    }
+    Body {
+        bytes: out,
+        customers,
+    }
+}
+
+/// The default configuration with the fixture's descriptor set.
+fn with_partner_schema() -> Arc<InspectConfig> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/partner.binpb");
+    let schemas = transfer_gate::inspect::ProtobufSchemas::load(&[p]).expect("the fixture loads");
+    Arc::new(InspectConfig::default().with_protobuf_schemas(Some(schemas)))
+}
+
+const GRPC_TYPED: &str = "application/grpc; proto=partner.v1.Customer";
+
 fn gen_ndjson() -> Body {
     let mut r = Rng(0x1234_5678_9abc_def1);
     let mut out = String::new();
@@ -693,6 +753,35 @@ fn benches(c: &mut Criterion) {
     g.bench_function("roxmltree/xml_soap", |b| {
         b.iter(|| black_box(roxmltree_parse(black_box(&xml))))
     });
+    // gRPC frames of protobuf customers, without a schema (the detectors find the phone, ID
+    // number and e-mail of each) and with the fixture's descriptor set (`member_id` is the
+    // record's subject).
+    let grpc = gen_grpc();
+    let typed = with_partner_schema();
+    assert_eq!(
+        scan(&cfg, "application/grpc", None, &grpc.bytes, 64 * 1024),
+        grpc.customers.len()
+    );
+    assert_eq!(
+        scan(&typed, GRPC_TYPED, None, &grpc.bytes, 64 * 1024),
+        grpc.customers.len()
+    );
+    let grpc = grpc.bytes;
+    g.throughput(Throughput::Bytes(grpc.len() as u64));
+    g.bench_function("engine/grpc_protobuf(schemaless)", |b| {
+        b.iter(|| {
+            black_box(scan(
+                &cfg,
+                "application/grpc",
+                None,
+                black_box(&grpc),
+                64 * 1024,
+            ))
+        })
+    });
+    g.bench_function("engine/grpc_protobuf(descriptor set)", |b| {
+        b.iter(|| black_box(scan(&typed, GRPC_TYPED, None, black_box(&grpc), 64 * 1024)))
+    });
     // One WebSocket client message: a masked, deflated frame of ~1 KB of JSON records.
     let (frame, plain_len) = ws_frame();
     assert!(ws_judge(&cfg, &frame) >= 6, "every record's subject found");
@@ -759,7 +848,7 @@ fn ws_judge(cfg: &Arc<InspectConfig>, frame: &[u8]) -> usize {
     f.subject_count()
 }
 
-/// `INSPECT_ONCE=<json|ndjson|csv|xml|xlsx|bare> INSPECT_REPEAT=<n>`: scan that body `n` times and exit,
+/// `INSPECT_ONCE=<json|ndjson|csv|xml|xlsx|bare|grpc|grpc_typed> INSPECT_REPEAT=<n>`: scan that body `n` times and exit,
 /// for instruction counts under `valgrind --tool=callgrind` (repeatable on a loaded machine,
 /// unlike time): the difference between two repeat counts is the cost of the scans alone. It
 /// also prints the best and median MB per CPU-second of five batches of the repetitions.
@@ -770,12 +859,15 @@ fn once(what: &str) {
         .unwrap_or(1);
     let cfg = Arc::new(InspectConfig::default());
     let bare = Arc::new(InspectConfig::for_tests(&["customer_id"], &[], &[]));
+    let typed = with_partner_schema();
     let (cfg, ct, body) = match what {
         "ndjson" => (&cfg, "application/x-ndjson", gen_ndjson()),
         "csv" => (&cfg, "text/csv", gen_csv()),
         "xlsx" => (&cfg, XLSX, gen_xlsx()),
         "bare" => (&bare, "application/json", gen_json()),
         "xml" => (&cfg, "application/soap+xml", gen_xml()),
+        "grpc" => (&cfg, "application/grpc", gen_grpc()),
+        "grpc_typed" => (&typed, GRPC_TYPED, gen_grpc()),
         _ => (&cfg, "application/json", gen_json()),
     };
     let want = if what == "bare" {
@@ -783,15 +875,23 @@ fn once(what: &str) {
     } else {
         body.subjects()
     };
-    check(
-        what,
-        cfg,
-        ct,
-        None,
-        &body.bytes,
-        &want,
-        body.customers.len(),
-    );
+    if what.starts_with("grpc") {
+        // One record per message (checked by the unit and integration tests otherwise).
+        assert_eq!(
+            scan(cfg, ct, None, &body.bytes, 64 * 1024),
+            body.customers.len()
+        );
+    } else {
+        check(
+            what,
+            cfg,
+            ct,
+            None,
+            &body.bytes,
+            &want,
+            body.customers.len(),
+        );
+    }
     let body = body.bytes;
     // Batches of `n / 5` scans: the thread's CPU time moves in scheduler ticks.
     let batch = (n / 5).max(1);

@@ -269,6 +269,11 @@ pub struct Inspection {
     pub max_decompression_ratio: u64,
     /// An xlsx workbook is held and judged whole up to this size; larger is 413.
     pub max_workbook_bytes: u64,
+    /// `protobuf_descriptor_sets`: the files (resolved against the config file's directory)
+    /// and their message types, loaded (`None` when no file is configured or one failed).
+    pub protobuf_descriptor_sets: Vec<PathBuf>,
+    /// The loaded descriptor sets.
+    pub protobuf_schemas: Option<crate::inspect::ProtobufSchemas>,
     /// Default for unreadable bodies.
     pub unreadable: Unreadable,
     /// Whether a resident ID alone is sensitive.
@@ -335,8 +340,8 @@ pub enum WebSocketBinary {
     /// Not set: binary messages are unreadable.
     #[default]
     Unreadable,
-    /// `"protobuf"`: read as protobuf. No protobuf reader exists yet, so these are
-    /// unreadable too for now (`docs/inspection.md`).
+    /// `"protobuf"`: each binary message is one protobuf message, read without a schema
+    /// (`docs/inspection.md`).
     Protobuf,
 }
 

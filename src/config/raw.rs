@@ -125,6 +125,8 @@ pub struct RawInspection {
     pub max_decoded_bytes: Option<u64>,
     pub max_decompression_ratio: Option<u64>,
     pub max_workbook_bytes: Option<u64>,
+    #[serde(default)]
+    pub protobuf_descriptor_sets: Vec<String>,
     pub unreadable: Option<String>,
     #[serde(default = "default_true")]
     pub resident_id_sensitive: bool,

@@ -199,6 +199,8 @@ pub struct InspectConfig {
     table: Vec<Vec<(Box<[u8]>, FieldInfo)>>,
     /// Bit `n` set when some mapped name has length `n` (quick rejection of keys).
     len_mask: u128,
+    /// `inspection.protobuf_descriptor_sets`, loaded.
+    protobuf: Option<super::ProtobufSchemas>,
 }
 
 impl Default for InspectConfig {
@@ -253,6 +255,7 @@ impl InspectConfig {
             map: FieldMap::default(),
             table: Vec::new(),
             len_mask: 0,
+            protobuf: None,
         }
     }
 
@@ -359,6 +362,18 @@ impl InspectConfig {
     pub fn with_max_workbook_bytes(mut self, n: u64) -> Self {
         self.max_workbook_bytes = n.max(1);
         self
+    }
+
+    /// With the message types of `inspection.protobuf_descriptor_sets`: protobuf and gRPC
+    /// bodies of a type they describe are read with field names.
+    pub fn with_protobuf_schemas(mut self, schemas: Option<super::ProtobufSchemas>) -> Self {
+        self.protobuf = schemas;
+        self
+    }
+
+    /// The loaded descriptor sets, if any.
+    pub fn protobuf_schemas(&self) -> Option<&super::ProtobufSchemas> {
+        self.protobuf.as_ref()
     }
 
     /// The largest xlsx workbook judged whole (`inspection.max_workbook_bytes`).

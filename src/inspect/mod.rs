@@ -68,6 +68,7 @@ pub use head::{
     inspect_headers, inspect_headers_except, inspect_query, inspect_text, inspect_url,
     FRAMING_HEADERS,
 };
+pub use protobuf::schema::{ProtobufSchemas, SchemaError, MAX_DESCRIPTOR_SET_BYTES};
 pub use record::{Namespace, Record, RecordRef, Records, Subject, SubjectRef};
 pub use simd::{selected as simd_path, Path as SimdPath, SIMD_ENV};
 
@@ -288,22 +289,20 @@ pub(crate) enum Format {
 }
 
 impl Format {
-    pub(crate) fn new(kind: &BodyKind) -> Self {
-        Self::with_grpc_encoding(kind, Ok(None))
-    }
-
-    /// A format; `grpc_encoding` is the call's `grpc-encoding` (used by gRPC only).
-    pub(crate) fn with_grpc_encoding(
+    /// A format; `grpc_encoding` is the call's `grpc-encoding` (used by gRPC only), `ty` the
+    /// message type protobuf and gRPC bodies are read as.
+    pub(crate) fn with_protobuf(
         kind: &BodyKind,
         grpc_encoding: Result<Option<Coding>, Unreadable>,
+        ty: Option<prost_reflect::MessageDescriptor>,
     ) -> Self {
         match kind {
-            BodyKind::Protobuf { message_type } => {
-                Format::Protobuf(protobuf::ProtobufScanner::new(message_type.clone()))
-            }
-            BodyKind::Grpc { web, message_type } => Format::Grpc(Box::new(
-                protobuf::grpc::GrpcScanner::new(*web, grpc_encoding, message_type.clone()),
-            )),
+            BodyKind::Protobuf { .. } => Format::Protobuf(protobuf::ProtobufScanner::new(ty)),
+            BodyKind::Grpc { web, .. } => Format::Grpc(Box::new(protobuf::grpc::GrpcScanner::new(
+                *web,
+                grpc_encoding,
+                ty,
+            ))),
             BodyKind::Json => Format::Json(json::JsonScanner::new(false)),
             BodyKind::JsonSeq => Format::Json(json::JsonScanner::new(true)),
             BodyKind::Form => Format::Form(form::FormScanner::default()),
@@ -546,8 +545,8 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
                     _ => None,
                 };
                 let coding = Coding::parse(content_encoding?)?;
-                let kind = protobuf::resolve_kind(bt.kind, grpc.path, c);
-                let format = Format::with_grpc_encoding(&kind, grpc.encoding);
+                let ty = protobuf::message_descriptor(&bt.kind, grpc.path, c);
+                let format = Format::with_protobuf(&bt.kind, grpc.encoding, ty);
                 pipeline(format, bt.charset, coding, limits, None)
             });
         let (pipe, phase) = match pipe {

@@ -391,7 +391,11 @@ impl MultipartScanner {
             None => None,
         };
         let format = match &kind {
-            Some(k) => Format::new(k),
+            Some(k) => Format::with_protobuf(
+                k,
+                Ok(None),
+                super::protobuf::message_descriptor(k, None, sink.cfg),
+            ),
             None => Format::Text(TextValue::default()),
         };
         let pipe = super::pipeline(format, charset, coding, sink.cfg.decode_limits(), transfer)?;

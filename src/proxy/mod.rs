@@ -212,6 +212,7 @@ pub fn inspect_config(
         i.resident_id_sensitive,
     )?
     .with_max_workbook_bytes(i.max_workbook_bytes)
+    .with_protobuf_schemas(i.protobuf_schemas.clone())
     .with_watched_fields(&watched)
 }
 

@@ -710,7 +710,8 @@ impl Relay {
 
 /// What a message carries (SPEC §3 "WebSocket"): a text message as JSON when it is JSON (a
 /// record, or an array of records), otherwise as text for the detectors; a binary message is
-/// unreadable (`websocket_binary = "protobuf"` too, until a protobuf reader exists).
+/// one protobuf message read without a schema with `websocket_binary = "protobuf"`, otherwise
+/// unreadable.
 ///
 /// # Errors
 /// The message is unreadable.
@@ -723,9 +724,19 @@ pub fn judge_message(
     sensitive: bool,
 ) -> Result<Findings, Unreadable> {
     if !text {
-        // No protobuf reader yet: `websocket_binary = "protobuf"` reads nothing either.
-        let _ = binary;
-        return Err(Unreadable::UnknownContentType);
+        return match binary {
+            // One protobuf message, read without a schema (SPEC names no message type for a
+            // WebSocket destination).
+            WebSocketBinary::Protobuf => crate::inspect::inspect_bytes(
+                cfg,
+                Some("application/x-protobuf"),
+                None,
+                payload,
+                today,
+                sensitive,
+            ),
+            WebSocketBinary::Unreadable => Err(Unreadable::UnknownContentType),
+        };
     }
     match crate::inspect::inspect_bytes(
         cfg,

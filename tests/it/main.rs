@@ -18,6 +18,7 @@ mod intercept;
 mod ledger_crash;
 mod lifecycle;
 mod positions;
+mod protobuf;
 mod proxy;
 mod readiness;
 mod redis;

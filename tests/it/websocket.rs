@@ -400,3 +400,63 @@ async fn messages_inside_intercepted_tls_are_judged() {
     assert_eq!(got, vec![s(r#"{"user_id": 77}"#)]);
     assert_eq!(gate.entity_counts().await, (1, 0));
 }
+
+/// A length-delimited protobuf field.
+fn pb_field(n: u8, v: &[u8]) -> Vec<u8> {
+    let mut o = vec![n << 3 | 2, u8::try_from(v.len()).unwrap()];
+    o.extend_from_slice(v);
+    o
+}
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::from("hex:");
+    for c in b {
+        s.push_str(&format!("{c:02x}"));
+    }
+    s
+}
+
+/// How the Python server logs a binary message (latin-1).
+fn latin1(b: &[u8]) -> String {
+    b.iter().map(|c| char::from(*c)).collect()
+}
+
+#[tokio::test]
+async fn binary_messages_are_read_as_protobuf_with_websocket_binary_protobuf() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = WsServer::start(dir.path(), false);
+    let gate = GateBuilder::new()
+        .destination(ws_dest(&up).set("websocket_binary", "\"protobuf\""))
+        .start()
+        .await;
+    // `partner.v1.Customer { name: "张三", phone: "13812345678", address { city } }`.
+    let mut customer = pb_field(1, "张三".as_bytes());
+    customer.extend(pb_field(2, b"13812345678"));
+    customer.extend(pb_field(4, &pb_field(1, "北京".as_bytes())));
+    let report = client(&gate, false, "messages", &[hex(&customer), s("bye")]).await;
+    assert_eq!(report["code"], 1000, "{report}");
+    let (got, _) = up.messages_after_close();
+    assert_eq!(got, vec![latin1(&customer), s("bye")]);
+    assert_eq!(gate.entity_counts().await, (1, 0));
+
+    // Malformed protobuf (a length past the end): 1008 unreadable_body, never forwarded.
+    let up2 = WsServer::start(dir.path(), true);
+    let gate2 = GateBuilder::new()
+        .destination(ws_dest(&up2).set("websocket_binary", "\"protobuf\""))
+        .start()
+        .await;
+    let mut bad = pb_field(2, b"13987654321");
+    bad.extend([0x0a, 0x40, b'x']);
+    let report = client(
+        &gate2,
+        true,
+        "messages",
+        &[hex(&customer), hex(&bad), s("bye")],
+    )
+    .await;
+    assert_eq!(report["code"], 1008, "{report}");
+    assert_eq!(report["reason"], "unreadable_body", "{report}");
+    let (got, _) = up2.messages_after_close();
+    assert_eq!(got, vec![latin1(&customer)]);
+    assert_eq!(gate2.entity_counts().await, (1, 0));
+}

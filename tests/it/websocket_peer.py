@@ -74,7 +74,8 @@ async def client(gate_port, url, deflate, scenario, messages):
             out["extensions"] = ws.response.headers.get("Sec-WebSocket-Extensions")
             if scenario == "messages":
                 for m in messages:
-                    await ws.send(m)
+                    # "hex:<hex>" is sent as a binary message.
+                    await ws.send(bytes.fromhex(m[4:]) if m.startswith("hex:") else m)
             elif scenario == "fragments":
                 for m in messages:
                     await ws.send(list(m))  # each list element one frame

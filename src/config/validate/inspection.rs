@@ -1,13 +1,41 @@
 //! `[inspection]`, `[inspection.subjects]` and `[inspection.categories]`: size and depth
 //! limits, what to do with unreadable bodies, subject fields, detectors, headers and the
-//! field names of each category.
+//! field names of each category; `protobuf_descriptor_sets`, loaded here so that `check`,
+//! `run` and reload agree (a missing or corrupt file is an error at its position in the list).
 
 use crate::config::raw::RawInspection;
-use crate::config::{Diagnostics, Inspection, Unreadable, DETECTORS};
+use crate::config::{resolve, Diagnostics, Inspection, Unreadable, DETECTORS};
 use crate::model::Category;
+use std::path::Path;
 
-/// Validates `[inspection]` and its subtables, filling in the defaults.
-pub(super) fn validate(file: &str, raw: RawInspection, d: &mut Diagnostics) -> Inspection {
+/// Validates `[inspection]` and its subtables, filling in the defaults; `path` is the config
+/// file (relative paths are resolved against it).
+pub(super) fn validate(
+    path: &Path,
+    file: &str,
+    raw: RawInspection,
+    d: &mut Diagnostics,
+) -> Inspection {
+    let protobuf_descriptor_sets: Vec<_> = raw
+        .protobuf_descriptor_sets
+        .iter()
+        .map(|p| resolve(path, p))
+        .collect();
+    let protobuf_schemas = if protobuf_descriptor_sets.is_empty() {
+        None
+    } else {
+        match crate::inspect::ProtobufSchemas::load(&protobuf_descriptor_sets) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                d.error(
+                    file,
+                    format!("inspection.protobuf_descriptor_sets[{}]", e.index),
+                    e.to_string(),
+                );
+                None
+            }
+        }
+    };
     let max_body_bytes = raw.max_body_bytes.unwrap_or(1 << 30);
     let atomic_body_bytes = raw.atomic_body_bytes.unwrap_or(1 << 20);
     let max_record_bytes = raw.max_record_bytes.unwrap_or(1 << 20);
@@ -173,6 +201,8 @@ pub(super) fn validate(file: &str, raw: RawInspection, d: &mut Diagnostics) -> I
             .unwrap_or(max_body_bytes.saturating_mul(4)),
         max_decompression_ratio: raw.max_decompression_ratio.unwrap_or(100),
         max_workbook_bytes,
+        protobuf_descriptor_sets,
+        protobuf_schemas,
         unreadable: unreadable(
             raw.unreadable.as_deref().unwrap_or("block"),
             file,
@@ -205,7 +235,7 @@ mod tests {
 
     fn run(raw: RawInspection) -> (Inspection, Diagnostics) {
         let mut d = Diagnostics::default();
-        let i = validate("gate.toml", raw, &mut d);
+        let i = validate(Path::new("gate.toml"), "gate.toml", raw, &mut d);
         (i, d)
     }
 

@@ -219,7 +219,7 @@ fn build(
     let gate = raw_gate.map(|g| gate::validate(path, file, g, d));
     let timeouts = timeouts::validate(file, raw_timeouts, d);
     let ledger = ledger::validate(path, file, raw_ledger, d);
-    let inspection = inspection::validate(file, raw_insp, d);
+    let inspection = inspection::validate(path, file, raw_insp, d);
     let domestic = domestic::validate(file, raw_domestic, d);
     if let Some(g) = &gate {
         crate::config::targets::warn_denied_domestic(&domestic, &g.deny_cidrs, file, d);

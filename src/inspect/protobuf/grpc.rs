@@ -14,6 +14,7 @@ use super::super::decode::{Coding, Decoder};
 use super::super::error::Unreadable;
 use super::super::Sink;
 use super::MessageReader;
+use prost_reflect::MessageDescriptor;
 
 /// The `grpc-encoding` of a call: `Ok(None)` for none or `identity`.
 ///
@@ -51,8 +52,8 @@ pub(crate) struct GrpcScanner {
     /// Offset of the next byte.
     pos: u64,
     reader: MessageReader,
-    /// The message type the call's messages are read as, if known.
-    message_type: Option<String>,
+    /// The type the call's messages are read as, if the descriptor sets know it.
+    ty: Option<MessageDescriptor>,
 }
 
 impl GrpcScanner {
@@ -60,7 +61,7 @@ impl GrpcScanner {
     pub(crate) fn new(
         web: bool,
         coding: Result<Option<Coding>, Unreadable>,
-        message_type: Option<String>,
+        ty: Option<MessageDescriptor>,
     ) -> Self {
         GrpcScanner {
             web,
@@ -75,7 +76,7 @@ impl GrpcScanner {
             frame_start: 0,
             pos: 0,
             reader: MessageReader::default(),
-            message_type,
+            ty,
         }
     }
 
@@ -152,15 +153,26 @@ impl GrpcScanner {
         let r = if self.compressed {
             self.decode(&msg, sink).and_then(|()| {
                 let d = std::mem::take(&mut self.decoded);
-                let r = self
-                    .reader
-                    .read(&d, span.start, span.clone(), span.end, sink);
+                let r = self.reader.read(
+                    &d,
+                    self.ty.as_ref(),
+                    span.start,
+                    span.clone(),
+                    span.end,
+                    sink,
+                );
                 self.decoded = d;
                 r
             })
         } else {
-            self.reader
-                .read(&msg, span.start + 5, span.clone(), span.end, sink)
+            self.reader.read(
+                &msg,
+                self.ty.as_ref(),
+                span.start + 5,
+                span.clone(),
+                span.end,
+                sink,
+            )
         };
         self.msg = msg;
         self.msg.clear();
@@ -201,7 +213,6 @@ impl GrpcScanner {
             return Err(Unreadable::Corrupt { offset: 0 });
         }
         self.decoded_total += self.decoded.len() as u64;
-        let _ = &self.message_type;
         Ok(())
     }
 }

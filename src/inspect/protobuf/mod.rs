@@ -21,6 +21,7 @@
 //! Nesting deeper than `max_depth` is unreadable.
 
 pub(crate) mod grpc;
+pub mod schema;
 pub(crate) mod wire;
 
 use std::ops::Range;
@@ -31,6 +32,7 @@ use super::error::Unreadable;
 use super::record::{trim, Namespace};
 use super::Sink;
 use crate::model::CategorySet;
+use prost_reflect::{Kind, MessageDescriptor};
 use wire::{Fields, Value};
 
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +80,7 @@ impl MessageReader {
     pub(crate) fn read(
         &mut self,
         msg: &[u8],
+        ty: Option<&MessageDescriptor>,
         at: u64,
         span: Range<u64>,
         release: u64,
@@ -98,8 +101,147 @@ impl MessageReader {
             });
         }
         self.open(FieldInfo::default(), 0, sink)?;
-        self.walk_schemaless(msg, 0, sink)?;
+        match ty {
+            Some(t) => self.walk_schema(msg, t, 0, sink)?,
+            None => self.walk_schemaless(msg, 0, sink)?,
+        }
         self.close(sink);
+        Ok(())
+    }
+
+    /// The fields of a message of type `ty`, known to be well-formed at its top level: field
+    /// names act like JSON keys; a field the type does not declare, or sent with another wire
+    /// type than its declaration's, is read as without a schema.
+    fn walk_schema(
+        &mut self,
+        msg: &[u8],
+        ty: &MessageDescriptor,
+        base: usize,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
+        for f in Fields::new(msg).flatten() {
+            let at = base + f.at;
+            let Some(fd) = ty.get_field(f.number) else {
+                self.field_schemaless(f.value, FieldInfo::default(), msg, base, sink)?;
+                continue;
+            };
+            let info = sink.cfg.lookup(fd.name().as_bytes()).unwrap_or_default();
+            if let Some(w) = info.watched {
+                sink.saw_watched(w);
+            }
+            let kind = fd.kind();
+            match (&kind, f.value) {
+                (Kind::Message(m), Value::Bytes(b)) => {
+                    let inner = base + (b.as_ptr() as usize - msg.as_ptr() as usize);
+                    if let Some(e) = first_error(b) {
+                        return Err(Unreadable::Malformed {
+                            offset: self.base + (inner + e) as u64,
+                        });
+                    }
+                    self.open(info, inner, sink)?;
+                    self.walk_schema(b, m, inner, sink)?;
+                    self.close(sink);
+                }
+                (Kind::String | Kind::Bytes, Value::Bytes(_)) => {
+                    self.field_schemaless(f.value, info, msg, base, sink)?;
+                }
+                (_, Value::Bytes(b)) if is_scalar(&kind) => {
+                    // A packed repeated scalar.
+                    self.packed(&kind, info, b, at, sink)?;
+                }
+                (_, v) => match scalar(&kind, v) {
+                    Some(n) => self.scalar(info, n, sink),
+                    None => self.field_schemaless(v, info, msg, base, sink)?,
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// The elements of a packed repeated scalar field.
+    fn packed(
+        &mut self,
+        kind: &Kind,
+        info: FieldInfo,
+        b: &[u8],
+        at: usize,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
+        let bad = Unreadable::Malformed {
+            offset: self.base + at as u64,
+        };
+        let mut i = 0;
+        while i < b.len() {
+            let v = match kind {
+                Kind::Fixed64 | Kind::Sfixed64 | Kind::Double => {
+                    let s: [u8; 8] = b
+                        .get(i..i + 8)
+                        .and_then(|s| s.try_into().ok())
+                        .ok_or_else(|| bad.clone())?;
+                    i += 8;
+                    Value::Fixed64(u64::from_le_bytes(s))
+                }
+                Kind::Fixed32 | Kind::Sfixed32 | Kind::Float => {
+                    let s: [u8; 4] = b
+                        .get(i..i + 4)
+                        .and_then(|s| s.try_into().ok())
+                        .ok_or_else(|| bad.clone())?;
+                    i += 4;
+                    Value::Fixed32(u32::from_le_bytes(s))
+                }
+                _ => Value::Varint(wire::varint(b, &mut i).ok_or_else(|| bad.clone())?),
+            };
+            if let Some(n) = scalar(kind, v) {
+                self.scalar(info, n, sink);
+            }
+        }
+        Ok(())
+    }
+
+    /// A typed number, as JSON would carry it.
+    fn scalar(&mut self, info: FieldInfo, n: Num, sink: &mut Sink<'_>) {
+        match n {
+            Num::U(v) => self.number(info, v, sink),
+            Num::Neg(v) => {
+                // A negative number is no identifier the detectors know; a subject or
+                // category field still takes it, sign included.
+                let mut buf = [0u8; 20];
+                let d = wire::decimal(v, &mut buf);
+                let mut s = Vec::with_capacity(d.len() + 1);
+                s.push(b'-');
+                s.extend_from_slice(d);
+                self.field_number_text(info, &s);
+            }
+            Num::Float(x) => {
+                let s = x.to_string();
+                self.field_number_text(info, s.as_bytes());
+            }
+        }
+    }
+
+    fn field_number_text(&mut self, info: FieldInfo, s: &[u8]) {
+        if info.subject_rank.is_some() || !info.categories.is_empty() || self.container.is_some() {
+            self.field_value(info, s);
+        }
+    }
+
+    /// One field read without a schema (`info`: its name's meaning, when a schema names it).
+    fn field_schemaless(
+        &mut self,
+        v: Value<'_>,
+        info: FieldInfo,
+        msg: &[u8],
+        base: usize,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
+        match v {
+            Value::Varint(v) => self.number(info, v, sink),
+            Value::Bytes(b) => {
+                let at = base + (b.as_ptr() as usize - msg.as_ptr() as usize);
+                self.bytes_schemaless(info, b, at, sink)?;
+            }
+            Value::Fixed64(_) | Value::Fixed32(_) => {}
+        }
         Ok(())
     }
 
@@ -111,15 +253,8 @@ impl MessageReader {
         sink: &mut Sink<'_>,
     ) -> Result<(), Unreadable> {
         for f in Fields::new(msg).flatten() {
-            match f.value {
-                Value::Varint(v) => self.number(FieldInfo::default(), v, sink),
-                Value::Bytes(b) => {
-                    let at = base + (b.as_ptr() as usize - msg.as_ptr() as usize);
-                    self.bytes_schemaless(FieldInfo::default(), b, at, sink)?;
-                }
-                // See the module docs.
-                Value::Fixed64(_) | Value::Fixed32(_) => {}
-            }
+            // 64- and 32-bit fields: see the module docs.
+            self.field_schemaless(f.value, FieldInfo::default(), msg, base, sink)?;
         }
         Ok(())
     }
@@ -136,10 +271,15 @@ impl MessageReader {
         if b.is_empty() {
             return Ok(());
         }
-        if simd_utf8(b) {
+        let text = simd_utf8(b);
+        if text {
             self.text(info, b, sink);
         }
         if wire::is_message(b) {
+            // Text that also parses as a message is read as one for the detectors only: its
+            // field's name already applied to the text (a subject field's value is the text,
+            // not the numbers its bytes happen to spell).
+            let info = if text { FieldInfo::default() } else { info };
             self.open(info, at, sink)?;
             self.walk_schemaless(b, at, sink)?;
             self.close(sink);
@@ -276,6 +416,56 @@ impl MessageReader {
     }
 }
 
+/// A number as its declared type reads it.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    U(u64),
+    /// The magnitude of a negative integer.
+    Neg(u64),
+    Float(f64),
+}
+
+fn is_scalar(k: &Kind) -> bool {
+    !matches!(k, Kind::String | Kind::Bytes | Kind::Message(_))
+}
+
+/// The value `v` as the scalar type `k`; `None` when the wire type does not fit the type.
+fn scalar(k: &Kind, v: Value<'_>) -> Option<Num> {
+    let signed = |x: i64| {
+        if x < 0 {
+            Num::Neg(x.unsigned_abs())
+        } else {
+            Num::U(x.unsigned_abs())
+        }
+    };
+    let float = |x: f64| {
+        // An integral double is written as the integer it is (as JSON encoders write it).
+        if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e19 {
+            if x < 0.0 {
+                Num::Neg((-x) as u64)
+            } else {
+                Num::U(x as u64)
+            }
+        } else {
+            Num::Float(x)
+        }
+    };
+    Some(match (k, v) {
+        (Kind::Int32 | Kind::Int64, Value::Varint(x)) => signed(x as i64),
+        (Kind::Uint32 | Kind::Uint64 | Kind::Bool | Kind::Enum(_), Value::Varint(x)) => Num::U(x),
+        (Kind::Sint32 | Kind::Sint64, Value::Varint(x)) => {
+            signed(((x >> 1) as i64) ^ -((x & 1) as i64))
+        }
+        (Kind::Fixed64, Value::Fixed64(x)) => Num::U(x),
+        (Kind::Sfixed64, Value::Fixed64(x)) => signed(x as i64),
+        (Kind::Double, Value::Fixed64(x)) => float(f64::from_bits(x)),
+        (Kind::Fixed32, Value::Fixed32(x)) => Num::U(u64::from(x)),
+        (Kind::Sfixed32, Value::Fixed32(x)) => signed(i64::from(x as i32)),
+        (Kind::Float, Value::Fixed32(x)) => float(f64::from(f32::from_bits(x))),
+        _ => return None,
+    })
+}
+
 /// Offset of the first malformed field of `msg` at its top level, if any.
 fn first_error(msg: &[u8]) -> Option<usize> {
     Fields::new(msg).find_map(Result::err)
@@ -293,16 +483,16 @@ fn simd_utf8(b: &[u8]) -> bool {
 pub(crate) struct ProtobufScanner {
     buf: Vec<u8>,
     reader: MessageReader,
-    /// The message type the body is read as, if known.
-    message_type: Option<String>,
+    /// The message type the body is read as, if the descriptor sets know it.
+    ty: Option<MessageDescriptor>,
 }
 
 impl ProtobufScanner {
-    pub(crate) fn new(message_type: Option<String>) -> Self {
+    pub(crate) fn new(ty: Option<MessageDescriptor>) -> Self {
         ProtobufScanner {
             buf: Vec::new(),
             reader: MessageReader::default(),
-            message_type,
+            ty,
         }
     }
 
@@ -326,19 +516,29 @@ impl ProtobufScanner {
 
     pub(crate) fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), Unreadable> {
         let n = self.buf.len() as u64;
-        let _ = &self.message_type;
-        let r = self.reader.read(&self.buf, 0, 0..n, n, sink);
+        let r = self
+            .reader
+            .read(&self.buf, self.ty.as_ref(), 0, 0..n, n, sink);
         self.buf = Vec::new();
         r
     }
 }
 
-/// The body kind with its message type settled: a gRPC body without a type in its media type
-/// takes the input type of the method its path names, when the descriptor sets know it.
-pub(crate) fn resolve_kind(
-    kind: super::BodyKind,
-    _path: Option<&str>,
-    _cfg: &super::InspectConfig,
-) -> super::BodyKind {
-    kind
+/// The message type a body is read as: the one its media type names, or for gRPC the input
+/// type of the method its path names; `None` without descriptor sets, or when they do not know
+/// the type (the body is then read without a schema).
+pub(crate) fn message_descriptor(
+    kind: &super::BodyKind,
+    path: Option<&str>,
+    cfg: &super::InspectConfig,
+) -> Option<MessageDescriptor> {
+    let schemas = cfg.protobuf_schemas()?;
+    match kind {
+        super::BodyKind::Protobuf { message_type } => schemas.message(message_type.as_deref()?),
+        super::BodyKind::Grpc { message_type, .. } => match message_type {
+            Some(t) => schemas.message(t),
+            None => schemas.method_input(path?),
+        },
+        _ => None,
+    }
 }

@@ -9,6 +9,7 @@ mod formats;
 mod positions;
 mod props;
 mod protobuf;
+mod protobuf_schema;
 mod reference;
 mod xlsx;
 mod xml;
