@@ -55,6 +55,11 @@ impl Drop for Gate {
 /// data and audit log in `dir/data`) followed by `rest`, with an empty approval register, and
 /// waits (30 s at most) until it is ready. Its log goes to `dir/gate.log`.
 pub async fn start_gate(bin: &Path, dir: &Path, rest: &str) -> Result<Gate> {
+    start_gate_with(bin, dir, "", rest).await
+}
+
+/// [`start_gate`] with `gate_extra` (lines such as `mode = "observe"`) added to `[gate]`.
+pub async fn start_gate_with(bin: &Path, dir: &Path, gate_extra: &str, rest: &str) -> Result<Gate> {
     let (proxy, admin) = (free_port()?, free_port()?);
     let cfg = format!(
         r#"[gate]
@@ -63,7 +68,7 @@ admin_listen = "127.0.0.1:{admin}"
 data_dir = "data"
 approvals_file = "approvals.toml"
 audit_log = "data/audit.jsonl"
-
+{gate_extra}
 {rest}"#
     );
     std::fs::write(dir.join("gate.toml"), cfg)?;

@@ -22,7 +22,8 @@
 //! helpers `json_lex`; documents inside values are `json::embedded`), `csv`, `form` (form
 //! bodies and queries), `multipart`, `xml` (XML and SOAP on `quick-xml`; its charset stage
 //! settles the declaration's `encoding` with the `Content-Type`), `xlsx` (spreadsheets, judged
-//! whole; its sheet reader `xlsx::sheet`), `head` (URL and headers), `detect` (one file per
+//! whole; its sheet reader `xlsx::sheet`), `protobuf` (protobuf messages, schemaless by its
+//! `wire` walker; gRPC de-framing in `protobuf::grpc`), `head` (URL and headers), `detect` (one file per
 //! detector), [`record`] (outputs), [`error`].
 
 pub mod charset;
@@ -41,6 +42,7 @@ mod json_lex;
 pub mod mediatype;
 mod multipart;
 mod pipeline;
+mod protobuf;
 pub mod record;
 mod simd;
 pub mod transfer;
@@ -117,6 +119,22 @@ pub enum BodyKind {
         /// The type did not say xlsx: only the content does.
         sniffed: bool,
     },
+    /// `application/x-protobuf`, `application/protobuf`: the whole body is one protobuf
+    /// message.
+    Protobuf {
+        /// The message type the media type names (its `proto` or `messageType` parameter).
+        message_type: Option<String>,
+    },
+    /// `application/grpc`, `application/grpc+proto` and (`web`) `application/grpc-web`,
+    /// `application/grpc-web+proto`: length-prefixed protobuf messages.
+    Grpc {
+        /// gRPC-Web (a trailer frame from the client is unreadable).
+        web: bool,
+        /// The type of the call's request messages, when known (the type's `proto` or
+        /// `messageType` parameter; [`Scanner::for_request`] resolves the method path with
+        /// the descriptor sets).
+        message_type: Option<String>,
+    },
 }
 
 /// The xlsx media type.
@@ -177,14 +195,30 @@ pub fn body_type(value: &[u8]) -> Result<BodyType, Unreadable> {
             BodyKind::Multipart(b.to_vec())
         }
         XLSX_TYPE => BodyKind::Xlsx { sniffed: false },
+        "application/x-protobuf" | "application/protobuf" => BodyKind::Protobuf {
+            message_type: message_type_param(&mt)?,
+        },
+        "application/grpc" | "application/grpc+proto" => BodyKind::Grpc {
+            web: false,
+            message_type: message_type_param(&mt)?,
+        },
+        "application/grpc-web" | "application/grpc-web+proto" => BodyKind::Grpc {
+            web: true,
+            message_type: message_type_param(&mt)?,
+        },
         "application/octet-stream" => BodyKind::Xlsx { sniffed: true },
+        // gRPC with other message encodings (JSON, …) is framed binary: not read.
+        e if e.starts_with("application/grpc") => return Err(Unreadable::UnknownContentType),
         e if e.starts_with("application/") && e.ends_with("+json") => BodyKind::Json,
         "application/xml" | "text/xml" => BodyKind::Xml { named: None },
         e if e.ends_with("+xml") => BodyKind::Xml { named: None },
         _ => return Err(Unreadable::UnknownContentType),
     };
-    // A workbook is binary: a charset parameter means nothing to it.
-    if matches!(kind, BodyKind::Xlsx { .. }) {
+    // A workbook or a protobuf message is binary: a charset parameter means nothing to it.
+    if matches!(
+        kind,
+        BodyKind::Xlsx { .. } | BodyKind::Protobuf { .. } | BodyKind::Grpc { .. }
+    ) {
         return Ok(BodyType {
             kind,
             charset: Charset::Utf8,
@@ -208,6 +242,27 @@ pub fn body_type(value: &[u8]) -> Result<BodyType, Unreadable> {
     Ok(BodyType { kind, charset })
 }
 
+/// The message type a protobuf media type names: its `proto` or `messageType` parameter
+/// (`application/x-protobuf; proto=pkg.Msg`), a fully qualified name without a leading dot.
+///
+/// # Errors
+/// [`Unreadable::BadContentType`] when both are given, or the value is not a name.
+fn message_type_param(mt: &MediaType) -> Result<Option<String>, Unreadable> {
+    let v = match (mt.param("proto"), mt.param("messagetype")) {
+        (None, None) => return Ok(None),
+        (Some(v), None) | (None, Some(v)) => v,
+        (Some(_), Some(_)) => return Err(Unreadable::BadContentType),
+    };
+    let v = v.strip_prefix(b".").unwrap_or(v);
+    let name_ok = !v.is_empty()
+        && v.split(|c| *c == b'.')
+            .all(|p| !p.is_empty() && p.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_'));
+    if !name_ok {
+        return Err(Unreadable::BadContentType);
+    }
+    Ok(Some(String::from_utf8_lossy(v).into_owned()))
+}
+
 /// RFC 2046 §5.1.1: 1 to 70 of `bchars`, not ending in a space.
 fn valid_boundary(b: &[u8]) -> bool {
     let bchar = |c: &u8| c.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(c);
@@ -226,11 +281,29 @@ pub(crate) enum Format {
     Xml(Box<xml::XmlScanner>),
     /// An xlsx workbook, held whole.
     Xlsx(xlsx::XlsxScanner),
+    /// One protobuf message, held whole.
+    Protobuf(protobuf::ProtobufScanner),
+    /// gRPC frames.
+    Grpc(Box<protobuf::grpc::GrpcScanner>),
 }
 
 impl Format {
     pub(crate) fn new(kind: &BodyKind) -> Self {
+        Self::with_grpc_encoding(kind, Ok(None))
+    }
+
+    /// A format; `grpc_encoding` is the call's `grpc-encoding` (used by gRPC only).
+    pub(crate) fn with_grpc_encoding(
+        kind: &BodyKind,
+        grpc_encoding: Result<Option<Coding>, Unreadable>,
+    ) -> Self {
         match kind {
+            BodyKind::Protobuf { message_type } => {
+                Format::Protobuf(protobuf::ProtobufScanner::new(message_type.clone()))
+            }
+            BodyKind::Grpc { web, message_type } => Format::Grpc(Box::new(
+                protobuf::grpc::GrpcScanner::new(*web, grpc_encoding, message_type.clone()),
+            )),
             BodyKind::Json => Format::Json(json::JsonScanner::new(false)),
             BodyKind::JsonSeq => Format::Json(json::JsonScanner::new(true)),
             BodyKind::Form => Format::Form(form::FormScanner::default()),
@@ -249,6 +322,8 @@ impl Format {
         match self {
             Format::Xlsx(s) => s.held_bytes(),
             Format::Multipart(s) => s.held_bytes(),
+            Format::Protobuf(s) => s.held_bytes(),
+            Format::Grpc(s) => s.held_bytes(),
             _ => 0,
         }
     }
@@ -262,6 +337,8 @@ impl Format {
             Format::Text(s) => s.feed(data, sink),
             Format::Xml(s) => s.feed(data, sink),
             Format::Xlsx(s) => s.feed(data, sink),
+            Format::Protobuf(s) => s.feed(data, sink),
+            Format::Grpc(s) => s.feed(data, sink),
         }
     }
 
@@ -274,6 +351,8 @@ impl Format {
             Format::Text(s) => s.finish(),
             Format::Xml(s) => s.finish(sink),
             Format::Xlsx(s) => s.finish(sink),
+            Format::Protobuf(s) => s.finish(sink),
+            Format::Grpc(s) => s.finish(sink),
         }
     }
 
@@ -286,6 +365,8 @@ impl Format {
             Format::Text(_) => 0,
             Format::Xml(s) => s.frontier(),
             Format::Xlsx(s) => s.frontier(),
+            Format::Protobuf(s) => s.frontier(),
+            Format::Grpc(s) => s.frontier(),
         }
     }
 }
@@ -312,6 +393,12 @@ pub(crate) fn pipeline(
         stages.push(pipeline::Stage::Charset(charset::Transcoder::new(charset)));
     }
     Ok(pipeline::Pipeline::new(stages, format))
+}
+
+/// What a gRPC body needs beyond its type: the call's `grpc-encoding` and the method path.
+struct Grpc<'a> {
+    encoding: Result<Option<Coding>, Unreadable>,
+    path: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +455,10 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
             cfg,
             Ok(ct),
             Ok(content_encoding),
+            Grpc {
+                encoding: Ok(None),
+                path: None,
+            },
             transfer_date,
             destination_sensitive,
         )
@@ -375,36 +466,65 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
 
     /// A scanner for a request's body, from its headers: like [`Scanner::new`], and a body
     /// whose `Content-Type` or `Content-Encoding` field is sent more than once (readers
-    /// disagree on which one counts) is unreadable.
+    /// disagree on which one counts) is unreadable. Same as [`Scanner::for_request`] without
+    /// a path.
     pub fn for_headers(
         cfg: C,
         headers: &http::HeaderMap,
         transfer_date: time::Date,
         destination_sensitive: bool,
     ) -> Self {
-        let single = |name: http::header::HeaderName| {
+        Self::for_request(cfg, headers, None, transfer_date, destination_sensitive)
+    }
+
+    /// A scanner for a request's body, from its headers and its URI path (`uri_path`, e.g.
+    /// `/partner.v1.CustomerService/Upload`, without the query): like
+    /// [`Scanner::for_headers`]; for a gRPC body the path names the method, whose input type
+    /// the messages are read as when `inspection.protobuf_descriptor_sets` describe it, and
+    /// the `grpc-encoding` header (sent at most once) says how compressed messages are
+    /// decoded. The path is used for nothing else.
+    pub fn for_request(
+        cfg: C,
+        headers: &http::HeaderMap,
+        uri_path: Option<&str>,
+        transfer_date: time::Date,
+        destination_sensitive: bool,
+    ) -> Self {
+        let single = |name: &str| {
             let mut all = headers.get_all(name).iter();
             match (all.next(), all.next()) {
                 (first, None) => Ok(first),
                 _ => Err(()),
             }
         };
-        let ct = single(http::header::CONTENT_TYPE)
+        let ct = single(http::header::CONTENT_TYPE.as_str())
             .map(|v| v.map(http::HeaderValue::as_bytes))
             .map_err(|()| Unreadable::BadContentType);
-        let ce = single(http::header::CONTENT_ENCODING)
+        let ce = single(http::header::CONTENT_ENCODING.as_str())
             .map_err(|()| Unreadable::UnknownEncoding)
             .and_then(|v| {
                 v.map(|v| v.to_str().map_err(|_| Unreadable::UnknownEncoding))
                     .transpose()
             });
-        Self::build(cfg, ct, ce, transfer_date, destination_sensitive)
+        let grpc_encoding = single("grpc-encoding")
+            .map_err(|()| Unreadable::UnknownEncoding)
+            .and_then(|v| {
+                v.map(|v| v.to_str().map_err(|_| Unreadable::UnknownEncoding))
+                    .transpose()
+            })
+            .and_then(protobuf::grpc::parse_encoding);
+        let grpc = Grpc {
+            encoding: grpc_encoding,
+            path: uri_path,
+        };
+        Self::build(cfg, ct, ce, grpc, transfer_date, destination_sensitive)
     }
 
     fn build(
         cfg: C,
         content_type: Result<Option<&[u8]>, Unreadable>,
         content_encoding: Result<Option<&str>, Unreadable>,
+        grpc: Grpc<'_>,
         transfer_date: time::Date,
         destination_sensitive: bool,
     ) -> Self {
@@ -426,7 +546,9 @@ impl<C: Borrow<InspectConfig>> Scanner<C> {
                     _ => None,
                 };
                 let coding = Coding::parse(content_encoding?)?;
-                pipeline(Format::new(&bt.kind), bt.charset, coding, limits, None)
+                let kind = protobuf::resolve_kind(bt.kind, grpc.path, c);
+                let format = Format::with_grpc_encoding(&kind, grpc.encoding);
+                pipeline(format, bt.charset, coding, limits, None)
             });
         let (pipe, phase) = match pipe {
             Ok(p) => (Some(p), Phase::Open),

@@ -76,8 +76,11 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     pub(crate) fn new(stages: Vec<Stage>, format: Format) -> Self {
-        // Multipart parts check their own text; a workbook is binary.
-        let text_check = !matches!(format, Format::Multipart(_) | Format::Xlsx(_));
+        // Multipart parts check their own text; a workbook and protobuf are binary.
+        let text_check = !matches!(
+            format,
+            Format::Multipart(_) | Format::Xlsx(_) | Format::Protobuf(_) | Format::Grpc(_)
+        );
         Pipeline {
             stages,
             format,

@@ -17,14 +17,17 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::api::{
-    Alternative, Ceiling, Class, LedgerError, MonthlyTally, Refusal, Reservation, ReserveOutcome,
-    Scope, ScopeCounts, ScopeId, ScopeOutcome, Subject,
+    Class, LedgerError, MonthlyTally, Reservation, ReserveOutcome, Scope, ScopeCounts, ScopeId,
+    ScopeOutcome, Subject,
 };
 use super::shard::ScopeCounters;
 pub(crate) use super::shard::Shard;
 use super::table::{year_byte, YearByte, Years};
 use super::wal::{self, ScopeDelta};
 use crate::model::{shanghai_date, Regime};
+
+mod reserve;
+use reserve::dedup;
 
 /// Number of shards (selected by the first byte of the subject key).
 pub(crate) const SHARDS: usize = 256;
@@ -415,195 +418,6 @@ impl Index {
         Some(wait)
     }
 
-    fn reserve_slow(
-        &self,
-        req: &Reservation<'_>,
-        when: When,
-        counters: &[Arc<ScopeCounters>],
-    ) -> Result<Pending<ReserveOutcome>, LedgerError> {
-        let subjects = dedup(req.subjects);
-        // Every scope the request may count into: the common ones and each alternative's.
-        let mut scopes: Vec<ScopeId> = req.scopes.to_vec();
-        scopes.extend(req.alternatives.iter().filter_map(|a| a.scope));
-        scopes.sort_unstable();
-        scopes.dedup();
-        let ns = scopes.len();
-        // Bring the batch's table lines into cache under read locks first, so that the cache
-        // misses overlap and are not paid while holding the write locks.
-        self.touch_all(&subjects, &scopes);
-        // Write-lock the shards of the request's subjects, in ascending order (subjects are
-        // sorted by key, so by shard).
-        let mut guards: Vec<(usize, RwLockWriteGuard<'_, Shard>)> = Vec::new();
-        for s in &subjects {
-            let i = shard_of(&s.key.0);
-            if guards.last().map(|g| g.0) != Some(i) {
-                guards.push((i, self.write_shard(i)));
-            }
-        }
-        // Previous state of every (subject, scope), and what would be new.
-        let mut prev = Vec::with_capacity(subjects.len() * ns);
-        let mut new_all = vec![0u64; ns];
-        let mut new_sens = vec![0u64; ns];
-        let mut g = 0;
-        for s in &subjects {
-            while guards[g].0 != shard_of(&s.key.0) {
-                g += 1;
-            }
-            for (k, sc) in scopes.iter().enumerate() {
-                let y = guards[g].1.get(sc.0 as usize, &s.key.0);
-                new_all[k] += u64::from(y.all < when.start);
-                new_sens[k] += u64::from(s.sensitive && y.sensitive < when.start);
-                prev.push(y);
-            }
-        }
-        let mut core = self.lock_core();
-        let before: Vec<ScopeCounts> = scopes
-            .iter()
-            .map(|s| counters[s.0 as usize].window(when.start))
-            .collect();
-        let check = |c: &Ceiling| -> Option<Refusal> {
-            let k = scopes.binary_search(&c.scope).ok()?;
-            let new = match c.class {
-                Class::All => new_all[k],
-                Class::Sensitive => new_sens[k],
-            };
-            let count_before = before[k].get(c.class);
-            (new > 0 && count_before + new > c.max_after).then_some(Refusal {
-                ceiling: *c,
-                count_before,
-                new,
-            })
-        };
-        if let Some(r) = req.ceilings.iter().find_map(check) {
-            return Ok((ReserveOutcome::Refused(r), 0));
-        }
-        if let Some(e) = core.journal.as_ref().and_then(|j| j.refuse.clone()) {
-            // The log cannot be written: refuse before counting (nothing forwarded, nothing
-            // kept in memory waiting for the disk).
-            return Err(LedgerError::Storage(e.to_string()));
-        }
-        let extra = match choose(req.alternatives, &check, |s| {
-            scopes
-                .binary_search(&s)
-                .is_ok_and(|k| new_all[k] + new_sens[k] == 0)
-        }) {
-            Ok(extra) => extra,
-            Err(r) => return Ok((ReserveOutcome::Refused(r), 0)),
-        };
-        // The scopes counted into: the common ones and the chosen alternative's.
-        let commit: Vec<usize> = (0..ns)
-            .filter(|&k| req.scopes.contains(&scopes[k]) || extra == Some(scopes[k]))
-            .collect();
-        let changed: Vec<bool> = subjects
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                commit.iter().any(|&k| {
-                    let y = prev[i * ns + k];
-                    y.all < when.cur || (s.sensitive && y.sensitive < when.cur)
-                })
-            })
-            .collect();
-        // Commit: counts, tallies, sequence, journal; then the tables.
-        for (i, s) in subjects.iter().enumerate() {
-            if !changed[i] {
-                continue;
-            }
-            for &k in &commit {
-                let y = prev[i * ns + k];
-                let c = &counters[scopes[k].0 as usize];
-                if y.all < when.cur {
-                    c.bump(Class::All, y.all, when.cur);
-                }
-                if s.sensitive && y.sensitive < when.cur {
-                    c.bump(Class::Sensitive, y.sensitive, when.cur);
-                }
-            }
-        }
-        for &k in &commit {
-            if new_all[k] + new_sens[k] > 0 {
-                let t = core
-                    .tallies
-                    .entry((scopes[k].0, when.year, when.month))
-                    .or_default();
-                t.0 += new_all[k];
-                t.1 += new_sens[k];
-            }
-        }
-        core.seq += 1;
-        let seq = core.seq;
-        let mut wait = 0;
-        if let Some(j) = core.journal.as_mut() {
-            let deltas: Vec<ScopeDelta> = commit
-                .iter()
-                .map(|&k| ScopeDelta {
-                    id: scopes[k].0,
-                    new_all: new_all[k] as u32,
-                    new_sensitive: new_sens[k] as u32,
-                })
-                .collect();
-            let n_changed = changed.iter().filter(|c| **c).count();
-            let keys = subjects
-                .iter()
-                .zip(&changed)
-                .filter(|(_, c)| **c)
-                .map(|(s, _)| (&s.key.0, s.sensitive));
-            wal::encode_reserve(
-                &mut j.buf,
-                seq,
-                (when.year, when.month),
-                &deltas,
-                ExactLen(keys, n_changed),
-            );
-            j.last_seq = seq;
-            wait = seq;
-        }
-        self.appended.store(seq, Ordering::Release);
-        drop(core);
-        if wait != 0 {
-            self.journal_ready.notify_all();
-        }
-        let mut g = 0;
-        for (i, s) in subjects.iter().enumerate() {
-            if !changed[i] {
-                continue;
-            }
-            while guards[g].0 != shard_of(&s.key.0) {
-                g += 1;
-            }
-            if wait != 0 {
-                guards[g].1.changed_at = wait;
-            }
-            let y = Years {
-                all: when.cur,
-                sensitive: if s.sensitive { when.cur } else { 0 },
-            };
-            for &k in &commit {
-                guards[g]
-                    .1
-                    .table_mut(scopes[k].0 as usize)
-                    .raise(&s.key.0, y);
-            }
-        }
-        drop(guards);
-        let outcome = req
-            .scopes
-            .iter()
-            .chain(extra.as_ref())
-            .map(|sc| {
-                let k = scopes.binary_search(sc).unwrap_or(0);
-                ScopeOutcome {
-                    scope: *sc,
-                    new_all: new_all[k],
-                    new_sensitive: new_sens[k],
-                    all_after: before[k].all + new_all[k],
-                    sensitive_after: before[k].sensitive + new_sens[k],
-                }
-            })
-            .collect();
-        Ok((ReserveOutcome::Reserved(outcome), wait))
-    }
-
     /// How many of `subjects` would be new in each scope; no locks beyond shard reads.
     pub(crate) fn probe(
         &self,
@@ -736,40 +550,6 @@ impl Index {
     }
 }
 
-/// Chooses among `alts` (SPEC §5 "which approval a request relies on", made atomic): the
-/// first whose ceilings hold and under which nothing is new (`free`), else the first whose
-/// ceilings hold. Returns the chosen alternative's extra scope (`Ok(None)`: none, or no
-/// alternatives at all), or the refusal to report: the first on an alternative's own scope
-/// (its volume), else the first.
-pub(crate) fn choose(
-    alts: &[Alternative<'_>],
-    check: &dyn Fn(&Ceiling) -> Option<Refusal>,
-    free: impl Fn(ScopeId) -> bool,
-) -> Result<Option<ScopeId>, Refusal> {
-    let mut first_fit = None;
-    // The refusal to report, and whether it is on the alternative's own scope.
-    let mut report: Option<(Refusal, bool)> = None;
-    for a in alts {
-        match a.ceilings.iter().find_map(check) {
-            None if a.scope.is_none_or(&free) => return Ok(a.scope),
-            None => {
-                first_fit.get_or_insert(a.scope);
-            }
-            Some(r) => {
-                let own = a.scope == Some(r.ceiling.scope);
-                if report.is_none_or(|(_, o)| own && !o) {
-                    report = Some((r, own));
-                }
-            }
-        }
-    }
-    match (first_fit, report) {
-        (Some(scope), _) => Ok(scope),
-        (None, Some((r, _))) => Err(r),
-        (None, None) => Ok(None),
-    }
-}
-
 fn unchanged(scope: ScopeId, c: ScopeCounts) -> ScopeOutcome {
     ScopeOutcome {
         scope,
@@ -779,37 +559,3 @@ fn unchanged(scope: ScopeId, c: ScopeCounts) -> ScopeOutcome {
         sensitive_after: c.sensitive,
     }
 }
-
-/// Sorts by key and merges duplicates (sensitive if any occurrence is).
-fn dedup(subjects: &[Subject]) -> Vec<Subject> {
-    let mut v = subjects.to_vec();
-    v.sort_unstable_by_key(|s| s.key);
-    v.dedup_by(|b, a| {
-        if a.key == b.key {
-            a.sensitive |= b.sensitive;
-            true
-        } else {
-            false
-        }
-    });
-    v
-}
-
-/// An iterator with a known length (the filtered subjects of a record).
-struct ExactLen<I>(I, usize);
-
-impl<I: Iterator> Iterator for ExactLen<I> {
-    type Item = I::Item;
-    fn next(&mut self) -> Option<I::Item> {
-        let x = self.0.next();
-        if x.is_some() {
-            self.1 = self.1.saturating_sub(1);
-        }
-        x
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.1, Some(self.1))
-    }
-}
-
-impl<I: Iterator> ExactSizeIterator for ExactLen<I> {}

@@ -8,6 +8,7 @@ mod embedded;
 mod formats;
 mod positions;
 mod props;
+mod protobuf;
 mod reference;
 mod xlsx;
 mod xml;
