@@ -88,7 +88,14 @@ where
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let scanner = Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
+    // The path names a gRPC call's method (the message type with descriptor sets).
+    let scanner = Scanner::for_request(
+        snap.inspect.clone(),
+        &parts.headers,
+        Some(parts.uri.path()),
+        today,
+        dest.sensitive,
+    );
     let whole = WholeRead::of(snap, &scanner, &parts.headers);
     if whole.too_large(declared) {
         return (

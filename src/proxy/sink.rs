@@ -204,6 +204,10 @@ where
         // The upstream stopped reading the body (or the body stopped): idle_seconds.
         _ = progress.stalled(t.idle) => Err(()),
     };
+    if !matches!(result, Ok(Ok(_))) {
+        // The gate answers the client itself: the request still on its way must not end.
+        progress.abandon();
+    }
     let resp = match result {
         Err(_) if gated.is_some_and(is_busy) => {
             return Ok(respond::failure(Failure::Busy, request_id))

@@ -6,6 +6,7 @@
 //! statuses (`grpc-status` 7 and the reason code in `grpc-message`).
 
 use crate::harness::approvals::eu;
+use crate::harness::certs::TestCa;
 use crate::harness::{poll_until_blocking, require_tool, GateBuilder, GateProc};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -346,5 +347,265 @@ fn check_warns_that_upstream_http2_does_nothing_for_a_tls_upstream() {
         out.stdout
     );
     // On a plain upstream it is what it says: no warning.
-    assert!(!out.stdout.contains("destination[1].upstream_http2"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("destination[1].upstream_http2"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A TLS gRPC server for `api.eu.test` (its own test CA), and an intercepting gate that trusts
+/// that CA upstream; the gate's CA file for the client.
+async fn intercepting(dir: &Path, b: GateBuilder) -> (GrpcServer, GateProc, PathBuf) {
+    let up_ca = TestCa::new("upstream test CA");
+    let (cert, key) = up_ca.leaf_pem(&[HOST]);
+    let (cert_file, key_file) = (dir.join("up.pem"), dir.join("up.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let up = GrpcServer::start(dir, &[&cert_file, &key_file]);
+    let secrets = b.dir().join("secrets");
+    let out = crate::harness::command(["ca", "init", "--out"])
+        .arg(&secrets)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let gate = b
+        .file("upstream-ca.pem", up_ca.cert_pem.as_bytes())
+        .section("[tls]\nca_cert = \"secrets/ca.pem\"\nca_key = \"secrets/ca.key\"\nupstream_ca_file = \"upstream-ca.pem\"")
+        .destination(eu(up.addr()).set("tls", "\"intercept\""))
+        .start()
+        .await;
+    let ca = gate.dir().join("secrets/ca.pem");
+    (up, gate, ca)
+}
+
+/// A call over TLS to `api.eu.test:443` with the gate as the channel's HTTP proxy (a
+/// `CONNECT` the gate intercepts; the client trusts the gate's CA).
+fn tls(ca: &Path, method: &str, messages: &[Vec<u8>]) -> Value {
+    json!({
+        "route": "tls",
+        "authority": format!("{HOST}:443"),
+        "ca": ca,
+        "method": method,
+        "messages": messages.iter().map(|m| hex_of(m)).collect::<Vec<_>>(),
+    })
+}
+
+/// The same people as gRPC messages and as one JSON body: the first, third and fourth
+/// messages carry a phone or an e-mail address, the second nothing (none sensitive: no
+/// approval is needed).
+fn people() -> (Vec<Vec<u8>>, String) {
+    let msgs = vec![
+        customer("Ann", "13800138000", ""),
+        customer("Bo", "", ""),
+        customer("cy@example.com", "", ""),
+        customer("Di", "139 0013 9000", ""),
+    ];
+    let json = r#"[{"name": "Ann", "phone": "13800138000"}, {"name": "Bo"}, {"name": "cy@example.com"}, {"name": "Di", "phone": "139 0013 9000"}]"#;
+    (msgs, json.to_owned())
+}
+
+/// The entity counts the same people give as a JSON body.
+async fn json_reference(body: &str) -> (u64, u64) {
+    let up = crate::harness::upstream::Upstream::http().await;
+    let gate = GateBuilder::new().destination(eu(up.addr)).start().await;
+    let r = gate
+        .post_json("http://api.eu.test/ingest", body.to_owned())
+        .await;
+    assert_eq!(r.status(), 200);
+    gate.entity_counts().await
+}
+
+#[tokio::test]
+async fn calls_are_counted_as_the_same_people_in_json_over_h2c_and_tls_compressed_or_not() {
+    let (msgs, body) = people();
+    let reference = json_reference(&body).await;
+    assert_eq!(reference.0, 3, "{reference:?}");
+    for compression in ["none", "gzip"] {
+        // h2c: client streaming, then each message unary.
+        let dir = tempfile::tempdir().unwrap();
+        let up = GrpcServer::start(dir.path(), &[]);
+        let gate = GateBuilder::new().destination(h2c_dest(&up)).start().await;
+        let mut spec = h2c("stream", &msgs);
+        spec["compression"] = json!(compression);
+        let r = call(&gate, spec).await;
+        assert_eq!(r["code"], "OK", "{compression}: {r}");
+        assert_eq!(r["trailing"]["x-partner-trailer"], "kept", "{r}");
+        assert_eq!(gate.entity_counts().await, reference, "h2c {compression}");
+        for m in &msgs {
+            let mut spec = h2c("unary", std::slice::from_ref(m));
+            spec["compression"] = json!(compression);
+            let r = call(&gate, spec).await;
+            assert_eq!(r["code"], "OK", "{compression}: {r}");
+        }
+        let (got, _) = up.after_calls(1 + msgs.len());
+        assert_eq!(got.len(), 2 * msgs.len());
+        assert_eq!(
+            gate.entity_counts().await,
+            reference,
+            "h2c unary {compression}"
+        );
+        let lines = call_lines(&gate, "/partner.v1.CustomerService/UploadMany", 1).await;
+        assert_eq!(lines[0]["messages"], 4, "{lines:?}");
+        assert_eq!(lines[0]["new_subjects"], 3, "{lines:?}");
+
+        // TLS intercepted, ALPN h2 on both sides.
+        let dir = tempfile::tempdir().unwrap();
+        let (up, gate, ca) = intercepting(dir.path(), GateBuilder::new()).await;
+        let mut spec = tls(&ca, "stream", &msgs);
+        spec["compression"] = json!(compression);
+        let r = call(&gate, spec).await;
+        assert_eq!(r["code"], "OK", "tls {compression}: {r}");
+        assert_eq!(r["trailing"]["x-partner-trailer"], "kept", "{r}");
+        let (got, end) = up.after_calls(1);
+        assert_eq!(got.len(), msgs.len());
+        assert_eq!(end["end"], "completed");
+        assert_eq!(gate.entity_counts().await, reference, "tls {compression}");
+    }
+}
+
+#[tokio::test]
+async fn messages_are_forwarded_one_by_one_as_they_are_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = GrpcServer::start(dir.path(), &[]);
+    let gate = GateBuilder::new().destination(h2c_dest(&up)).start().await;
+    // Each message leaves the client only once the server logged the one before: a gate that
+    // held the call's body until its end would never deliver the first.
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| customer(&format!("n{i}"), "", "")).collect();
+    let mut spec = h2c("stream", &msgs);
+    spec["scenario"] = json!("lockstep");
+    spec["server_log"] = json!(up.log);
+    let r = call(&gate, spec).await;
+    assert_eq!(r["code"], "OK", "{r}");
+    let (got, end) = up.after_calls(1);
+    assert_eq!(got.len(), 5);
+    assert_eq!(end["end"], "completed");
+}
+
+#[tokio::test]
+async fn a_refused_message_after_clean_ones_denies_the_call_and_cancels_the_upstream() {
+    for compression in ["none", "gzip"] {
+        let dir = tempfile::tempdir().unwrap();
+        let up = GrpcServer::start(dir.path(), &[]);
+        let gate = GateBuilder::new().destination(h2c_dest(&up)).start().await;
+        let mut msgs: Vec<Vec<u8>> = (0..20)
+            .map(|i| customer(&format!("n{i}"), &format!("1380013{i:04}"), ""))
+            .collect();
+        // A bank card is sensitive: under cac-2024 it needs an approval the register lacks.
+        let mut card = customer("Zed", "", "");
+        card.extend(field(5, b"4111 1111 1111 1111"));
+        msgs.push(card);
+        msgs.push(customer("after", "", ""));
+        let mut spec = h2c("stream", &msgs);
+        spec["compression"] = json!(compression);
+        let r = call(&gate, spec).await;
+        assert_eq!(r["code"], "PERMISSION_DENIED", "{compression}: {r}");
+        assert_eq!(r["details"], "approval_required", "{r}");
+        let (got, end) = up.after_calls(1);
+        assert_eq!(
+            got.len(),
+            20,
+            "only the clean messages reach the server: {got:?}"
+        );
+        assert_eq!(
+            end["end"], "cancelled",
+            "the upstream's call was cut, not completed: {end}"
+        );
+        assert_eq!(
+            gate.entity_counts().await,
+            (20, 0),
+            "the clean ones stay counted"
+        );
+        let lines = call_lines(&gate, "/partner.v1.CustomerService/UploadMany", 1).await;
+        assert_eq!(lines.len(), 1, "one audit line per call: {lines:?}");
+        assert_eq!(lines[0]["decision"], "block", "{lines:?}");
+        assert_eq!(lines[0]["reason"], "approval_required", "{lines:?}");
+        assert_eq!(lines[0]["messages"], 21, "{lines:?}");
+        let blocks = gate
+            .metric("transfer_gate_decisions_total{client=\"unidentified\",decision=\"block\",destination=\"eu\",reason=\"approval_required\"}")
+            .await;
+        assert_eq!(blocks, 1.0);
+    }
+}
+
+#[tokio::test]
+async fn malformed_protobuf_ends_the_call_with_status_7_unreadable_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = GrpcServer::start(dir.path(), &[]);
+    let gate = GateBuilder::new().destination(h2c_dest(&up)).start().await;
+    // A length-delimited field claiming 100 bytes with 2.
+    let r = call(&gate, h2c("unary", &[vec![0x0a, 100, b'h', b'i']])).await;
+    assert_eq!(r["code"], "PERMISSION_DENIED", "{r}");
+    assert_eq!(r["details"], "unreadable_body", "{r}");
+    // In a stream, after a clean message: that one forwarded, the call cut.
+    let r = call(
+        &gate,
+        h2c(
+            "stream",
+            &[customer("ok", "", ""), vec![0x0a, 100, b'h', b'i']],
+        ),
+    )
+    .await;
+    assert_eq!(r["code"], "PERMISSION_DENIED", "{r}");
+    assert_eq!(r["details"], "unreadable_body", "{r}");
+    let (got, end) = up.after_calls(1);
+    assert_eq!(got, vec![hex_of(&customer("ok", "", ""))]);
+    assert_eq!(end["end"], "cancelled", "{end}");
+}
+
+#[tokio::test]
+async fn a_message_split_across_many_data_frames_is_judged_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = GrpcServer::start(dir.path(), &[]);
+    let gate = GateBuilder::new().destination(h2c_dest(&up)).start().await;
+    let m = customer("Split", "13800138000", "");
+    // One DATA frame per byte: the prefix and the phone number cut everywhere.
+    let frames: Vec<Bytes> = frame(&m)
+        .into_iter()
+        .map(|b| Bytes::from(vec![b]))
+        .collect();
+    let (parts, _, trailers) =
+        raw_h2(&gate, "/partner.v1.CustomerService/UploadMany", frames).await;
+    assert_eq!(parts.status, 200);
+    let t = trailers.expect("the server's status as trailers");
+    assert_eq!(t["grpc-status"], "0", "{t:?}");
+    assert_eq!(t["x-partner-trailer"], "kept", "{t:?}");
+    let (got, _) = up.after_calls(1);
+    assert_eq!(got, vec![hex_of(&m)]);
+    assert_eq!(gate.entity_counts().await, (1, 0));
+}
+
+#[tokio::test]
+async fn a_zero_length_message_stream_held_open_ends_by_the_idle_timeout_with_a_grpc_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = GrpcServer::start(dir.path(), &[]);
+    let gate = GateBuilder::new()
+        .destination(h2c_dest(&up))
+        .timeouts("idle_seconds = 2")
+        .start()
+        .await;
+    let mut spec = h2c("stream", &[vec![], vec![]]);
+    spec["scenario"] = json!("hold");
+    spec["timeout"] = json!(120);
+    let r = call(&gate, spec).await;
+    assert_eq!(
+        r["code"], "DEADLINE_EXCEEDED",
+        "ended by the gate, not the client: {r}"
+    );
+    let (got, end) = up.after_calls(1);
+    assert_eq!(got, vec![String::new(), String::new()]);
+    assert_eq!(end["end"], "cancelled", "{end}");
+    let lines = call_lines(&gate, "/partner.v1.CustomerService/UploadMany", 1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["messages"], 2, "{lines:?}");
+    // Nothing is held afterwards: no buffered bytes, no request in flight.
+    let held = crate::harness::poll_until(Duration::from_secs(10), || async {
+        let b = gate.metric("transfer_gate_buffered_bytes").await;
+        (b == 0.0).then_some(b)
+    })
+    .await;
+    assert_eq!(held, Some(0.0));
+    // And the gate goes on serving calls.
+    let r = call(&gate, h2c("unary", &[customer("next", "", "")])).await;
+    assert_eq!(r["code"], "OK", "{r}");
 }

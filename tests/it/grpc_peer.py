@@ -50,25 +50,32 @@ def _ack(n):
             return bytes(out)
 
 
+def _on_end(log, context, count):
+    """Logs the call's end once it terminated: cancelled when the client's stream was cut
+    (h2 RST_STREAM, a broken connection), completed when it ended cleanly and the status was
+    sent. (grpcio ends the request iterator alike in both cases; only the call's close tells.)"""
+    def done():
+        # The sync API has no public "was cancelled" once the call is over.
+        cancelled = getattr(context, "_state").client == "cancelled"
+        _log(log, {"end": "cancelled" if cancelled else "completed", "count": count[0]})
+    context.add_callback(done)
+
+
 def server(log, tls):
     def upload(request, context):
+        _on_end(log, context, [1])
         _log(log, {"msg": request.hex()})
-        _log(log, {"end": "completed", "count": 1})
         context.set_trailing_metadata((("x-partner-trailer", "kept"),))
         return _ack(1)
 
     def upload_many(request_iterator, context):
-        n = 0
-        try:
-            for m in request_iterator:
-                n += 1
-                _log(log, {"msg": m.hex()})
-        except Exception as e:  # the call was cut (reset by the gate or the client)
-            _log(log, {"end": "cancelled", "count": n, "error": type(e).__name__})
-            raise
-        _log(log, {"end": "completed", "count": n})
+        n = [0]
+        _on_end(log, context, n)
+        for m in request_iterator:
+            n[0] += 1
+            _log(log, {"msg": m.hex()})
         context.set_trailing_metadata((("x-partner-trailer", "kept"),))
-        return _ack(n)
+        return _ack(n[0])
 
     handlers = {
         "Upload": grpc.unary_unary_rpc_method_handler(
