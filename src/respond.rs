@@ -64,6 +64,12 @@ struct BlockedBody<'a> {
     message: &'static str,
 }
 
+/// Marks a response the gate answered itself (not the upstream's), with its code: the
+/// refusal's reason (`approval_required`, …) or the failure's code (`upstream_timeout`, …).
+/// A gRPC call gets such an answer in gRPC terms (`crate::proxy::grpc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered(pub &'static str);
+
 /// The response header that repeats the reason, for clients that hide CONNECT bodies.
 pub const REASON_HEADER: &str = "x-transfer-gate-reason";
 
@@ -85,6 +91,8 @@ pub fn blocked(
     let json = serde_json::to_vec(&body).unwrap_or_default();
     let mut resp = Response::new(full(json));
     *resp.status_mut() = status_of(refusal.reason);
+    resp.extensions_mut()
+        .insert(Answered(refusal.reason.as_str()));
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -240,6 +248,7 @@ pub fn failure(f: Failure<'_>, request_id: &str) -> Response<GateBody> {
         }
     };
     *resp.status_mut() = status;
+    resp.extensions_mut().insert(Answered(code));
     let h = resp.headers_mut();
     if !request_id.is_empty() {
         if let Ok(v) = HeaderValue::from_str(request_id) {

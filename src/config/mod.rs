@@ -332,6 +332,9 @@ pub struct Destination {
     pub websocket: bool,
     /// How binary WebSocket messages are read (`websocket_binary`).
     pub websocket_binary: WebSocketBinary,
+    /// Plain-HTTP upstream connections speak HTTP/2 with prior knowledge (h2c), as gRPC
+    /// servers need (`upstream_http2`); TLS upstreams negotiate by ALPN whatever this says.
+    pub upstream_http2: bool,
 }
 
 /// How a destination's binary WebSocket messages are read (`websocket_binary`).

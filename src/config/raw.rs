@@ -167,6 +167,8 @@ pub struct RawDestination {
     #[serde(default)]
     pub websocket: bool,
     pub websocket_binary: Option<String>,
+    #[serde(default)]
+    pub upstream_http2: bool,
 }
 
 /// One `[[important_data]]` rule.

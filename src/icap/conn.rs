@@ -209,7 +209,10 @@ async fn reqmod(
         origin: super::route::ORIGIN,
         request_id: &request_id,
     };
+    let call = crate::proxy::grpc::Call::of(req.headers());
     let (resp, decision) = route(cx, req, &sink).await;
+    // A gRPC-Web call behind Squid gets the gate's answers in gRPC terms too (SPEC §3).
+    let resp = crate::proxy::grpc::answer(call.as_ref(), resp);
     gate.metrics
         .observe_exchange(decision.as_str(), started.elapsed(), &resp);
     match sink.answer() {

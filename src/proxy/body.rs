@@ -30,6 +30,9 @@ pub enum BodyError {
     /// More bytes than allowed.
     #[error("body larger than inspection.max_body_bytes")]
     TooLarge,
+    /// The gate gave up on the exchange (it answered the client itself).
+    #[error("exchange abandoned by the gate")]
+    Abandoned,
 }
 
 /// A streaming body that meters, times and caps its inner body.
@@ -52,6 +55,7 @@ pub struct MeteredBody<B> {
 pub struct Progress {
     origin: Instant,
     last_ms: std::sync::atomic::AtomicU64,
+    abandoned: AtomicBool,
 }
 
 impl Progress {
@@ -60,7 +64,20 @@ impl Progress {
         Arc::new(Progress {
             origin: Instant::now(),
             last_ms: std::sync::atomic::AtomicU64::new(0),
+            abandoned: AtomicBool::new(false),
         })
+    }
+
+    /// The gate gave up on the exchange: the body fails at its next poll instead of going on
+    /// or ending, so the upstream never sees a clean end of a request the gate answered
+    /// itself (hyper reports the client's stream reset with `NO_ERROR` after that answer as
+    /// a clean end of the body).
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
     }
 
     fn touch(&self) {
@@ -157,6 +174,12 @@ where
         if this.done {
             return Poll::Ready(None);
         }
+        let abandoned = |this: &Self| this.progress.as_ref().is_some_and(|p| p.is_abandoned());
+        if abandoned(this) {
+            this.done = true;
+            this.end();
+            return Poll::Ready(Some(Err(Box::new(BodyError::Abandoned))));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -189,6 +212,9 @@ where
             Poll::Ready(None) => {
                 this.done = true;
                 this.end();
+                if abandoned(this) {
+                    return Poll::Ready(Some(Err(Box::new(BodyError::Abandoned))));
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {

@@ -82,12 +82,20 @@ where
     summary.important_rule.clone_from(&head.important_rule);
 
     let (parts, body) = req.into_parts();
+    let call = super::grpc::Call::of(&parts.headers);
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let scanner = Scanner::for_headers(snap.inspect.clone(), &parts.headers, today, dest.sensitive);
+    // The path names a gRPC call's method (the message type with descriptor sets).
+    let scanner = Scanner::for_request(
+        snap.inspect.clone(),
+        &parts.headers,
+        Some(parts.uri.path()),
+        today,
+        dest.sensitive,
+    );
     let whole = WholeRead::of(snap, &scanner, &parts.headers);
     if whole.too_large(declared) {
         return (
@@ -113,6 +121,8 @@ where
         summary,
         audit,
         now,
+        call,
+        proxy: sink.origin() == "proxy",
     };
     if atomic {
         // Charged for its declared length (0 for an empty body): allocated once, at that size.
@@ -187,6 +197,11 @@ struct Step<'a> {
     summary: Summary,
     audit: AuditRecord,
     now: SystemTime,
+    /// The request is a gRPC call (`application/grpc*`): its messages are counted for the
+    /// audit line, and the upstream's answer ends with a gRPC status if it is cut.
+    call: Option<super::grpc::Call>,
+    /// The sink is the upstream (the proxy listener), whose answer goes to the client as is.
+    proxy: bool,
 }
 
 /// Why [`admit`] stops a request.
@@ -293,6 +308,8 @@ where
         mut summary,
         mut audit,
         now,
+        call,
+        proxy,
     } = step;
     let (gate, snap, request_id) = (cx.gate, cx.snap, cx.request_id);
     let cfg = &snap.config;
@@ -363,6 +380,9 @@ where
         return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
     }
     audit.bytes = bytes.len() as u64;
+    if call.is_some() {
+        audit.messages = Some(super::grpc::FrameCounter::default().feed(&bytes));
+    }
     let send_cx = SendCtx {
         gate,
         snap,
@@ -375,6 +395,12 @@ where
         forbidden_summary(&mut summary, &dest.name)
     })
     .await;
+    let resp = match &call {
+        Some(c) if proxy && resp.extensions().get::<respond::Answered>().is_none() => {
+            super::grpc::TailBody::wrap(c, None, resp)
+        }
+        _ => resp,
+    };
     let decision = finish(gate, &dest.name, audit, snap, &summary).await;
     (resp, decision)
 }
@@ -402,6 +428,8 @@ where
         mut summary,
         mut audit,
         now,
+        call,
+        proxy,
     } = step;
     let (gate, snap, request_id) = (cx.gate, cx.snap, cx.request_id);
     let dest = &snap.config.destinations[i];
@@ -424,7 +452,10 @@ where
         client_observed: snap.clients.observed(cx.identity),
     });
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let body = GatedBody::new(body, ctx, scanner, shared.clone(), done_tx, charge).boxed_unsync();
+    let messages = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = super::grpc::Counted::new(body, call.is_some(), messages.clone());
+    let body =
+        GatedBody::new(counted, ctx, scanner, shared.clone(), done_tx, charge).boxed_unsync();
     let send_cx = SendCtx {
         gate,
         snap,
@@ -440,6 +471,7 @@ where
     .await;
     // The body may still be streaming: the audit line waits for its end.
     let refused_now = refusal_now(&shared);
+    let counting = call.is_some();
     let (g, s, sh, name) = (
         gate.clone(),
         snap.clone(),
@@ -451,6 +483,9 @@ where
         let _ = done_rx.await;
         let summary = std::mem::take(&mut *sh.lock().unwrap_or_else(|p| p.into_inner()));
         audit.bytes = summary.released;
+        if counting {
+            audit.messages = Some(messages.load(std::sync::atomic::Ordering::Relaxed));
+        }
         finish(&g, &name, audit, &s, &summary).await;
     });
     // A workbook over max_workbook_bytes failed the body: 413.
@@ -466,7 +501,15 @@ where
             respond::blocked(&r, request_id, snap.blocked_by.as_ref()),
             Decision::Block,
         ),
-        None => (resp, Decision::Allow),
+        None => match &call {
+            // The upstream's answer to a gRPC call: a message refused from here on cuts it
+            // with a gRPC status rather than a broken stream.
+            Some(c) if proxy && resp.extensions().get::<respond::Answered>().is_none() => (
+                super::grpc::TailBody::wrap(c, Some(shared), resp),
+                Decision::Allow,
+            ),
+            _ => (resp, Decision::Allow),
+        },
     }
 }
 

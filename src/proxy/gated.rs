@@ -202,7 +202,16 @@ pub struct GatedBody<B> {
     outside: CategorySet,
     /// An important-data rule matched (head or body).
     important: bool,
+    /// A failure waiting for released bytes to leave (see [`SETTLE`]).
+    settle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The error returned once `settle` has run out.
+    failure: Option<BoxError>,
 }
+
+/// How long a failing body waits before its error, so that the bytes it released before
+/// (messages judged and counted) leave the upstream connection's send queue ahead of the
+/// reset the error causes (h2 drops a stream's queued frames when it is reset).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl<B> GatedBody<B> {
     /// Wraps `inner`; `finished` fires when the body is dropped (complete, failed or abandoned).
@@ -234,6 +243,8 @@ impl<B> GatedBody<B> {
             finished: Some(finished),
             outside: ctx.head.outside,
             important: ctx.head.important_rule.is_some(),
+            settle: None,
+            failure: None,
             ctx,
         }
     }
@@ -392,6 +403,12 @@ impl<B> GatedBody<B> {
     }
 
     fn fail(&mut self, why: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Bytes released before this failure may still wait in the upstream connection's
+        // send queue, and an h2 stream's reset drops what is queued for it: the failure waits
+        // a moment so that what was judged and counted is sent first (see `poll_frame`).
+        if self.lock().released > 0 {
+            self.settle = Some(Box::pin(tokio::time::sleep(SETTLE)));
+        }
         self.done = true;
         self.held.clear();
         self.ready.clear();
@@ -422,6 +439,41 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if this.settle.is_none() {
+            match this.poll_gate(cx) {
+                Poll::Ready(Some(Err(e))) if this.settle.is_some() => {
+                    this.failure = Some(e);
+                }
+                other => return other,
+            }
+        }
+        if let Some(t) = this.settle.as_mut() {
+            if t.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        this.settle = None;
+        Poll::Ready(this.failure.take().map(Err))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.ready.is_empty() && self.settle.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // The gate forwards exactly the client's bytes, unless it aborts.
+        self.inner.size_hint()
+    }
+}
+
+impl<B> GatedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// The gate's work on one poll: release judged bytes, judge completed records, read more.
+    fn poll_gate(&mut self, cx: &mut Context<'_>) -> Polled {
+        let this = self;
         loop {
             if let Some(b) = this.ready.pop_front() {
                 this.lock().released += b.len() as u64;
@@ -513,15 +565,6 @@ where
                 }
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done && self.ready.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        // The gate forwards exactly the client's bytes, unless it aborts.
-        self.inner.size_hint()
     }
 }
 

@@ -259,6 +259,7 @@ async fn inner(
     let started = Instant::now();
     let request_id = gate.ids.assign(req.headers_mut());
     let snap = gate.snapshot();
+    let call = super::grpc::Call::of(req.headers());
     // The CONNECT's identity, resolved against the configuration in force now.
     let identity = snap
         .clients
@@ -299,6 +300,8 @@ async fn inner(
             Decision::Block,
         ),
     };
+    // A gRPC call gets the gate's own answers in gRPC terms (SPEC §3).
+    let resp = super::grpc::answer(call.as_ref(), resp);
     gate.metrics
         .observe_exchange(decision.as_str(), started.elapsed(), &resp);
     Ok(resp)

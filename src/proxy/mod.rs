@@ -19,6 +19,7 @@ pub mod enforce;
 mod enforce_props;
 pub mod gated;
 pub mod gauges;
+pub mod grpc;
 pub mod head;
 pub mod headers;
 pub mod identify;
@@ -57,6 +58,9 @@ pub struct Route {
     /// made on first use, so that a configuration of 100,000 destinations does not build
     /// 300,000 clients at load when few of them will ever be used.
     clients: Box<[std::sync::OnceLock<UpstreamClient>]>,
+    /// With `upstream_http2 = true`: the same, speaking HTTP/2 with prior knowledge (h2c), for
+    /// plain-HTTP upstream connections only (TLS ones negotiate by ALPN in [`Route::clients`]).
+    h2c: Option<Box<[std::sync::OnceLock<UpstreamClient>]>>,
     /// What the clients are made from.
     connector: UpstreamConnector,
     /// The clients' idle timeout for pooled connections.
@@ -82,7 +86,22 @@ impl Route {
     pub fn client(&self) -> &UpstreamClient {
         let last = self.clients.len() - 1;
         let i = crate::workers::current().map_or(last, |w| w.min(last));
-        self.clients[i].get_or_init(|| client(self.connector.clone(), self.idle, self.max_idle))
+        self.clients[i]
+            .get_or_init(|| client(self.connector.clone(), self.idle, self.max_idle, false))
+    }
+
+    /// The pooled client for a request to a `https` (TLS, ALPN) or plain upstream: plain ones
+    /// speak h2c when the destination sets `upstream_http2 = true`.
+    pub fn client_for(&self, https: bool) -> &UpstreamClient {
+        match &self.h2c {
+            Some(h2c) if !https => {
+                let last = h2c.len() - 1;
+                let i = crate::workers::current().map_or(last, |w| w.min(last));
+                h2c[i]
+                    .get_or_init(|| client(self.connector.clone(), self.idle, self.max_idle, true))
+            }
+            _ => self.client(),
+        }
     }
 
     /// The byte counters (upstream, downstream) of `id`'s client on this route.
@@ -245,8 +264,10 @@ impl Snapshot {
         let route = |name: &str,
                      connect_to: Option<&str>,
                      tls: Arc<rustls::ClientConfig>,
-                     allowed: Option<Box<[bool]>>| Route {
+                     allowed: Option<Box<[bool]>>,
+                     h2c: bool| Route {
             clients: (0..pools).map(|_| std::sync::OnceLock::new()).collect(),
+            h2c: h2c.then(|| (0..pools).map(|_| std::sync::OnceLock::new()).collect()),
             connector: UpstreamConnector::new(connect_to, targets.clone(), tls, t.connect),
             idle: t.idle,
             max_idle: config.gate.max_connections.max(256),
@@ -274,9 +295,10 @@ impl Snapshot {
                 d.connect_to.as_deref(),
                 tls,
                 allowlist(&d.clients),
+                d.upstream_http2,
             ));
         }
-        let domestic = route(classify::DOMESTIC_LABEL, None, verified, None);
+        let domestic = route(classify::DOMESTIC_LABEL, None, verified, None, false);
         let clients = crate::identity::Clients::new(&config.clients);
         // Series that exist before their first event, so dashboards and alerts see zeros.
         metrics

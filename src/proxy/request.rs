@@ -28,6 +28,7 @@ pub async fn handle(
     let started = Instant::now();
     let request_id = gate.ids.assign(req.headers_mut());
     let snap = gate.snapshot();
+    let call = super::grpc::Call::of(req.headers());
     let (resp, decision) = if looped(req.headers()) {
         (
             respond::failure(Failure::LoopDetected, &request_id),
@@ -55,6 +56,8 @@ pub async fn handle(
             super::route::route(cx, req).await
         }
     };
+    // A gRPC call gets the gate's own answers in gRPC terms (SPEC §3).
+    let resp = super::grpc::answer(call.as_ref(), resp);
     gate.metrics
         .observe_exchange(decision.as_str(), started.elapsed(), &resp);
     Ok(resp)

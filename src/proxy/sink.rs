@@ -136,6 +136,7 @@ where
     } = x;
     let t = snap.config.timeouts;
     let deadline = t.total.map(|d| tokio::time::Instant::now() + d);
+    let https = scheme == Scheme::HTTPS;
     let pq = parts
         .uri
         .path_and_query()
@@ -156,7 +157,15 @@ where
         }
     };
     parts.version = Version::HTTP_11;
+    // `TE: trailers` says the client takes trailers (gRPC needs it, and an h2 upstream may
+    // refuse a gRPC call without it): kept across the hop, any other TE value is not.
+    let trailers = wants_trailers(&parts.headers);
     strip_hop_by_hop(&mut parts.headers);
+    if trailers {
+        parts
+            .headers
+            .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    }
     parts.headers.remove(http::header::HOST);
     add_via(&mut parts.headers);
 
@@ -178,7 +187,7 @@ where
         None => t.response_header,
     };
     let asked = std::time::Instant::now();
-    let request = route.client().request(upstream_req);
+    let request = route.client_for(https).request(upstream_req);
     tokio::pin!(request);
     // The wait for the upstream's response head (`transfer_gate_added_seconds` leaves it out):
     // from the end of the request body, or from handing over the head when the response came
@@ -195,6 +204,10 @@ where
         // The upstream stopped reading the body (or the body stopped): idle_seconds.
         _ = progress.stalled(t.idle) => Err(()),
     };
+    if !matches!(result, Ok(Ok(_))) {
+        // The gate answers the client itself: the request still on its way must not end.
+        progress.abandon();
+    }
     let resp = match result {
         Err(_) if gated.is_some_and(is_busy) => {
             return Ok(respond::failure(Failure::Busy, request_id))
@@ -248,6 +261,19 @@ where
     }
     let body = MeteredBody::new(body, bytes_down, t.idle, deadline, None).boxed_unsync();
     Ok(Response::from_parts(parts, body))
+}
+
+/// Whether a request's `TE` header lists `trailers`.
+fn wants_trailers(h: &http::HeaderMap) -> bool {
+    h.get_all(http::header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
 }
 
 /// The upstream's host resolved only to addresses the target rules refuse.

@@ -217,13 +217,21 @@ impl AsyncWrite for UpstreamStream {
 /// (`gate.max_connections`): a smaller cap makes a burst of many client connections close the
 /// upstream connections it opened as soon as it ebbs and open them again on the next one (at
 /// 4,000 client connections with a cap of 256: about 7,000 sockets left in `TIME_WAIT` by a
-/// 5 s run, none with this cap).
-pub fn client(connector: UpstreamConnector, idle: Duration, max_idle: usize) -> UpstreamClient {
+/// 5 s run, none with this cap). With `h2c` every connection speaks HTTP/2 with prior
+/// knowledge (`upstream_http2 = true`: gRPC servers over plain TCP); such a client is only
+/// used for plain-HTTP upstreams, as a TLS upstream's ALPN answer must decide there.
+pub fn client(
+    connector: UpstreamConnector,
+    idle: Duration,
+    max_idle: usize,
+    h2c: bool,
+) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(idle)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_max_idle_per_host(max_idle)
+        .http2_only(h2c)
         .build(connector)
 }
 

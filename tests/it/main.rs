@@ -12,6 +12,7 @@ mod console;
 mod dashboard;
 mod deploy;
 mod enforce;
+mod grpc;
 mod harness;
 mod icap;
 mod intercept;

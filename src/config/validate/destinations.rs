@@ -138,6 +138,13 @@ pub(super) fn validate(
                 "is set but `websocket` is not true",
             );
         }
+        if r.upstream_http2 && upstream_https {
+            d.warn(
+                file,
+                format!("{p}.upstream_http2"),
+                "has no effect with upstream_scheme = \"https\": TLS upstreams negotiate HTTP/2 by ALPN",
+            );
+        }
         if let Some(c) = &r.connect_to {
             let ok = c
                 .rsplit_once(':')
@@ -216,6 +223,7 @@ pub(super) fn validate(
             tls_verify: r.tls_verify,
             websocket: r.websocket,
             websocket_binary,
+            upstream_http2: r.upstream_http2,
             clients: r.clients,
         });
     }
