@@ -167,9 +167,8 @@ async fn grpc_frames_over_http1_are_counted_per_message() {
     body.extend(frame(&[]));
     body.extend(frame(&customer("李四", MOBILE_B, None)));
     let url = "http://api.eu.test/partner.v1.CustomerService/UploadMany";
-    // The type is named by the media type here: the proxy passes the request path to the
-    // scanner (`Scanner::for_request`) with its HTTP/2 gRPC work; the path's resolution is
-    // tested in the engine's unit tests.
+    // The type is named by the media type here as well as by the path; the path's
+    // resolution is tested in the engine's unit tests and by tests/it/grpc.rs.
     let ctype = "application/grpc; proto=partner.v1.Customer";
     let r = post(&gate, url, ctype, &body).await;
     assert_eq!(r.status(), 200);
@@ -183,7 +182,10 @@ async fn grpc_frames_over_http1_are_counted_per_message() {
     let mut cut = frame(&customer("王五", "13700000000", None));
     cut[4] += 20;
     let r = post(&gate, url, ctype, &cut).await;
-    assert_eq!(r.status(), 451);
+    // Answered in gRPC terms (SPEC §3): HTTP 200, trailers-only, status 7 and the reason.
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["grpc-status"], "7");
+    assert_eq!(r.headers()["grpc-message"], "unreadable_body");
     assert_eq!(up.received().len(), before);
     assert_eq!(gate.entity_counts().await, (2, 2));
 }
