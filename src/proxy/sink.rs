@@ -241,7 +241,13 @@ where
             if gated.is_some_and(is_busy) {
                 return Ok(respond::failure(Failure::Busy, request_id));
             }
-            let kind = if is_connect_timeout(&e) {
+            // The request body's own idle timer (or the total deadline) may fail the request
+            // before `progress.stalled` is seen — over h2 the error is then the stream reset
+            // that hyper sends, not the body's — a timeout all the same, not an unreachable
+            // upstream.
+            let now = tokio::time::Instant::now();
+            let timed_out = now >= progress.last() + t.idle || deadline.is_some_and(|d| now >= d);
+            let kind = if is_connect_timeout(&e) || timed_out || body_timed_out(&e) {
                 UpstreamFailure::Timeout
             } else {
                 UpstreamFailure::Unreachable
@@ -307,4 +313,19 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
         src = x.source();
     }
     s
+}
+
+/// Whether a client error was caused by the request body's idle timer or the total deadline.
+fn body_timed_out(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = src {
+        if let Some(b) = e.downcast_ref::<super::body::BodyError>() {
+            return matches!(
+                b,
+                super::body::BodyError::Idle | super::body::BodyError::Deadline
+            );
+        }
+        src = e.source();
+    }
+    false
 }

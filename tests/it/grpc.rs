@@ -589,8 +589,10 @@ async fn a_zero_length_message_stream_held_open_ends_by_the_idle_timeout_with_a_
     spec["timeout"] = json!(120);
     let r = call(&gate, spec).await;
     assert_eq!(
-        r["code"], "DEADLINE_EXCEEDED",
-        "ended by the gate, not the client: {r}"
+        r["code"],
+        "DEADLINE_EXCEEDED",
+        "ended by the gate, not the client: {r}\ngate log:\n{}",
+        gate.logs()
     );
     let (got, end) = up.after_calls(1);
     assert_eq!(got, vec![String::new(), String::new()]);
