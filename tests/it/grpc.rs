@@ -7,12 +7,12 @@
 
 use crate::harness::approvals::eu;
 use crate::harness::certs::TestCa;
-use crate::harness::{poll_until_blocking, require_tool, GateBuilder, GateProc};
+use crate::harness::{peer, poll_until_blocking, GateBuilder, GateProc};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/grpc_peer.py");
@@ -29,21 +29,11 @@ struct GrpcServer {
 impl GrpcServer {
     /// Plaintext HTTP/2 (h2c), or TLS with `cert_key` (certificate and key files).
     fn start(dir: &Path, cert_key: &[&Path]) -> GrpcServer {
-        require_tool("python3");
         let log = dir.join(format!("grpc-server-{}.log", cert_key.len()));
-        let mut child = Command::new("python3")
-            .args([PEER, "server", log.to_str().unwrap()])
-            .args(cert_key)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            panic!("the gRPC server did not start (python3 with `grpcio` is required; scripts/test installs it): {line:?}")
-        });
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["server".as_ref(), log.to_str().unwrap().as_ref()];
+        args.extend(cert_key.iter().map(|p| p.as_os_str()));
+        let (child, port) = peer::start(PEER, &args, "grpcio");
         GrpcServer { child, port, log }
     }
 
@@ -52,11 +42,7 @@ impl GrpcServer {
     }
 
     fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        peer::json_lines(&self.log)
     }
 
     /// The messages (hex) of the calls so far and the end of the last call, once `calls`

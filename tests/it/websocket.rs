@@ -7,11 +7,11 @@
 //! leaves the gate serving; a destination without `websocket = true` stays 451.
 
 use crate::harness::approvals::eu;
-use crate::harness::{cli_on, poll_until_blocking, require_tool, Dest, GateBuilder, GateProc};
+use crate::harness::{cli_on, peer, poll_until_blocking, Dest, GateBuilder, GateProc};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/websocket_peer.py");
@@ -31,21 +31,14 @@ impl WsServer {
 
     /// [`WsServer::start`] over TLS with `cert_key` (certificate and key files), if given.
     fn start_tls(dir: &Path, deflate: bool, cert_key: &[&Path]) -> WsServer {
-        require_tool("python3");
         let log = dir.join(format!("ws-server-{deflate}.log"));
-        let mut child = Command::new("python3")
-            .args([PEER, "server", log.to_str().unwrap(), mode(deflate)])
-            .args(cert_key)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| {
-            panic!("the WebSocket server did not start (python3 with `websockets` is required; scripts/test installs it): {line:?}")
-        });
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "server".as_ref(),
+            log.to_str().unwrap().as_ref(),
+            mode(deflate).as_ref(),
+        ];
+        args.extend(cert_key.iter().map(|p| p.as_os_str()));
+        let (child, port) = peer::start(PEER, &args, "websockets");
         WsServer { child, port, log }
     }
 
@@ -55,11 +48,7 @@ impl WsServer {
 
     /// The log's lines so far.
     fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        peer::json_lines(&self.log)
     }
 
     /// The messages received, once the connection's end is logged.

@@ -20,6 +20,7 @@ pub mod approvals;
 pub mod certs;
 pub mod cli;
 pub mod ledger;
+pub mod peer;
 pub mod poll;
 pub mod redis;
 pub mod squid;
