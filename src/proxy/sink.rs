@@ -247,7 +247,7 @@ where
             // upstream.
             let now = tokio::time::Instant::now();
             let timed_out = now >= progress.last() + t.idle || deadline.is_some_and(|d| now >= d);
-            let kind = if is_connect_timeout(&e) || timed_out || body_timed_out(&e) {
+            let kind = if is_connect_timeout(&e) || timed_out {
                 UpstreamFailure::Timeout
             } else {
                 UpstreamFailure::Unreachable
@@ -313,19 +313,4 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
         src = x.source();
     }
     s
-}
-
-/// Whether a client error was caused by the request body's idle timer or the total deadline.
-fn body_timed_out(err: &hyper_util::client::legacy::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = src {
-        if let Some(b) = e.downcast_ref::<super::body::BodyError>() {
-            return matches!(
-                b,
-                super::body::BodyError::Idle | super::body::BodyError::Deadline
-            );
-        }
-        src = e.source();
-    }
-    false
 }
