@@ -25,6 +25,7 @@ pub mod headers;
 pub mod identify;
 pub mod intercept;
 pub mod outcome;
+pub mod pool;
 pub mod recent;
 pub mod request;
 pub mod route;
@@ -45,10 +46,11 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use pool::Pool;
 use prometheus::IntCounter;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use upstream::{client, UpstreamClient, UpstreamConnector};
+use upstream::UpstreamConnector;
 
 /// What the request path needs per destination, resolved when the config loads.
 pub struct Route {
@@ -57,10 +59,10 @@ pub struct Route {
     /// same thread, and a last one for requests outside the workers (ICAP, tests). Each is
     /// made on first use, so that a configuration of 100,000 destinations does not build
     /// 300,000 clients at load when few of them will ever be used.
-    clients: Box<[std::sync::OnceLock<UpstreamClient>]>,
+    clients: Box<[std::sync::OnceLock<Pool>]>,
     /// With `upstream_http2 = true`: the same, speaking HTTP/2 with prior knowledge (h2c), for
     /// plain-HTTP upstream connections only (TLS ones negotiate by ALPN in [`Route::clients`]).
-    h2c: Option<Box<[std::sync::OnceLock<UpstreamClient>]>>,
+    h2c: Option<Box<[std::sync::OnceLock<Pool>]>>,
     /// What the clients are made from.
     connector: UpstreamConnector,
     /// The clients' idle timeout for pooled connections.
@@ -82,23 +84,24 @@ pub struct Route {
 }
 
 impl Route {
-    /// The pooled client for the calling thread's worker.
-    pub fn client(&self) -> &UpstreamClient {
+    /// The connection pool of the calling thread's worker.
+    pub fn client(&self) -> &Pool {
         let last = self.clients.len() - 1;
         let i = crate::workers::current().map_or(last, |w| w.min(last));
         self.clients[i]
-            .get_or_init(|| client(self.connector.clone(), self.idle, self.max_idle, false))
+            .get_or_init(|| Pool::new(self.connector.clone(), self.idle, self.max_idle, false))
     }
 
-    /// The pooled client for a request to a `https` (TLS, ALPN) or plain upstream: plain ones
-    /// speak h2c when the destination sets `upstream_http2 = true`.
-    pub fn client_for(&self, https: bool) -> &UpstreamClient {
+    /// The connection pool for a request to a `https` (TLS, ALPN) or plain upstream: plain
+    /// ones speak h2c when the destination sets `upstream_http2 = true`.
+    pub fn client_for(&self, https: bool) -> &Pool {
         match &self.h2c {
             Some(h2c) if !https => {
                 let last = h2c.len() - 1;
                 let i = crate::workers::current().map_or(last, |w| w.min(last));
-                h2c[i]
-                    .get_or_init(|| client(self.connector.clone(), self.idle, self.max_idle, true))
+                h2c[i].get_or_init(|| {
+                    Pool::new(self.connector.clone(), self.idle, self.max_idle, true)
+                })
             }
             _ => self.client(),
         }

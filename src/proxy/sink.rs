@@ -8,7 +8,6 @@
 use super::body::{MeteredBody, Progress};
 use super::gated::{is_busy, is_too_large, refusal_now, Shared};
 use super::headers::{add_via, strip_hop_by_hop};
-use super::upstream::{is_connect_timeout, is_forbidden};
 use super::{Gate, Route, Snapshot};
 use crate::identity::Identity;
 use crate::respond::{self, Failure, GateBody, UpstreamFailure};
@@ -221,7 +220,7 @@ where
             ))
         }
         Ok(Err(e)) => {
-            if is_forbidden(&e) {
+            if e.is_forbidden() {
                 tracing::info!(
                     request_id,
                     destination = label,
@@ -247,7 +246,7 @@ where
             // upstream.
             let now = tokio::time::Instant::now();
             let timed_out = now >= progress.last() + t.idle || deadline.is_some_and(|d| now >= d);
-            let kind = if is_connect_timeout(&e) || timed_out {
+            let kind = if e.is_connect_timeout() || timed_out {
                 UpstreamFailure::Timeout
             } else {
                 UpstreamFailure::Unreachable

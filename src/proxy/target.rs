@@ -173,6 +173,17 @@ impl TargetRules {
         }
     }
 
+    /// Rules that refuse nothing (unit tests of the code that dials).
+    #[cfg(test)]
+    pub(crate) fn refusing_nothing() -> Self {
+        TargetRules {
+            own: Arc::new(OwnEndpoints::default()),
+            deny: vec![],
+            tunnel_ports: vec![],
+            resolved: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Whether a domestic `CONNECT` may name `port`.
     pub fn tunnel_port_allowed(&self, port: u16) -> bool {
         self.tunnel_ports.contains(&port)

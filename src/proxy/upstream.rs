@@ -1,17 +1,11 @@
 //! Connections to upstreams: a connector that honours a destination's `connect_to` override
-//! and originates TLS (verified, ALPN h2/http1.1), and one pooled hyper client per destination
-//! (plus one for domestic traffic), built when the configuration loads. Without `connect_to`
-//! the client chose the host, so every address is checked by the target rules
-//! ([`super::target`]) before and after connecting.
+//! and originates TLS (verified, ALPN h2/http1.1); the pools that reuse them are
+//! [`super::pool`]. Without `connect_to` the client chose the host, so every address is
+//! checked by the target rules ([`super::target`]) before and after connecting.
 
 use super::target::{dial, DialError, TargetRules};
-use crate::respond::{BoxError, GateBody};
 use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,9 +15,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-
-/// The pooled client type used for every upstream.
-pub type UpstreamClient = Client<UpstreamConnector, GateBody>;
 
 /// Why a connection to an upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +67,11 @@ impl UpstreamConnector {
         }
     }
 
-    async fn connect(self, uri: Uri) -> Result<UpstreamStream, ConnectError> {
+    /// A connection to `uri`'s host (TLS for `https`), within the connect timeout.
+    ///
+    /// # Errors
+    /// [`ConnectError`]: no host, forbidden target, timeout, TCP or TLS failure.
+    pub async fn connect(&self, uri: &Uri) -> Result<UpstreamStream, ConnectError> {
         let host = uri
             .host()
             .ok_or(ConnectError::NoHost)?
@@ -111,47 +106,12 @@ impl UpstreamConnector {
     }
 }
 
-impl tower_service::Service<Uri> for UpstreamConnector {
-    type Response = TokioIo<UpstreamStream>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            this.connect(uri)
-                .await
-                .map(TokioIo::new)
-                .map_err(|e| Box::new(e) as BoxError)
-        })
-    }
-}
-
 /// A plain or TLS connection to an upstream.
 pub enum UpstreamStream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Connection for UpstreamStream {
-    fn connected(&self) -> Connected {
-        match self {
-            UpstreamStream::Plain(_) => Connected::new(),
-            UpstreamStream::Tls(tls) => {
-                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    Connected::new().negotiated_h2()
-                } else {
-                    Connected::new()
-                }
-            }
-        }
-    }
 }
 
 impl AsyncRead for UpstreamStream {
@@ -210,51 +170,4 @@ impl AsyncWrite for UpstreamStream {
             UpstreamStream::Tls(s) => s.is_write_vectored(),
         }
     }
-}
-
-/// A pooled client over `connector`; idle pooled connections close after `idle`, and at most
-/// `max_idle` are kept. The pool keeps as many as the requests that may be in flight at once
-/// (`gate.max_connections`): a smaller cap makes a burst of many client connections close the
-/// upstream connections it opened as soon as it ebbs and open them again on the next one (at
-/// 4,000 client connections with a cap of 256: about 7,000 sockets left in `TIME_WAIT` by a
-/// 5 s run, none with this cap). With `h2c` every connection speaks HTTP/2 with prior
-/// knowledge (`upstream_http2 = true`: gRPC servers over plain TCP); such a client is only
-/// used for plain-HTTP upstreams, as a TLS upstream's ALPN answer must decide there.
-pub fn client(
-    connector: UpstreamConnector,
-    idle: Duration,
-    max_idle: usize,
-    h2c: bool,
-) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(idle)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_max_idle_per_host(max_idle)
-        .http2_only(h2c)
-        .build(connector)
-}
-
-/// Whether a client error was caused by a connect timeout (504 rather than 502).
-pub fn is_connect_timeout(err: &hyper_util::client::legacy::Error) -> bool {
-    connect_error(err, |e| matches!(e, ConnectError::Timeout))
-}
-
-/// Whether a client error was caused by the target rules (403 `forbidden_target`).
-pub fn is_forbidden(err: &hyper_util::client::legacy::Error) -> bool {
-    connect_error(err, |e| matches!(e, ConnectError::Forbidden))
-}
-
-fn connect_error(
-    err: &hyper_util::client::legacy::Error,
-    pred: impl Fn(&ConnectError) -> bool,
-) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = src {
-        if e.downcast_ref::<ConnectError>().is_some_and(&pred) {
-            return true;
-        }
-        src = e.source();
-    }
-    false
 }

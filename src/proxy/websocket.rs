@@ -22,7 +22,6 @@ use super::head::inspect_head;
 use super::headers::{add_via, strip_hop_by_hop, REQUEST_ID_NAME};
 use super::outcome::{finish, refuse_audited};
 use super::sink::upstream_error;
-use super::upstream::{is_connect_timeout, is_forbidden};
 use crate::config::{Unreadable as UnreadablePolicy, WebSocketBinary};
 use crate::inspect::{Findings, InspectConfig, Unreadable};
 use crate::model::shanghai_date;
@@ -208,12 +207,12 @@ pub(crate) async fn serve(
             let r = upstream_error(gate, &dest.name, UpstreamFailure::Timeout, request_id);
             return (r, Decision::Block);
         }
-        Ok(Err(e)) if is_forbidden(&e) => {
+        Ok(Err(e)) if e.is_forbidden() => {
             let refusal = forbidden_summary(&mut summary, &dest.name);
             return refuse_audited(gate, snap, refusal, request_id, audit, &summary).await;
         }
         Ok(Err(e)) => {
-            let kind = if is_connect_timeout(&e) {
+            let kind = if e.is_connect_timeout() {
                 UpstreamFailure::Timeout
             } else {
                 UpstreamFailure::Unreachable
