@@ -62,9 +62,7 @@ impl Writer {
 
     fn record(&mut self, rec: &AuditRecord) {
         self.line.clear();
-        if serde_json::to_writer(&mut self.line, rec).is_err() {
-            return;
-        }
+        super::line::write(rec, &mut self.line);
         self.line.push(b'\n');
         if self.buf.len() + self.line.len() > MAX_PENDING {
             self.dropped += 1;
