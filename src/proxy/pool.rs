@@ -8,8 +8,9 @@
 //! one multiplexed HTTP/2 connection per upstream (ALPN `h2` from a TLS upstream, or prior
 //! knowledge with `upstream_http2`); a request that a reused connection could not start (the
 //! upstream closed it while idle) sent again on a new connection, as it never left; idle
-//! connections closed after `timeouts.idle_seconds` by a sweeper task; at most `max_idle` idle
-//! connections per upstream. What it leaves out: the legacy client's background task per
+//! connections closed after `timeouts.idle_seconds` (to one and a half times that) by a sweeper
+//! task, which also keeps the pool's clock, so a request reads no clock here; at most
+//! `max_idle` idle connections per upstream. What it leaves out: the legacy client's background task per
 //! request that waits for the connection to become idle again, its `want` handshake, and its
 //! key hashing on every checkout and return (about 8,000 instructions a request, see
 //! BENCHMARKS.md "Instructions per request").
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why a request could not be exchanged with its upstream.
 #[derive(Debug, thiserror::Error)]
@@ -66,19 +67,27 @@ struct Key {
 /// An idle HTTP/1 connection.
 struct Idle {
     tx: http1::SendRequest<GateBody>,
-    since: Instant,
+    /// The sweeper's tick when it went idle.
+    since: u64,
 }
 
 /// The multiplexed HTTP/2 connection to one upstream.
 struct Multiplexed {
     tx: http2::SendRequest<GateBody>,
-    used: Instant,
+    /// The sweeper's tick when a request last used it.
+    used: u64,
 }
+
+/// A connection idle for this many of the sweeper's ticks (each half the idle timeout) is
+/// closed: it has been idle for at least the idle timeout, and at most one and a half times it.
+const IDLE_TICKS: u64 = 3;
 
 #[derive(Default)]
 struct State {
     h1: HashMap<Key, Vec<Idle>>,
     h2: HashMap<Key, Multiplexed>,
+    /// The pool's clock: the sweeper's ticks, one every half idle timeout.
+    tick: u64,
     /// Whether a sweeper task is running for this pool.
     sweeping: bool,
 }
@@ -88,13 +97,17 @@ impl State {
         self.h1.is_empty() && self.h2.is_empty()
     }
 
-    /// Drops every connection idle since before `cutoff`, and the closed ones.
-    fn prune(&mut self, cutoff: Instant) {
+    /// Advances the clock one tick and drops every connection idle for [`IDLE_TICKS`], and
+    /// the closed ones.
+    fn tick(&mut self) {
+        self.tick += 1;
+        let now = self.tick;
         self.h1.retain(|_, list| {
-            list.retain(|c| c.since >= cutoff && !c.tx.is_closed());
+            list.retain(|c| now - c.since < IDLE_TICKS && !c.tx.is_closed());
             !list.is_empty()
         });
-        self.h2.retain(|_, c| c.used >= cutoff && !c.tx.is_closed());
+        self.h2
+            .retain(|_, c| now - c.used < IDLE_TICKS && !c.tx.is_closed());
     }
 }
 
@@ -118,14 +131,12 @@ impl Shared {
         }
         let start_sweeper = {
             let mut state = self.lock();
+            let since = state.tick;
             let list = state.h1.entry(key).or_default();
             if list.len() >= self.max_idle {
                 return;
             }
-            list.push(Idle {
-                tx,
-                since: Instant::now(),
-            });
+            list.push(Idle { tx, since });
             !std::mem::replace(&mut state.sweeping, true)
         };
         if start_sweeper {
@@ -133,23 +144,23 @@ impl Shared {
         }
     }
 
-    /// Starts the task that closes connections idle for longer than `idle`; it ends when the
-    /// pool is empty or dropped. Outside a runtime, idle connections are dropped at checkout.
+    /// Starts the task that keeps the pool's clock and closes connections idle for longer
+    /// than `idle`; it ends when the pool is empty or dropped. (Outside a runtime nothing
+    /// expires: unit tests only.)
     fn sweep_later(self: &Arc<Self>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             self.lock().sweeping = false;
             return;
         };
         let weak: Weak<Shared> = Arc::downgrade(self);
-        let every = self.idle.max(Duration::from_millis(100));
+        let every = (self.idle / 2).max(Duration::from_millis(50));
         rt.spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
-                tokio::time::sleep(every).await;
+                ticks.tick().await;
                 let Some(shared) = weak.upgrade() else { return };
                 let mut state = shared.lock();
-                if let Some(cutoff) = Instant::now().checked_sub(shared.idle) {
-                    state.prune(cutoff);
-                }
+                state.tick();
                 if state.is_empty() {
                     state.sweeping = false;
                     return;
@@ -265,9 +276,10 @@ impl Pool {
     /// upstream's HTTP/2 connection; `None` when a new one is needed.
     fn checkout(&self, key: &Key) -> Option<Conn> {
         let mut state = self.shared.lock();
+        let now = state.tick;
         if let Some(m) = state.h2.get_mut(key) {
             if !m.tx.is_closed() {
-                m.used = Instant::now();
+                m.used = now;
                 return Some(Conn::H2 {
                     tx: m.tx.clone(),
                     reused: true,
@@ -276,10 +288,10 @@ impl Pool {
             state.h2.remove(key);
         }
         let list = state.h1.get_mut(key)?;
-        let cutoff = Instant::now().checked_sub(self.shared.idle);
-        // Closed and expired connections go; one not ready yet (its connection task has not
-        // yet seen the end of the last response) stays for a later request.
-        list.retain(|c| !c.tx.is_closed() && cutoff.is_none_or(|t| c.since >= t));
+        // Closed connections go (expired ones are the sweeper's); one not ready yet (its
+        // connection task has not yet seen the end of the last response) stays for a later
+        // request.
+        list.retain(|c| !c.tx.is_closed());
         let found = list.iter().rposition(|c| c.tx.is_ready());
         let conn = found.map(|i| Conn::H1 {
             tx: list.swap_remove(i).tx,
@@ -315,13 +327,19 @@ impl Pool {
                     tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
                 }
             });
-            self.shared.lock().h2.insert(
-                key.clone(),
-                Multiplexed {
+            let start_sweeper = {
+                let mut state = self.shared.lock();
+                let used = state.tick;
+                let m = Multiplexed {
                     tx: tx.clone(),
-                    used: Instant::now(),
-                },
-            );
+                    used,
+                };
+                state.h2.insert(key.clone(), m);
+                !std::mem::replace(&mut state.sweeping, true)
+            };
+            if start_sweeper {
+                self.shared.sweep_later();
+            }
             return Ok(Conn::H2 { tx, reused: false });
         }
         let (tx, conn) = http1::Builder::new()
