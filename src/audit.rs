@@ -5,6 +5,7 @@
 //! also kept in memory for `GET /v1/decisions`, and each decision is published on a bounded
 //! broadcast feed ([`Audit::subscribe`]) for `GET /v1/decisions/stream`.
 
+mod line;
 mod sink;
 
 use crate::policy::{Decision, Mechanism, Reason};
@@ -48,7 +49,9 @@ impl Published {
     /// The record as one line of compact JSON (made by the first subscriber that asks).
     pub fn json(&self) -> &bytes::Bytes {
         self.json.get_or_init(|| {
-            bytes::Bytes::from(serde_json::to_vec(&*self.record).unwrap_or_default())
+            let mut out = Vec::with_capacity(512);
+            line::write(&self.record, &mut out);
+            bytes::Bytes::from(out)
         })
     }
 }
