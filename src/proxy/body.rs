@@ -56,6 +56,9 @@ pub struct Progress {
     origin: Instant,
     last_ms: std::sync::atomic::AtomicU64,
     abandoned: AtomicBool,
+    /// The body's last poll found its source without a frame: it waits on the client (the
+    /// upstream is reading). Otherwise it waits to be polled: on the upstream.
+    on_client: AtomicBool,
 }
 
 impl Progress {
@@ -65,7 +68,15 @@ impl Progress {
             origin: Instant::now(),
             last_ms: std::sync::atomic::AtomicU64::new(0),
             abandoned: AtomicBool::new(false),
+            on_client: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the body has not moved for `idle` because its client sent nothing (SPEC §9
+    /// "slow client": 408 `client_timeout`), as opposed to an upstream that stopped reading
+    /// it (504 `upstream_timeout`).
+    pub fn client_stalled(&self, idle: Duration) -> bool {
+        self.on_client.load(Ordering::Acquire) && Instant::now() >= self.last() + idle
     }
 
     /// The gate gave up on the exchange: the body fails at its next poll instead of going on
@@ -99,6 +110,24 @@ impl Progress {
             }
             tokio::time::sleep_until(due).await;
         }
+    }
+}
+
+/// The request body's [`Progress`] and the idle time it is held to, carried on the upstream's
+/// response (an extension) for what answers a call cut after that response started
+/// (`super::grpc::TailBody`): a client that stopped sending is told so.
+#[derive(Debug, Clone)]
+pub struct RequestProgress {
+    /// The request body's progress.
+    pub progress: Arc<Progress>,
+    /// `timeouts.idle_seconds`.
+    pub idle: Duration,
+}
+
+impl RequestProgress {
+    /// See [`Progress::client_stalled`].
+    pub fn client_stalled(&self) -> bool {
+        self.progress.client_stalled(self.idle)
     }
 }
 
@@ -199,6 +228,9 @@ where
                         p.touch();
                     }
                 }
+                if let Some(p) = &this.progress {
+                    p.on_client.store(false, Ordering::Release);
+                }
                 if this.inner.is_end_stream() {
                     this.end();
                 }
@@ -217,19 +249,24 @@ where
                 }
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.done = true;
-                    let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
-                    let e = if past_deadline {
-                        BodyError::Deadline
-                    } else {
-                        BodyError::Idle
-                    };
-                    Poll::Ready(Some(Err(Box::new(e))))
+            Poll::Pending => {
+                if let Some(p) = &this.progress {
+                    p.on_client.store(true, Ordering::Release);
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                match this.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.done = true;
+                        let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
+                        let e = if past_deadline {
+                            BodyError::Deadline
+                        } else {
+                            BodyError::Idle
+                        };
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

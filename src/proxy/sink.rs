@@ -5,7 +5,7 @@
 //! client (`crate::icap`), which forwards the request itself. Domestic requests are forwarded
 //! with [`forward`] too, uninspected.
 
-use super::body::{MeteredBody, Progress};
+use super::body::{MeteredBody, Progress, RequestProgress};
 use super::gated::{is_busy, is_too_large, refusal_now, Shared};
 use super::headers::{add_via, strip_hop_by_hop};
 use super::upstream::{is_connect_timeout, is_forbidden};
@@ -193,16 +193,24 @@ where
     // from the end of the request body, or from handing over the head when the response came
     // first.
     let mut waited_since = asked;
+    /// Why the gate stopped waiting for the upstream's answer.
+    enum Stop {
+        /// No response head within `response_header_seconds` of the body's end.
+        Head,
+        /// The request body did not move for `idle_seconds`.
+        Stalled,
+    }
     let result = tokio::select! {
         r = &mut request => Ok(r),
         _ = sent_rx => {
             waited_since = std::time::Instant::now();
             tokio::time::timeout(head_timeout(tokio::time::Instant::now()), &mut request)
                 .await
-                .map_err(|_| ())
+                .map_err(|_| Stop::Head)
         }
-        // The upstream stopped reading the body (or the body stopped): idle_seconds.
-        _ = progress.stalled(t.idle) => Err(()),
+        // The body stopped for idle_seconds: its client sent nothing, or the upstream stopped
+        // reading it.
+        _ = progress.stalled(t.idle) => Err(Stop::Stalled),
     };
     if !matches!(result, Ok(Ok(_))) {
         // The gate answers the client itself: the request still on its way must not end.
@@ -211,6 +219,11 @@ where
     let resp = match result {
         Err(_) if gated.is_some_and(is_busy) => {
             return Ok(respond::failure(Failure::Busy, request_id))
+        }
+        // The client sent nothing for idle_seconds (SPEC §9 "slow client"): 408, no upstream
+        // failure.
+        Err(Stop::Stalled) if progress.client_stalled(t.idle) => {
+            return Ok(respond::failure(Failure::ClientTimeout, request_id))
         }
         Err(_) => {
             return Ok(upstream_error(
@@ -246,7 +259,11 @@ where
             // that hyper sends, not the body's — a timeout all the same, not an unreachable
             // upstream.
             let now = tokio::time::Instant::now();
-            let timed_out = now >= progress.last() + t.idle || deadline.is_some_and(|d| now >= d);
+            let overdue = deadline.is_some_and(|d| now >= d);
+            if !overdue && progress.client_stalled(t.idle) {
+                return Ok(respond::failure(Failure::ClientTimeout, request_id));
+            }
+            let timed_out = now >= progress.last() + t.idle || overdue;
             let kind = if is_connect_timeout(&e) || timed_out {
                 UpstreamFailure::Timeout
             } else {
@@ -265,6 +282,10 @@ where
     if let Ok(v) = http::HeaderValue::from_str(request_id) {
         parts.headers.insert(super::headers::REQUEST_ID_NAME, v);
     }
+    parts.extensions.insert(RequestProgress {
+        progress,
+        idle: t.idle,
+    });
     let body = MeteredBody::new(body, bytes_down, t.idle, deadline, None).boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }

@@ -580,6 +580,8 @@ async fn a_zero_length_message_stream_held_open_ends_by_the_idle_timeout_with_a_
         "ended by the gate, not the client: {r}\ngate log:\n{}",
         gate.logs()
     );
+    // It was the client's stream that went quiet, not the upstream (SPEC §9 "slow client").
+    assert_eq!(r["details"], "client_timeout", "{r}");
     let (got, end) = up.after_calls(1);
     assert_eq!(got, vec![String::new(), String::new()]);
     assert_eq!(end["end"], "cancelled", "{end}");
