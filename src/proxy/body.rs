@@ -1,6 +1,7 @@
 //! The body wrapper every forwarded body passes through: it counts bytes into
-//! `transfer_gate_bytes_total`, aborts a body that goes idle for `timeouts.idle_seconds` or
-//! passes the whole-exchange deadline, and caps request bodies at `inspection.max_body_bytes`.
+//! `transfer_gate_bytes_total`, aborts an exchange whose bodies go idle — no byte either way —
+//! for `timeouts.idle_seconds` or that passes the whole-exchange deadline, and caps request
+//! bodies at `inspection.max_body_bytes`.
 //! It streams: frames are passed on as they arrive, never collected.
 //!
 //! This is also the seam where the streaming inspection gate plugs in: it sees every frame
@@ -47,6 +48,9 @@ pub struct MeteredBody<B> {
     done: bool,
     ended: Option<tokio::sync::oneshot::Sender<()>>,
     progress: Option<Arc<Progress>>,
+    /// The other direction of the exchange: while it moves, this body is not idle (a
+    /// long-lived call whose client streams while the server's answer waits, or the reverse).
+    peer: Option<Arc<Progress>>,
 }
 
 /// When a request body last moved on its way upstream, for the exchange's stall timer: a body
@@ -156,7 +160,21 @@ impl<B> MeteredBody<B> {
             done: false,
             ended: None,
             progress: None,
+            peer: None,
         }
+    }
+
+    /// Records every frame in `progress` (without the end signal of [`Self::signal_end`]).
+    pub fn track(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The idle time runs out only when `peer` (the other direction's progress) has not moved
+    /// for as long either.
+    pub fn idle_with(mut self, peer: Arc<Progress>) -> Self {
+        self.peer = Some(peer);
+        self
     }
 
     /// Signals `tx` when the body has been read to its end (or is dropped, or fails): the
@@ -253,18 +271,26 @@ where
                 if let Some(p) = &this.progress {
                     p.on_client.store(true, Ordering::Release);
                 }
-                match this.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        this.done = true;
-                        let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
-                        let e = if past_deadline {
-                            BodyError::Deadline
-                        } else {
-                            BodyError::Idle
-                        };
-                        Poll::Ready(Some(Err(Box::new(e))))
+                loop {
+                    if this.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
                     }
-                    Poll::Pending => Poll::Pending,
+                    let now = Instant::now();
+                    let past_deadline = this.deadline.is_some_and(|d| now >= d);
+                    // The other direction moved within the idle time: not idle yet.
+                    let peer_due = this.peer.as_ref().map(|p| p.last() + this.idle);
+                    if let Some(due) = peer_due.filter(|d| !past_deadline && *d > now) {
+                        let due = this.deadline.map_or(due, |d| d.min(due));
+                        this.timer.as_mut().reset(due);
+                        continue;
+                    }
+                    this.done = true;
+                    let e = if past_deadline {
+                        BodyError::Deadline
+                    } else {
+                        BodyError::Idle
+                    };
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
             }
         }
@@ -329,6 +355,36 @@ mod tests {
         assert!(rx.try_recv().is_err(), "not before the body is read");
         let _ = b.frame().await.unwrap().unwrap();
         assert!(rx.try_recv().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_is_idle_only_when_its_peer_is_too() {
+        let c = IntCounter::new("t", "t").unwrap();
+        let never = StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, std::convert::Infallible>,
+        >());
+        let peer = Progress::new();
+        let mut b =
+            MeteredBody::new(never, c, Duration::from_secs(2), None, None).idle_with(peer.clone());
+        let start = Instant::now();
+        // The peer moves every second for five seconds: the body waits on.
+        let mover = {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    peer.touch();
+                }
+            })
+        };
+        let err = b.frame().await.unwrap().err().unwrap();
+        assert!(err.to_string().contains("idle"));
+        assert!(
+            start.elapsed() >= Duration::from_secs(7),
+            "{:?}",
+            start.elapsed()
+        );
+        mover.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -173,9 +173,12 @@ where
     let cap = Some((snap.config.inspection.max_body_bytes, too_large.clone()));
     let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
     let progress = Progress::new();
+    // The response's progress: the exchange is idle only when neither body moves.
+    let answer = Progress::new();
     let [bytes_up, bytes_down] = route.bytes(&snap.clients, identity).clone();
     let body = MeteredBody::new(body, bytes_up, t.idle, deadline, cap)
         .signal_end(sent_tx, progress.clone())
+        .idle_with(answer.clone())
         .boxed_unsync();
     let upstream_req = Request::from_parts(parts, body);
 
@@ -282,11 +285,14 @@ where
     if let Ok(v) = http::HeaderValue::from_str(request_id) {
         parts.headers.insert(super::headers::REQUEST_ID_NAME, v);
     }
+    let body = MeteredBody::new(body, bytes_down, t.idle, deadline, None)
+        .track(answer)
+        .idle_with(progress.clone())
+        .boxed_unsync();
     parts.extensions.insert(RequestProgress {
         progress,
         idle: t.idle,
     });
-    let body = MeteredBody::new(body, bytes_down, t.idle, deadline, None).boxed_unsync();
     Ok(Response::from_parts(parts, body))
 }
 

@@ -814,3 +814,27 @@ async fn a_grpc_web_call_over_http1_is_counted_and_its_trailer_frame_comes_back_
         assert_eq!(lines[0]["decision"], "allow", "{lines:?}");
     }
 }
+
+#[tokio::test]
+async fn a_long_lived_call_whose_server_answered_early_is_idle_only_when_neither_side_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = GrpcServer::start(dir.path(), &[]);
+    let gate = GateBuilder::new()
+        .destination(h2c_dest(&up))
+        .timeouts("idle_seconds = 2")
+        .start()
+        .await;
+    // The server's response headers come first and nothing else until the call ends; the
+    // client sends a message a second, five in all: longer than idle_seconds, never idle.
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| customer(&format!("n{i}"), "", "")).collect();
+    let mut spec = h2c("live", &msgs);
+    spec["scenario"] = json!("paced");
+    spec["pace"] = json!(1);
+    let r = call(&gate, spec).await;
+    assert_eq!(r["code"], "OK", "{r}\ngate log:\n{}", gate.logs());
+    assert_eq!(r["initial"]["x-partner-started"], "yes", "{r}");
+    assert_eq!(r["response"], "0805", "{r}");
+    let (got, end) = up.after_calls(1);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(end["end"], "completed", "{end}");
+}

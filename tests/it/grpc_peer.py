@@ -23,7 +23,7 @@ client <spec.json>: makes one call through the gate and prints one JSON line: th
   the messages (hex), the compression (`gzip`, `none`) and the scenario: `plain`; `lockstep`
   (each message after the first is sent only once the server logged the one before it: the
   gate forwards message by message); `hold` (the messages sent, then the stream held open
-  until the call ends). The method `live` calls `UploadLive`: the messages from index
+  until the call ends); `paced` (a message every `pace` seconds). The method `live` calls `UploadLive`: the messages from index
   `after_headers` on are sent only once the server's response headers have arrived.
 """
 import json
@@ -217,6 +217,9 @@ def client(spec):
                     time.sleep(0.02)
             if i == spec.get("after_headers", -1) and not started.wait(30):
                 raise RuntimeError("the server's response headers never arrived")
+            if scenario == "paced" and i > 0:
+                # A long-lived stream: a message every `pace` seconds.
+                time.sleep(spec["pace"])
             yield m
         if scenario == "hold":
             # Held open: the call ends by the gate (or the client's own deadline).
