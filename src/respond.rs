@@ -1,7 +1,7 @@
 //! Rendering only: turns a decision's [`Refusal`] into the 451/403/407/503 `transfer_blocked` JSON
 //! with its `Link` header (SPEC §5, RFC 7725) — [`blocked`] — and every other synthetic answer
-//! of the proxy and admin listeners (502, 504, 413, 503 `gate_busy` and `too_many_streams`, 400,
-//! 421, 508, 401, 404, 405) from one enum, [`Failure`] — [`failure`]. The vocabulary itself (`Reason`,
+//! of the proxy and admin listeners (502, 504, 408, 413, 503 `gate_busy` and `too_many_streams`,
+//! 400, 421, 508, 401, 404, 405) from one enum, [`Failure`] — [`failure`]. The vocabulary itself (`Reason`,
 //! `Mechanism`, `Refusal`, `Decision`) lives in `crate::policy`; callers never assemble an
 //! error response themselves.
 
@@ -141,6 +141,9 @@ pub enum UpstreamFailure {
 pub enum Failure<'a> {
     /// The upstream failed: 502 or 504.
     Upstream(UpstreamFailure),
+    /// The client stopped sending its request body for `timeouts.idle_seconds` (SPEC §9 "slow
+    /// client"): 408 `client_timeout`.
+    ClientTimeout,
     /// A body over `inspection.max_body_bytes`: 413.
     TooLarge,
     /// An xlsx workbook over `inspection.max_workbook_bytes` (it is judged whole): 413.
@@ -176,6 +179,7 @@ impl<'a> Failure<'a> {
             Failure::Upstream(UpstreamFailure::Timeout) => {
                 (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
             }
+            Failure::ClientTimeout => (StatusCode::REQUEST_TIMEOUT, "client_timeout"),
             Failure::TooLarge | Failure::WorkbookTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
             }
@@ -197,6 +201,9 @@ impl<'a> Failure<'a> {
                 "The upstream could not be reached or failed during the exchange."
             }
             Failure::Upstream(UpstreamFailure::Timeout) => "The upstream did not answer in time.",
+            Failure::ClientTimeout => {
+                "The request body stopped arriving for longer than timeouts.idle_seconds."
+            }
             Failure::TooLarge => {
                 "The request body is larger than the gate inspects (inspection.max_body_bytes)."
             }

@@ -1,6 +1,7 @@
 //! The body wrapper every forwarded body passes through: it counts bytes into
-//! `transfer_gate_bytes_total`, aborts a body that goes idle for `timeouts.idle_seconds` or
-//! passes the whole-exchange deadline, and caps request bodies at `inspection.max_body_bytes`.
+//! `transfer_gate_bytes_total`, aborts an exchange whose bodies go idle — no byte either way —
+//! for `timeouts.idle_seconds` or that passes the whole-exchange deadline, and caps request
+//! bodies at `inspection.max_body_bytes`.
 //! It streams: frames are passed on as they arrive, never collected.
 //!
 //! This is also the seam where the streaming inspection gate plugs in: it sees every frame
@@ -47,6 +48,9 @@ pub struct MeteredBody<B> {
     done: bool,
     ended: Option<tokio::sync::oneshot::Sender<()>>,
     progress: Option<Arc<Progress>>,
+    /// The other direction of the exchange: while it moves, this body is not idle (a
+    /// long-lived call whose client streams while the server's answer waits, or the reverse).
+    peer: Option<Arc<Progress>>,
 }
 
 /// When a request body last moved on its way upstream, for the exchange's stall timer: a body
@@ -56,6 +60,9 @@ pub struct Progress {
     origin: Instant,
     last_ms: std::sync::atomic::AtomicU64,
     abandoned: AtomicBool,
+    /// The body's last poll found its source without a frame: it waits on the client (the
+    /// upstream is reading). Otherwise it waits to be polled: on the upstream.
+    on_client: AtomicBool,
 }
 
 impl Progress {
@@ -65,7 +72,15 @@ impl Progress {
             origin: Instant::now(),
             last_ms: std::sync::atomic::AtomicU64::new(0),
             abandoned: AtomicBool::new(false),
+            on_client: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the body has not moved for `idle` because its client sent nothing (SPEC §9
+    /// "slow client": 408 `client_timeout`), as opposed to an upstream that stopped reading
+    /// it (504 `upstream_timeout`).
+    pub fn client_stalled(&self, idle: Duration) -> bool {
+        self.on_client.load(Ordering::Acquire) && Instant::now() >= self.last() + idle
     }
 
     /// The gate gave up on the exchange: the body fails at its next poll instead of going on
@@ -102,6 +117,24 @@ impl Progress {
     }
 }
 
+/// The request body's [`Progress`] and the idle time it is held to, carried on the upstream's
+/// response (an extension) for what answers a call cut after that response started
+/// (`super::grpc::TailBody`): a client that stopped sending is told so.
+#[derive(Debug, Clone)]
+pub struct RequestProgress {
+    /// The request body's progress.
+    pub progress: Arc<Progress>,
+    /// `timeouts.idle_seconds`.
+    pub idle: Duration,
+}
+
+impl RequestProgress {
+    /// See [`Progress::client_stalled`].
+    pub fn client_stalled(&self) -> bool {
+        self.progress.client_stalled(self.idle)
+    }
+}
+
 impl<B> MeteredBody<B> {
     /// Wraps `inner`; `cap` is the byte cap and a flag set when it is hit.
     pub fn new(
@@ -127,7 +160,21 @@ impl<B> MeteredBody<B> {
             done: false,
             ended: None,
             progress: None,
+            peer: None,
         }
+    }
+
+    /// Records every frame in `progress` (without the end signal of [`Self::signal_end`]).
+    pub fn track(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// The idle time runs out only when `peer` (the other direction's progress) has not moved
+    /// for as long either.
+    pub fn idle_with(mut self, peer: Arc<Progress>) -> Self {
+        self.peer = Some(peer);
+        self
     }
 
     /// Signals `tx` when the body has been read to its end (or is dropped, or fails): the
@@ -199,6 +246,9 @@ where
                         p.touch();
                     }
                 }
+                if let Some(p) = &this.progress {
+                    p.on_client.store(false, Ordering::Release);
+                }
                 if this.inner.is_end_stream() {
                     this.end();
                 }
@@ -217,19 +267,32 @@ where
                 }
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
+            Poll::Pending => {
+                if let Some(p) = &this.progress {
+                    p.on_client.store(true, Ordering::Release);
+                }
+                loop {
+                    if this.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let now = Instant::now();
+                    let past_deadline = this.deadline.is_some_and(|d| now >= d);
+                    // The other direction moved within the idle time: not idle yet.
+                    let peer_due = this.peer.as_ref().map(|p| p.last() + this.idle);
+                    if let Some(due) = peer_due.filter(|d| !past_deadline && *d > now) {
+                        let due = this.deadline.map_or(due, |d| d.min(due));
+                        this.timer.as_mut().reset(due);
+                        continue;
+                    }
                     this.done = true;
-                    let past_deadline = this.deadline.is_some_and(|d| Instant::now() >= d);
                     let e = if past_deadline {
                         BodyError::Deadline
                     } else {
                         BodyError::Idle
                     };
-                    Poll::Ready(Some(Err(Box::new(e))))
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 
@@ -292,6 +355,36 @@ mod tests {
         assert!(rx.try_recv().is_err(), "not before the body is read");
         let _ = b.frame().await.unwrap().unwrap();
         assert!(rx.try_recv().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_is_idle_only_when_its_peer_is_too() {
+        let c = IntCounter::new("t", "t").unwrap();
+        let never = StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, std::convert::Infallible>,
+        >());
+        let peer = Progress::new();
+        let mut b =
+            MeteredBody::new(never, c, Duration::from_secs(2), None, None).idle_with(peer.clone());
+        let start = Instant::now();
+        // The peer moves every second for five seconds: the body waits on.
+        let mover = {
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    peer.touch();
+                }
+            })
+        };
+        let err = b.frame().await.unwrap().err().unwrap();
+        assert!(err.to_string().contains("idle"));
+        assert!(
+            start.elapsed() >= Duration::from_secs(7),
+            "{:?}",
+            start.elapsed()
+        );
+        mover.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,6 +7,7 @@
 //! (`crate::inspect`), each before its bytes are released upstream ([`super::gated`]); this
 //! module only frames what the gate says.
 
+use super::body::RequestProgress;
 use super::gated::{is_busy, refusal_now, Shared};
 use crate::respond::{status_of, Answered, BoxError, GateBody};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -26,7 +27,7 @@ pub mod code {
     pub const UNAUTHENTICATED: u8 = 16;
     /// `UNAVAILABLE`: 503 (ledger, budget), 502, 421.
     pub const UNAVAILABLE: u8 = 14;
-    /// `DEADLINE_EXCEEDED`: 504, an idle or overdue exchange.
+    /// `DEADLINE_EXCEEDED`: 504 and 408, an idle or overdue exchange.
     pub const DEADLINE_EXCEEDED: u8 = 4;
     /// `RESOURCE_EXHAUSTED`: 413.
     pub const RESOURCE_EXHAUSTED: u8 = 8;
@@ -95,7 +96,7 @@ pub fn code_for(status: StatusCode) -> u8 {
     match status.as_u16() {
         407 => code::UNAUTHENTICATED,
         502 | 503 | 421 => code::UNAVAILABLE,
-        504 => code::DEADLINE_EXCEEDED,
+        504 | 408 => code::DEADLINE_EXCEEDED,
         413 => code::RESOURCE_EXHAUSTED,
         400 => code::INTERNAL,
         _ => code::PERMISSION_DENIED,
@@ -151,6 +152,9 @@ pub struct TailBody {
     inner: GateBody,
     kind: Kind,
     shared: Option<Shared>,
+    /// The request body's progress (from the upstream's response, when it went through the
+    /// proxy's sink): whether the client stopped sending.
+    progress: Option<RequestProgress>,
     done: bool,
 }
 
@@ -163,11 +167,13 @@ impl TailBody {
         resp: Response<GateBody>,
     ) -> Response<GateBody> {
         let kind = call.kind;
+        let progress = resp.extensions().get::<RequestProgress>().cloned();
         resp.map(|inner| {
             TailBody {
                 inner,
                 kind,
                 shared,
+                progress,
                 done: false,
             }
             .boxed_unsync()
@@ -181,6 +187,15 @@ impl TailBody {
         }
         if self.shared.as_ref().is_some_and(is_busy) {
             return (code::UNAVAILABLE, "gate_busy");
+        }
+        // The request body's idle timer cut the call because the client sent nothing (SPEC §9
+        // "slow client"); the upstream's stream was reset for it.
+        if self
+            .progress
+            .as_ref()
+            .is_some_and(RequestProgress::client_stalled)
+        {
+            return (code_for(StatusCode::REQUEST_TIMEOUT), "client_timeout");
         }
         match e.downcast_ref::<super::body::BodyError>() {
             Some(super::body::BodyError::Idle | super::body::BodyError::Deadline) => {
@@ -392,6 +407,7 @@ mod tests {
         assert_eq!(code_for(StatusCode::PROXY_AUTHENTICATION_REQUIRED), 16);
         assert_eq!(code_for(StatusCode::SERVICE_UNAVAILABLE), 14);
         assert_eq!(code_for(StatusCode::GATEWAY_TIMEOUT), 4);
+        assert_eq!(code_for(StatusCode::REQUEST_TIMEOUT), 4);
         assert_eq!(percent_encode("a_b c%\n"), "a_b c%25%0A");
     }
 

@@ -5,7 +5,7 @@
 //! client (`crate::icap`), which forwards the request itself. Domestic requests are forwarded
 //! with [`forward`] too, uninspected.
 
-use super::body::{MeteredBody, Progress};
+use super::body::{MeteredBody, Progress, RequestProgress};
 use super::gated::{is_busy, is_too_large, refusal_now, Shared};
 use super::headers::{add_via, strip_hop_by_hop};
 use super::{Gate, Route, Snapshot};
@@ -172,9 +172,12 @@ where
     let cap = Some((snap.config.inspection.max_body_bytes, too_large.clone()));
     let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
     let progress = Progress::new();
+    // The response's progress: the exchange is idle only when neither body moves.
+    let answer = Progress::new();
     let [bytes_up, bytes_down] = route.bytes(&snap.clients, identity).clone();
     let body = MeteredBody::new(body, bytes_up, t.idle, deadline, cap)
         .signal_end(sent_tx, progress.clone())
+        .idle_with(answer.clone())
         .boxed_unsync();
     let upstream_req = Request::from_parts(parts, body);
 
@@ -192,16 +195,24 @@ where
     // from the end of the request body, or from handing over the head when the response came
     // first.
     let mut waited_since = asked;
+    /// Why the gate stopped waiting for the upstream's answer.
+    enum Stop {
+        /// No response head within `response_header_seconds` of the body's end.
+        Head,
+        /// The request body did not move for `idle_seconds`.
+        Stalled,
+    }
     let result = tokio::select! {
         r = &mut request => Ok(r),
         _ = sent_rx => {
             waited_since = std::time::Instant::now();
             tokio::time::timeout(head_timeout(tokio::time::Instant::now()), &mut request)
                 .await
-                .map_err(|_| ())
+                .map_err(|_| Stop::Head)
         }
-        // The upstream stopped reading the body (or the body stopped): idle_seconds.
-        _ = progress.stalled(t.idle) => Err(()),
+        // The body stopped for idle_seconds: its client sent nothing, or the upstream stopped
+        // reading it.
+        _ = progress.stalled(t.idle) => Err(Stop::Stalled),
     };
     if !matches!(result, Ok(Ok(_))) {
         // The gate answers the client itself: the request still on its way must not end.
@@ -210,6 +221,11 @@ where
     let resp = match result {
         Err(_) if gated.is_some_and(is_busy) => {
             return Ok(respond::failure(Failure::Busy, request_id))
+        }
+        // The client sent nothing for idle_seconds (SPEC §9 "slow client"): 408, no upstream
+        // failure.
+        Err(Stop::Stalled) if progress.client_stalled(t.idle) => {
+            return Ok(respond::failure(Failure::ClientTimeout, request_id))
         }
         Err(_) => {
             return Ok(upstream_error(
@@ -245,7 +261,11 @@ where
             // that hyper sends, not the body's — a timeout all the same, not an unreachable
             // upstream.
             let now = tokio::time::Instant::now();
-            let timed_out = now >= progress.last() + t.idle || deadline.is_some_and(|d| now >= d);
+            let overdue = deadline.is_some_and(|d| now >= d);
+            if !overdue && progress.client_stalled(t.idle) {
+                return Ok(respond::failure(Failure::ClientTimeout, request_id));
+            }
+            let timed_out = now >= progress.last() + t.idle || overdue;
             let kind = if e.is_connect_timeout() || timed_out {
                 UpstreamFailure::Timeout
             } else {
@@ -264,7 +284,14 @@ where
     if let Ok(v) = http::HeaderValue::from_str(request_id) {
         parts.headers.insert(super::headers::REQUEST_ID_NAME, v);
     }
-    let body = MeteredBody::new(body, bytes_down, t.idle, deadline, None).boxed_unsync();
+    let body = MeteredBody::new(body, bytes_down, t.idle, deadline, None)
+        .track(answer)
+        .idle_with(progress.clone())
+        .boxed_unsync();
+    parts.extensions.insert(RequestProgress {
+        progress,
+        idle: t.idle,
+    });
     Ok(Response::from_parts(parts, body))
 }
 

@@ -594,10 +594,15 @@ impl Relay {
                 Read::Eof => return Some(End::Client),
                 Read::Timeout => {
                     let now = Instant::now();
-                    if message.is_some_and(|m| m <= now) {
+                    let idle = self.last.at() + self.idle <= now;
+                    // A message still open when either timer runs out was never finished
+                    // (SPEC §9: 1008). Its first frame moved the connection's idle time, so
+                    // the two deadlines are the same instant give or take the idle time's
+                    // millisecond rounding: which fires first is no reason to say 1001.
+                    if message.is_some_and(|m| m <= now || idle) {
                         return Some(End::Close(CLOSE_POLICY, "message_not_finished"));
                     }
-                    if self.last.at() + self.idle <= now {
+                    if idle {
                         return Some(End::Close(CLOSE_IDLE, "idle"));
                     }
                 }

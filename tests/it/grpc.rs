@@ -5,7 +5,7 @@
 //! will not send. Calls are forwarded with their trailers; the gate's refusals are gRPC
 //! statuses (`grpc-status` 7 and the reason code in `grpc-message`).
 
-use crate::harness::approvals::eu;
+use crate::harness::approvals::{approval, eu, CATEGORIES};
 use crate::harness::certs::TestCa;
 use crate::harness::{peer, poll_until_blocking, GateBuilder, GateProc};
 use bytes::Bytes;
@@ -33,6 +33,14 @@ impl GrpcServer {
         let mut args: Vec<&std::ffi::OsStr> =
             vec!["server".as_ref(), log.to_str().unwrap().as_ref()];
         args.extend(cert_key.iter().map(|p| p.as_os_str()));
+        let (child, port) = peer::start(PEER, &args, "grpcio");
+        GrpcServer { child, port, log }
+    }
+
+    /// The gRPC-Web server over HTTP/1.1 (the peer script's own: grpcio has none).
+    fn start_web(dir: &Path) -> GrpcServer {
+        let log = dir.join("grpc-web-server.log");
+        let args: Vec<&std::ffi::OsStr> = vec!["web-server".as_ref(), log.as_os_str()];
         let (child, port) = peer::start(PEER, &args, "grpcio");
         GrpcServer { child, port, log }
     }
@@ -393,8 +401,13 @@ fn people() -> (Vec<Vec<u8>>, String) {
 
 /// The entity counts the same people give as a JSON body.
 async fn json_reference(body: &str) -> (u64, u64) {
+    json_reference_on(GateBuilder::new(), body).await
+}
+
+/// [`json_reference`] on a gate configured by `b` (its destination added here).
+async fn json_reference_on(b: GateBuilder, body: &str) -> (u64, u64) {
     let up = crate::harness::upstream::Upstream::http().await;
-    let gate = GateBuilder::new().destination(eu(up.addr)).start().await;
+    let gate = b.destination(eu(up.addr)).start().await;
     let r = gate
         .post_json("http://api.eu.test/ingest", body.to_owned())
         .await;
@@ -580,6 +593,8 @@ async fn a_zero_length_message_stream_held_open_ends_by_the_idle_timeout_with_a_
         "ended by the gate, not the client: {r}\ngate log:\n{}",
         gate.logs()
     );
+    // It was the client's stream that went quiet, not the upstream (SPEC §9 "slow client").
+    assert_eq!(r["details"], "client_timeout", "{r}");
     let (got, end) = up.after_calls(1);
     assert_eq!(got, vec![String::new(), String::new()]);
     assert_eq!(end["end"], "cancelled", "{end}");
@@ -596,4 +611,230 @@ async fn a_zero_length_message_stream_held_open_ends_by_the_idle_timeout_with_a_
     // And the gate goes on serving calls.
     let r = call(&gate, h2c("unary", &[customer("next", "", "")])).await;
     assert_eq!(r["code"], "OK", "{r}");
+}
+
+/// One varint field (wire type 0).
+fn uint(n: u32, v: u64) -> Vec<u8> {
+    let mut out = vec![u8::try_from(n << 3).unwrap()];
+    let mut v = v;
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// The gate's config with the fixture descriptor set (`tests/data/partner.proto`:
+/// `Customer { name = 1; phone = 2; id_number = 3; Address address = 4; email = 5;
+/// uint64 member_id = 6; diagnosis = 7; }`) or without it; `member_id` a subject field,
+/// `diagnosis` health and `phone` contact, and an approval that covers them.
+fn schema_config(descriptors: bool) -> GateBuilder {
+    let b = GateBuilder::new()
+        .subject_fields(&["user_id", "member_id"])
+        .section(CATEGORIES)
+        .approvals(&approval(
+            "SA-1",
+            "security_assessment",
+            "\"basic\", \"contact\", \"health\"",
+            "2099-12-31",
+            "",
+        ));
+    if descriptors {
+        b.section(&format!(
+            "[inspection]\nprotobuf_descriptor_sets = [\"{}\"]",
+            crate::protobuf::fixture()
+        ))
+    } else {
+        b
+    }
+}
+
+#[tokio::test]
+async fn with_descriptor_sets_the_path_gives_the_type_and_field_names_count_like_json_keys() {
+    // Four messages streamed to UploadMany and one unary Upload, all `Customer` by the path.
+    let msgs = vec![
+        [field(1, b"Ann"), uint(6, 1001), field(7, b"flu")].concat(),
+        [field(1, b"Bo"), uint(6, 1002), field(2, b"13800138000")].concat(),
+        uint(6, 1001),
+        [
+            field(1, b"Cy"),
+            field(5, b"cy@example.com"),
+            field(4, &field(1, b"Berlin")),
+        ]
+        .concat(),
+    ];
+    let unary = [uint(6, 1003), field(7, b"cold")].concat();
+    let json = r#"[{"name": "Ann", "member_id": 1001, "diagnosis": "flu"},
+        {"name": "Bo", "member_id": 1002, "phone": "13800138000"}, {"member_id": 1001},
+        {"name": "Cy", "email": "cy@example.com", "address": {"city": "Berlin"}},
+        {"member_id": 1003, "diagnosis": "cold"}]"#;
+    let reference = json_reference_on(schema_config(false), json).await;
+    // member 1001 (health), 1002 with the phone in its record, the loose e-mail, member 1003
+    // (health).
+    assert_eq!(reference, (4, 2));
+    let dir = tempfile::tempdir().unwrap();
+    let up = GrpcServer::start(dir.path(), &[]);
+    let gate = schema_config(true).destination(h2c_dest(&up)).start().await;
+    let r = call(&gate, h2c("stream", &msgs)).await;
+    assert_eq!(r["code"], "OK", "{r}");
+    let r = call(&gate, h2c("unary", std::slice::from_ref(&unary))).await;
+    assert_eq!(r["code"], "OK", "{r}");
+    let (got, _) = up.after_calls(2);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(gate.entity_counts().await, reference);
+    let lines = call_lines(&gate, "/partner.v1.CustomerService/UploadMany", 2).await;
+    assert_eq!(lines[0]["messages"], 4, "{lines:?}");
+    assert_eq!(lines[0]["new_subjects"], 3, "{lines:?}");
+    assert_eq!(lines[0]["new_sensitive_subjects"], 1, "{lines:?}");
+
+    // Without the descriptor set the same calls have no field names: no member numbers, no
+    // diagnosis; only what the detectors find (the phone, the e-mail address).
+    let dir = tempfile::tempdir().unwrap();
+    let up = GrpcServer::start(dir.path(), &[]);
+    let gate = schema_config(false)
+        .destination(h2c_dest(&up))
+        .start()
+        .await;
+    let r = call(&gate, h2c("stream", &msgs)).await;
+    assert_eq!(r["code"], "OK", "{r}");
+    let r = call(&gate, h2c("unary", std::slice::from_ref(&unary))).await;
+    assert_eq!(r["code"], "OK", "{r}");
+    let (got, _) = up.after_calls(2);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(gate.entity_counts().await, (2, 0));
+}
+
+#[tokio::test]
+async fn a_message_refused_after_the_response_started_ends_the_call_with_status_7_in_trailers() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = GrpcServer::start(dir.path(), &[]);
+    let gate = GateBuilder::new().destination(h2c_dest(&up)).start().await;
+    let mut msgs: Vec<Vec<u8>> = (0..3)
+        .map(|i| customer(&format!("n{i}"), &format!("1380013{i:04}"), ""))
+        .collect();
+    // A bank card is sensitive: under cac-2024 it needs an approval the register lacks.
+    let mut card = customer("Zed", "", "");
+    card.extend(field(5, b"4111 1111 1111 1111"));
+    msgs.push(card);
+    msgs.push(customer("after", "", ""));
+    // `UploadLive` sends its response headers first; the client sends the card only once
+    // they have arrived: the gate has passed the upstream's answer on when it refuses.
+    let mut spec = h2c("live", &msgs);
+    spec["after_headers"] = json!(3);
+    let r = call(&gate, spec).await;
+    assert_eq!(
+        r["initial"]["x-partner-started"], "yes",
+        "the response had started: {r}"
+    );
+    assert_eq!(r["code"], "PERMISSION_DENIED", "{r}");
+    assert_eq!(r["details"], "approval_required", "{r}");
+    let (got, end) = up.after_calls(1);
+    assert_eq!(
+        got.len(),
+        3,
+        "only the clean messages reach the server: {got:?}"
+    );
+    assert_eq!(
+        end["end"], "cancelled",
+        "the upstream's call was cut: {end}"
+    );
+    assert_eq!(
+        gate.entity_counts().await,
+        (3, 0),
+        "the clean ones stay counted"
+    );
+    let lines = call_lines(&gate, "/partner.v1.CustomerService/UploadLive", 1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["decision"], "block", "{lines:?}");
+    assert_eq!(lines[0]["reason"], "approval_required", "{lines:?}");
+    assert_eq!(lines[0]["messages"], 4, "{lines:?}");
+}
+
+/// The body the gRPC-Web peer answers a call of `n` messages with: the Ack as a data frame,
+/// then the trailer frame (flag 0x80).
+fn web_answer(n: u8) -> Vec<u8> {
+    let mut out = frame(&[0x08, n]);
+    let trailer = b"grpc-status: 0\r\nx-partner-trailer: kept\r\n";
+    out.push(0x80);
+    out.extend_from_slice(&u32::try_from(trailer.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(trailer);
+    out
+}
+
+#[tokio::test]
+async fn a_grpc_web_call_over_http1_is_counted_and_its_trailer_frame_comes_back_intact() {
+    let (msgs, json) = people();
+    let reference = json_reference(&json).await;
+    // Whole (a Content-Length, judged at once) and streamed (chunked, one message a chunk,
+    // judged message by message).
+    for chunked in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let up = GrpcServer::start_web(dir.path());
+        let gate = GateBuilder::new().destination(eu(up.addr())).start().await;
+        let frames: Vec<Vec<u8>> = msgs.iter().map(|m| frame(m)).collect();
+        let body = if chunked {
+            let chunks = frames
+                .iter()
+                .map(|f| Ok::<_, std::io::Error>(Bytes::from(f.clone())))
+                .collect::<Vec<_>>();
+            reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+        } else {
+            reqwest::Body::from(frames.concat())
+        };
+        let r = gate
+            .client()
+            .post(format!(
+                "http://{HOST}/partner.v1.CustomerService/UploadMany"
+            ))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "chunked {chunked}");
+        assert_eq!(r.headers()["content-type"], "application/grpc-web+proto");
+        assert!(
+            r.headers().get("grpc-status").is_none(),
+            "not trailers-only"
+        );
+        let got = r.bytes().await.unwrap();
+        assert_eq!(&got[..], &web_answer(4)[..], "chunked {chunked}");
+        let (received, end) = up.after_calls(1);
+        let want: Vec<String> = msgs.iter().map(|m| hex_of(m)).collect();
+        assert_eq!(received, want, "chunked {chunked}");
+        assert_eq!(end["end"], "completed", "{end}");
+        assert_eq!(gate.entity_counts().await, reference, "chunked {chunked}");
+        let lines = call_lines(&gate, "/partner.v1.CustomerService/UploadMany", 1).await;
+        assert_eq!(lines[0]["messages"], 4, "chunked {chunked}: {lines:?}");
+        assert_eq!(lines[0]["decision"], "allow", "{lines:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_long_lived_call_whose_server_answered_early_is_idle_only_when_neither_side_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = GrpcServer::start(dir.path(), &[]);
+    let gate = GateBuilder::new()
+        .destination(h2c_dest(&up))
+        .timeouts("idle_seconds = 2")
+        .start()
+        .await;
+    // The server's response headers come first and nothing else until the call ends; the
+    // client sends a message a second, five in all: longer than idle_seconds, never idle.
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| customer(&format!("n{i}"), "", "")).collect();
+    let mut spec = h2c("live", &msgs);
+    spec["scenario"] = json!("paced");
+    spec["pace"] = json!(1);
+    let r = call(&gate, spec).await;
+    assert_eq!(r["code"], "OK", "{r}\ngate log:\n{}", gate.logs());
+    assert_eq!(r["initial"]["x-partner-started"], "yes", "{r}");
+    assert_eq!(r["response"], "0805", "{r}");
+    let (got, end) = up.after_calls(1);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(end["end"], "completed", "{end}");
 }

@@ -51,7 +51,9 @@ fn frame(msg: &[u8]) -> Vec<u8> {
     o
 }
 
-fn fixture() -> String {
+/// The path of the fixture `FileDescriptorSet` (`tests/data/partner.binpb`, the compiled
+/// `tests/data/partner.proto`), for a config's `protobuf_descriptor_sets`.
+pub(crate) fn fixture() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/partner.binpb")
         .display()

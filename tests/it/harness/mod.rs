@@ -100,6 +100,7 @@ pub struct GateBuilder {
     entity: String,
     target_rules: Option<String>,
     wrapper: Vec<String>,
+    fields: Vec<String>,
 }
 
 /// The harness's `gate.deny_cidrs`: the default without loopback, because the test upstreams
@@ -127,6 +128,7 @@ impl GateBuilder {
             entity: "regime = \"cac-2024\"".into(),
             target_rules: Some(TEST_DENY_CIDRS.into()),
             wrapper: vec![],
+            fields: vec!["user_id".into()],
         }
     }
     /// Runs the gate under a wrapper command that execs it (e.g. `prlimit --nofile=256:256 --`),
@@ -161,6 +163,11 @@ impl GateBuilder {
     /// by the gate's ports (which are then chosen before the start instead of by the gate).
     pub fn gate_key(mut self, line: &str) -> Self {
         self.gate_extra.push(line.into());
+        self
+    }
+    /// `inspection.subjects.fields` (default `["user_id"]`).
+    pub fn subject_fields(mut self, fields: &[&str]) -> Self {
+        self.fields = fields.iter().map(|f| (*f).to_owned()).collect();
         self
     }
     pub fn timeouts(mut self, toml_lines: &str) -> Self {
@@ -222,7 +229,8 @@ impl GateBuilder {
             .as_deref()
             .unwrap_or("hash_key_file = \"secrets/subject-hash.key\"");
         writeln!(s, "[ledger]\n{ledger}\n").unwrap();
-        writeln!(s, "[inspection.subjects]\nfields = [\"user_id\"]\ndetectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]\nheaders = [\"x-user-id\"]\n").unwrap();
+        let fields: Vec<String> = self.fields.iter().map(|f| format!("\"{f}\"")).collect();
+        writeln!(s, "[inspection.subjects]\nfields = [{}]\ndetectors = [\"cn_resident_id\", \"cn_mobile\", \"email\", \"bank_card\"]\nheaders = [\"x-user-id\"]\n", fields.join(", ")).unwrap();
         writeln!(
             s,
             "[[domestic]]\nhosts = [\"*.cn\", \"localhost\"]\ncidrs = [\"127.0.0.0/8\"]\n"
