@@ -168,6 +168,19 @@ fn customer(name: &str, phone: &str, id_number: &str) -> Vec<u8> {
 }
 
 /// The `eu` destination over h2c to `up`, with `extra` keys.
+/// `clean` customers with a phone each, then one with a bank card (sensitive: under cac-2024 it
+/// needs an approval the register lacks), then one more clean customer that must never leave.
+fn clean_then_card(clean: usize) -> Vec<Vec<u8>> {
+    let mut msgs: Vec<Vec<u8>> = (0..clean)
+        .map(|i| customer(&format!("n{i}"), &format!("1380013{i:04}"), ""))
+        .collect();
+    let mut card = customer("Zed", "", "");
+    card.extend(field(5, b"4111 1111 1111 1111"));
+    msgs.push(card);
+    msgs.push(customer("after", "", ""));
+    msgs
+}
+
 fn h2c_dest(up: &GrpcServer) -> crate::harness::Dest {
     eu(up.addr()).set("upstream_http2", "true")
 }
@@ -487,14 +500,7 @@ async fn a_refused_message_after_clean_ones_denies_the_call_and_cancels_the_upst
         let dir = tempfile::tempdir().unwrap();
         let up = GrpcServer::start(dir.path(), &[]);
         let gate = GateBuilder::new().destination(h2c_dest(&up)).start().await;
-        let mut msgs: Vec<Vec<u8>> = (0..20)
-            .map(|i| customer(&format!("n{i}"), &format!("1380013{i:04}"), ""))
-            .collect();
-        // A bank card is sensitive: under cac-2024 it needs an approval the register lacks.
-        let mut card = customer("Zed", "", "");
-        card.extend(field(5, b"4111 1111 1111 1111"));
-        msgs.push(card);
-        msgs.push(customer("after", "", ""));
+        let msgs = clean_then_card(20);
         let mut spec = h2c("stream", &msgs);
         spec["compression"] = json!(compression);
         let r = call(&gate, spec).await;
@@ -713,14 +719,7 @@ async fn a_message_refused_after_the_response_started_ends_the_call_with_status_
     let dir = tempfile::tempdir().unwrap();
     let up = GrpcServer::start(dir.path(), &[]);
     let gate = GateBuilder::new().destination(h2c_dest(&up)).start().await;
-    let mut msgs: Vec<Vec<u8>> = (0..3)
-        .map(|i| customer(&format!("n{i}"), &format!("1380013{i:04}"), ""))
-        .collect();
-    // A bank card is sensitive: under cac-2024 it needs an approval the register lacks.
-    let mut card = customer("Zed", "", "");
-    card.extend(field(5, b"4111 1111 1111 1111"));
-    msgs.push(card);
-    msgs.push(customer("after", "", ""));
+    let msgs = clean_then_card(3);
     // `UploadLive` sends its response headers first; the client sends the card only once
     // they have arrived: the gate has passed the upstream's answer on when it refuses.
     let mut spec = h2c("live", &msgs);
