@@ -8,11 +8,12 @@
 use crate::harness::approvals::{approval, eu, CATEGORIES};
 use crate::harness::certs::TestCa;
 use crate::harness::{peer, poll_until_blocking, GateBuilder, GateProc};
+use crate::protobuf::{frame, ld as field, varint};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/grpc_peer.py");
@@ -82,46 +83,21 @@ impl Drop for GrpcServer {
     }
 }
 
-/// The gate's proxy port.
-fn port(gate: &GateProc) -> u16 {
-    gate.proxy_url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap()
-}
-
 /// Runs the Python client with `spec` (its `port` set to the gate's); its JSON report.
 async fn call(gate: &GateProc, mut spec: Value) -> Value {
-    spec["port"] = json!(port(gate));
+    spec["port"] = json!(gate.proxy_port());
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     let file = gate.dir().join(format!("grpc-call-{n}.json"));
     std::fs::write(&file, spec.to_string()).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([PEER, "client", file.to_str().unwrap()])
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("https_proxy")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("grpc_proxy")
-            .output()
-            .unwrap()
-    })
+    peer::client_report(vec![
+        PEER.into(),
+        "client".into(),
+        file.to_str().unwrap().into(),
+    ])
     .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    serde_json::from_str(text.trim()).unwrap_or_else(|_| {
-        panic!(
-            "client printed no report: {text:?} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 /// A call over h2c straight to the gate (the destination as the `:authority`).
@@ -136,23 +112,6 @@ fn h2c(method: &str, messages: &[Vec<u8>]) -> Value {
 
 fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// One length-delimited protobuf field.
-fn field(n: u32, v: &[u8]) -> Vec<u8> {
-    let mut out = vec![u8::try_from(n << 3 | 2).unwrap()];
-    let mut len = v.len();
-    loop {
-        let b = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-    out.extend_from_slice(v);
-    out
 }
 
 /// `partner.v1.Customer { name = 1; phone = 2; id_number = 3; }`, encoded by hand.
@@ -179,6 +138,34 @@ fn clean_then_card(clean: usize) -> Vec<Vec<u8>> {
     msgs.push(card);
     msgs.push(customer("after", "", ""));
     msgs
+}
+
+/// After a [`clean_then_card`] call to `method` refused at the card: only the `clean` messages
+/// reached the server, whose call was cut (not completed); they stay counted; the call has one
+/// audit line, blocked for `approval_required`, counting every message the gate received
+/// whole (the card included).
+async fn assert_cut_after_clean(gate: &GateProc, up: &GrpcServer, method: &str, clean: usize) {
+    let (got, end) = up.after_calls(1);
+    assert_eq!(
+        got.len(),
+        clean,
+        "only the clean messages reach the server: {got:?}"
+    );
+    assert_eq!(
+        end["end"], "cancelled",
+        "the upstream's call was cut, not completed: {end}"
+    );
+    assert_eq!(
+        gate.entity_counts().await,
+        (clean as u64, 0),
+        "the clean ones stay counted"
+    );
+    let path = format!("/partner.v1.CustomerService/{method}");
+    let lines = call_lines(gate, &path, 1).await;
+    assert_eq!(lines.len(), 1, "one audit line per call: {lines:?}");
+    assert_eq!(lines[0]["decision"], "block", "{lines:?}");
+    assert_eq!(lines[0]["reason"], "approval_required", "{lines:?}");
+    assert_eq!(lines[0]["messages"], clean + 1, "{lines:?}");
 }
 
 fn h2c_dest(up: &GrpcServer) -> crate::harness::Dest {
@@ -253,7 +240,7 @@ async fn raw_h2(
     frames: Vec<Bytes>,
 ) -> (http::response::Parts, Bytes, Option<http::HeaderMap>) {
     use http_body_util::BodyExt;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port(gate)))
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gate.proxy_port()))
         .await
         .unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
@@ -284,14 +271,6 @@ async fn raw_h2(
         .unwrap();
     let trailers = collected.trailers().cloned();
     (parts, collected.to_bytes(), trailers)
-}
-
-/// One gRPC message frame (uncompressed).
-fn frame(m: &[u8]) -> Vec<u8> {
-    let mut out = vec![0];
-    out.extend_from_slice(&u32::try_from(m.len()).unwrap().to_be_bytes());
-    out.extend_from_slice(m);
-    out
 }
 
 #[tokio::test]
@@ -506,26 +485,7 @@ async fn a_refused_message_after_clean_ones_denies_the_call_and_cancels_the_upst
         let r = call(&gate, spec).await;
         assert_eq!(r["code"], "PERMISSION_DENIED", "{compression}: {r}");
         assert_eq!(r["details"], "approval_required", "{r}");
-        let (got, end) = up.after_calls(1);
-        assert_eq!(
-            got.len(),
-            20,
-            "only the clean messages reach the server: {got:?}"
-        );
-        assert_eq!(
-            end["end"], "cancelled",
-            "the upstream's call was cut, not completed: {end}"
-        );
-        assert_eq!(
-            gate.entity_counts().await,
-            (20, 0),
-            "the clean ones stay counted"
-        );
-        let lines = call_lines(&gate, "/partner.v1.CustomerService/UploadMany", 1).await;
-        assert_eq!(lines.len(), 1, "one audit line per call: {lines:?}");
-        assert_eq!(lines[0]["decision"], "block", "{lines:?}");
-        assert_eq!(lines[0]["reason"], "approval_required", "{lines:?}");
-        assert_eq!(lines[0]["messages"], 21, "{lines:?}");
+        assert_cut_after_clean(&gate, &up, "UploadMany", 20).await;
         let blocks = gate
             .metric("transfer_gate_decisions_total{client=\"unidentified\",decision=\"block\",destination=\"eu\",reason=\"approval_required\"}")
             .await;
@@ -620,18 +580,11 @@ async fn a_zero_length_message_stream_held_open_ends_by_the_idle_timeout_with_a_
 }
 
 /// One varint field (wire type 0).
-fn uint(n: u32, v: u64) -> Vec<u8> {
-    let mut out = vec![u8::try_from(n << 3).unwrap()];
-    let mut v = v;
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return out;
-        }
-        out.push(b | 0x80);
-    }
+fn uint(n: u64, v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(n << 3, &mut out);
+    varint(v, &mut out);
+    out
 }
 
 /// The gate's config with the fixture descriptor set (`tests/data/partner.proto`:
@@ -731,26 +684,7 @@ async fn a_message_refused_after_the_response_started_ends_the_call_with_status_
     );
     assert_eq!(r["code"], "PERMISSION_DENIED", "{r}");
     assert_eq!(r["details"], "approval_required", "{r}");
-    let (got, end) = up.after_calls(1);
-    assert_eq!(
-        got.len(),
-        3,
-        "only the clean messages reach the server: {got:?}"
-    );
-    assert_eq!(
-        end["end"], "cancelled",
-        "the upstream's call was cut: {end}"
-    );
-    assert_eq!(
-        gate.entity_counts().await,
-        (3, 0),
-        "the clean ones stay counted"
-    );
-    let lines = call_lines(&gate, "/partner.v1.CustomerService/UploadLive", 1).await;
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["decision"], "block", "{lines:?}");
-    assert_eq!(lines[0]["reason"], "approval_required", "{lines:?}");
-    assert_eq!(lines[0]["messages"], 4, "{lines:?}");
+    assert_cut_after_clean(&gate, &up, "UploadLive", 3).await;
 }
 
 /// The body the gRPC-Web peer answers a call of `n` messages with: the Ack as a data frame,

@@ -13,7 +13,8 @@ use crate::harness::{cli_on, GateBuilder, GateProc as Gate};
 const MOBILE_A: &str = "13812345678";
 const MOBILE_B: &str = "13987654321";
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
+/// A base-128 varint.
+pub(crate) fn varint(mut v: u64, out: &mut Vec<u8>) {
     loop {
         let b = (v & 0x7F) as u8;
         v >>= 7;
@@ -26,7 +27,7 @@ fn varint(mut v: u64, out: &mut Vec<u8>) {
 }
 
 /// A length-delimited field.
-fn ld(n: u64, v: &[u8]) -> Vec<u8> {
+pub(crate) fn ld(n: u64, v: &[u8]) -> Vec<u8> {
     let mut o = Vec::new();
     varint(n << 3 | 2, &mut o);
     varint(v.len() as u64, &mut o);
@@ -44,7 +45,8 @@ fn customer(name: &str, phone: &str, diagnosis: Option<&str>) -> Vec<u8> {
     m
 }
 
-fn frame(msg: &[u8]) -> Vec<u8> {
+/// A gRPC message frame (uncompressed).
+pub(crate) fn frame(msg: &[u8]) -> Vec<u8> {
     let mut o = vec![0];
     o.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     o.extend_from_slice(msg);

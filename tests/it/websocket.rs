@@ -11,7 +11,7 @@ use crate::harness::{cli_on, peer, poll_until_blocking, Dest, GateBuilder, GateP
 use serde_json::Value;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/websocket_peer.py");
@@ -103,41 +103,18 @@ async fn client_to(
     scenario: &str,
     messages: &[String],
 ) -> Value {
-    let port = gate
-        .proxy_url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned();
     let file = gate.dir().join(format!("ws-msgs-{}.json", messages.len()));
     std::fs::write(&file, serde_json::to_string(messages).unwrap()).unwrap();
-    let (scenario, url) = (scenario.to_owned(), url.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([
-                PEER,
-                "client",
-                &port,
-                &url,
-                mode(deflate),
-                &scenario,
-                file.to_str().unwrap(),
-            ])
-            .env_remove("http_proxy")
-            .env_remove("HTTP_PROXY")
-            .output()
-            .unwrap()
-    })
+    peer::client_report(vec![
+        PEER.into(),
+        "client".into(),
+        gate.proxy_port().to_string(),
+        url.into(),
+        mode(deflate).into(),
+        scenario.into(),
+        file.to_str().unwrap().into(),
+    ])
     .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    serde_json::from_str(text.trim()).unwrap_or_else(|_| {
-        panic!(
-            "client printed no report: {text:?} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 fn ws_dest(up: &WsServer) -> crate::harness::Dest {

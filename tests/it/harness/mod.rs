@@ -345,6 +345,9 @@ impl GateProc {
     pub fn proxy_url(&self) -> String {
         format!("http://{}", self.proxy)
     }
+    pub fn proxy_port(&self) -> u16 {
+        self.proxy.port()
+    }
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
     }

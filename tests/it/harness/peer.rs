@@ -1,5 +1,6 @@
 //! Python test peers (the WebSocket and gRPC servers of `tests/it/*_peer.py`): started as a
-//! child process that prints its port on its first line and logs one JSON object per line.
+//! child process that prints its port on its first line and logs one JSON object per line, and
+//! their clients, which print one JSON report.
 
 use super::require_tool;
 use serde_json::Value;
@@ -34,4 +35,30 @@ pub fn json_lines(log: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// Runs a peer's client, `python3 <args…>`, off the async runtime with the proxy variables of
+/// the environment removed (it goes where its arguments say), and parses the one-line JSON
+/// report it prints.
+pub async fn client_report(args: Vec<String>) -> Value {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(&args)
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("grpc_proxy")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!(
+            "client printed no report: {text:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
