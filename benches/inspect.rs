@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo bench --bench inspect` (`INSPECT_CPU_TABLE=1` first prints MB per CPU-second;
 //! `INSPECT_ONCE` scans one body a fixed number of times, for instruction counts;
-//! `TRANSFER_GATE_SIMD=scalar|portable|avx2` forces stage 1's path, printed with the table).
+//! `TRANSFER_GATE_SIMD=scalar|portable|avx2|avx512` forces stage 1's path, printed with the table).
 
 // A bench is a test program: a body the scanner does not read exactly must stop it.
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
@@ -848,7 +848,8 @@ fn ws_judge(cfg: &Arc<InspectConfig>, frame: &[u8]) -> usize {
     f.subject_count()
 }
 
-/// `INSPECT_ONCE=<json|ndjson|csv|xml|xlsx|bare|grpc|grpc_typed> INSPECT_REPEAT=<n>`: scan that body `n` times and exit,
+/// `INSPECT_ONCE=<json|ndjson|csv|xml|xlsx|bare|grpc|grpc_typed|stage1> INSPECT_REPEAT=<n>`: scan that body `n` times and exit
+/// (`stage1`: stage 1 of the JSON scanner alone over the JSON body),
 /// for instruction counts under `valgrind --tool=callgrind` (repeatable on a loaded machine,
 /// unlike time): the difference between two repeat counts is the cost of the scans alone. It
 /// also prints the best and median MB per CPU-second of five batches of the repetitions.
@@ -857,6 +858,19 @@ fn once(what: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    if what == "stage1" {
+        // Stage 1 of the JSON scanner alone, on the path `TRANSFER_GATE_SIMD` selects.
+        let body = gen_json().bytes;
+        let (best, median) = cpu_rates(n, body.len(), || {
+            transfer_gate::inspect::stage1_positions(black_box(&body))
+        });
+        println!(
+            "stage1 ({}): {} bytes x {n}: MB per CPU-second best {best:.0}, median {median:.0}",
+            transfer_gate::inspect::simd_path().as_str(),
+            body.len()
+        );
+        return;
+    }
     let cfg = Arc::new(InspectConfig::default());
     let bare = Arc::new(InspectConfig::for_tests(&["customer_id"], &[], &[]));
     let typed = with_partner_schema();
@@ -893,23 +907,12 @@ fn once(what: &str) {
         );
     }
     let body = body.bytes;
-    // Batches of `n / 5` scans: the thread's CPU time moves in scheduler ticks.
-    let batch = (n / 5).max(1);
     let mut records = 0;
-    let mut rates = Vec::new();
-    for _ in 0..n.div_ceil(batch) {
-        let t = thread_cpu_ns();
-        for _ in 0..batch {
-            records += scan(cfg, ct, None, black_box(&body), 64 * 1024);
-        }
-        let secs = (thread_cpu_ns() - t).max(1) as f64 / 1e9;
-        rates.push((body.len() * batch) as f64 / secs / 1e6);
-    }
-    rates.sort_by(f64::total_cmp);
-    let (best, median) = (
-        rates.last().copied().unwrap_or(0.0),
-        rates.get(rates.len() / 2).copied().unwrap_or(0.0),
-    );
+    let (best, median) = cpu_rates(n, body.len(), || {
+        let r = scan(cfg, ct, None, black_box(&body), 64 * 1024);
+        records += r;
+        r
+    });
     let per_body = records as f64 / n as f64;
     let mb = body.len() as f64 / 1e6;
     println!(
@@ -918,6 +921,26 @@ fn once(what: &str) {
         best / mb * per_body,
         median / mb * per_body,
     );
+}
+
+/// Runs `f` (one pass over `len` bytes) `n` times in five batches — the thread's CPU time
+/// moves in scheduler ticks — and gives the best and median MB per CPU-second of the batches.
+fn cpu_rates(n: usize, len: usize, mut f: impl FnMut() -> usize) -> (f64, f64) {
+    let batch = (n / 5).max(1);
+    let mut rates = Vec::new();
+    for _ in 0..n.div_ceil(batch) {
+        let t = thread_cpu_ns();
+        for _ in 0..batch {
+            black_box(f());
+        }
+        let secs = (thread_cpu_ns() - t).max(1) as f64 / 1e9;
+        rates.push((len * batch) as f64 / secs / 1e6);
+    }
+    rates.sort_by(f64::total_cmp);
+    (
+        rates.last().copied().unwrap_or(0.0),
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+    )
 }
 
 fn main() {

@@ -14,9 +14,10 @@
 //! string need unescaping) and the detector prefilter (digits or a full-width lead byte `0xEF`,
 //! and `@`), counted over a string's range with a popcount instead of a pass over its bytes.
 //!
-//! Three classifiers build the same masks: [`Scalar`] (byte by byte, the reference), [`Portable`]
+//! Four classifiers build the same masks: [`Scalar`] (byte by byte, the reference), [`Portable`]
 //! (16-byte `wide` lanes: SSE2 on every x86-64, NEON or plain code elsewhere) and, on x86-64
-//! CPUs that have it, AVX2 in [`super::simd`], the one module allowed `unsafe`. Which one runs is
+//! CPUs that have them, AVX2 and AVX-512 in [`super::simd`], the one module allowed `unsafe`
+//! (AVX-512 also writes a block's positions with one compress, [`Classify::flatten`]). Which one runs is
 //! chosen once per process ([`super::simd::kernel`]); the window loop ([`JsonIndex::run`]) is
 //! generic over the classifier, so each path is compiled whole, with no test of CPU features
 //! per block. Under `cfg(test)` every window is indexed by every path the CPU supports and the
@@ -111,6 +112,13 @@ pub(super) trait Classify {
         x ^= x << 16;
         x ^= x << 32;
         x
+    }
+
+    /// Writes `base` plus the position of each set bit of `tokens` into `dst`, in order; the
+    /// slots past the count may hold anything.
+    #[inline(always)]
+    fn flatten(dst: &mut [u16; 64], tokens: u64, base: u16) {
+        flatten_bits(dst, tokens, base);
     }
 }
 
@@ -218,6 +226,21 @@ fn classify(b: &[u8; 64], rs: u8) -> Masks {
 }
 
 const EVEN: u64 = 0x5555_5555_5555_5555;
+
+/// Stage 1 alone over `data`, window after window, on the path chosen for this process: the
+/// number of positions indexed. For the benchmark of stage 1 by itself
+/// (`INSPECT_ONCE=stage1` in `benches/inspect.rs`); the scanner never runs stage 1 without
+/// stage 2.
+#[doc(hidden)]
+pub fn stage1_positions(data: &[u8]) -> usize {
+    let mut ix = JsonIndex::default();
+    data.chunks(WINDOW)
+        .map(|w| {
+            ix.index(w, false);
+            ix.pos().len()
+        })
+        .sum()
+}
 
 impl JsonIndex {
     /// Indexes `data` (at most [`WINDOW`] bytes), the window after the last one indexed;
@@ -369,7 +392,7 @@ impl JsonIndex {
         let other = !(in_str | quote | m.ws | op);
         let starts = other & !((other << 1) | *run);
         *run = other >> 63;
-        self.write(op | quote | starts, base);
+        self.write::<C>(op | quote | starts, base);
         self.blocks.push(BlockBits {
             bslash: m.bslash,
             digits: m.digits,
@@ -378,35 +401,47 @@ impl JsonIndex {
         });
     }
 
-    /// Appends the positions of the set bits of `tokens`, eight at a time without a branch
-    /// per bit (simdjson's flattening): the writes past the count are overwritten later.
+    /// Appends the positions of the set bits of `tokens` (the classifier's
+    /// [`Classify::flatten`] writes them into the 64 slots after the last one).
     #[inline(always)]
-    fn write(&mut self, mut tokens: u64, base: u16) {
-        let cnt = tokens.count_ones() as usize;
+    fn write<C: Classify>(&mut self, tokens: u64, base: u16) {
         let w = self.len;
         if self.pos.len() < w + 64 {
             self.pos.resize(w + 64 + self.pos.len() / 2, 0);
         }
-        let Some(dst) = self.pos.get_mut(w..w + 64) else {
+        let Some(dst) = self
+            .pos
+            .get_mut(w..w + 64)
+            .and_then(|d| <&mut [u16; 64]>::try_from(d).ok())
+        else {
             return;
         };
-        for d in &mut dst[..8] {
+        C::flatten(dst, tokens, base);
+        self.len = w + tokens.count_ones() as usize;
+    }
+}
+
+/// Writes `base` plus the position of each set bit of `tokens` into `dst` in order, eight at a
+/// time without a branch per bit (simdjson's flattening); the slots past the count hold
+/// anything (they are overwritten by the next block).
+#[inline(always)]
+fn flatten_bits(dst: &mut [u16; 64], mut tokens: u64, base: u16) {
+    let cnt = tokens.count_ones() as usize;
+    for d in &mut dst[..8] {
+        *d = base + tokens.trailing_zeros() as u16;
+        tokens &= tokens.wrapping_sub(1);
+    }
+    if cnt > 8 {
+        for d in &mut dst[8..16] {
             *d = base + tokens.trailing_zeros() as u16;
             tokens &= tokens.wrapping_sub(1);
         }
-        if cnt > 8 {
-            for d in &mut dst[8..16] {
+        if cnt > 16 {
+            for d in &mut dst[16..cnt] {
                 *d = base + tokens.trailing_zeros() as u16;
                 tokens &= tokens.wrapping_sub(1);
             }
-            if cnt > 16 {
-                for d in &mut dst[16..cnt] {
-                    *d = base + tokens.trailing_zeros() as u16;
-                    tokens &= tokens.wrapping_sub(1);
-                }
-            }
         }
-        self.len = w + cnt;
     }
 }
 
@@ -558,16 +593,23 @@ mod tests {
     }
 
     /// The differential test runs the SIMD paths this CPU has; a detection that failed would
-    /// leave AVX2 untested on a machine that has it.
+    /// leave AVX2 or AVX-512 untested on a machine that has them.
     #[test]
     #[cfg(target_arch = "x86_64")]
-    fn avx2_path_is_tested_where_the_cpu_has_it() {
+    fn simd_paths_are_tested_where_the_cpu_has_them() {
         use super::super::simd::Path;
         assert_eq!(
             Path::Avx2.supported(),
             is_x86_feature_detected!("avx2") && is_x86_feature_detected!("pclmulqdq")
         );
         assert!(Path::Portable.supported() && Path::Scalar.supported());
+        assert_eq!(
+            Path::Avx512.supported(),
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vbmi2")
+                && is_x86_feature_detected!("pclmulqdq")
+        );
     }
 
     /// Bytes that matter to stage 1 (and their aliases under the tricks of the SIMD

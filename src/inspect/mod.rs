@@ -68,6 +68,8 @@ pub use head::{
     inspect_headers, inspect_headers_except, inspect_query, inspect_text, inspect_url,
     FRAMING_HEADERS,
 };
+#[doc(hidden)]
+pub use json_index::stage1_positions;
 pub use protobuf::schema::{ProtobufSchemas, SchemaError, MAX_DESCRIPTOR_SET_BYTES};
 pub use record::{Namespace, Record, RecordRef, Records, Subject, SubjectRef};
 pub use simd::{selected as simd_path, Path as SimdPath, SIMD_ENV};
