@@ -158,6 +158,9 @@ fn init_logs(format: LogFormat) {
 
 // glibc malloc showed up as ~12% of the gate's CPU under load (per-request buffers freed on
 // other worker threads); mimalloc's thread-local heaps remove most of it (BENCHMARKS.md).
+// The `system-alloc` feature keeps the system allocator, for heap profilers that hook
+// `malloc` (heaptrack; `scripts/bench-connections`).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
