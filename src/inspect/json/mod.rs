@@ -13,6 +13,7 @@
 //! becomes of it when it closes.
 
 mod embedded;
+mod keys;
 mod records;
 
 pub(crate) use embedded::{looks_like_document, read as read_embedded, Embedded};
@@ -25,6 +26,7 @@ use super::json_lex::{is_num_byte, unescape, valid_number};
 use super::record::trim;
 use super::Sink;
 use crate::model::CategorySet;
+use keys::KeyMemo;
 use records::{Frame, Hit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,8 @@ pub(crate) struct JsonScanner {
     bom: u8,
     /// Containers open around the body (a document inside a value: those around the value).
     depth_base: usize,
+    /// Field-name lookups of the keys seen so far.
+    keys: KeyMemo,
 }
 
 impl JsonScanner {
@@ -115,6 +119,7 @@ impl JsonScanner {
             pos: 0,
             bom: 0,
             depth_base: 0,
+            keys: KeyMemo::default(),
         }
     }
 
@@ -638,7 +643,7 @@ impl JsonScanner {
         sink: &mut Sink<'_>,
     ) -> Result<(), Unreadable> {
         if key {
-            let info = match sink.cfg.lookup(s) {
+            let info = match self.keys.lookup(sink.cfg, s) {
                 Some(info) => info,
                 None => {
                     // A key is data too (`{"<id>": {...}}`); a configured name is not an
