@@ -138,8 +138,67 @@ fn x_at(text: &[u8], i: usize) -> bool {
     )
 }
 
-/// Runs the digit detectors over `text`.
+/// Runs the digit detectors over `text` (after [`may_match`], which rules most text out).
+#[inline]
 pub(super) fn scan(
+    text: &[u8],
+    ctx: &DetectCtx,
+    hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
+) {
+    if may_match(text) {
+        scan_all(text, ctx, hit);
+    }
+}
+
+/// Whether `text` holds the atoms some identifier needs: the prefilter of [`scan`], one pass
+/// that only measures atoms, conservative by construction. Every hit of [`scan_all`] comes
+/// from an atom of 11–19 digits tried alone ([`single`]) or from a grouping ([`grouping`]),
+/// and every grouping starts at an atom of 6 digits (a resident ID, 6-8-4 or 6-4-4-4), at an
+/// atom of 3 (a phone, 3-4-4 or 3-8, perhaps after an `86`/`0086` atom) or at three atoms of
+/// 4 (a card). Atoms are cut here exactly as [`scan_all`] cuts them ([`digit_at`], one byte on
+/// after anything else), so a text with none of these shapes has no hit: an order number
+/// `O-2026123456-1` (10 and 1 digits) or a timestamp `2026-03-01T08:00:00+08:00` (one 4 and
+/// 2s) is ruled out before the atoms are built.
+#[inline]
+pub(super) fn may_match(text: &[u8]) -> bool {
+    let n = text.len();
+    let mut fours = 0u32;
+    let mut shape = |run: usize| match run {
+        3 | 6 | 11..=19 => true,
+        4 => {
+            fours += 1;
+            fours >= 3
+        }
+        _ => false,
+    };
+    let mut run = 0usize;
+    let mut i = 0usize;
+    while i < n {
+        let c = text[i];
+        if c.is_ascii_digit() {
+            run += 1;
+            i += 1;
+            continue;
+        }
+        if c == 0xEF {
+            if let Some((_, w)) = digit_at(text, i) {
+                run += 1;
+                i += w;
+                continue;
+            }
+        }
+        if shape(run) {
+            return true;
+        }
+        run = 0;
+        i += 1;
+    }
+    shape(run)
+}
+
+/// The digit detectors over `text` without the prefilter (what [`scan`] runs when
+/// [`may_match`] lets the text through).
+pub(super) fn scan_all(
     text: &[u8],
     ctx: &DetectCtx,
     hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
