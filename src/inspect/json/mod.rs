@@ -635,6 +635,7 @@ impl JsonScanner {
     }
 
     /// A complete string whose UTF-8 is known to be valid.
+    #[inline]
     fn string_checked(
         &mut self,
         s: &[u8],
@@ -643,22 +644,39 @@ impl JsonScanner {
         sink: &mut Sink<'_>,
     ) -> Result<(), Unreadable> {
         if key {
-            let info = match self.keys.lookup(sink.cfg, s) {
-                Some(info) => info,
-                None => {
-                    // A key is data too (`{"<id>": {...}}`); a configured name is not an
-                    // identifier.
-                    self.detect(s, profile, sink);
-                    FieldInfo::default()
-                }
-            };
-            if let Some(w) = info.watched {
-                sink.saw_watched(w);
-            }
-            self.val_info = info;
-            self.state = State::Colon;
-            return Ok(());
+            self.key_checked(s, profile, sink);
+            Ok(())
+        } else {
+            self.value_checked(s, profile, sink)
         }
+    }
+
+    /// A complete key (see [`Self::string_checked`]): short, inlined into the walk.
+    #[inline]
+    fn key_checked(&mut self, s: &[u8], profile: Option<(usize, bool)>, sink: &mut Sink<'_>) {
+        let info = match self.keys.lookup(sink.cfg, s) {
+            Some(info) => info,
+            None => {
+                // A key is data too (`{"<id>": {...}}`); a configured name is not an
+                // identifier.
+                self.detect(s, profile, sink);
+                FieldInfo::default()
+            }
+        };
+        if let Some(w) = info.watched {
+            sink.saw_watched(w);
+        }
+        self.val_info = info;
+        self.state = State::Colon;
+    }
+
+    /// A complete string value (see [`Self::string_checked`]).
+    fn value_checked(
+        &mut self,
+        s: &[u8],
+        profile: Option<(usize, bool)>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), Unreadable> {
         let info = self.val_info;
         if looks_like_document(s) {
             let subjects = info.subject_rank.is_some() || self.subj_container.is_some();
