@@ -278,3 +278,24 @@ proptest::proptest! {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// The digit-mask prefilter of ASCII texts measures the atoms as the byte-by-byte one
+    /// does (lengths around the 8-byte words and the 64-byte limit).
+    #[test]
+    fn the_mask_prefilter_equals_the_byte_prefilter(
+        text in proptest::collection::vec(
+            proptest::sample::select(b"0123456789012345678901234567890123456789 -./aX@".to_vec()),
+            0..80,
+        ),
+    ) {
+        proptest::prop_assert_eq!(
+            digits::may_match(&text),
+            digits::may_match_bytes(&text),
+            "{:?}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+}
