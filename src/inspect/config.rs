@@ -138,15 +138,69 @@ impl Hasher for FnvHasher {
 
 type FieldMap = HashMap<Box<[u8]>, FieldInfo, BuildHasherDefault<FnvHasher>>;
 
-/// Buckets of the lookup table: indexed by name length (mod 64) and the low five bits of the
-/// lower-cased first byte, each holding the few names that share them. A lookup is one index
-/// computation and, usually, zero or one case-insensitive comparison: no hashing, no copy.
-const BUCKETS: usize = 64 * 32;
+/// One slot of the field-name table (open addressing, linear probing): the hash of a
+/// canonical name and its index in `InspectConfig::names`; `idx == EMPTY` marks a free slot.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u64,
+    idx: u32,
+}
 
+const EMPTY: u32 = u32::MAX;
+
+/// What a byte contributes to a canonical name, by byte value: 0 for a separator (skipped),
+/// otherwise `0x100 |` the ASCII-lower-cased byte; `BRACKET` is also set on `[`.
+const CANON: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if !is_separator(b) {
+            t[c] = 0x100 | b.to_ascii_lowercase() as u16;
+        }
+        if b == b'[' {
+            t[c] |= BRACKET;
+        }
+        c += 1;
+    }
+    t
+};
+
+/// Set in [`CANON`] (and so in [`Canon::flags`]) for `[`.
+const BRACKET: u16 = 0x200;
+
+/// The hash of a canonical name, its length and the OR of its bytes' [`CANON`] entries,
+/// computed in one pass over the name as written (see [`canonical`]).
+#[derive(Debug, Clone, Copy)]
+struct Canon {
+    hash: u64,
+    len: usize,
+    flags: u16,
+}
+
+/// One pass over `name`: FNV-1a over the canonical bytes (separators skipped, ASCII lower
+/// case) — the same value as over `canonical(name)`, without building it.
 #[inline]
-fn bucket(name: &[u8]) -> usize {
-    let first = name.first().map_or(0, |c| c.to_ascii_lowercase());
-    ((name.len() & 63) << 5) | usize::from(first & 31)
+fn canon_hash(name: &[u8]) -> Canon {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut len = 0usize;
+    let mut flags = 0u16;
+    for &c in name {
+        let t = CANON[usize::from(c)];
+        flags |= t;
+        if t != 0 {
+            hash = (hash ^ u64::from(t & 0xff)).wrapping_mul(0x0100_0000_01b3);
+            len += 1;
+        }
+    }
+    Canon { hash, len, flags }
+}
+
+/// The slot a hash probes first in a table of `mask + 1` slots (the high bits of a
+/// multiplicative mix: FNV's low bits alone cluster on short names).
+#[inline]
+fn home(hash: u64, mask: usize) -> usize {
+    (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & mask
 }
 
 /// Longest field name the engine looks up; longer configured names are rejected by `new`.
@@ -196,9 +250,10 @@ pub struct InspectConfig {
     /// An xlsx workbook larger than this is 413 (`inspection.max_workbook_bytes`).
     max_workbook_bytes: u64,
     map: FieldMap,
-    table: Vec<Vec<(Box<[u8]>, FieldInfo)>>,
-    /// Bit `n` set when some mapped name has length `n` (quick rejection of keys).
-    len_mask: u128,
+    /// The canonical names and what they mean, indexed by [`Slot::idx`].
+    names: Vec<(Box<[u8]>, FieldInfo)>,
+    /// Open-addressing table over `names` (a power of two, at most half full).
+    slots: Vec<Slot>,
     /// `inspection.protobuf_descriptor_sets`, loaded.
     protobuf: Option<super::ProtobufSchemas>,
 }
@@ -253,8 +308,8 @@ impl InspectConfig {
             resident_id_sensitive: true,
             max_workbook_bytes: DEFAULT_MAX_WORKBOOK_BYTES,
             map: FieldMap::default(),
-            table: Vec::new(),
-            len_mask: 0,
+            names: Vec::new(),
+            slots: Vec::new(),
             protobuf: None,
         }
     }
@@ -407,43 +462,49 @@ impl InspectConfig {
 
     fn rebuild(&mut self, categories: &[(String, Category)]) {
         let mut map = FieldMap::default();
-        let mut len_mask = 0u128;
-        let entry = |name: &str| -> (Box<[u8]>, usize) {
-            let k: Box<[u8]> = canonical(name.as_bytes()).into_boxed_slice();
-            let l = k.len();
-            (k, l)
-        };
+        let key = |name: &str| -> Box<[u8]> { canonical(name.as_bytes()).into_boxed_slice() };
         for (rank, f) in self.fields.iter().enumerate() {
-            let (k, l) = entry(f);
-            len_mask |= 1u128 << l.min(127);
-            let e = map.entry(k).or_insert_with(FieldInfo::default);
+            let e = map.entry(key(f)).or_insert_with(FieldInfo::default);
             if e.subject_rank.is_none() {
                 e.subject_rank = Some(u16::try_from(rank).unwrap_or(u16::MAX));
             }
         }
         for (name, cat) in categories {
-            let (k, l) = entry(name);
-            len_mask |= 1u128 << l.min(127);
-            map.entry(k)
+            map.entry(key(name))
                 .or_insert_with(FieldInfo::default)
                 .categories
                 .insert(*cat);
         }
         for (i, name) in self.watched.iter().enumerate() {
-            let (k, l) = entry(name);
-            len_mask |= 1u128 << l.min(127);
-            let e = map.entry(k).or_insert_with(FieldInfo::default);
+            let e = map.entry(key(name)).or_insert_with(FieldInfo::default);
             if e.watched.is_none() {
                 e.watched = Some(u16::try_from(i).unwrap_or(u16::MAX));
             }
         }
-        let mut table = vec![Vec::new(); BUCKETS];
-        for (k, v) in &map {
-            table[bucket(k)].push((k.clone(), *v));
+        let names: Vec<(Box<[u8]>, FieldInfo)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        // At most half full, so that a miss ends at a free slot after a probe or two.
+        let size = (names.len() * 2).next_power_of_two().max(8);
+        let mut slots = vec![
+            Slot {
+                hash: 0,
+                idx: EMPTY,
+            };
+            size
+        ];
+        for (i, (k, _)) in names.iter().enumerate() {
+            let hash = canon_hash(k).hash;
+            let mut at = home(hash, size - 1);
+            while slots[at].idx != EMPTY {
+                at = (at + 1) & (size - 1);
+            }
+            slots[at] = Slot {
+                hash,
+                idx: u32::try_from(i).unwrap_or(EMPTY - 1),
+            };
         }
-        self.table = table;
+        self.names = names;
+        self.slots = slots;
         self.map = map;
-        self.len_mask = len_mask;
     }
 
     /// Looks a field name up across the spellings programs use (SPEC §3: case, the separators
@@ -453,10 +514,25 @@ impl InspectConfig {
     /// matches by its bracketed parts (`data[user_id]`).
     #[inline]
     pub(crate) fn lookup(&self, name: &[u8]) -> Option<FieldInfo> {
-        if let Some(info) = self.lookup_exact(name) {
+        if name.len() > MAX_FIELD_NAME {
+            return self.lookup_long(name);
+        }
+        let c = canon_hash(name);
+        if let Some(info) = self.probe(c, name) {
             return Some(info);
         }
+        if c.flags & BRACKET == 0 {
+            return None;
+        }
         // Names are short: a plain loop beats `memchr`'s set-up.
+        let open = name.iter().position(|c| *c == b'[')?;
+        self.lookup_brackets(name, open)
+    }
+
+    /// [`InspectConfig::lookup`] of a name longer than [`MAX_FIELD_NAME`]: no name that long
+    /// is configured, only its bracketed parts can match.
+    #[cold]
+    fn lookup_long(&self, name: &[u8]) -> Option<FieldInfo> {
         let open = name.iter().position(|c| *c == b'[')?;
         self.lookup_brackets(name, open)
     }
@@ -475,33 +551,40 @@ impl InspectConfig {
         found
     }
 
-    /// Looks a name up by its canonical form without building it: one pass counts the
-    /// name's non-separator bytes and finds the first (the canonical length and first byte,
-    /// which pick the bucket, and most names are rejected there by length alone); only the
-    /// few names in the bucket are compared, skipping separators. No copy, no buffer.
+    /// Looks a name up by its canonical form without building it: one pass hashes the
+    /// canonical bytes (see [`canon_hash`]), one probe of the table finds the only candidate
+    /// in all but rare collisions, and the candidate is compared skipping separators.
     #[inline]
     fn lookup_exact(&self, name: &[u8]) -> Option<FieldInfo> {
         if name.len() > MAX_FIELD_NAME {
             return None;
         }
-        let n = name.len() - separators(name);
-        let first = match name.first() {
-            Some(&c) if !is_separator(c) => c,
-            _ => name
-                .iter()
-                .copied()
-                .find(|c| !is_separator(*c))
-                .unwrap_or(0),
-        };
-        if n == 0 || self.len_mask & (1u128 << n.min(127)) == 0 {
+        self.probe(canon_hash(name), name)
+    }
+
+    /// The table probe of [`InspectConfig::lookup_exact`] with the name's hash already
+    /// computed.
+    #[inline]
+    fn probe(&self, c: Canon, name: &[u8]) -> Option<FieldInfo> {
+        if c.len == 0 || self.slots.is_empty() {
             return None;
         }
-        let bucket = ((n & 63) << 5) | usize::from(first.to_ascii_lowercase() & 31);
-        self.table
-            .get(bucket)?
-            .iter()
-            .find(|(k, _)| k.len() == n && same_name(k, name))
-            .map(|(_, v)| *v)
+        let mask = self.slots.len() - 1;
+        let mut at = home(c.hash, mask);
+        loop {
+            let slot = self.slots.get(at)?;
+            if slot.idx == EMPTY {
+                return None;
+            }
+            if slot.hash == c.hash {
+                if let Some((k, v)) = self.names.get(slot.idx as usize) {
+                    if k.len() == c.len && same_name(k, name) {
+                        return Some(*v);
+                    }
+                }
+            }
+            at = (at + 1) & mask;
+        }
     }
 
     /// Subject fields, in priority order.
@@ -552,39 +635,6 @@ const fn is_separator(c: u8) -> bool {
     matches!(c, b'_' | b'-' | b'.' | b' ')
 }
 
-/// How many bytes of `name` are separators, eight at a time (SWAR: a byte equal to a
-/// separator becomes zero after the XOR, and the zero-byte test marks it with its high bit).
-#[inline]
-fn separators(name: &[u8]) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let word_count = |w: u64| -> usize {
-        let mut marks = 0u64;
-        for sep in [b'_', b'-', b'.', b' '] {
-            let x = w ^ (LO * u64::from(sep));
-            // Exact zero-byte marks (no false positives from borrows): high bit of
-            // `!(((x & 0x7f..) + 0x7f..) | x)`.
-            marks |= !(((x & !HI).wrapping_add(!HI)) | x) & HI;
-        }
-        ((marks >> 7).wrapping_mul(LO) >> 56) as usize
-    };
-    let mut chunks = name.chunks_exact(8);
-    let mut count = 0;
-    for c in &mut chunks {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(c);
-        count += word_count(u64::from_le_bytes(b));
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // Zero padding is not a separator.
-        let mut b = [0u8; 8];
-        b[..rest.len()].copy_from_slice(rest);
-        count += word_count(u64::from_le_bytes(b));
-    }
-    count
-}
-
 /// The canonical form of a field name: ASCII lower case without separators, so that every
 /// spelling of one name (SPEC §3) is one key. A camelCase boundary needs nothing more:
 /// `userId` folds to `userid` like `user_id`.
@@ -625,6 +675,218 @@ fn check_names<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// How many bytes of `name` are separators, eight at a time (SWAR: a byte equal to a
+    /// separator becomes zero after the XOR, and the zero-byte test marks it with its high bit).
+    #[inline]
+    fn separators(name: &[u8]) -> usize {
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        let word_count = |w: u64| -> usize {
+            let mut marks = 0u64;
+            for sep in [b'_', b'-', b'.', b' '] {
+                let x = w ^ (LO * u64::from(sep));
+                // Exact zero-byte marks (no false positives from borrows): high bit of
+                // `!(((x & 0x7f..) + 0x7f..) | x)`.
+                marks |= !(((x & !HI).wrapping_add(!HI)) | x) & HI;
+            }
+            ((marks >> 7).wrapping_mul(LO) >> 56) as usize
+        };
+        let mut chunks = name.chunks_exact(8);
+        let mut count = 0;
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            count += word_count(u64::from_le_bytes(b));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            // Zero padding is not a separator.
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            count += word_count(u64::from_le_bytes(b));
+        }
+        count
+    }
+
+    /// The lookup of issue 27 (buckets by canonical length and first byte, candidates compared
+    /// skipping separators), kept as the reference of the hashed table.
+    struct Buckets {
+        table: Vec<Vec<(Box<[u8]>, FieldInfo)>>,
+        len_mask: u128,
+    }
+
+    const BUCKETS: usize = 64 * 32;
+
+    fn bucket(name: &[u8]) -> usize {
+        let first = name.first().map_or(0, |c| c.to_ascii_lowercase());
+        ((name.len() & 63) << 5) | usize::from(first & 31)
+    }
+
+    impl Buckets {
+        fn new(cfg: &InspectConfig) -> Self {
+            let mut table = vec![Vec::new(); BUCKETS];
+            let mut len_mask = 0u128;
+            for (k, v) in &cfg.map {
+                len_mask |= 1u128 << k.len().min(127);
+                table[bucket(k)].push((k.clone(), *v));
+            }
+            Buckets { table, len_mask }
+        }
+
+        fn lookup(&self, name: &[u8]) -> Option<FieldInfo> {
+            if let Some(info) = self.lookup_exact(name) {
+                return Some(info);
+            }
+            let open = name.iter().position(|c| *c == b'[')?;
+            let mut found: Option<FieldInfo> = self.lookup_exact(&name[..open]);
+            for part in name[open..].split(|c| *c == b'[' || *c == b']') {
+                if let Some(i) = self.lookup_exact(part) {
+                    let f = found.get_or_insert_with(FieldInfo::default);
+                    f.categories = f.categories.union(i.categories);
+                    f.subject_rank = f.subject_rank.or(i.subject_rank);
+                    f.watched = f.watched.or(i.watched);
+                }
+            }
+            found
+        }
+
+        fn lookup_exact(&self, name: &[u8]) -> Option<FieldInfo> {
+            if name.len() > MAX_FIELD_NAME {
+                return None;
+            }
+            let n = name.len() - separators(name);
+            let first = name
+                .iter()
+                .copied()
+                .find(|c| !is_separator(*c))
+                .unwrap_or(0);
+            if n == 0 || self.len_mask & (1u128 << n.min(127)) == 0 {
+                return None;
+            }
+            let bucket = ((n & 63) << 5) | usize::from(first.to_ascii_lowercase() & 31);
+            self.table
+                .get(bucket)?
+                .iter()
+                .find(|(k, _)| k.len() == n && same_name(k, name))
+                .map(|(_, v)| *v)
+        }
+    }
+
+    #[test]
+    fn canon_hash_is_the_hash_of_the_canonical_form() {
+        for name in [
+            &b"User_ID"[..],
+            b"_-. ",
+            b"",
+            b"a\0b",
+            b"\xc3\x84_x",
+            b"[0]",
+        ] {
+            let c = canon_hash(name);
+            let k = canonical(name);
+            assert_eq!(c.len, k.len());
+            assert_eq!(c.hash, canon_hash(&k).hash);
+        }
+    }
+
+    /// Bytes names are made of: letters of both cases, digits, every separator, brackets,
+    /// NUL, non-ASCII (UTF-8 pieces and stray bytes, incl. bytes whose low five bits equal a
+    /// letter's).
+    fn name_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            4 => prop::sample::select(b"abcdeiruIDUSERxyz019".to_vec()),
+            3 => prop::sample::select(b"_-. ".to_vec()),
+            1 => prop::sample::select(b"[]\0/\tAZ@`{".to_vec()),
+            1 => prop::sample::select(vec![0x80u8, 0xc3, 0x84, 0xe4, 0xb8, 0xad, 0xc1, 0xe1, 0xff]),
+        ]
+    }
+
+    /// A name near a configured one: its bytes with separators put in or taken out and the
+    /// case of letters changed, sometimes with bytes added or bracket parts around it.
+    fn near(names: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::sample::select(names),
+            prop::collection::vec((0u8..8, name_byte()), 0..40),
+            0u8..4,
+        )
+            .prop_map(|(base, edits, wrap)| {
+                let mut out = Vec::new();
+                let mut e = edits.iter();
+                for &c in base.as_bytes() {
+                    match e.next() {
+                        Some((0, _)) => out.push(c.to_ascii_uppercase()),
+                        Some((1, b)) => {
+                            out.push(c);
+                            out.push(*b);
+                        }
+                        Some((2, _)) if is_separator(c) => {}
+                        Some((3, _)) => {
+                            out.push(b"_-. "[usize::from(c) % 4]);
+                            out.push(c);
+                        }
+                        _ => out.push(c),
+                    }
+                }
+                match wrap {
+                    1 => [b"data[".as_slice(), &out, b"]"].concat(),
+                    2 => [out.as_slice(), b"[]"].concat(),
+                    3 => [out.as_slice(), b"[0]"].concat(),
+                    _ => out,
+                }
+            })
+    }
+
+    const NAMES: &[&str] = &[
+        "user_id",
+        "uid",
+        "customer_id",
+        "member_id",
+        "diagnosis",
+        "gps",
+        "id_card",
+        "passport_no",
+        "a",
+        "x.y-z w",
+        "\u{4e2d}\u{6587}_name",
+        "Ärger",
+        "data[0]",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ];
+
+    fn configs() -> Vec<InspectConfig> {
+        let cats: Vec<(&str, Category)> =
+            NAMES[4..].iter().map(|n| (*n, Category::Health)).collect();
+        vec![
+            InspectConfig::default(),
+            InspectConfig::for_tests(&NAMES[..4], &[], &cats)
+                .with_watched_fields(&["phone", "Ärger", "a"])
+                .unwrap_or_else(|e| panic!("{e}")),
+            InspectConfig::for_tests(&["uid"], &[], &[]),
+            InspectConfig::for_tests(&[], &[], &[]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The hashed table finds exactly what the bucket lookup of issue 27 finds, on names
+        /// close to the configured ones and on arbitrary ones (long ones included).
+        #[test]
+        fn hashed_lookup_equals_the_bucket_lookup(
+            near_name in near(NAMES),
+            any_name in prop::collection::vec(name_byte(), 0..140),
+        ) {
+            for cfg in configs() {
+                let old = Buckets::new(&cfg);
+                for name in [&near_name, &any_name] {
+                    prop_assert_eq!(cfg.lookup(name), old.lookup(name), "{:?}", name);
+                    prop_assert_eq!(cfg.lookup_exact(name), old.lookup_exact(name), "{:?}", name);
+                }
+            }
+        }
+    }
 
     #[test]
     fn separators_are_counted_in_every_position() {

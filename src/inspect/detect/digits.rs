@@ -138,8 +138,142 @@ fn x_at(text: &[u8], i: usize) -> bool {
     )
 }
 
-/// Runs the digit detectors over `text`.
+/// Runs the digit detectors over `text` (after [`may_match`], which rules most text out).
+#[inline]
 pub(super) fn scan(
+    text: &[u8],
+    ctx: &DetectCtx,
+    hit: &mut impl FnMut(Namespace, &[u8], CategorySet),
+) {
+    if may_match(text) {
+        scan_all(text, ctx, hit);
+    }
+}
+
+/// Whether `text` holds the atoms some identifier needs: the prefilter of [`scan`], one pass
+/// that only measures atoms, conservative by construction. Every hit of [`scan_all`] comes
+/// from an atom of 11–19 digits tried alone ([`single`]) or from a grouping ([`grouping`]),
+/// and every grouping starts at an atom of 6 digits (a resident ID, 6-8-4 or 6-4-4-4), at an
+/// atom of 3 (a phone, 3-4-4 or 3-8, perhaps after an `86`/`0086` atom) or at three atoms of
+/// 4 (a card). Atoms are cut here exactly as [`scan_all`] cuts them ([`digit_at`], one byte on
+/// after anything else), so a text with none of these shapes has no hit: an order number
+/// `O-2026123456-1` (10 and 1 digits) or a timestamp `2026-03-01T08:00:00+08:00` (one 4 and
+/// 2s) is ruled out before the atoms are built.
+///
+/// An ASCII text of 8 to 64 bytes (most) is measured on a mask of its digits, eight bytes at a
+/// time ([`ascii_digit_mask`], [`runs_may_match`]); others byte by byte ([`may_match_bytes`]).
+#[inline]
+pub(super) fn may_match(text: &[u8]) -> bool {
+    match ascii_digit_mask(text) {
+        Some(m) => runs_may_match(m),
+        None => may_match_bytes(text),
+    }
+}
+
+/// Whether an atom of `run` digits can start an identifier (see [`may_match`]); `fours`
+/// counts the atoms of four seen so far.
+#[inline]
+fn shape(run: usize, fours: &mut u32) -> bool {
+    match run {
+        3 | 6 | 11..=19 => true,
+        4 => {
+            *fours += 1;
+            *fours >= 3
+        }
+        _ => false,
+    }
+}
+
+/// Bit `i` set when byte `i` of `text` is an ASCII digit, for an ASCII text of 8 to 64 bytes;
+/// `None` otherwise (a non-ASCII byte may be part of a full-width digit). SWAR, eight bytes a
+/// word: for a byte under 0x80, adding 0x50 sets its high bit when it is at least `0`, adding
+/// 0x46 when it is above `9` (no carry leaves the byte); the eight high bits are gathered by
+/// one multiplication.
+#[inline]
+fn ascii_digit_mask(text: &[u8]) -> Option<u64> {
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const LO: u64 = 0x0101_0101_0101_0101;
+    let n = text.len();
+    if !(8..=64).contains(&n) {
+        return None;
+    }
+    let word = |at: usize| -> u64 {
+        text.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let digits = |w: u64| -> u64 {
+        let d = w.wrapping_add(0x50 * LO) & !w.wrapping_add(0x46 * LO) & HI;
+        // Bits 7, 15, …, 63 to bits 0–7.
+        ((d >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+    };
+    let mut mask = 0u64;
+    let mut high = 0u64;
+    let full = n / 8;
+    for k in 0..full {
+        let w = word(8 * k);
+        high |= w;
+        mask |= digits(w) << (8 * k);
+    }
+    let rest = n % 8;
+    if rest > 0 {
+        // The last eight bytes; the bits of the bytes already counted are shifted out.
+        let w = word(n - 8);
+        high |= w;
+        mask |= (digits(w) >> (8 - rest)) << (8 * full);
+    }
+    (high & HI == 0).then_some(mask)
+}
+
+/// [`may_match`] on a digit mask: the atoms are its runs of ones, taken lowest first.
+#[inline]
+fn runs_may_match(mut m: u64) -> bool {
+    let mut fours = 0u32;
+    while m != 0 {
+        let start = m.trailing_zeros();
+        let run = (!(m >> start)).trailing_zeros() as usize;
+        if shape(run, &mut fours) {
+            return true;
+        }
+        // Adding the lowest set bit clears the lowest run (and sets the zero bit after it,
+        // which the AND removes).
+        m &= m.wrapping_add(m & m.wrapping_neg());
+    }
+    false
+}
+
+/// [`may_match`] byte by byte, with [`digit_at`] (full-width digits included).
+pub(super) fn may_match_bytes(text: &[u8]) -> bool {
+    let n = text.len();
+    let mut fours = 0u32;
+    let mut run = 0usize;
+    let mut i = 0usize;
+    while i < n {
+        let c = text[i];
+        if c.is_ascii_digit() {
+            run += 1;
+            i += 1;
+            continue;
+        }
+        if c == 0xEF {
+            if let Some((_, w)) = digit_at(text, i) {
+                run += 1;
+                i += w;
+                continue;
+            }
+        }
+        if shape(run, &mut fours) {
+            return true;
+        }
+        run = 0;
+        i += 1;
+    }
+    shape(run, &mut fours)
+}
+
+/// The digit detectors over `text` without the prefilter (what [`scan`] runs when
+/// [`may_match`] lets the text through).
+pub(super) fn scan_all(
     text: &[u8],
     ctx: &DetectCtx,
     hit: &mut impl FnMut(Namespace, &[u8], CategorySet),

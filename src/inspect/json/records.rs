@@ -163,9 +163,10 @@ impl JsonScanner {
 
     /// Runs the detectors over a value (with stage 1's prefilter when given); hits go to the
     /// innermost undecided object, or out.
+    #[inline]
     pub(super) fn detect(&mut self, s: &[u8], profile: Option<(usize, bool)>, sink: &mut Sink<'_>) {
         if let Some((digits, at)) = profile {
-            // The prefilter of `detect::scan_profiled`, without the call: most values have
+            // The prefilter of `detect::scan_profiled`, without a call: most values have
             // neither an `@` nor enough digits for any detector.
             if !at && digits < detect::MIN_DIGITS {
                 #[cfg(test)]
@@ -173,6 +174,11 @@ impl JsonScanner {
                 return;
             }
         }
+        self.detect_all(s, profile, sink);
+    }
+
+    /// [`Self::detect`] past the prefilter.
+    fn detect_all(&mut self, s: &[u8], profile: Option<(usize, bool)>, sink: &mut Sink<'_>) {
         let from = self.hits.len();
         let hits = &mut self.hits;
         let bytes = &mut self.hit_bytes;

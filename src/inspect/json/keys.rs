@@ -1,0 +1,159 @@
+//! A memo of field-name lookups for one JSON scanner: a body of records repeats the same few
+//! keys thousands of times, and a key of at most 16 bytes is recognised again by two word
+//! compares instead of the canonical-form hash of [`InspectConfig::lookup`] (one pass over its
+//! bytes).
+//!
+//! Exact by construction: the lookup is a pure function of the configuration and the name's
+//! bytes, and an entry holds the name's exact bytes (its length and two words that together
+//! cover every byte). The memo is direct-mapped with a fixed number of entries, so bodies of
+//! ever-new keys only cost one compare and an overwrite per key; it is allocated after the
+//! first few keys only, so that the small scanners of documents inside values never pay for it.
+
+use crate::inspect::config::{FieldInfo, InspectConfig};
+
+/// Entries of the memo (a power of two).
+const SLOTS: usize = 64;
+
+/// Longest key memoised (two eight-byte words).
+const MAX_KEY: usize = 16;
+
+/// Keys looked up directly before the memo is allocated.
+const WARM_UP: u32 = 32;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    /// The key's length; 0 marks a free entry (the empty key is never memoised).
+    len: u8,
+    a: u64,
+    b: u64,
+    info: Option<FieldInfo>,
+}
+
+/// The memo (see the module documentation).
+#[derive(Debug, Default)]
+pub(super) struct KeyMemo {
+    entries: Vec<Entry>,
+    /// The configuration the entries were computed with (its address: a scanner is fed with
+    /// the one configuration its [`crate::inspect::Scanner`] owns for its whole life).
+    cfg: usize,
+    /// Keys looked up before the memo was allocated.
+    calls: u32,
+}
+
+impl KeyMemo {
+    /// `cfg.lookup(name)`, from the memo when `name` was looked up before.
+    #[inline]
+    pub(super) fn lookup(&mut self, cfg: &InspectConfig, name: &[u8]) -> Option<FieldInfo> {
+        let Some((a, b)) = words(name) else {
+            return cfg.lookup(name);
+        };
+        let id = std::ptr::from_ref(cfg) as usize;
+        if self.cfg != id || self.entries.is_empty() {
+            if self.entries.is_empty() && self.calls < WARM_UP {
+                self.calls += 1;
+                return cfg.lookup(name);
+            }
+            self.entries.clear();
+            self.entries.resize(SLOTS, Entry::default());
+            self.cfg = id;
+        }
+        let len = name.len() as u8;
+        let slot = ((a ^ b.rotate_left(31) ^ u64::from(len)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> 58) as usize;
+        let Some(e) = self.entries.get_mut(slot) else {
+            return cfg.lookup(name);
+        };
+        if e.len == len && e.a == a && e.b == b {
+            return e.info;
+        }
+        let info = cfg.lookup(name);
+        *e = Entry { len, a, b, info };
+        info
+    }
+}
+
+/// Two words that, with the length, hold every byte of a name of 1 to [`MAX_KEY`] bytes
+/// (overlapping loads: the first and the last eight, or four, bytes; or the first, middle and
+/// last byte of a name of at most three); `None` for other lengths.
+#[inline]
+fn words(s: &[u8]) -> Option<(u64, u64)> {
+    let n = s.len();
+    let w64 = |i: usize| {
+        s.get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let w32 = |i: usize| {
+        s.get(i..i + 4)
+            .and_then(|w| <[u8; 4]>::try_from(w).ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    match n {
+        8..=MAX_KEY => Some((w64(0), w64(n - 8))),
+        4..=7 => Some((u64::from(w32(0)) | (u64::from(w32(n - 4)) << 32), 0)),
+        1..=3 => Some((
+            u64::from(s[0]) | (u64::from(s[n / 2]) << 8) | (u64::from(s[n - 1]) << 16),
+            0,
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Category;
+    use proptest::prelude::*;
+
+    #[test]
+    fn words_tell_every_short_name_apart() {
+        // Every name of 1–16 bytes over two letters: distinct names, distinct (len, words).
+        let mut seen = std::collections::HashSet::new();
+        for n in 1..=MAX_KEY {
+            for bits in 0..(1u32 << n).min(1 << 12) {
+                let name: Vec<u8> = (0..n)
+                    .map(|i| if bits >> i & 1 == 1 { b'a' } else { b'b' })
+                    .collect();
+                assert!(seen.insert((n, words(&name))), "{name:?}");
+            }
+        }
+        assert_eq!(words(b""), None);
+        assert_eq!(words(&[b'a'; MAX_KEY + 1]), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// A stream of keys (few distinct ones, so that they repeat and collide in the memo;
+        /// spellings of configured names among them) gets from the memo what the
+        /// configuration's lookup says, key by key.
+        #[test]
+        fn memo_answers_what_the_lookup_answers(
+            keys in prop::collection::vec(
+                prop_oneof![
+                    prop::sample::select(vec![
+                        "uid", "UID", "u_id", "user_id", "userId", "user-id[]", "x", "", "id",
+                        "gps", "g.p.s", "diagnosis", "Diagnosis_", "customer_id",
+                        "customer_id_", "customerid1", "data[uid]", "0123456789abcdef",
+                        "0123456789abcdeF", "0123456789abcdefg",
+                    ]).prop_map(|s| s.as_bytes().to_vec()),
+                    prop::collection::vec(prop::sample::select(b"aAbiu_d.".to_vec()), 0..18),
+                ],
+                0..300,
+            )
+        ) {
+            let cfg = InspectConfig::for_tests(
+                &["user_id", "uid"],
+                &[],
+                &[("gps", Category::Location), ("diagnosis", Category::Health)],
+            );
+            let other = InspectConfig::for_tests(&["customer_id"], &[], &[]);
+            let mut memo = KeyMemo::default();
+            for (i, k) in keys.iter().enumerate() {
+                // A change of configuration half-way must not be answered from the old one.
+                let c = if i < 150 { &cfg } else { &other };
+                prop_assert_eq!(memo.lookup(c, k), c.lookup(k), "{:?}", k);
+            }
+        }
+    }
+}
