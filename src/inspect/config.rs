@@ -539,16 +539,7 @@ impl InspectConfig {
 
     #[cold]
     fn lookup_brackets(&self, name: &[u8], open: usize) -> Option<FieldInfo> {
-        let mut found: Option<FieldInfo> = self.lookup_exact(&name[..open]);
-        for part in name[open..].split(|c| *c == b'[' || *c == b']') {
-            if let Some(i) = self.lookup_exact(part) {
-                let f = found.get_or_insert_with(FieldInfo::default);
-                f.categories = f.categories.union(i.categories);
-                f.subject_rank = f.subject_rank.or(i.subject_rank);
-                f.watched = f.watched.or(i.watched);
-            }
-        }
-        found
+        merge_brackets(name, open, |part| self.lookup_exact(part))
     }
 
     /// Looks a name up by its canonical form without building it: one pass hashes the
@@ -672,6 +663,30 @@ fn check_names<'a>(
     Ok(())
 }
 
+/// A bracketed name (`data[uid]`, `a[b][c]`): what the part before the first `[` (at `open`)
+/// and every bracketed part are, merged (categories united, the first subject rank and watched
+/// mark kept), by `exact` for each part.
+fn merge_brackets(
+    name: &[u8],
+    open: usize,
+    exact: impl Fn(&[u8]) -> Option<FieldInfo>,
+) -> Option<FieldInfo> {
+    let mut found: Option<FieldInfo> = exact(name.get(..open).unwrap_or_default());
+    for part in name
+        .get(open..)
+        .unwrap_or_default()
+        .split(|c| *c == b'[' || *c == b']')
+    {
+        if let Some(i) = exact(part) {
+            let f = found.get_or_insert_with(FieldInfo::default);
+            f.categories = f.categories.union(i.categories);
+            f.subject_rank = f.subject_rank.or(i.subject_rank);
+            f.watched = f.watched.or(i.watched);
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,16 +755,7 @@ mod tests {
                 return Some(info);
             }
             let open = name.iter().position(|c| *c == b'[')?;
-            let mut found: Option<FieldInfo> = self.lookup_exact(&name[..open]);
-            for part in name[open..].split(|c| *c == b'[' || *c == b']') {
-                if let Some(i) = self.lookup_exact(part) {
-                    let f = found.get_or_insert_with(FieldInfo::default);
-                    f.categories = f.categories.union(i.categories);
-                    f.subject_rank = f.subject_rank.or(i.subject_rank);
-                    f.watched = f.watched.or(i.watched);
-                }
-            }
-            found
+            super::merge_brackets(name, open, |part| self.lookup_exact(part))
         }
 
         fn lookup_exact(&self, name: &[u8]) -> Option<FieldInfo> {
