@@ -256,6 +256,18 @@ pub struct InspectConfig {
     slots: Vec<Slot>,
     /// `inspection.protobuf_descriptor_sets`, loaded.
     protobuf: Option<super::ProtobufSchemas>,
+    /// Tells apart every table [`InspectConfig::lookup`] ever answered from (a new value each
+    /// time `names` and `slots` are built; a clone shares it with identical tables): memos of
+    /// lookups that outlive one configuration are keyed by it, never by an address a later
+    /// configuration may reuse.
+    generation: u64,
+}
+
+/// The source of [`InspectConfig::generation`] values.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Default for InspectConfig {
@@ -311,6 +323,7 @@ impl InspectConfig {
             names: Vec::new(),
             slots: Vec::new(),
             protobuf: None,
+            generation: next_generation(),
         }
     }
 
@@ -505,6 +518,14 @@ impl InspectConfig {
         self.names = names;
         self.slots = slots;
         self.map = map;
+        self.generation = next_generation();
+    }
+
+    /// Which lookup table this configuration answers from: equal generations answer every
+    /// [`InspectConfig::lookup`] alike.
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Looks a field name up across the spellings programs use (SPEC §3: case, the separators

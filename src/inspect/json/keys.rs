@@ -1,27 +1,38 @@
-//! A memo of field-name lookups for one JSON scanner: a body of records repeats the same few
-//! keys thousands of times, and a key of at most 16 bytes is recognised again by two word
-//! compares instead of the canonical-form hash of [`InspectConfig::lookup`] (one pass over its
-//! bytes).
+//! A memo of field-name lookups for the JSON scanners: a body of records repeats the same few
+//! keys thousands of times, and the bodies of one service repeat the same keys request after
+//! request; a key of at most 16 bytes is recognised again by two word compares instead of the
+//! canonical-form hash of [`InspectConfig::lookup`] (one pass over its bytes).
 //!
-//! Exact by construction: the lookup is a pure function of the configuration and the name's
-//! bytes, and an entry holds the name's exact bytes (its length and two words that together
-//! cover every byte). A key may sit in one of two entries picked by its hash, and a key that
-//! finds both taken moves one occupant to its other entry when that is free (cuckoo style, one
-//! step): direct-mapped, two of the 16 keys of the benchmark's records shared an entry and
-//! missed on every record. The number of entries is fixed, so bodies of ever-new keys only
-//! cost two compares and an overwrite per key. It is allocated after the first few keys only, so that the small scanners of
-//! documents inside values never pay for it.
+//! Exact by construction: the lookup is a pure function of the configuration's lookup table
+//! and the name's bytes, an entry holds the name's exact bytes (its length and two words that
+//! together cover every byte), and a table is filled for one [`InspectConfig::generation`]
+//! (emptied when used with another). A key may sit in one of two entries picked by its hash,
+//! and a key that finds both taken moves one occupant to its other entry when that is free
+//! (cuckoo style, one step): direct-mapped, two of the 16 keys of the benchmark's records
+//! shared an entry and missed on every record. The number of entries is fixed, so bodies of
+//! ever-new keys only cost two compares and an overwrite per key.
+//!
+//! Tables are kept per thread when their scanner ends and handed to the next scanner on that
+//! worker, so a request of a few dozen keys finds the keys of the requests before it (a table
+//! made per request would be filled and thrown away). A scanner that finds no spare table
+//! looks its first keys up directly and makes one only after [`WARM_UP`] keys, so that the
+//! small scanners of documents inside values never pay for one.
+
+use std::cell::RefCell;
 
 use crate::inspect::config::{FieldInfo, InspectConfig};
 
-/// Entries of the memo (a power of two).
+/// Entries of a table (a power of two).
 const SLOTS: usize = 64;
 
 /// Longest key memoised (two eight-byte words).
 const MAX_KEY: usize = 16;
 
-/// Keys looked up directly before the memo is allocated.
+/// Keys looked up directly before a scanner that found no spare table makes one.
 const WARM_UP: u32 = 32;
+
+/// Tables kept per thread (one per scanner alive at once on a worker; 2 KiB each).
+const SPARE_TABLES: usize = 64;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
@@ -32,17 +43,41 @@ struct Entry {
     info: Option<FieldInfo>,
 }
 
-/// The memo (see the module documentation).
+/// The entries, and the configuration generation they were computed with.
+#[derive(Debug)]
+struct Table {
+    generation: u64,
+    entries: Box<[Entry; SLOTS]>,
+}
+
+thread_local! {
+    static SPARE: RefCell<Vec<Table>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The memo of one scanner (see the module documentation).
 #[derive(Debug, Default)]
 pub(super) struct KeyMemo {
-    entries: Vec<Entry>,
-    /// The configuration the entries were computed with (its address: a scanner is fed with
-    /// the one configuration its [`crate::inspect::Scanner`] owns for its whole life).
-    cfg: usize,
-    /// Keys looked up before the memo was allocated.
+    table: Option<Table>,
+    /// Keys looked up before the scanner had a table.
     calls: u32,
     /// Which of the two entries a key replaces when both are taken (alternates).
     flip: bool,
+}
+
+impl Drop for KeyMemo {
+    fn drop(&mut self) {
+        let Some(table) = self.table.take() else {
+            return;
+        };
+        // During thread teardown the pool may be gone: the table is then simply freed.
+        let _ = SPARE.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < SPARE_TABLES {
+                    p.push(table);
+                }
+            }
+        });
+    }
 }
 
 impl KeyMemo {
@@ -52,21 +87,19 @@ impl KeyMemo {
         let Some((a, b)) = words(name) else {
             return cfg.lookup(name);
         };
-        let id = std::ptr::from_ref(cfg) as usize;
-        if self.cfg != id || self.entries.is_empty() {
-            if self.entries.is_empty() && self.calls < WARM_UP {
-                self.calls += 1;
-                return cfg.lookup(name);
-            }
-            self.entries.clear();
-            self.entries.resize(SLOTS, Entry::default());
-            self.cfg = id;
-        }
+        let generation = cfg.generation();
+        let entries = match &mut self.table {
+            Some(t) if t.generation == generation => &mut t.entries,
+            _ => match self.acquire(generation) {
+                Some(entries) => entries,
+                None => return cfg.lookup(name),
+            },
+        };
         let len = name.len() as u8;
         let (s1, s2) = slots(len, a, b);
         let holds = |e: &Entry| e.len == len && e.a == a && e.b == b;
         for s in [s1, s2] {
-            if let Some(e) = self.entries.get(s) {
+            if let Some(e) = entries.get(s) {
                 if holds(e) {
                     return e.info;
                 }
@@ -86,6 +119,36 @@ impl KeyMemo {
         )
     }
 
+    /// A table for `generation`: the scanner's own (emptied if it was filled for another
+    /// configuration), a spare of this thread, or a new one once the warm-up is over; `None`
+    /// during the warm-up.
+    #[cold]
+    #[inline(never)]
+    fn acquire(&mut self, generation: u64) -> Option<&mut Box<[Entry; SLOTS]>> {
+        if self.table.is_none() {
+            self.table = SPARE
+                .try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+                .ok()
+                .flatten();
+        }
+        if self.table.is_none() {
+            if self.calls < WARM_UP {
+                self.calls += 1;
+                return None;
+            }
+            self.table = Some(Table {
+                generation,
+                entries: Box::new([Entry::default(); SLOTS]),
+            });
+        }
+        let table = self.table.as_mut()?;
+        if table.generation != generation {
+            *table.entries = [Entry::default(); SLOTS];
+            table.generation = generation;
+        }
+        Some(&mut table.entries)
+    }
+
     /// A key not in the memo: looked up and stored (out of line: after the first record,
     /// rare).
     #[cold]
@@ -99,41 +162,44 @@ impl KeyMemo {
         s2: usize,
     ) -> Option<FieldInfo> {
         entry.info = cfg.lookup(name);
-        let at = self.place(s1, s2);
-        if let Some(e) = self.entries.get_mut(at) {
-            *e = entry;
+        let flip = &mut self.flip;
+        if let Some(t) = self.table.as_mut() {
+            let at = place(&mut t.entries, flip, s1, s2);
+            if let Some(e) = t.entries.get_mut(at) {
+                *e = entry;
+            }
         }
         entry.info
     }
+}
 
-    /// The entry a new key with entries `s1` and `s2` goes to: a free one, or one whose
-    /// occupant moved to its other entry (free), or else each in turn.
-    fn place(&mut self, s1: usize, s2: usize) -> usize {
-        let free = |m: &Self, s: usize| m.entries.get(s).is_some_and(|e| e.len == 0);
-        for s in [s1, s2] {
-            if free(self, s) {
-                return s;
+/// The entry of `entries` a new key with entries `s1` and `s2` goes to: a free one, or one
+/// whose occupant moved to its other entry (free), or else each in turn (`flip` alternates).
+fn place(entries: &mut [Entry; SLOTS], flip: &mut bool, s1: usize, s2: usize) -> usize {
+    let free = |e: &[Entry; SLOTS], s: usize| e.get(s).is_some_and(|e| e.len == 0);
+    for s in [s1, s2] {
+        if free(entries, s) {
+            return s;
+        }
+    }
+    for s in [s1, s2] {
+        let Some(&o) = entries.get(s) else {
+            continue;
+        };
+        let (o1, o2) = slots(o.len, o.a, o.b);
+        let alt = if o1 == s { o2 } else { o1 };
+        if free(entries, alt) {
+            if let Some(e) = entries.get_mut(alt) {
+                *e = o;
             }
+            return s;
         }
-        for s in [s1, s2] {
-            let Some(&o) = self.entries.get(s) else {
-                continue;
-            };
-            let (o1, o2) = slots(o.len, o.a, o.b);
-            let alt = if o1 == s { o2 } else { o1 };
-            if free(self, alt) {
-                if let Some(e) = self.entries.get_mut(alt) {
-                    *e = o;
-                }
-                return s;
-            }
-        }
-        self.flip = !self.flip;
-        if self.flip {
-            s1
-        } else {
-            s2
-        }
+    }
+    *flip = !*flip;
+    if *flip {
+        s1
+    } else {
+        s2
     }
 }
 
@@ -196,6 +262,32 @@ mod tests {
         }
         assert_eq!(words(b""), None);
         assert_eq!(words(&[b'a'; MAX_KEY + 1]), None);
+    }
+
+    /// A table goes back to the thread's spares when its scanner ends; the next scanner on
+    /// the thread takes it at once, and under a configuration whose lookup answers
+    /// differently (a clone rebuilt with one more watched field: any address of the old one
+    /// may be reused) it answers from the new configuration, not from the old entries.
+    #[test]
+    fn a_spare_table_is_reused_and_never_answers_for_another_configuration() {
+        let old = InspectConfig::for_tests(&["user_id"], &[], &[]);
+        let mut memo = KeyMemo::default();
+        for _ in 0..=WARM_UP + 1 {
+            assert_eq!(memo.lookup(&old, b"member_no"), None);
+        }
+        assert!(memo.table.is_some(), "a table after the warm-up");
+        drop(memo);
+        let new = old.clone().with_watched_fields(&["member_no"]).unwrap();
+        assert!(new.lookup(b"member_no").is_some());
+        let mut memo = KeyMemo::default();
+        assert_eq!(memo.lookup(&new, b"member_no"), new.lookup(b"member_no"));
+        assert!(
+            memo.table.is_some(),
+            "the spare table, taken at the first key"
+        );
+        assert_eq!(memo.lookup(&new, b"member_no"), new.lookup(b"member_no"));
+        // And back: the same table, refilled for the old configuration.
+        assert_eq!(memo.lookup(&old, b"member_no"), None);
     }
 
     proptest! {
