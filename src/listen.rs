@@ -22,7 +22,6 @@ use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -395,6 +394,73 @@ impl GuardedIo {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
     }
+
+    /// What the connection's first bytes say it speaks, peeked: they stay unread, so the
+    /// server chosen by them reads the client's first segment whole (a server that reads them
+    /// to decide and hands them back sees a short first read and, in hyper's HTTP/1, doubles
+    /// its read buffer on every connection). Waits for the first bytes under the connection's
+    /// deadlines: `TimedOut` when one passes.
+    ///
+    /// # Errors
+    /// The socket's error, or `TimedOut`.
+    pub async fn first_bytes(&mut self) -> io::Result<FirstBytes> {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        let n = std::future::poll_fn(|cx| {
+            let mut rb = ReadBuf::new(&mut buf);
+            match self.inner.poll_peek(cx, &mut rb) {
+                Poll::Pending => self.poll_deadline(cx).map(Err),
+                ready => ready,
+            }
+        })
+        .await?;
+        Ok(FirstBytes::of(buf.get(..n).unwrap_or_default()))
+    }
+
+    /// `Pending` until the connection's current deadline passes (the waker registered for it
+    /// and for a change of the deadlines), then the `TimedOut` error.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Some(deadline) = self.activity.deadline(cx.waker()) else {
+            return Poll::Pending;
+        };
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection deadline passed (client_header_seconds or idle_seconds)",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The client preface that opens an h2 connection with prior knowledge (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a plain connection's first bytes say it speaks ([`GuardedIo::first_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// Not the h2 preface: HTTP/1.x (or bytes an HTTP/1 server refuses).
+    Http1,
+    /// The whole h2 preface.
+    H2,
+    /// Too few bytes to tell (the start of the preface, or the end of the stream): a server
+    /// that reads until it can tell decides.
+    Unsure,
+}
+
+impl FirstBytes {
+    /// What `bytes`, the first of a connection, say.
+    pub fn of(bytes: &[u8]) -> FirstBytes {
+        if !H2_PREFACE.starts_with(bytes) {
+            FirstBytes::Http1
+        } else if bytes.len() == H2_PREFACE.len() {
+            FirstBytes::H2
+        } else {
+            FirstBytes::Unsure
+        }
+    }
 }
 
 impl AsyncRead for GuardedIo {
@@ -414,21 +480,7 @@ impl AsyncRead for GuardedIo {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                let Some(deadline) = this.activity.deadline(cx.waker()) else {
-                    return Poll::Pending;
-                };
-                if this.timer.deadline() != deadline {
-                    this.timer.as_mut().reset(deadline);
-                }
-                match this.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "connection deadline passed (client_header_seconds or idle_seconds)",
-                    ))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => this.poll_deadline(cx).map(Err),
         }
     }
 }
@@ -517,17 +569,20 @@ impl LogLimiter {
     }
 }
 
-/// The connections of one listener, and what they start (the sessions inside intercepted
-/// `CONNECT`s): one graceful drain for all of them.
+/// The client connections of one listener, and what they start (the sessions inside
+/// intercepted `CONNECT`s): one graceful drain for all of them. Each is watched while it is
+/// served ([`Watcher::watch`]); the drain tells every watched one to finish its in-flight
+/// requests and close, and waits until all have.
 #[derive(Debug)]
 pub struct Connections {
-    graceful: Mutex<Option<GracefulShutdown>>,
+    /// `true` once the drain has begun; one receiver per watched connection.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Connections {
     fn default() -> Self {
         Connections {
-            graceful: Mutex::new(Some(GracefulShutdown::new())),
+            draining: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -535,33 +590,57 @@ impl Default for Connections {
 impl Connections {
     /// A watcher for one more connection; `None` once the drain has begun.
     pub fn watcher(&self) -> Option<Watcher> {
-        self.graceful
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(GracefulShutdown::watcher)
+        if *self.draining.borrow() {
+            return None;
+        }
+        Some(Watcher {
+            draining: self.draining.subscribe(),
+        })
     }
 
     /// Connections being watched now.
     pub fn count(&self) -> usize {
-        self.graceful
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(0, GracefulShutdown::count)
+        self.draining.receiver_count()
     }
 
     /// Admits no more connections, tells every watched one to finish its in-flight requests
     /// and close, and waits until all have.
     pub async fn drain(&self) {
-        let graceful = self
-            .graceful
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(g) = graceful {
-            g.shutdown().await;
+        self.draining.send_replace(true);
+        self.draining.closed().await;
+    }
+}
+
+/// One connection's part in its listener's drain (from [`Connections::watcher`]); the
+/// connection counts as open until it is dropped.
+#[derive(Debug)]
+pub struct Watcher {
+    draining: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Watcher {
+    /// Resolves once the drain has begun (at once if it has).
+    pub async fn draining(&mut self) {
+        // An error means the listener's `Connections` is gone: a drain too.
+        let _ = self.draining.wait_for(|d| *d).await;
+    }
+
+    /// Runs `conn` (an HTTP server connection) to its end; once the drain begins,
+    /// `graceful_shutdown` is called on it (finish the requests in flight, then close) and it
+    /// runs on until it ends.
+    pub async fn watch<C: Future>(
+        mut self,
+        conn: C,
+        graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    ) -> C::Output {
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            biased;
+            out = conn.as_mut() => return out,
+            () = self.draining() => {}
         }
+        graceful_shutdown(conn.as_mut());
+        conn.await
     }
 }
 
@@ -606,6 +685,86 @@ mod tests {
         assert_eq!(n, 16);
         let e = io.read(&mut b).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn first_bytes_tell_http1_from_the_h2_preface() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(FirstBytes::of(preface), FirstBytes::H2);
+        for n in 0..preface.len() {
+            assert_eq!(FirstBytes::of(&preface[..n]), FirstBytes::Unsure, "{n}");
+        }
+        for http1 in [
+            &b"POST http://a.test/ HTTP/1.1"[..],
+            b"G",
+            b"PRI * HTTP/1.1",
+            b"\r\n",
+        ] {
+            assert_eq!(FirstBytes::of(http1), FirstBytes::Http1);
+        }
+    }
+
+    #[tokio::test]
+    async fn first_bytes_are_peeked_and_left_for_the_server() {
+        let cases: [(&[u8], FirstBytes); 4] = [
+            (
+                b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+                FirstBytes::Http1,
+            ),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04",
+                FirstBytes::H2,
+            ),
+            (b"PRI * HTTP/2.0\r\n", FirstBytes::Unsure),
+            (b"P", FirstBytes::Unsure),
+        ];
+        for (sent, want) in cases {
+            let (_acc, mut client, mut io) = pair(limits()).await;
+            client.write_all(sent).await.unwrap();
+            assert_eq!(io.first_bytes().await.unwrap(), want, "{sent:?}");
+            let mut got = vec![0u8; sent.len()];
+            io.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, sent, "every byte is still there to read");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_bytes_never_sent_end_at_the_header_deadline() {
+        let (_acc, _client, mut io) = pair(limits()).await;
+        let t0 = Instant::now();
+        let e = io.first_bytes().await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(Instant::now() - t0 <= Duration::from_secs(2));
+    }
+
+    /// A watched connection is told to shut down when the drain begins and the drain waits for
+    /// it to end; no watcher is handed out once draining.
+    #[tokio::test]
+    async fn the_drain_shuts_watched_connections_down_and_waits_for_them() {
+        let conns = Arc::new(Connections::default());
+        let told = Arc::new(tokio::sync::Notify::new());
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = conns.watcher().unwrap();
+        assert_eq!(conns.count(), 1);
+        let conn = {
+            let told = told.clone();
+            let ended = ended.clone();
+            async move {
+                told.notified().await;
+                ended.store(true, Ordering::SeqCst);
+                7
+            }
+        };
+        let told2 = told.clone();
+        let served = tokio::spawn(watcher.watch(conn, move |_| told2.notify_one()));
+        conns.drain().await;
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "the drain waited for the connection"
+        );
+        assert_eq!(served.await.unwrap(), 7);
+        assert!(conns.watcher().is_none());
+        assert_eq!(conns.count(), 0);
     }
 
     #[tokio::test(start_paused = true)]

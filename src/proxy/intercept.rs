@@ -235,14 +235,8 @@ where
     let Some(watcher) = connections.as_deref().and_then(Connections::watcher) else {
         return;
     };
-    if let Err(e) = watcher
-        .watch(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                .into_owned(),
-        )
-        .await
-    {
+    let conn_future = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    if let Err(e) = watcher.watch(conn_future, |c| c.graceful_shutdown()).await {
         tracing::debug!(client = %conn.peer, destination, error = %e, "intercepted connection ended with an error");
     }
 }

@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::identity::{ConnIdentity, Identity};
 use crate::metrics::Metrics;
 use crate::policy::{Decision, Reason};
-use crate::respond::blocked_by_link;
+use crate::respond::{blocked_by_link, BoxError};
 use crate::shutdown::DrainWatch;
 use crate::tls::client::{client_config, root_store, TlsConfigError};
 use arc_swap::ArcSwap;
@@ -590,7 +590,7 @@ pub async fn serve(
 ) {
     let connections = Arc::new(crate::listen::Connections::default());
     let cfg = gate.snapshot().config.clone();
-    let builder = server_builder(&cfg, false);
+    let servers = Arc::new(Servers::new(&cfg));
     let name = if tls.is_some() { "proxy_tls" } else { "proxy" };
     let acceptor = crate::listen::Acceptor::new(
         listener,
@@ -601,7 +601,6 @@ pub async fn serve(
         },
         name,
     );
-    let builder = Arc::new(builder);
     loop {
         tokio::select! {
             accepted = acceptor.accept_detached() => {
@@ -609,7 +608,7 @@ pub async fn serve(
                 let conn = Connection {
                     gate: gate.clone(),
                     connections: connections.clone(),
-                    builder: builder.clone(),
+                    servers: servers.clone(),
                     watcher,
                 };
                 let tls = tls.clone();
@@ -620,7 +619,7 @@ pub async fn serve(
                     let activity = io.activity();
                     let addr = context::Conn { peer, local };
                     let Some(tls) = tls else {
-                        return conn.serve(io, activity, addr, ConnIdentity::default()).await;
+                        return conn.serve_plain(io, activity, addr).await;
                     };
                     let stream = match tokio_rustls::TlsAcceptor::from(tls.server.clone()).accept(io).await {
                         Ok(s) => s,
@@ -670,12 +669,63 @@ pub async fn serve(
 struct Connection {
     gate: Arc<Gate>,
     connections: Arc<crate::listen::Connections>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
+    servers: Arc<Servers>,
+    watcher: crate::listen::Watcher,
 }
 
 impl Connection {
-    /// Serves HTTP/1.1 or h2 on `io` to its end; every request carries `client`.
+    /// Serves a plain (not TLS) connection: HTTP/1.1 or h2c by its first bytes, peeked so
+    /// that the server chosen reads them itself (see [`crate::listen::GuardedIo::first_bytes`]);
+    /// first bytes too few to tell go to the auto-detecting server.
+    async fn serve_plain(
+        mut self,
+        mut io: crate::listen::GuardedIo,
+        activity: Arc<crate::listen::Activity>,
+        addr: context::Conn,
+    ) {
+        let first = tokio::select! {
+            first = io.first_bytes() => first,
+            () = self.watcher.draining() => return,
+        };
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::debug!(error = %e, "client connection ended before its first bytes");
+                return;
+            }
+        };
+        let client = ConnIdentity::default();
+        let servers = self.servers.clone();
+        let watcher = self.watcher;
+        let svc = service(self.gate, self.connections, activity, addr, client);
+        let io = TokioIo::new(io);
+        let ended = match first {
+            crate::listen::FirstBytes::Http1 => {
+                let conn = servers.http1.serve_connection(io, svc).with_upgrades();
+                watcher
+                    .watch(conn, |c| c.graceful_shutdown())
+                    .await
+                    .map_err(BoxError::from)
+            }
+            crate::listen::FirstBytes::H2 => {
+                let conn = servers.http2.serve_connection(io, svc);
+                watcher
+                    .watch(conn, |c| c.graceful_shutdown())
+                    .await
+                    .map_err(BoxError::from)
+            }
+            crate::listen::FirstBytes::Unsure => {
+                let conn = servers.auto.serve_connection_with_upgrades(io, svc);
+                watcher.watch(conn, |c| c.graceful_shutdown()).await
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, "client connection ended with an error");
+        }
+    }
+
+    /// Serves HTTP/1.1 or h2 on `io` (a TLS session) to its end; every request carries
+    /// `client`.
     async fn serve<IO>(
         self,
         io: IO,
@@ -688,52 +738,115 @@ impl Connection {
         let Connection {
             gate,
             connections,
-            builder,
+            servers,
             watcher,
         } = self;
-        let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            let flight = activity.request();
-            req.extensions_mut().insert(activity.clone());
-            req.extensions_mut().insert(connections.clone());
-            // Boxed where it is made: the handler's state machine is several KiB, and hyper
-            // moves the future it is given into its dispatcher.
-            let fut = Box::pin(request::handle(gate.clone(), addr, client.clone(), req));
-            async move { fut.await.map(|resp| flight.attach(resp)) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-        if let Err(e) = watcher.watch(conn.into_owned()).await {
+        let svc = service(gate, connections, activity, addr, client);
+        let conn = servers
+            .auto
+            .serve_connection_with_upgrades(TokioIo::new(io), svc);
+        if let Err(e) = watcher.watch(conn, |c| c.graceful_shutdown()).await {
             tracing::debug!(error = %e, "client connection ended with an error");
         }
     }
 }
 
-/// The HTTP/1.1 + h2c (prior knowledge) server settings: hyper's limits give 400 on malformed
-/// requests and 431 on oversized heads. On a listener's own connections the header and idle
-/// deadlines are kept by [`crate::listen`]; `inner` connections (inside an intercepted
-/// `CONNECT`) also get hyper's header timer, so each later head is due within
+/// The service of one client connection: every request is handled by [`request::handle`]
+/// with the connection's address and identity, and counts as in flight on the connection
+/// until its response has been sent.
+fn service(
+    gate: Arc<Gate>,
+    connections: Arc<crate::listen::Connections>,
+    activity: Arc<crate::listen::Activity>,
+    addr: context::Conn,
+    client: ConnIdentity,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::respond::GateBody>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<http::Response<crate::respond::GateBody>, std::convert::Infallible>,
+    > + Send
+                 + 'static,
+> + Clone
+       + Send
+       + 'static {
+    service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        let flight = activity.request();
+        req.extensions_mut().insert(activity.clone());
+        req.extensions_mut().insert(connections.clone());
+        // Boxed where it is made: the handler's state machine is several KiB, and hyper
+        // moves the future it is given into its dispatcher.
+        let fut = Box::pin(request::handle(gate.clone(), addr, client.clone(), req));
+        async move { fut.await.map(|resp| flight.attach(resp)) }
+    })
+}
+
+/// Applies the HTTP/1.1 server settings to `$b` (hyper's builder, or the auto server's part
+/// for HTTP/1.1; they have the same setters): hyper's limits give 400 on malformed requests
+/// and 431 on oversized heads. On a listener's own connections (`$inner` false) the header
+/// and idle deadlines are kept by [`crate::listen`]; `inner` connections (inside an
+/// intercepted `CONNECT`) also get hyper's header timer, so each later head is due within
 /// `timeouts.client_header_seconds` too.
+macro_rules! http1_settings {
+    ($b:expr, $cfg:expr, $inner:expr) => {{
+        let b = $b;
+        b.timer(TokioTimer::new())
+            .max_buf_size(64 * 1024)
+            .max_headers(128)
+            .keep_alive(true);
+        if $inner {
+            b.header_read_timeout($cfg.timeouts.client_header);
+        } else {
+            b.header_read_timeout(None);
+        }
+    }};
+}
+
+/// Applies the h2 server settings to `$b` (hyper's builder, or the auto server's part for h2).
+macro_rules! http2_settings {
+    ($b:expr) => {{
+        $b.timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_send_buf_size(H2_STREAM_WINDOW as usize)
+            .max_header_list_size(64 * 1024)
+            .max_pending_accept_reset_streams(64)
+            .max_local_error_reset_streams(256)
+            .keep_alive_interval(std::time::Duration::from_secs(30));
+    }};
+}
+
+/// The servers of a proxy listener's connections: HTTP/1.1 and h2c for the connections whose
+/// first bytes told which, the auto-detecting server for TLS sessions and the rest; all with
+/// the settings of [`server_builder`].
+pub(crate) struct Servers {
+    auto: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Servers {
+    fn new(cfg: &Config) -> Servers {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1_settings!(&mut http1, cfg, false);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2_settings!(&mut http2);
+        Servers {
+            auto: server_builder(cfg, false),
+            http1,
+            http2,
+        }
+    }
+}
+
+/// The HTTP/1.1 + h2c (prior knowledge) auto-detecting server with the settings of
+/// [`http1_settings`] and [`http2_settings`].
 pub(crate) fn server_builder(cfg: &Config, inner: bool) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    let mut h1 = b.http1();
-    h1.timer(TokioTimer::new())
-        .max_buf_size(64 * 1024)
-        .max_headers(128)
-        .keep_alive(true);
-    if inner {
-        h1.header_read_timeout(cfg.timeouts.client_header);
-    } else {
-        h1.header_read_timeout(None);
-    }
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_send_buf_size(H2_STREAM_WINDOW as usize)
-        .max_header_list_size(64 * 1024)
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(256)
-        .keep_alive_interval(std::time::Duration::from_secs(30));
+    http1_settings!(&mut b.http1(), cfg, inner);
+    http2_settings!(b.http2());
     b
 }
 

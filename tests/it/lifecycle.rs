@@ -178,3 +178,45 @@ async fn a_slow_upload_longer_than_the_response_header_timeout_is_not_cut() {
     assert!(got[0].complete);
     assert_eq!(got[0].body.iter().filter(|b| **b == b'\n').count(), 10);
 }
+
+/// SIGTERM with client connections open that have no request in flight (nothing sent yet, a
+/// first byte that could start a head or the h2 preface, half the preface, a keep-alive
+/// connection after its response): the drain closes them at once and the gate exits, instead of waiting for them until
+/// `drain_seconds` (5 in the harness) runs out.
+#[tokio::test]
+async fn sigterm_does_not_wait_for_connections_without_a_request() {
+    let up = Upstream::http().await;
+    let mut gate = GateBuilder::new()
+        .destination(Dest::new("eu", "api.eu.test").connect_to(up.addr))
+        .timeouts("client_header_seconds = 60\nidle_seconds = 60")
+        .start()
+        .await;
+    let mut socks = Vec::new();
+    for first in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n"] {
+        socks.push(open(gate.proxy, first).await);
+    }
+    let mut kept = open(
+        gate.proxy,
+        b"GET http://api.eu.test/kept HTTP/1.1\r\nHost: api.eu.test\r\n\r\n",
+    )
+    .await;
+    let mut buf = [0u8; 512];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The response to the last one says the gate accepted all four (in the order they came).
+    gate.signal("TERM");
+    let code = tokio::task::spawn_blocking(move || {
+        let code = gate.wait_exit(Duration::from_secs(30));
+        (code, gate.logs())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, Some(0));
+    assert!(
+        !code.1.contains("drain time over"),
+        "the drain waited for connections without a request"
+    );
+    for s in &mut socks {
+        assert!(closed_by_peer(s).await);
+    }
+}
