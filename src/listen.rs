@@ -627,20 +627,57 @@ impl Watcher {
 
     /// Runs `conn` (an HTTP server connection) to its end; once the drain begins,
     /// `graceful_shutdown` is called on it (finish the requests in flight, then close) and it
-    /// runs on until it ends.
-    pub async fn watch<C: Future>(
-        mut self,
+    /// runs on until it ends. The connection is held in place in the returned future (a
+    /// struct, not an `async fn`, whose argument and pinned copy would each take the
+    /// connection's size in the task).
+    pub fn watch<C: Future, S: FnOnce(Pin<&mut C>)>(
+        self,
         conn: C,
-        graceful_shutdown: impl FnOnce(Pin<&mut C>),
-    ) -> C::Output {
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            biased;
-            out = conn.as_mut() => return out,
-            () = self.draining() => {}
+        graceful_shutdown: S,
+    ) -> Watched<C, impl Future<Output = tokio::sync::watch::Receiver<bool>>, S> {
+        let mut rx = self.draining;
+        Watched {
+            conn,
+            draining: async move {
+                // An error means the listener's `Connections` is gone: a drain too.
+                let _ = rx.wait_for(|d| *d).await.map(drop);
+                rx
+            },
+            shutdown: Some(graceful_shutdown),
+            guard: None,
         }
-        graceful_shutdown(conn.as_mut());
-        conn.await
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection watched by its listener's drain ([`Watcher::watch`]).
+    pub struct Watched<C, D: Future, S> {
+        #[pin]
+        conn: C,
+        #[pin]
+        draining: D,
+        // Called once, when the drain begins.
+        shutdown: Option<S>,
+        // The watcher's receiver once the drain began: held until the connection ends, so the
+        // drain waits for it.
+        guard: Option<D::Output>,
+    }
+}
+
+impl<C: Future, D: Future, S: FnOnce(Pin<&mut C>)> Future for Watched<C, D, S> {
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let mut this = self.project();
+        if this.guard.is_none() {
+            if let Poll::Ready(rx) = this.draining.poll(cx) {
+                *this.guard = Some(rx);
+                if let Some(shutdown) = this.shutdown.take() {
+                    shutdown(this.conn.as_mut());
+                }
+            }
+        }
+        this.conn.poll(cx)
     }
 }
 

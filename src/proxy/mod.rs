@@ -707,16 +707,17 @@ impl Connection {
                     .await
                     .map_err(BoxError::from)
             }
+            // Boxed: h2 and undecided connections are rare on an egress proxy, and their
+            // larger state would otherwise size every connection's task.
             crate::listen::FirstBytes::H2 => {
                 let conn = servers.http2.serve_connection(io, svc);
-                watcher
-                    .watch(conn, |c| c.graceful_shutdown())
+                Box::pin(watcher.watch(conn, |c| c.graceful_shutdown()))
                     .await
                     .map_err(BoxError::from)
             }
             crate::listen::FirstBytes::Unsure => {
                 let conn = servers.auto.serve_connection_with_upgrades(io, svc);
-                watcher.watch(conn, |c| c.graceful_shutdown()).await
+                Box::pin(watcher.watch(conn, |c| c.graceful_shutdown())).await
             }
         };
         if let Err(e) = ended {
