@@ -590,12 +590,13 @@ impl Default for Connections {
 impl Connections {
     /// A watcher for one more connection; `None` once the drain has begun.
     pub fn watcher(&self) -> Option<Watcher> {
-        if *self.draining.borrow() {
+        // Subscribed before the check: a drain that begins in between either sees this
+        // receiver and waits for it, or set the value this check reads.
+        let draining = self.draining.subscribe();
+        if *draining.borrow() {
             return None;
         }
-        Some(Watcher {
-            draining: self.draining.subscribe(),
-        })
+        Some(Watcher { draining })
     }
 
     /// Connections being watched now.
@@ -774,33 +775,43 @@ mod tests {
         assert!(Instant::now() - t0 <= Duration::from_secs(2));
     }
 
-    /// A watched connection is told to shut down when the drain begins and the drain waits for
-    /// it to end; no watcher is handed out once draining.
+    /// A watched connection is told to shut down when the drain begins, and the drain waits
+    /// for it to end (it is still waiting while the connection, told, has not ended); no
+    /// watcher is handed out once draining.
     #[tokio::test]
     async fn the_drain_shuts_watched_connections_down_and_waits_for_them() {
         let conns = Arc::new(Connections::default());
         let told = Arc::new(tokio::sync::Notify::new());
-        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (was_told_tx, was_told) = tokio::sync::oneshot::channel::<()>();
         let watcher = conns.watcher().unwrap();
         assert_eq!(conns.count(), 1);
         let conn = {
-            let told = told.clone();
-            let ended = ended.clone();
+            let (told, release) = (told.clone(), release.clone());
             async move {
                 told.notified().await;
-                ended.store(true, Ordering::SeqCst);
+                let _ = was_told_tx.send(());
+                release.notified().await;
                 7
             }
         };
-        let told2 = told.clone();
-        let served = tokio::spawn(watcher.watch(conn, move |_| told2.notify_one()));
-        conns.drain().await;
+        let served = tokio::spawn(watcher.watch(conn, move |_| told.notify_one()));
+        let drain = tokio::spawn({
+            let conns = conns.clone();
+            async move { conns.drain().await }
+        });
+        was_told.await.unwrap();
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
         assert!(
-            ended.load(Ordering::SeqCst),
-            "the drain waited for the connection"
+            !drain.is_finished(),
+            "the drain ended before the connection"
         );
-        assert_eq!(served.await.unwrap(), 7);
         assert!(conns.watcher().is_none());
+        release.notify_one();
+        drain.await.unwrap();
+        assert_eq!(served.await.unwrap(), 7);
         assert_eq!(conns.count(), 0);
     }
 

@@ -618,29 +618,12 @@ pub async fn serve(
                     let local = io.local_addr().unwrap_or(peer);
                     let activity = io.activity();
                     let addr = context::Conn { peer, local };
-                    let Some(tls) = tls else {
-                        return conn.serve_plain(io, activity, addr).await;
-                    };
-                    let stream = match tokio_rustls::TlsAcceptor::from(tls.server.clone()).accept(io).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let reason = crate::identity::tls::handshake_error_reason(&e);
-                            conn.gate.metrics.proxy_tls_handshake_errors.with_label_values(&[reason]).inc();
-                            tracing::debug!(%peer, reason, error = %e, "TLS proxy handshake failed");
-                            return;
-                        }
-                    };
-                    let session = stream.get_ref().1;
-                    activity.set_h2(session.alpn_protocol() == Some(b"h2"));
-                    // Under `optional`, a chain from another CA passed the handshake and is
-                    // verified here: only one that verifies identifies the client.
-                    let certificate = tls
-                        .client_ca
-                        .as_ref()
-                        .and_then(|ca| session.peer_certificates().and_then(|c| ca.verify(c)))
-                        .map(Arc::new);
-                    let client = ConnIdentity { certificate, ..ConnIdentity::default() };
-                    conn.serve(stream, activity, addr, client).await;
+                    match tls {
+                        None => conn.serve_plain(io, activity, addr).await,
+                        // Boxed: a TLS session's state would otherwise size the task of every
+                        // plain connection too.
+                        Some(tls) => Box::pin(conn.serve_tls(io, activity, addr, tls)).await,
+                    }
                 });
             }
             _ = drain.signaled() => break,
@@ -683,14 +666,16 @@ impl Connection {
         activity: Arc<crate::listen::Activity>,
         addr: context::Conn,
     ) {
+        let peer = addr.peer;
         let first = tokio::select! {
+            biased;
             first = io.first_bytes() => first,
             () = self.watcher.draining() => return,
         };
         let first = match first {
             Ok(first) => first,
             Err(e) => {
-                tracing::debug!(error = %e, "client connection ended before its first bytes");
+                tracing::debug!(%peer, error = %e, "client connection ended before its first bytes");
                 return;
             }
         };
@@ -721,8 +706,54 @@ impl Connection {
             }
         };
         if let Err(e) = ended {
-            tracing::debug!(error = %e, "client connection ended with an error");
+            tracing::debug!(%peer, error = %e, "client connection ended with an error");
         }
+    }
+
+    /// Serves a connection of the TLS proxy listener: the TLS handshake (given up when the
+    /// drain begins), then HTTP/1.1 or h2 by ALPN; a client certificate that verifies
+    /// identifies every request on it.
+    async fn serve_tls(
+        mut self,
+        io: crate::listen::GuardedIo,
+        activity: Arc<crate::listen::Activity>,
+        addr: context::Conn,
+        tls: Arc<crate::identity::tls::ProxyTlsConfig>,
+    ) {
+        let peer = addr.peer;
+        let accept = tokio_rustls::TlsAcceptor::from(tls.server.clone()).accept(io);
+        let handshake = tokio::select! {
+            biased;
+            handshake = accept => handshake,
+            () = self.watcher.draining() => return,
+        };
+        let stream = match handshake {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = crate::identity::tls::handshake_error_reason(&e);
+                self.gate
+                    .metrics
+                    .proxy_tls_handshake_errors
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::debug!(%peer, reason, error = %e, "TLS proxy handshake failed");
+                return;
+            }
+        };
+        let session = stream.get_ref().1;
+        activity.set_h2(session.alpn_protocol() == Some(b"h2"));
+        // Under `optional`, a chain from another CA passed the handshake and is verified here:
+        // only one that verifies identifies the client.
+        let certificate = tls
+            .client_ca
+            .as_ref()
+            .and_then(|ca| session.peer_certificates().and_then(|c| ca.verify(c)))
+            .map(Arc::new);
+        let client = ConnIdentity {
+            certificate,
+            ..ConnIdentity::default()
+        };
+        self.serve(stream, activity, addr, client).await;
     }
 
     /// Serves HTTP/1.1 or h2 on `io` (a TLS session) to its end; every request carries
@@ -742,12 +773,13 @@ impl Connection {
             servers,
             watcher,
         } = self;
+        let peer = addr.peer;
         let svc = service(gate, connections, activity, addr, client);
         let conn = servers
             .auto
             .serve_connection_with_upgrades(TokioIo::new(io), svc);
         if let Err(e) = watcher.watch(conn, |c| c.graceful_shutdown()).await {
-            tracing::debug!(error = %e, "client connection ended with an error");
+            tracing::debug!(%peer, error = %e, "client connection ended with an error");
         }
     }
 }
